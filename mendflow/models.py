@@ -1,0 +1,268 @@
+"""Typed contracts passed between mendflow's pipeline stages.
+
+All models are frozen pydantic models: a stage never mutates what another
+stage produced, it returns a new value. Paths inside these models are POSIX
+paths relative to the repository root unless a field says otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITY_RANK: dict[str, int] = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
+
+Source = Literal["pytest", "coverage", "ruff", "mypy", "bandit", "todo", "log", "runtime"]
+Category = Literal[
+    "test-failure", "coverage", "lint", "style", "type", "security", "syntax", "todo",
+    "performance", "runtime",
+]
+TestOutcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
+PatchStatus = Literal["accepted", "rejected", "pending_approval", "proposed"]
+MissionStatus = Literal["completed", "awaiting_approval", "failed"]
+
+
+class Contract(BaseModel):
+    """Base of every contract: frozen, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Finding(Contract):
+    """One problem found by one tool, normalized.
+
+    ``id`` is a fingerprint (hex) over source, rule, path, the enclosing
+    symbol and the normalized text of the offending line, so it survives
+    line shifts elsewhere in the file.
+    """
+
+    id: str
+    source: Source
+    rule: str
+    severity: Severity
+    category: Category
+    path: str
+    line: int | None = None
+    column: int | None = None
+    end_line: int | None = None
+    message: str
+    test_id: str | None = None
+    symbol: str | None = None
+    fixable: bool = False
+    url: str | None = None
+    detail: str | None = Field(default=None, description="long text: a traceback, missing lines")
+
+
+class TestCase(Contract):
+    """One pytest test result, from pytest's JUnit XML."""
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    outcome: TestOutcome
+    path: str | None = None
+    line: int | None = None
+    duration_s: float = 0.0
+    message: str | None = None
+    detail: str | None = None
+
+
+class FileCoverage(Contract):
+    """Line coverage of one file, from coverage.py's JSON report."""
+
+    path: str
+    num_statements: int
+    covered_lines: int
+    percent: float
+    missing_lines: tuple[int, ...] = ()
+
+
+class TestRun(Contract):
+    """What one pytest-under-coverage run measured."""
+
+    __test__ = False
+
+    collected: int
+    cases: tuple[TestCase, ...] = ()
+    coverage_percent: float | None = None
+    files: tuple[FileCoverage, ...] = ()
+    duration_s: float = 0.0
+    timed_out: bool = False
+    collection_errors: tuple[str, ...] = ()
+
+    def outcome_of(self, nodeid: str) -> TestOutcome | None:
+        for case in self.cases:
+            if case.nodeid == nodeid:
+                return case.outcome
+        return None
+
+
+class ToolResult(Contract):
+    """The normalized output of one detection tool run."""
+
+    tool: Literal["pytest", "ruff", "mypy", "bandit", "todo"]
+    findings: tuple[Finding, ...] = ()
+    test_run: TestRun | None = None
+    duration_s: float = 0.0
+    command: tuple[str, ...] = ()
+    exit_code: int | None = None
+    ok: bool = True
+    error: str | None = None
+
+
+class Measurement(Contract):
+    """Everything measured on one state of the sandbox tree."""
+
+    tree: str = Field(description="content hash of the measured tree (git write-tree)")
+    results: tuple[ToolResult, ...]
+    findings: tuple[Finding, ...]
+    score: float
+    loc: int = 0
+
+    @property
+    def test_run(self) -> TestRun | None:
+        for result in self.results:
+            if result.test_run is not None:
+                return result.test_run
+        return None
+
+    def result_of(self, tool: str) -> ToolResult | None:
+        return next((r for r in self.results if r.tool == tool), None)
+
+
+class RepoTarget(Contract):
+    """The repository a mission works on and the scope it is limited to."""
+
+    root: Path
+    head_commit: str
+    head_branch: str | None
+    scope: Literal["project", "directory", "file"]
+    scope_path: str = Field(description="POSIX path relative to root; '.' for the project")
+
+
+class UserState(Contract):
+    """A snapshot of what a mission must never change in the user's checkout."""
+
+    status_porcelain: str
+    refs: dict[str, str]
+    head: str
+
+
+class Sandbox(Contract):
+    """An isolated git worktree of the repository on the mission branch."""
+
+    mission_id: str
+    path: Path
+    branch: str
+    base_commit: str
+    repo_root: Path
+
+
+class TargetEnv(Contract):
+    """The Python environment in which the target's tests run."""
+
+    python: Path
+    kind: Literal["managed-venv", "interpreter"]
+    fingerprint: str = Field(description="hash of interpreter + dependency files; cache key part")
+
+
+class Patch(Contract):
+    """A candidate change: a git-format unified diff and the findings it claims to fix."""
+
+    id: str
+    fixer: str
+    finding_ids: tuple[str, ...]
+    diff: str
+    files: tuple[str, ...]
+    title: str
+    description: str = ""
+    confidence: Literal["high", "medium", "low"] = "high"
+
+
+class GateResult(Contract):
+    """The verdict of one validation gate."""
+
+    gate: str
+    passed: bool
+    detail: str = ""
+
+
+class ValidationReport(Contract):
+    """The verdict on one patch, measured against the current baseline."""
+
+    patch_id: str
+    accepted: bool
+    gates: tuple[GateResult, ...]
+    reason: str | None = None
+    after: Measurement | None = None
+    fixed_finding_ids: tuple[str, ...] = ()
+    new_findings: tuple[Finding, ...] = ()
+
+    def summary(self) -> str:
+        passed = sum(g.passed for g in self.gates)
+        verdict = "accepted" if self.accepted else f"rejected ({self.reason})"
+        return f"{verdict}; gates {passed}/{len(self.gates)} passed"
+
+
+class BackupEntry(Contract):
+    """Per changed file: SHA-256 of its bytes before and after, and the commit."""
+
+    path: str
+    sha256_before: str | None
+    sha256_after: str | None
+    commit: str
+    patch_id: str
+    backup_path: str | None = Field(default=None, description="copy of the file before, if any")
+
+
+class CommitRecord(Contract):
+    """An accepted patch committed on the mission branch."""
+
+    patch_id: str
+    commit: str
+    backups: tuple[BackupEntry, ...] = ()
+
+
+class PatchOutcome(Contract):
+    """One patch's fate in the mission, as reported in session_data.json."""
+
+    id: str
+    finding_ids: tuple[str, ...]
+    fixer: str
+    status: PatchStatus
+    reason: str | None = None
+    commit: str | None = None
+    title: str = ""
+    iteration: int = 0
+    files: tuple[str, ...] = ()
+    validation: ValidationReport | None = None
+
+
+class QualityScore(Contract):
+    before: float
+    after: float
+
+
+class MissionResult(Contract):
+    """The machine-readable result of a mission (``--json`` and session_data.json)."""
+
+    mission_id: str
+    flow_run_id: str | None
+    status: MissionStatus
+    repository: str
+    base_commit: str
+    branch: str
+    findings: tuple[Finding, ...]
+    patches: tuple[PatchOutcome, ...]
+    quality_score: QualityScore
+    report_dir: str
+    iterations: int = 0
+    stop_reason: str = ""
+    exit_code: int = 0
+    dry_run: bool = False
+    backup_only: bool = False
+    worktree: str | None = None
+    final_findings: tuple[Finding, ...] = ()

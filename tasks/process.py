@@ -1,0 +1,141 @@
+"""Run external tools as subprocesses that can always be stopped.
+
+Prefect's ``timeout_seconds`` does not kill a task's subprocesses (see
+REFERENCE.md), so every tool runs in its own session and, on timeout, the
+whole process group is killed. The environment handed to a tool is scrubbed
+of anything that looks like a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mendflow.errors import ToolError
+
+SECRET_NAME = re.compile(
+    r"(KEY|TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN)",
+    re.IGNORECASE,
+)
+# Variables that would leak mendflow's own state or Prefect's into a tool.
+_DROP_PREFIXES = ("PREFECT_", "MENDFLOW_", "VIRTUAL_ENV", "PYTHONHOME", "PYTEST_ADDOPTS",
+                  "COVERAGE_", "CONDA_")
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """The outcome of one subprocess.
+
+    Attributes:
+        args: the command line.
+        returncode: the exit status (negative: killed by that signal; None: timed out).
+        stdout: decoded standard output.
+        stderr: decoded standard error.
+        duration_s: wall time in seconds.
+        timed_out: True if the process group was killed on timeout.
+    """
+
+    args: tuple[str, ...]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool
+
+    def tail(self, lines: int = 30) -> str:
+        text = (self.stdout + "\n" + self.stderr).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def sandbox_environ(home: Path | None = None, extra: Mapping[str, str] | None = None,
+                    base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Build the environment for a tool run: no secrets, no mendflow/Prefect state.
+
+    Args:
+        home: a private HOME for the tool (created if missing), or None to keep HOME.
+        extra: variables to add after scrubbing.
+        base: the environment to start from (default ``os.environ``).
+
+    Returns:
+        A new mapping; every variable whose name looks like a secret
+        (KEY, TOKEN, SECRET, PASSWORD, ...) is gone.
+    """
+    env = {
+        name: value
+        for name, value in (base if base is not None else os.environ).items()
+        if not SECRET_NAME.search(name) and not name.startswith(_DROP_PREFIXES)
+    }
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        env["HOME"] = str(home)
+    env.setdefault("PYTHONIOENCODING", "utf-8")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s: float,
+                env: Mapping[str, str] | None = None, input_text: str | None = None) -> ProcessResult:
+    """Run a command in a new session; on timeout kill its whole process group.
+
+    Args:
+        args: the command and its arguments.
+        cwd: working directory.
+        timeout_s: seconds before SIGTERM, then SIGKILL 5 s later, to the group.
+        env: the environment (use :func:`sandbox_environ`); None inherits.
+        input_text: text for standard input.
+
+    Returns:
+        A :class:`ProcessResult`; a non-zero exit is not an error here.
+
+    Raises:
+        ToolError: the executable does not exist.
+    """
+    argv = tuple(str(a) for a in args)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True,
+            stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", errors="replace",
+        )
+    except FileNotFoundError:
+        raise ToolError(f"executable not found: {argv[0]}", subject=argv[0],
+                        hint="install it or put it on PATH (see `mendflow doctor`)") from None
+    timed_out = False
+    try:
+        stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        stdout, stderr = proc.communicate()
+    except BaseException:  # KeyboardInterrupt and friends: never leave the group behind
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
+                         time.monotonic() - start, timed_out)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # the leader is gone; make sure no grandchild survives in the group
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        return
