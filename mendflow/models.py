@@ -266,3 +266,20 @@ class MissionResult(Contract):
     backup_only: bool = False
     worktree: str | None = None
     final_findings: tuple[Finding, ...] = ()
+
+
+class Proposal(Contract):
+    """What a fixer answered for one group of findings.
+
+    Exactly one of ``patch`` and ``declined`` is set: a patch to validate, or
+    the reason no patch was proposed (the model said ``fixable: false``, the
+    tool had nothing to change, a budget ran out ...).
+    """
+
+    fixer: str
+    finding_ids: tuple[str, ...]
+    patch: Patch | None = None
+    declined: str | None = None
+    attempt: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
