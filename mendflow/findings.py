@@ -160,3 +160,27 @@ def rank_findings(findings: Iterable[Finding]) -> list[Finding]:
         key=lambda f: (-SEVERITY_RANK[f.severity], _SOURCE_PRIORITY.get(f.source, 9),
                        f.path, f.line or 0, f.rule),
     )
+
+
+def in_scope(finding: Finding, target) -> bool:
+    """Is the finding inside the mission's scope? (See :func:`path_in_scope`.)"""
+    return path_in_scope(finding.path, target)
+
+
+def path_in_scope(path: str, target) -> bool:
+    """Is a repository-relative POSIX path inside the mission's scope?
+
+    Args:
+        path: a path relative to the repository root.
+        target: the mission's :class:`~mendflow.models.RepoTarget`.
+
+    Returns:
+        True for every path in project scope; otherwise True when the path is
+        the scoped file or lies under the scoped directory.
+    """
+    if target.scope == "project" or target.scope_path in ("", "."):
+        return True
+    scope = target.scope_path.rstrip("/")
+    if target.scope == "file":
+        return path == scope
+    return path == scope or path.startswith(scope + "/")

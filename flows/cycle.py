@@ -1,0 +1,194 @@
+"""The composed steps of a mission's M-T-D-V cycle, shared by the mission flows.
+
+Nothing here runs a tool, git or HTTP itself: each step is a task call, and
+this module only sequences them and branches on their typed results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import get_run_logger
+
+from mendflow.config import MendflowConfig
+from mendflow.errors import PatchRejected, ValidationUnavailable
+from mendflow.findings import in_scope
+from mendflow.models import (
+    BackupEntry, Finding, Measurement, PatchOutcome, RepoTarget, Sandbox, TargetEnv,
+    ValidationReport,
+)
+from mendflow.progress import report_progress
+from tasks.detect import (
+    find_todos, merge_findings, run_bandit, run_mypy, run_pytest, run_ruff,
+)
+from tasks.fix import plan_fixes, propose_patch
+from tasks.sandbox import apply_patch, hash_tree, reset_sandbox
+from tasks.setup import back_up_files, compute_measurement
+from tasks.validate import check_patch_syntax, format_feedback, judge_patch
+from tasks.vcs import commit_accepted_patch
+
+
+@dataclass
+class MissionState:
+    """What the flow accumulates while it runs (flow-local, never passed to a task)."""
+
+    mission_id: str
+    target: RepoTarget
+    sandbox: Sandbox
+    env: TargetEnv
+    config: MendflowConfig
+    baseline: Measurement
+    current: Measurement
+    backups_dir: Path
+    outcomes: list[PatchOutcome] = field(default_factory=list)
+    validations: list[ValidationReport] = field(default_factory=list)
+    backups: list[BackupEntry] = field(default_factory=list)
+    tried: set[frozenset[str]] = field(default_factory=set)
+    iterations: int = 0
+    stop_reason: str = ""
+
+    def scoped(self, findings) -> list[Finding]:
+        return [f for f in findings if in_scope(f, self.target)]
+
+    def exit_code(self) -> int:
+        """0 success; 2 a patch was rejected or the target score was not reached."""
+        rejected = any(o.status == "rejected" for o in self.outcomes)
+        below = self.current.score < self.config.mission.target_score
+        return 2 if rejected or (below and not self.config.mission.backup_only) else 0
+
+
+def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str) -> Measurement:
+    """Run every detector concurrently on the sandbox's current tree and combine them.
+
+    Raises:
+        ValidationUnavailable: the baseline test run could not complete.
+    """
+    report_progress("detect", f"measuring {label}")
+    tree = hash_tree(sandbox)
+    tools = config.tools
+    futures = [
+        run_pytest.submit(sandbox, env, tools, tree),
+        run_ruff.submit(sandbox, tools, tree),
+        run_mypy.submit(sandbox, env, tools, tree),
+        run_bandit.submit(sandbox, tools, tree),
+        find_todos.submit(sandbox, tools, tree),
+    ]
+    results = [f.result() for f in futures]
+    findings = merge_findings(results)
+    measurement = compute_measurement(sandbox, tree, results, findings, config.score)
+    pytest_result = measurement.result_of("pytest")
+    if label == "baseline" and pytest_result is not None and not pytest_result.ok:
+        raise ValidationUnavailable(
+            f"the baseline test run failed to complete: {pytest_result.error or 'unknown error'}",
+            subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
+    report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
+    return measurement
+
+
+def run_iterations(state: MissionState) -> MissionState:
+    """Repeat the M-T-D-V cycle until the target score, max iterations or no progress."""
+    mission = state.config.mission
+    for iteration in range(1, mission.max_iterations + 1):
+        if state.current.score >= mission.target_score:
+            state.stop_reason = f"target score {mission.target_score} reached"
+            break
+        state.iterations = iteration
+        queue = state.scoped(state.current.findings)
+        groups = [g for g in plan_fixes(state.config.fixer, queue)
+                  if frozenset(f.id for f in g) not in state.tried]
+        if not groups:
+            state.stop_reason = "no fixable findings left"
+            break
+        accepted = 0
+        for group in groups[: mission.max_patches_per_iteration]:
+            state.tried.add(frozenset(f.id for f in group))
+            accepted += fix_group(state, group, iteration)
+        if accepted == 0:
+            state.stop_reason = "no candidate was accepted in the last iteration"
+            break
+    else:
+        state.stop_reason = f"max iterations ({mission.max_iterations}) reached"
+    if not state.stop_reason:
+        state.stop_reason = "finished"
+    return state
+
+
+def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
+    """Propose, apply, validate and commit (or roll back) one group; 1 if accepted.
+
+    A rejected candidate's gate output is fed back to the fixer for another
+    attempt, at most ``max_attempts`` times (1 for a deterministic fixer).
+    """
+    logger = get_run_logger()
+    feedback: str | None = None
+    for attempt in range(1, _max_attempts(state.config) + 1):
+        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt)
+        if proposal.patch is None:
+            logger.info("fixer declined %s: %s", [f.id for f in group], proposal.declined)
+            return 0
+        patch = proposal.patch
+        report_progress("validate", f"candidate {patch.id}: {patch.title}")
+        try:
+            apply_patch(state.sandbox, patch)
+        except PatchRejected as err:
+            state.outcomes.append(_outcome(patch, "rejected", err.reason, iteration))
+            feedback = str(err)
+            continue
+        try:
+            report = _validate(state, patch)
+        except BaseException:
+            reset_sandbox.fn(state.sandbox, patch)  # never leave a half-validated tree behind
+            raise
+        state.validations.append(report)
+        if not report.accepted:
+            reset_sandbox(state.sandbox, patch)
+            state.outcomes.append(_outcome(patch, "rejected", report.reason, iteration, report))
+            feedback = format_feedback(report)
+            report_progress("validate", f"rejected {patch.id}: {report.reason}")
+            continue
+        _accept(state, patch, report, iteration)
+        return 1
+    return 0
+
+
+def _validate(state: MissionState, patch) -> ValidationReport:
+    syntax = check_patch_syntax(state.sandbox, patch)
+    if not syntax.passed:
+        return judge_patch(state.current, state.current, patch, state.config.gates, syntax)
+    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")
+    return judge_patch(state.current, after, patch, state.config.gates, syntax)
+
+
+def _accept(state: MissionState, patch, report: ValidationReport, iteration: int) -> None:
+    if state.config.mission.dry_run:
+        reset_sandbox(state.sandbox, patch)
+        state.outcomes.append(_outcome(patch, "accepted", "dry run: not committed", iteration,
+                                       report))
+        report_progress("validate", f"accepted {patch.id} (dry run, not committed)")
+        return
+    record = commit_accepted_patch(state.sandbox, patch, report.summary(), state.backups_dir)
+    state.backups.extend(record.backups)
+    state.outcomes.append(_outcome(patch, "accepted", None, iteration, report, record.commit))
+    if report.after is not None:
+        state.current = report.after
+    report_progress("commit", f"accepted {patch.id} as {record.commit[:10]}")
+
+
+def back_up_baseline(state: MissionState) -> MissionState:
+    """``--backup-only``: back up every in-scope Python file; change nothing."""
+    state.backups.extend(back_up_files(state.sandbox, state.target, state.backups_dir))
+    state.stop_reason = "backup only"
+    return state
+
+
+def _max_attempts(config: MendflowConfig) -> int:
+    policy = getattr(config.fixer, "policy", None)
+    return int(getattr(policy, "max_attempts", 1))
+
+
+def _outcome(patch, status, reason, iteration, report=None, commit=None) -> PatchOutcome:
+    return PatchOutcome(id=patch.id, finding_ids=patch.finding_ids, fixer=patch.fixer,
+                        status=status, reason=reason, commit=commit, title=patch.title,
+                        iteration=iteration, files=patch.files,
+                        validation=report.model_copy(update={"after": None}) if report else None)

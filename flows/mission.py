@@ -1,0 +1,99 @@
+"""The maintenance mission: one Prefect flow run of the M-T-D-V cycle.
+
+The flow only composes tasks and branches on their typed results::
+
+    resolve_target → snapshot_user_checkout → create_sandbox → prepare_target_env
+    → measure baseline (pytest+coverage, ruff, mypy, bandit, TODOs: concurrently)
+    → repeat up to max_iterations, until the target score:
+          plan_fixes → for each group: propose_patch → apply_patch → check_patch_syntax
+          → measure → judge_patch → commit_accepted_patch | reset_sandbox
+          (a rejected candidate's gate output goes back to the fixer, up to max_attempts)
+    → write_mission_reports → publish_report → verify_user_checkout
+
+Every git change happens in the sandbox worktree on ``mendflow/<mission-id>``;
+the user's checkout is verified untouched at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, runtime
+
+from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
+from mendflow.models import MissionResult, QualityScore
+from mendflow.state import mission_dir
+from tasks.environment import prepare_target_env
+from tasks.report import publish_report, write_mission_reports
+from tasks.sandbox import create_sandbox
+from tasks.setup import load_mission_config, new_mission_id
+from tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
+
+
+@flow(name="maintenance-mission", log_prints=False)
+def maintenance_mission(
+    path: str = ".",
+    config_file: str | None = None,
+    mission_id: str | None = None,
+    scope: str | None = None,
+    dry_run: bool | None = None,
+    backup_only: bool | None = None,
+    max_iterations: int | None = None,
+    target_score: float | None = None,
+) -> MissionResult:
+    """Run one maintenance mission on the repository that contains ``path``.
+
+    Args:
+        path: a repository, a directory inside one, or a file inside one.
+        config_file: a YAML config (see README, "Configuration"); None = defaults.
+        mission_id: the mission's id (``[a-z0-9-]``); None = derived from the flow run id.
+        scope: auto | project | directory | file (overrides ``mission.scope``).
+        dry_run: detect and propose, commit nothing.
+        backup_only: record the baseline and backups only.
+        max_iterations: M-T-D-V cycles at most (overrides the config).
+        target_score: stop once the 0-100 quality score reaches this.
+
+    Returns:
+        The :class:`MissionResult` (also written as session_data.json).
+
+    Raises:
+        MendflowError: a typed error for bad input or an unusable environment.
+    """
+    logger = get_run_logger()
+    config = load_mission_config(config_file, scope=scope, dry_run=dry_run,
+                                 backup_only=backup_only, max_iterations=max_iterations,
+                                 target_score=target_score)
+    mission_id = mission_id or new_mission_id(str(runtime.flow_run.id or ""))
+    target = resolve_target(path, config.mission.scope)
+    before = snapshot_user_checkout(target.root)
+    sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
+    env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+    logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
+                target.scope, target.scope_path, sandbox.path)
+
+    baseline = measure(sandbox, env, config, label="baseline")
+    state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
+                         config=config, baseline=baseline, current=baseline,
+                         backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups")
+    if config.mission.backup_only:
+        state = back_up_baseline(state)
+    else:
+        state = run_iterations(state)
+
+    report_dir = Path(config.mission.report_dir or
+                      mission_dir(mission_id, config.mission.state_dir) / "report")
+    result = MissionResult(
+        mission_id=mission_id, flow_run_id=str(runtime.flow_run.id or "") or None,
+        status="completed", repository=str(target.root), base_commit=target.head_commit,
+        branch=sandbox.branch, findings=tuple(state.scoped(baseline.findings)),
+        patches=tuple(state.outcomes),
+        quality_score=QualityScore(before=baseline.score, after=state.current.score),
+        report_dir=str(report_dir), iterations=state.iterations, stop_reason=state.stop_reason,
+        exit_code=state.exit_code(), dry_run=config.mission.dry_run,
+        backup_only=config.mission.backup_only, worktree=str(sandbox.path),
+        final_findings=tuple(state.scoped(state.current.findings)),
+    )
+    markdown = write_mission_reports(result, state.validations, state.backups, report_dir)
+    publish_report(result, markdown)
+    verify_user_checkout(target.root, before)
+    return result

@@ -1,0 +1,27 @@
+"""Stage progress events, decoupled from how they are shown.
+
+Tasks and flows call :func:`report_progress`; the CLI attaches a handler to
+the ``mendflow.progress`` logger and renders the events live with rich (on
+stderr). Without a handler the events go nowhere, so flows run silently under
+a deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+PROGRESS_LOGGER = "mendflow.progress"
+_logger = logging.getLogger(PROGRESS_LOGGER)
+_logger.propagate = False
+_logger.addHandler(logging.NullHandler())
+_logger.setLevel(logging.INFO)
+
+
+def report_progress(stage: str, message: str) -> None:
+    """Emit one progress event.
+
+    Args:
+        stage: the pipeline stage (setup, detect, fix, validate, commit, report).
+        message: one human-readable line.
+    """
+    _logger.info(message, extra={"stage": stage})

@@ -1,0 +1,102 @@
+"""Mission set-up and bookkeeping tasks: config, mission id, scoring, baseline backups."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import git
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.config import MendflowConfig, ScoreConfig, load_config
+from mendflow.findings import path_in_scope
+from mendflow.models import BackupEntry, Finding, Measurement, RepoTarget, Sandbox, ToolResult
+from mendflow.score import quality_score
+from tasks.detect import count_python_loc
+
+
+@task(name="load-mission-config", cache_policy=NO_CACHE)
+def load_mission_config(config_file: str | None, **mission_overrides) -> MendflowConfig:
+    """Load the YAML config and apply command-line overrides of ``mission`` fields.
+
+    Args:
+        config_file: path of a YAML file, or None for the embedded defaults.
+        **mission_overrides: ``mission`` fields (None values are ignored).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the file or an override is invalid (the message names the field).
+    """
+    return load_config(config_file).with_overrides(**mission_overrides)
+
+
+@task(name="new-mission-id", cache_policy=NO_CACHE)
+def new_mission_id(flow_run_id: str) -> str:
+    """Return a mission id such as ``m-20261122-0412-3f9a1c2b``.
+
+    Args:
+        flow_run_id: the Prefect flow run id; its first 8 hex digits end the id,
+            so a re-run of the same flow run gets the same mission id.
+
+    Returns:
+        A lowercase id of letters, digits and dashes (safe as a branch and file name).
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    suffix = (flow_run_id.replace("-", "") or hashlib.sha256(stamp.encode()).hexdigest())[:8]
+    return f"m-{stamp}-{suffix.lower()}"
+
+
+@task(name="compute-measurement", cache_policy=NO_CACHE)
+def compute_measurement(sandbox: Sandbox, tree: str, results: Sequence[ToolResult],
+                        findings: Sequence[Finding], score: ScoreConfig) -> Measurement:
+    """Combine the tool results of one tree into a :class:`Measurement` with its score.
+
+    Args:
+        sandbox: the measured worktree (lines of code are counted there).
+        tree: the tree's content hash.
+        results: one :class:`ToolResult` per detector.
+        findings: the merged, ranked findings.
+        score: the score weights.
+
+    Returns:
+        The measurement; ``score`` is the 0-100 quality score of mendflow.score.
+    """
+    loc = count_python_loc(sandbox.path)
+    test_run = next((r.test_run for r in results if r.test_run is not None), None)
+    value = quality_score(findings, test_run, loc, score)
+    return Measurement(tree=tree, results=tuple(results), findings=tuple(findings),
+                       score=value, loc=loc)
+
+
+@task(name="back-up-files", cache_policy=NO_CACHE)
+def back_up_files(sandbox: Sandbox, target: RepoTarget, backups_dir: Path) -> list[BackupEntry]:
+    """Copy every tracked in-scope Python file of the base commit and record its SHA-256.
+
+    Args:
+        sandbox: the mission's worktree at the base commit.
+        target: the mission's target (its scope selects the files).
+        backups_dir: where copies go (``<dir>/baseline/<path>``).
+
+    Returns:
+        One :class:`BackupEntry` per file (before == after: nothing was changed).
+    """
+    listed = git.Repo(sandbox.path).git.ls_files("-z", "--", "*.py").split("\0")
+    entries = []
+    for rel in filter(None, listed):
+        if not path_in_scope(rel, target):
+            continue
+        data = (sandbox.path / rel).read_bytes()
+        copy = backups_dir / "baseline" / rel
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sandbox.path / rel, copy)
+        digest = hashlib.sha256(data).hexdigest()
+        entries.append(BackupEntry(path=rel, sha256_before=digest, sha256_after=digest,
+                                   commit=sandbox.base_commit, patch_id="baseline",
+                                   backup_path=str(copy)))
+    return entries

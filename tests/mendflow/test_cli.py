@@ -1,0 +1,101 @@
+"""The `mendflow` console script, run as a real subprocess against a real Prefect API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import git
+
+MENDFLOW = [sys.executable, "-m", "mendflow.cli"]
+
+
+@pytest.fixture
+def cli_env(prefect_harness, tmp_path):
+    """Run the CLI against the harness's API (saves starting an ephemeral server)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "MENDFLOW_HOME": str(tmp_path / "home")}
+    return env
+
+
+def run_cli(args, env, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MENDFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def interpreter_config(tmp_path: Path) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({
+        "environment": {"type": "interpreter", "python": sys.executable},
+        "tools": {"mypy": {"enabled": False}},
+        "mission": {"max_iterations": 1, "target_score": 0},
+    }))
+    return path
+
+
+def test_json_output_is_the_only_thing_on_stdout(make_repo, tmp_path, cli_env):
+    repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": "import os\n\n\ndef f():\n    return 1\n",
+                      "tests/test_lib.py": "from pkg.lib import f\n\n\ndef test_f():\n"
+                                           "    assert f() == 1\n"})
+    proc = run_cli(["mission", "run", str(repo), "--config", str(interpreter_config(tmp_path)),
+                    "--json", "--mission-id", "cli-json"], cli_env)
+
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # stdout is exactly one JSON document
+    assert data["mission_id"] == "cli-json" and data["status"] == "completed"
+    assert set(data) >= {"mission_id", "flow_run_id", "status", "repository", "base_commit",
+                         "branch", "findings", "patches", "quality_score", "report_dir"}
+    assert set(data["quality_score"]) == {"before", "after"}
+    assert data["patches"][0]["status"] == "accepted" and data["patches"][0]["commit"]
+    saved = json.loads((Path(data["report_dir"]) / "session_data.json").read_text())
+    assert saved == data
+    assert git(repo, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("case", ["not-a-repo", "bad-yaml", "unknown-field", "missing-path"])
+def test_bad_input_gets_one_clear_line_and_no_traceback(case, make_repo, tmp_path, cli_env):
+    repo = make_repo({"a.py": "x = 1\n"})
+    target, extra = str(repo), []
+    if case == "not-a-repo":
+        (tmp_path / "plain").mkdir()
+        target = str(tmp_path / "plain")
+    elif case == "bad-yaml":
+        (tmp_path / "c.yaml").write_text("mission: [unclosed\n")
+        extra = ["--config", str(tmp_path / "c.yaml")]
+    elif case == "unknown-field":
+        (tmp_path / "c.yaml").write_text("tools:\n  ruff:\n    enabeld: false\n")
+        extra = ["--config", str(tmp_path / "c.yaml")]
+    else:
+        target = str(tmp_path / "does-not-exist")
+
+    proc = run_cli(["mission", "run", target, *extra], cli_env)
+
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert "error:" in proc.stderr
+    expected = {"not-a-repo": "git", "bad-yaml": "YAML", "unknown-field": "enabeld",
+                "missing-path": "does-not-exist"}[case]
+    assert expected in proc.stderr
+
+
+def test_rollback_moves_the_mission_branch_back(make_repo, tmp_path, cli_env):
+    repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": "import os\nimport sys\n"})
+    proc = run_cli(["mission", "run", str(repo), "--config", str(interpreter_config(tmp_path)),
+                    "--json", "--mission-id", "cli-rb"], cli_env)
+    data = json.loads(proc.stdout)
+    assert git(repo, "rev-parse", "mendflow/cli-rb") != data["base_commit"]
+
+    proc = run_cli(["mission", "rollback", "cli-rb"], cli_env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert git(repo, "rev-parse", "mendflow/cli-rb") == data["base_commit"]
+    unknown = run_cli(["mission", "rollback", "no-such-mission"], cli_env)
+    assert unknown.returncode == 1 and "no-such-mission" in unknown.stderr
