@@ -1,0 +1,145 @@
+"""What to install into the target's venv, and the venv's cache key.
+
+Detection reads the sandbox worktree only (pyproject.toml with :mod:`tomllib`,
+setup.cfg with :mod:`configparser`); nothing of the target is executed here.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mendflow.config import ManagedVenv
+from mendflow.errors import EnvironmentSetupError
+from mendflow.models import Sandbox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+KEY_VERSION = "1"  # bump when the venv layout or install logic changes
+DEPENDENCY_GLOBS = ("pyproject.toml", "setup.py", "setup.cfg", "*requirements*.txt",
+                    "requirements/*.txt", "Pipfile", "Pipfile.lock", "poetry.lock", "uv.lock",
+                    "pdm.lock")
+TEST_REQUIREMENT_GLOBS = ("requirements.txt", "requirements-test*.txt", "requirements_test*.txt",
+                          "test-requirements*.txt", "test_requirements*.txt",
+                          "requirements-dev*.txt", "requirements_dev*.txt",
+                          "dev-requirements*.txt", "requirements/test*.txt",
+                          "requirements/dev*.txt")
+TEST_EXTRAS = ("test", "tests", "testing")
+
+
+# --- what to install ------------------------------------------------------------------
+
+
+def install_plan(worktree: Path, config: ManagedVenv) -> list[str]:
+    """Return the pip arguments that install the target (run in the worktree).
+
+    Args:
+        worktree: the sandbox worktree.
+        config: the ``managed-venv`` environment; its ``install`` replaces detection.
+
+    Returns:
+        pip ``install`` arguments, e.g. ``["-e", ".[test]", "-r",
+        "requirements-dev.txt"]``; empty when there is nothing to install.
+
+    Raises:
+        EnvironmentSetupError: pyproject.toml is not valid TOML.
+    """
+    if config.install is not None:
+        return list(config.install)
+    args: list[str] = []
+    if is_installable(worktree):
+        extras = find_test_extras(worktree)
+        args += ["-e", f".[{','.join(extras)}]" if extras else "."]
+    for name in _matching(worktree, TEST_REQUIREMENT_GLOBS):
+        args += ["-r", name]
+    return args
+
+
+def is_installable(worktree: Path) -> bool:
+    """Whether ``pip install -e .`` can install the repository.
+
+    True for a pyproject.toml with ``[build-system]`` or ``[project]``, a
+    setup.py, or a setup.cfg with ``[metadata]`` next to a pyproject.toml.
+    A pyproject.toml that only configures tools does not count.
+
+    Raises:
+        EnvironmentSetupError: pyproject.toml is not valid TOML.
+    """
+    if (worktree / "setup.py").is_file():
+        return True
+    pyproject = _pyproject(worktree)
+    if pyproject is None:
+        return False
+    if "build-system" in pyproject or "project" in pyproject:
+        return True
+    return _setup_cfg(worktree).has_section("metadata")
+
+
+def find_test_extras(worktree: Path) -> list[str]:
+    """Return the test extras declared by the project: test/tests/testing, else dev.
+
+    Looks at ``[project.optional-dependencies]`` in pyproject.toml and
+    ``[options.extras_require]`` in setup.cfg.
+    """
+    declared: set[str] = set()
+    project = (_pyproject(worktree) or {}).get("project", {})
+    if isinstance(project, dict) and isinstance(project.get("optional-dependencies"), dict):
+        declared |= set(project["optional-dependencies"])
+    cfg = _setup_cfg(worktree)
+    if cfg.has_section("options.extras_require"):
+        declared |= set(cfg.options("options.extras_require"))
+    chosen = [name for name in TEST_EXTRAS if name in declared]
+    return chosen or (["dev"] if "dev" in declared else [])
+
+
+def venv_key(sandbox: Sandbox, base: Path, base_version: str, config: ManagedVenv) -> str:
+    """Return the cache key of the venv (16 hex digits of a SHA-256).
+
+    It covers the repository root, the base interpreter and its version, the
+    contents of the dependency files in the worktree, and the configured
+    ``install`` and ``extra_packages``.
+    """
+    files = {name: hashlib.sha256((sandbox.path / name).read_bytes()).hexdigest()
+             for name in _matching(sandbox.path, DEPENDENCY_GLOBS)}
+    payload = json.dumps([KEY_VERSION, str(sandbox.repo_root), str(base), base_version, files,
+                          config.install, list(config.extra_packages)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- files ----------------------------------------------------------------------------
+
+
+def _matching(root: Path, patterns: Sequence[str]) -> list[str]:
+    found = {path.relative_to(root).as_posix() for pattern in patterns
+             for path in root.glob(pattern) if path.is_file()}
+    return sorted(found)
+
+
+def _pyproject(worktree: Path) -> dict | None:
+    path = worktree / "pyproject.toml"
+    if not path.is_file():
+        return None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise EnvironmentSetupError(f"pyproject.toml is not valid TOML: {err}", subject=str(path),
+                                    hint="fix the file, or set `environment.install` in the config"
+                                    ) from None
+
+
+def _setup_cfg(worktree: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    path = worktree / "setup.cfg"
+    if path.is_file():
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            return configparser.ConfigParser(interpolation=None)
+    return parser

@@ -1,0 +1,109 @@
+"""The Sandbox edge: an isolated git worktree where candidate patches are tried.
+
+A mission never writes to the user's checkout. It works in a git worktree of
+the base commit, on branch ``mendflow/<mission-id>``, under mendflow's state
+directory (``<state>/worktrees/<mission-id>``), and records the base commit as
+``refs/mendflow/<mission-id>/base`` so that a rollback knows where it started.
+
+:class:`SandboxBackend` is the interface; :class:`WorktreeSandbox` is the real
+backend and :class:`CopySandbox` a second one (a ``git clone --local``) used
+as a test double. Patch application is guarded (see :mod:`tasks.sandbox.patching`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.models import Patch, RepoTarget, Sandbox
+from tasks.gitcmd import retry_on_sandbox_error
+from tasks.sandbox.backends import CopySandbox, WorktreeSandbox
+from tasks.sandbox.patching import apply_to_worktree, hash_worktree, patch_paths, reset_worktree
+
+__all__ = [
+    "CopySandbox", "SandboxBackend", "WorktreeSandbox", "apply_patch", "apply_to_worktree",
+    "create_sandbox", "hash_tree", "hash_worktree", "patch_paths", "remove_sandbox",
+    "reset_sandbox", "reset_worktree",
+]
+
+
+@runtime_checkable
+class SandboxBackend(Protocol):
+    """Where candidate patches are applied, measured, and undone."""
+
+    def create(self, target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+        """Create (or re-use) the mission's sandbox at the target's committed HEAD.
+
+        Args:
+            target: the resolved repository.
+            mission_id: the mission id (``[a-z0-9][a-z0-9-]{2,63}``).
+            state_dir: mendflow's state directory, None for the default.
+
+        Returns:
+            The :class:`Sandbox`, checked out on ``mendflow/<mission_id>``.
+
+        Raises:
+            ConfigError: the mission id is invalid.
+            SandboxError: git failed (the message holds git's stderr tail).
+        """
+        ...
+
+    def apply(self, sandbox: Sandbox, patch: Patch) -> None:
+        """Apply a patch to the sandbox's working tree (all or nothing).
+
+        Raises:
+            PatchRejected: reason ``path-escape``, ``binary`` or ``apply-failed``.
+        """
+        ...
+
+    def reset(self, sandbox: Sandbox, patch: Patch | None = None) -> None:
+        """Restore the working tree to the branch HEAD, removing files ``patch`` added."""
+        ...
+
+    def tree_hash(self, sandbox: Sandbox) -> str:
+        """Return the git tree id of the working tree as it is (tracked + untracked files)."""
+        ...
+
+    def remove(self, sandbox: Sandbox) -> None:
+        """Delete the sandbox's files; the mission branch is kept."""
+        ...
+
+
+BACKEND: SandboxBackend = WorktreeSandbox()
+
+
+@task(name="create-sandbox", retries=1, retry_delay_seconds=2, timeout_seconds=600,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def create_sandbox(target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+    """Prefect task: create or re-use the mission's worktree (:meth:`WorktreeSandbox.create`)."""
+    return BACKEND.create(target, mission_id, state_dir)
+
+
+@task(name="apply-patch", retries=0, timeout_seconds=300, cache_policy=NO_CACHE)
+def apply_patch(sandbox: Sandbox, patch: Patch) -> None:
+    """Prefect task: apply a candidate patch, guarded (:func:`apply_to_worktree`)."""
+    BACKEND.apply(sandbox, patch)
+
+
+@task(name="reset-sandbox", retries=2, retry_delay_seconds=2, timeout_seconds=300,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def reset_sandbox(sandbox: Sandbox, patch: Patch | None = None) -> None:
+    """Prefect task: restore the worktree to the branch HEAD (:func:`reset_worktree`)."""
+    BACKEND.reset(sandbox, patch)
+
+
+@task(name="hash-tree", retries=1, retry_delay_seconds=2, timeout_seconds=600,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def hash_tree(sandbox: Sandbox) -> str:
+    """Prefect task: the content hash of the worktree (:func:`hash_worktree`)."""
+    return BACKEND.tree_hash(sandbox)
+
+
+@task(name="remove-sandbox", retries=1, retry_delay_seconds=2, timeout_seconds=300,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def remove_sandbox(sandbox: Sandbox) -> None:
+    """Prefect task: remove the worktree, keep the branch (:meth:`WorktreeSandbox.remove`)."""
+    BACKEND.remove(sandbox)

@@ -1,0 +1,75 @@
+"""The VCS stage: find the target repository, guard the user's checkout, commit, roll back.
+
+mendflow works on the *committed* HEAD of the user's repository; uncommitted
+changes in the user's checkout are not part of a mission (they are reported
+with a warning and left alone). Every change happens in a sandbox worktree on
+branch ``mendflow/<mission-id>``; :func:`snapshot_user_state` and
+:func:`verify_user_state` prove the user's status, branches, tags and HEAD did
+not move.
+
+Each accepted patch becomes one commit whose message ends with the trailers
+``Mendflow-Patch: <patch id>`` and ``Mendflow-Mission: <mission id>``; that
+makes :func:`commit_patch` idempotent (a re-run after a crash finds the commit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.models import CommitRecord, Patch, RepoTarget, Sandbox, UserState
+from tasks.gitcmd import base_ref, check_mission_id, mission_branch, retry_on_sandbox_error
+from tasks.vcs.commit import commit_message, commit_patch, find_patch_commit, identity_env
+from tasks.vcs.repository import (
+    ScopeName,
+    resolve_repository,
+    snapshot_user_state,
+    uncommitted_changes,
+    verify_user_state,
+)
+from tasks.vcs.rollback import rollback_mission
+
+__all__ = [
+    "ScopeName", "base_ref", "check_mission_id", "commit_accepted_patch", "commit_message",
+    "commit_patch", "find_patch_commit", "identity_env", "mission_branch", "resolve_repository",
+    "resolve_target", "rollback_mission", "snapshot_user_checkout", "snapshot_user_state",
+    "uncommitted_changes", "verify_user_checkout", "verify_user_state",
+]
+
+
+# --- Prefect tasks --------------------------------------------------------------------
+
+
+@task(name="resolve-target", retries=0, timeout_seconds=120, cache_policy=NO_CACHE)
+def resolve_target(path: str | Path, scope: ScopeName = "auto") -> RepoTarget:
+    """Prefect task around :func:`resolve_repository`; warns about uncommitted changes."""
+    target = resolve_repository(path, scope)
+    dirty = uncommitted_changes(target.root)
+    if dirty:
+        get_run_logger().warning(
+            "%d uncommitted change(s) in %s are not part of the mission (it works on the "
+            "committed HEAD %s)", len(dirty), target.root, target.head_commit[:12])
+    return target
+
+
+@task(name="snapshot-user-checkout", retries=1, retry_delay_seconds=2, timeout_seconds=300,
+      cache_policy=NO_CACHE)
+def snapshot_user_checkout(root: Path) -> UserState:
+    """Prefect task around :func:`snapshot_user_state`."""
+    return snapshot_user_state(root)
+
+
+@task(name="verify-user-checkout", retries=0, timeout_seconds=300, cache_policy=NO_CACHE)
+def verify_user_checkout(root: Path, before: UserState) -> None:
+    """Prefect task around :func:`verify_user_state`."""
+    verify_user_state(root, before)
+
+
+@task(name="commit-accepted-patch", retries=2, retry_delay_seconds=2, timeout_seconds=300,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def commit_accepted_patch(sandbox: Sandbox, patch: Patch, summary: str,
+                          backups_dir: Path) -> CommitRecord:
+    """Prefect task around :func:`commit_patch` (idempotent, so retries are safe)."""
+    return commit_patch(sandbox, patch, summary, backups_dir)
