@@ -1,0 +1,154 @@
+"""The Detect stage: measure one tree of the sandbox with pytest+coverage, ruff,
+mypy, bandit and a TODO scan, and merge their findings into one ranked queue.
+
+Each tool has a plain helper (``measure_*``/``scan_todos``, testable without
+Prefect) in its own module and a thin Prefect task here. The tasks take a
+``tree`` argument that the body does not use: it is the content hash of the
+measured tree (``git write-tree``), so that a cache policy over the inputs
+keys a measurement to exactly that tree.
+
+A tool that is disabled returns ``ToolResult(ok=True)`` with nothing; a tool
+that crashes, times out or prints unreadable output returns ``ok=False`` with
+``error`` (the output tail) instead of raising, so the mission goes on and the
+validation gates notice. A missing executable raises
+:class:`~mendflow.errors.ToolError`.
+
+The ``timeout_seconds`` on the tasks are a backstop only: every tool run is
+bounded by its own configured timeout, which kills the whole process group
+(Prefect's task timeout does not kill subprocesses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.config import ToolsConfig
+from mendflow.findings import rank_findings
+from mendflow.models import Finding, Sandbox, TargetEnv, ToolResult
+from tasks.detect.bandit_run import measure_bandit
+from tasks.detect.mypy_run import measure_mypy
+from tasks.detect.pytest_run import measure_tests
+from tasks.detect.ruff_run import measure_ruff, ruff_config_args
+from tasks.detect.todo_scan import count_python_loc, scan_todos
+
+__all__ = [
+    "count_python_loc", "find_todos", "measure_bandit", "measure_mypy", "measure_ruff",
+    "measure_tests", "merge_findings", "ruff_config_args", "run_bandit", "run_mypy",
+    "run_pytest", "run_ruff", "scan_todos",
+]
+
+# Backstops in seconds; the configured per-tool timeouts fire first.
+TEST_TASK_TIMEOUT_S = 4 * 3600
+LINT_TASK_TIMEOUT_S = 3600
+TODO_TASK_TIMEOUT_S = 600
+
+
+@task(name="run-pytest", retries=1, retry_delay_seconds=2, timeout_seconds=TEST_TASK_TIMEOUT_S,
+      cache_policy=NO_CACHE)
+def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Run the target's tests once under coverage (see :func:`measure_tests`).
+
+    Args:
+        sandbox: the worktree to test.
+        env: the target environment.
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+
+    Returns:
+        The ``pytest`` result with its :class:`~mendflow.models.TestRun`.
+
+    Raises:
+        ToolError: pytest, coverage or the interpreter is missing from the target env.
+    """
+    return measure_tests(sandbox, env, tools)
+
+
+@task(name="run-ruff", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=NO_CACHE)
+def run_ruff(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Lint the worktree with ruff (see :func:`measure_ruff`).
+
+    Args:
+        sandbox: the worktree to lint.
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+
+    Returns:
+        The ``ruff`` result.
+
+    Raises:
+        ToolError: ruff is not installed.
+    """
+    return measure_ruff(sandbox, tools)
+
+
+@task(name="run-mypy", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=NO_CACHE)
+def run_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Type-check the worktree with mypy (see :func:`measure_mypy`).
+
+    Args:
+        sandbox: the worktree to check.
+        env: the target environment (mypy resolves imports in its site-packages).
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+
+    Returns:
+        The ``mypy`` result.
+
+    Raises:
+        ToolError: mypy is not installed.
+    """
+    return measure_mypy(sandbox, env, tools)
+
+
+@task(name="run-bandit", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=NO_CACHE)
+def run_bandit(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Scan the worktree for security issues with bandit (see :func:`measure_bandit`).
+
+    Args:
+        sandbox: the worktree to scan.
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+
+    Returns:
+        The ``bandit`` result.
+    """
+    return measure_bandit(sandbox, tools)
+
+
+@task(name="find-todos", retries=1, retry_delay_seconds=2, timeout_seconds=TODO_TASK_TIMEOUT_S,
+      cache_policy=NO_CACHE)
+def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Find TODO/FIXME-style comments in tracked Python files (see :func:`scan_todos`).
+
+    Args:
+        sandbox: the worktree to scan.
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+
+    Returns:
+        The ``todo`` result.
+
+    Raises:
+        ToolError: the sandbox is not a git worktree.
+    """
+    return scan_todos(sandbox, tools)
+
+
+@task(name="merge-findings", retries=1, retry_delay_seconds=1, timeout_seconds=120,
+      cache_policy=NO_CACHE)
+def merge_findings(results: Sequence[ToolResult]) -> list[Finding]:
+    """Merge every tool's findings into one de-duplicated queue, most important first.
+
+    Args:
+        results: the tool results of one measurement.
+
+    Returns:
+        The findings ranked by :func:`mendflow.findings.rank_findings`.
+    """
+    return rank_findings(f for result in results for f in result.findings)

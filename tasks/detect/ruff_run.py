@@ -1,0 +1,175 @@
+"""Lint the worktree with mendflow's own ruff and normalize its JSON output.
+
+``ruff check --output-format json`` finds the repository's ruff config
+(``ruff.toml``, ``.ruff.toml``, ``pyproject.toml`` [tool.ruff], nested ones
+included) by itself. A repository without any ruff config is checked with
+``--isolated`` so that no config from a parent directory or the user's HOME
+leaks in: ruff's defaults apply.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mendflow.config import ToolsConfig
+from mendflow.errors import ToolError
+from mendflow.findings import SourceIndex, disambiguate, make_finding
+from mendflow.models import Finding, Sandbox, ToolResult
+from tasks.detect.common import (
+    failed_result,
+    load_pyproject,
+    relative_posix,
+    tool_environ,
+    tool_table,
+)
+from tasks.gitcmd import run_git
+from tasks.process import run_process
+
+# Syntax errors and undefined names: the code cannot run as written.
+SEVERE_PREFIXES = ("E9", "F63", "F7", "F82")
+SYNTAX_CODES = frozenset({"E999", "invalid-syntax"})
+RUFF_CONFIG_NAMES = ("ruff.toml", ".ruff.toml")
+
+
+def ruff_executable() -> str:
+    """Return mendflow's own ruff: the one beside ``sys.executable``, else the one on PATH.
+
+    Raises:
+        ToolError: ruff is not installed.
+    """
+    beside = Path(sys.executable).parent / "ruff"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("ruff")
+    if found is None:
+        raise ToolError("ruff is not installed", subject="ruff",
+                        hint="install mendflow with its dependencies (pip install mendflow)")
+    return found
+
+
+def has_ruff_config(root: Path) -> bool:
+    """Does the worktree track a ruff config (root or nested)?
+
+    Args:
+        root: the worktree root.
+
+    Returns:
+        True if a tracked ``ruff.toml``/``.ruff.toml`` exists, or a tracked
+        ``pyproject.toml`` has a ``[tool.ruff]`` table.
+    """
+    listed = run_git(root, "ls-files", "-z", "--", "ruff.toml", ".ruff.toml", "pyproject.toml",
+                     "*/ruff.toml", "*/.ruff.toml", "*/pyproject.toml", error=ToolError)
+    for rel in filter(None, listed.split("\0")):
+        path = root / rel
+        if path.name in RUFF_CONFIG_NAMES and path.is_file():
+            return True
+        if path.name == "pyproject.toml" and tool_table(load_pyproject(path.parent), "ruff"):
+            return True
+    return False
+
+
+def ruff_config_args(root: Path) -> list[str]:
+    """Return ``["--isolated"]`` when the repository has no ruff config, else ``[]``.
+
+    The ruff fixer should pass the same arguments, so that it fixes exactly
+    what this detector reports.
+    """
+    return [] if has_ruff_config(root) else ["--isolated"]
+
+
+def measure_ruff(sandbox: Sandbox, tools: ToolsConfig) -> ToolResult:
+    """Run ``ruff check --output-format json --no-cache --exit-zero .`` in the worktree.
+
+    Args:
+        sandbox: the worktree to lint.
+        tools: the ``tools`` config (``ruff.args``, ``ruff.timeout_s`` seconds).
+
+    Returns:
+        A ``ruff`` :class:`ToolResult` with one finding per violation;
+        ``ok=False`` (with ``error``) if ruff failed (bad config ...) or timed out.
+
+    Raises:
+        ToolError: ruff is not installed.
+    """
+    if not tools.ruff.enabled:
+        return ToolResult(tool="ruff", ok=True)
+    command = [ruff_executable(), "check", "--output-format", "json", "--no-cache",
+               "--exit-zero", *ruff_config_args(sandbox.path), *tools.ruff.args, "."]
+    proc = run_process(command, cwd=sandbox.path, timeout_s=tools.ruff.timeout_s,
+                       env=tool_environ(sandbox))
+    if proc.timed_out:
+        return failed_result("ruff", proc, f"ruff exceeded {tools.ruff.timeout_s:g} s")
+    if proc.returncode != 0:
+        return failed_result("ruff", proc, f"ruff failed (exit {proc.returncode})")
+    try:
+        findings = parse_ruff(proc.stdout, sandbox.path)
+    except ToolError as err:
+        return failed_result("ruff", proc, err.message)
+    return ToolResult(tool="ruff", findings=tuple(findings), command=proc.args,
+                      exit_code=proc.returncode, duration_s=proc.duration_s)
+
+
+def parse_ruff(text: str, root: Path) -> list[Finding]:
+    """Parse ruff's JSON output (a list of violations) into findings.
+
+    Args:
+        text: ruff's standard output with ``--output-format json``.
+        root: the worktree root (paths are made relative to it).
+
+    Returns:
+        Findings with unique ids; violations in files outside ``root`` are left out.
+
+    Raises:
+        ToolError: the text is not ruff's JSON format.
+    """
+    try:
+        items = json.loads(text or "[]")
+        if not isinstance(items, list):
+            raise TypeError("expected a JSON list")
+    except (ValueError, TypeError) as err:
+        raise ToolError(f"cannot parse ruff's JSON output: {err}", subject="ruff",
+                        hint="check that mendflow's ruff is a supported version") from None
+    index = SourceIndex(root)
+    found = []
+    for item in items:
+        finding = _finding(item, root, index)
+        if finding is not None:
+            found.append(finding)
+    return disambiguate(found)
+
+
+def _finding(item: Any, root: Path, index: SourceIndex) -> Finding | None:
+    if not isinstance(item, dict) or not item.get("filename"):
+        return None
+    path = relative_posix(root, str(item["filename"]))
+    if path is None:
+        return None
+    code = str(item.get("code") or "invalid-syntax")
+    location = item.get("location") or {}
+    end = item.get("end_location") or {}
+    fix = item.get("fix") or {}
+    syntax = code in SYNTAX_CODES
+    return make_finding(
+        index, source="ruff", rule=code, path=path, line=location.get("row"),
+        column=location.get("column"), end_line=end.get("row"),
+        severity=ruff_severity(code), category="syntax" if syntax else "lint",
+        message=str(item.get("message", "")),
+        fixable=fix.get("applicability") == "safe",
+        url=item.get("url"),
+    )
+
+
+def ruff_severity(code: str) -> str:
+    """Map a ruff rule code to a severity.
+
+    Returns:
+        ``high`` for syntax errors and undefined names (E9, F63, F7, F82),
+        ``medium`` for other pyflakes rules (F), ``low`` for the rest.
+    """
+    if code in SYNTAX_CODES or code.startswith(SEVERE_PREFIXES):
+        return "high"
+    return "medium" if code.startswith("F") else "low"

@@ -1,0 +1,79 @@
+"""Findings from one test run: failing and erroring tests, collection errors,
+slow tests and poorly covered source files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mendflow.config import ToolsConfig
+from mendflow.findings import SourceIndex, disambiguate, make_finding
+from mendflow.models import Finding, TestCase, TestRun
+from tasks.detect.common import is_library_path
+from tasks.detect.reports import CollectionError, line_ranges
+
+MESSAGE_CHARS = 300
+
+
+def findings_from_test_run(root: Path, run: TestRun,
+                           collection_errors: Sequence[CollectionError],
+                           tools: ToolsConfig) -> list[Finding]:
+    """Turn a :class:`TestRun` into findings.
+
+    Args:
+        root: the worktree root (for fingerprints).
+        run: the parsed test run.
+        collection_errors: modules pytest could not collect.
+        tools: the ``tools`` config (``pytest.slow_test_s`` seconds,
+            ``coverage.min_file_percent`` percent).
+
+    Returns:
+        The findings, ids made unique with :func:`mendflow.findings.disambiguate`.
+    """
+    index = SourceIndex(root)
+    found: list[Finding] = []
+    for error in collection_errors:
+        found.append(make_finding(
+            index, source="pytest", rule="collection-error", path=error.path, line=None,
+            key=f"collection:{error.path}", severity="critical", category="test-failure",
+            message=_short(f"cannot collect {error.path}: {error.message}"),
+            detail=error.detail or None))
+    for case in run.cases:
+        finding = _case_finding(index, case, tools.pytest.slow_test_s)
+        if finding is not None:
+            found.append(finding)
+    for file in run.files:
+        if (file.num_statements > 0 and file.percent < tools.coverage.min_file_percent
+                and is_library_path(file.path)):
+            missing = line_ranges(file.missing_lines)
+            found.append(make_finding(
+                index, source="coverage", rule="low-coverage", path=file.path, line=None,
+                key=f"low-coverage:{file.path}", severity="low", category="coverage",
+                message=(f"{file.percent:.1f}% of {file.num_statements} statements covered "
+                         f"(minimum {tools.coverage.min_file_percent:g}%); "
+                         f"missing lines {_short(missing)}"),
+                detail=f"missing lines: {missing}" if missing else None))
+    return disambiguate(found)
+
+
+def _case_finding(index: SourceIndex, case: TestCase, slow_s: float) -> Finding | None:
+    path = case.path or case.nodeid.split("::", 1)[0]
+    if case.outcome in ("failed", "error"):
+        rule = "test-failure" if case.outcome == "failed" else "test-error"
+        verb = "fails" if case.outcome == "failed" else "errors"
+        reason = (case.message or "").strip().splitlines()
+        return make_finding(
+            index, source="pytest", rule=rule, path=path, line=case.line, key=case.nodeid,
+            test_id=case.nodeid, severity="high", category="test-failure",
+            message=_short(f"{case.nodeid} {verb}" + (f": {reason[0]}" if reason else "")),
+            detail=case.detail)
+    if case.outcome == "passed" and case.duration_s > slow_s:
+        return make_finding(
+            index, source="pytest", rule="slow-test", path=path, line=case.line,
+            key=case.nodeid, test_id=case.nodeid, severity="info", category="performance",
+            message=f"{case.nodeid} took {case.duration_s:.1f} s (limit {slow_s:g} s)")
+    return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
