@@ -81,7 +81,8 @@ def sandbox_environ(home: Path | None = None, extra: Mapping[str, str] | None = 
 
 
 def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s: float,
-                env: Mapping[str, str] | None = None, input_text: str | None = None) -> ProcessResult:
+                env: Mapping[str, str] | None = None, input_text: str | None = None,
+                keep_line_endings: bool = False) -> ProcessResult:
     """Run a command in a new session; on timeout kill its whole process group.
 
     Args:
@@ -90,6 +91,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         timeout_s: seconds before SIGTERM, then SIGKILL 5 s later, to the group.
         env: the environment (use :func:`sandbox_environ`); None inherits.
         input_text: text for standard input.
+        keep_line_endings: keep CRLF line endings in stdout/stderr (read bytes, decode UTF-8)
+            instead of translating newlines; needed to read diffs of CRLF files.
 
     Returns:
         A :class:`ProcessResult`; a non-zero exit is not an error here.
@@ -103,12 +106,15 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         proc = subprocess.Popen(
             argv, cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True,
             stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            encoding="utf-8", errors="replace",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not keep_line_endings,
+            encoding=None if keep_line_endings else "utf-8",
+            errors=None if keep_line_endings else "replace",
         )
     except FileNotFoundError:
         raise ToolError(f"executable not found: {argv[0]}", subject=argv[0],
                         hint="install it or put it on PATH (see `mendflow doctor`)") from None
+    if keep_line_endings and input_text is not None:
+        input_text = input_text.encode("utf-8")  # type: ignore[assignment]
     timed_out = False
     try:
         stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
@@ -120,6 +126,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         _kill_group(proc)
         proc.communicate()
         raise
+    if keep_line_endings:
+        stdout, stderr = (b.decode("utf-8", "replace") for b in (stdout, stderr))
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
                          time.monotonic() - start, timed_out)
 

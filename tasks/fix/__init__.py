@@ -1,0 +1,113 @@
+"""Fix stage: turn ranked findings into candidate patches.
+
+A fixer is chosen by the ``fixer.type`` of the config (see
+:class:`mendflow.config.FixerConfig`). :func:`build_fixer` dispatches through
+``FIXERS``, a table of ``type -> "module:Class"`` imported lazily, so a fixer's
+dependencies are only imported when a mission uses it. A new fixer is one
+module implementing :class:`~tasks.fix.base.Fixer` (constructed from its
+config section) plus one line in that table.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Sequence
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from mendflow.config import FixerConfig
+from mendflow.errors import ConfigError, LLMError
+from mendflow.models import Finding, Proposal, Sandbox
+from mendflow.retry import retry_if_transient
+from tasks.fix.base import Fixer
+
+__all__ = ["FIXERS", "Fixer", "build_fixer", "plan_fixes", "propose_patch"]
+
+FIXERS: dict[str, str] = {
+    "ruff": "tasks.fix.ruff:RuffFixer",
+    "anthropic": "tasks.fix.claude:ClaudeFixer",
+    "openai-compatible": "tasks.fix.openai_compat:OpenAICompatibleFixer",
+    "chain": "tasks.fix.chain:ChainFixer",
+}
+"""Fixer implementations by config ``type``: ``"module:Class"``, imported on first use."""
+
+
+def build_fixer(config: FixerConfig) -> Fixer:
+    """Build the fixer a config section asks for.
+
+    Args:
+        config: the ``fixer`` section of :class:`mendflow.config.MendflowConfig`
+            (any model with a ``type`` field naming an entry of ``FIXERS``).
+
+    Returns:
+        The fixer, constructed from that section.
+
+    Raises:
+        ConfigError: the type is unknown.
+    """
+    kind = getattr(config, "type", None)
+    target = FIXERS.get(kind) if isinstance(kind, str) else None
+    if target is None:
+        raise ConfigError(f"unknown fixer type {kind!r}", subject="fixer.type",
+                          hint=f"use one of: {', '.join(sorted(FIXERS))}")
+    module_name, class_name = target.split(":")
+    fixer_class = getattr(importlib.import_module(module_name), class_name)
+    return fixer_class(config)
+
+
+@task(name="plan-fixes", cache_policy=NO_CACHE, timeout_seconds=60)
+def plan_fixes(fixer_config: FixerConfig, findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
+    """Group the findings the configured fixer can handle, one group per candidate patch.
+
+    Args:
+        fixer_config: the ``fixer`` section of the config.
+        findings: the ranked queue (most important first).
+
+    Returns:
+        The groups, in fixing order.
+
+    Raises:
+        ConfigError: the fixer type is unknown.
+    """
+    return build_fixer(fixer_config).plan(findings)
+
+
+@task(name="propose-patch", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient, timeout_seconds=900)
+def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[Finding],
+                  feedback: str | None = None, attempt: int = 1) -> Proposal:
+    """Ask the configured fixer for one candidate patch against the sandbox's current tree.
+
+    Retried (3 times, backoff 2, 4, 8 s ±50 %) only for transient errors
+    (:func:`mendflow.retry.is_transient`). A retryable model error that carries
+    a ``retry-after`` first sleeps that long, capped by the fixer's
+    ``max_retry_after_s``. Each retry is a new call charged to the budget.
+
+    Args:
+        fixer_config: the ``fixer`` section of the config.
+        sandbox: the mission's worktree (read, never written).
+        group: one group from :func:`plan_fixes`.
+        feedback: the gate output that rejected the previous attempt, or None.
+        attempt: 1 for the first attempt, 2 for the next ...
+
+    Returns:
+        The fixer's :class:`Proposal`: a patch, or why it declined.
+
+    Raises:
+        ConfigError: the fixer type is unknown.
+        ToolError: the fixer's tool (ruff) is missing or failed.
+        PatchRejected: the fixer's output was unusable.
+        LLMError: a model call failed (after the retries, when retryable).
+    """
+    fixer = build_fixer(fixer_config)
+    try:
+        return fixer.propose(sandbox, group, feedback=feedback, attempt=attempt)
+    except LLMError as err:
+        wait = getattr(err, "retry_after_s", None)
+        if err.retryable and wait:
+            time.sleep(wait)
+        raise

@@ -1,0 +1,370 @@
+"""Validate stage: the gates a candidate patch must pass to be accepted.
+
+A patch is judged by comparing the measurement of the patched tree
+(``after``) with the current baseline. The gates, in order:
+
+1. ``syntax``: every changed Python file still parses.
+2. ``tools-ran``: every tool that ran at baseline still runs (a crash is a failure).
+3. ``no-test-regression``: no test that passed fails, errors or disappears.
+4. ``tests-not-weakened``: as many tests collected; none newly skipped or xfailed.
+5. ``coverage``: total line coverage drops by at most ``gates.coverage_tolerance`` points.
+6. ``no-new-findings``: no (source, rule, path, symbol) gained a finding.
+7. ``claimed-fixed``: every finding the patch claims to fix is gone.
+8. ``test-files``: the patch touches no test file (unless allowed).
+
+Every gate's ``detail`` names concrete things (the failing test and its
+message, the new finding's location, coverage before and after), so that a
+person or a model can act on it. When the syntax gate fails the patched tree
+is not measured: only ``syntax`` and ``test-files`` are judged.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.config import GatesConfig
+from mendflow.models import (
+    Finding,
+    GateResult,
+    Measurement,
+    Patch,
+    Sandbox,
+    TestRun,
+    ValidationReport,
+)
+
+FEEDBACK_LIMIT = 4000
+"""Characters of gate output handed to a fixer for its next attempt."""
+
+_MAX_ITEMS = 15  # items listed in one gate's detail before "... and N more"
+_PYTHON_SUFFIXES = (".py", ".pyi")
+_UNSCORED_RULES = frozenset({"slow-test"})  # timing noise: never a "new finding"
+_WEAKENED = frozenset({"skipped", "xfailed"})
+_RAN = frozenset({"passed", "failed", "error"})
+
+
+def check_syntax(root: Path, files: Sequence[str]) -> GateResult:
+    """The ``syntax`` gate: parse every changed Python file that still exists.
+
+    Args:
+        root: the tree's root directory.
+        files: changed paths, POSIX, relative to ``root`` (non-Python files are skipped).
+
+    Returns:
+        A passed gate, or a failed one whose detail lists ``path:line: message``
+        per file that does not parse (Python's own ``SyntaxError``).
+    """
+    errors: list[str] = []
+    checked = 0
+    for rel in files:
+        path = root / rel
+        if not rel.endswith(_PYTHON_SUFFIXES) or not path.is_file():
+            continue
+        checked += 1
+        try:
+            ast.parse(path.read_bytes(), filename=rel)
+        except SyntaxError as err:
+            text = (err.text or "").strip()
+            where = f"{rel}:{err.lineno}" if err.lineno else rel
+            errors.append(f"{where}: {err.msg}" + (f"\n    {text}" if text else ""))
+        except ValueError as err:  # source bytes that Python cannot read (NUL bytes ...)
+            errors.append(f"{rel}: {err}")
+    if errors:
+        return GateResult(gate="syntax", passed=False, detail=_listing(errors))
+    return GateResult(gate="syntax", passed=True, detail=f"{checked} changed Python file(s) parse")
+
+
+def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gates: GatesConfig,
+                   syntax: GateResult) -> ValidationReport:
+    """Judge one patch: run every gate on the baseline and patched measurements.
+
+    Args:
+        baseline: the measurement of the tree the patch was applied to.
+        after: the measurement of the patched tree (ignored when ``syntax`` failed).
+        patch: the candidate.
+        gates: the ``gates`` section of the config.
+        syntax: the result of :func:`check_syntax` on the patched tree.
+
+    Returns:
+        The :class:`ValidationReport`: accepted when every gate passed; ``reason``
+        names the failed gates (``"no-test-regression, coverage"``).
+    """
+    if not syntax.passed:
+        return _report(patch, [syntax, gate_test_files(patch, gates)], baseline, None, ())
+    new = new_findings(baseline.findings, after.findings)
+    results = [
+        syntax,
+        gate_tools_ran(baseline, after),
+        gate_no_test_regression(baseline.test_run, after.test_run),
+        gate_tests_not_weakened(baseline.test_run, after.test_run),
+        gate_coverage(baseline.test_run, after.test_run, gates.coverage_tolerance),
+        _new_findings_gate(new),
+        gate_claimed_fixed(patch, after),
+        gate_test_files(patch, gates),
+    ]
+    return _report(patch, results, baseline, after, new)
+
+
+def _report(patch: Patch, results: list[GateResult], baseline: Measurement,
+            after: Measurement | None, new: tuple[Finding, ...]) -> ValidationReport:
+    failed = [g.gate for g in results if not g.passed]
+    fixed: tuple[str, ...] = ()
+    if after is not None:
+        after_ids = {f.id for f in after.findings}
+        fixed = tuple(f.id for f in baseline.findings if f.id not in after_ids)
+    return ValidationReport(patch_id=patch.id, accepted=not failed, gates=tuple(results),
+                            reason=", ".join(failed) or None, after=after,
+                            fixed_finding_ids=fixed, new_findings=new)
+
+
+def gate_tools_ran(baseline: Measurement, after: Measurement) -> GateResult:
+    """``tools-ran``: every tool that ran fine at baseline ran fine on the patched tree."""
+    problems = []
+    for before in baseline.results:
+        if not before.ok:
+            continue
+        now = after.result_of(before.tool)
+        if now is None:
+            problems.append(f"{before.tool} did not run on the patched tree")
+        elif not now.ok:
+            code = f" (exit status {now.exit_code})" if now.exit_code is not None else ""
+            problems.append(f"{before.tool} failed on the patched tree{code}: "
+                            f"{_clip(now.error or 'no error message', 600)}")
+    if problems:
+        return GateResult(gate="tools-ran", passed=False, detail=_listing(problems))
+    ran = ", ".join(r.tool for r in baseline.results if r.ok) or "none"
+    return GateResult(gate="tools-ran", passed=True, detail=f"still ran: {ran}")
+
+
+def gate_no_test_regression(before: TestRun | None, after: TestRun | None) -> GateResult:
+    """``no-test-regression``: no test that passed at baseline fails, errors or is missing."""
+    if before is None:
+        return GateResult(gate="no-test-regression", passed=True,
+                          detail="no baseline test run: nothing to compare")
+    passed_before = [c for c in before.cases if c.outcome == "passed"]
+    now = {c.nodeid: c for c in after.cases} if after is not None else {}
+    problems = []
+    for case in passed_before:
+        current = now.get(case.nodeid)
+        if current is None:
+            problems.append(f"MISSING {case.nodeid}: passed at baseline, not run after the patch")
+        elif current.outcome in ("failed", "error"):
+            message = _clip(current.message or current.detail or "no message", 400)
+            problems.append(f"{current.outcome.upper()} {case.nodeid}: {message}")
+    if after is not None and after.timed_out:
+        problems.insert(0, "the test run timed out after the patch")
+    if problems and after is not None:
+        problems += [f"collection error: {_clip(e, 400)}" for e in after.collection_errors
+                     if e not in before.collection_errors]
+    if problems:
+        return GateResult(gate="no-test-regression", passed=False, detail=_listing(problems))
+    return GateResult(gate="no-test-regression", passed=True,
+                      detail=f"all {len(passed_before)} test(s) that passed still pass")
+
+
+def gate_tests_not_weakened(before: TestRun | None, after: TestRun | None) -> GateResult:
+    """``tests-not-weakened``: no fewer tests collected; none newly skipped or xfailed."""
+    if before is None:
+        return GateResult(gate="tests-not-weakened", passed=True,
+                          detail="no baseline test run: nothing to compare")
+    collected_after = after.collected if after is not None else 0
+    problems = []
+    if collected_after < before.collected:
+        problems.append(f"collected tests dropped from {before.collected} to {collected_after}")
+    outcome_before = {c.nodeid: c.outcome for c in before.cases}
+    for case in after.cases if after is not None else ():
+        was = outcome_before.get(case.nodeid)
+        if case.outcome in _WEAKENED and was in _RAN:
+            reason = f": {_clip(case.message, 300)}" if case.message else ""
+            problems.append(f"{case.outcome.upper()} {case.nodeid} (was {was}){reason}")
+    if problems:
+        return GateResult(gate="tests-not-weakened", passed=False, detail=_listing(problems))
+    return GateResult(gate="tests-not-weakened", passed=True,
+                      detail=f"collected {before.collected} → {collected_after}; "
+                             "no test newly skipped or xfailed")
+
+
+def gate_coverage(before: TestRun | None, after: TestRun | None, tolerance: float) -> GateResult:
+    """``coverage``: total line coverage after >= before - ``tolerance`` (percentage points)."""
+    was = before.coverage_percent if before is not None else None
+    now = after.coverage_percent if after is not None else None
+    if was is None:
+        return GateResult(gate="coverage", passed=True,
+                          detail="coverage was not measured at baseline: skipped")
+    if now is None:
+        return GateResult(gate="coverage", passed=False,
+                          detail=f"coverage was {was:.2f}% at baseline but could not be "
+                                 "measured after the patch")
+    text = f"coverage {was:.2f}% → {now:.2f}% (tolerance {tolerance:g} points)"
+    if now < was - tolerance:
+        return GateResult(gate="coverage", passed=False, detail=f"{text}: dropped "
+                          f"{was - now:.2f} points{_coverage_losers(before, after)}")
+    return GateResult(gate="coverage", passed=True, detail=text)
+
+
+def _coverage_losers(before: TestRun | None, after: TestRun | None) -> str:
+    """Name the files whose coverage dropped most, for the coverage gate's detail."""
+    if before is None or after is None:
+        return ""
+    was = {f.path: f.percent for f in before.files}
+    drops = sorted(((was[f.path] - f.percent, f.path, f.percent) for f in after.files
+                    if f.path in was and f.percent < was[f.path]), reverse=True)
+    listed = [f"{path}: {was[path]:.1f}% → {now:.1f}%" for _, path, now in drops[:5]]
+    return ("; files: " + ", ".join(listed)) if listed else ""
+
+
+def finding_key(finding: Finding) -> tuple[str, str, str, str]:
+    """The identity used to count findings across a patch: (source, rule, path, symbol).
+
+    Ids are not enough: a fix can change the text of a line and so the id of
+    an unrelated finding on it; counting per (source, rule, path, symbol)
+    only flags a place that really gained a finding.
+    """
+    return (finding.source, finding.rule, finding.path, finding.symbol or "")
+
+
+def new_findings(before: Iterable[Finding], after: Iterable[Finding]) -> tuple[Finding, ...]:
+    """Return the findings whose (source, rule, path, symbol) count grew.
+
+    Args:
+        before: the baseline findings.
+        after: the findings of the patched tree.
+
+    Returns:
+        For each key that gained ``n`` findings, ``n`` of its findings after
+        (those whose ids are new first). ``slow-test`` findings are ignored.
+    """
+    before = [f for f in before if f.rule not in _UNSCORED_RULES]
+    after = [f for f in after if f.rule not in _UNSCORED_RULES]
+    counts = Counter(finding_key(f) for f in before)
+    old_ids = {f.id for f in before}
+    by_key: dict[tuple[str, str, str, str], list[Finding]] = {}
+    for finding in after:
+        by_key.setdefault(finding_key(finding), []).append(finding)
+    new: list[Finding] = []
+    for key, found in by_key.items():
+        grown = len(found) - counts[key]
+        if grown > 0:
+            new += sorted(found, key=lambda f: f.id in old_ids)[:grown]
+    return tuple(new)
+
+
+def _new_findings_gate(new: Sequence[Finding]) -> GateResult:
+    if not new:
+        return GateResult(gate="no-new-findings", passed=True, detail="no new findings")
+    return GateResult(gate="no-new-findings", passed=False,
+                      detail=_listing([f"NEW {describe_finding(f)}" for f in new]))
+
+
+def gate_claimed_fixed(patch: Patch, after: Measurement) -> GateResult:
+    """``claimed-fixed``: every finding id the patch claims to fix is absent after."""
+    remaining = {f.id: f for f in after.findings}
+    still = [remaining[i] for i in patch.finding_ids if i in remaining]
+    if still:
+        return GateResult(gate="claimed-fixed", passed=False,
+                          detail=_listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
+    return GateResult(gate="claimed-fixed", passed=True,
+                      detail=f"all {len(patch.finding_ids)} claimed finding(s) are gone")
+
+
+def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:
+    """``test-files``: the patch touches no file matching ``gates.test_globs`` (unless allowed)."""
+    touched = [p for p in patch.files if any(glob_match(p, g) for g in gates.test_globs)]
+    if touched and not gates.allow_test_changes:
+        return GateResult(gate="test-files", passed=False,
+                          detail=_listing([f"touches test file {p}" for p in touched])
+                          + "\n(set gates.allow_test_changes to allow this)")
+    if touched:
+        return GateResult(gate="test-files", passed=True,
+                          detail=f"touches {len(touched)} test file(s); allowed by config")
+    return GateResult(gate="test-files", passed=True, detail="no test file touched")
+
+
+def glob_match(path: str, pattern: str) -> bool:
+    """Match a POSIX path against a glob where ``**`` spans any number of directories.
+
+    ``*``, ``?`` and ``[...]`` match within one path segment (:func:`fnmatch.fnmatchcase`
+    per segment), so ``**/test_*.py`` matches ``test_a.py`` and ``pkg/test_a.py``
+    but not ``pkg/test_utils/helpers.py``; ``tests/**`` matches everything under ``tests/``.
+    """
+    return _match_parts(path.strip("/").split("/"), pattern.strip("/").split("/"))
+
+
+def _match_parts(parts: list[str], pats: list[str]) -> bool:
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_match_parts(parts[i:], pats[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], pats[0]) and _match_parts(parts[1:], pats[1:])
+
+
+def describe_finding(finding: Finding) -> str:
+    """One line naming a finding: ``ruff F841 pkg/a.py:12 (in f): message``."""
+    where = f"{finding.path}:{finding.line}" if finding.line else finding.path
+    symbol = f" (in {finding.symbol})" if finding.symbol else ""
+    return f"{finding.source} {finding.rule} {where}{symbol}: {_clip(finding.message, 300)}"
+
+
+def format_feedback(report: ValidationReport) -> str:
+    """Render the failed gates of a report as plain text for a fixer's next attempt.
+
+    Args:
+        report: a rejected patch's validation report.
+
+    Returns:
+        One block per failed gate (its name, then its detail), at most
+        ``FEEDBACK_LIMIT`` characters; empty when every gate passed.
+    """
+    blocks = [f"Gate '{g.gate}' failed:\n{g.detail}" for g in report.gates if not g.passed]
+    return _clip("\n\n".join(blocks), FEEDBACK_LIMIT)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = list(items[:_MAX_ITEMS])
+    if len(items) > _MAX_ITEMS:
+        shown.append(f"... and {len(items) - _MAX_ITEMS} more")
+    return "\n".join(shown)
+
+
+def _clip(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 16].rstrip() + " ... (truncated)"
+
+
+@task(name="check-patch-syntax", cache_policy=NO_CACHE, timeout_seconds=300)
+def check_patch_syntax(sandbox: Sandbox, patch: Patch) -> GateResult:
+    """Run the ``syntax`` gate on the files a patch changed in the sandbox.
+
+    Args:
+        sandbox: the worktree with the patch applied.
+        patch: the applied candidate.
+
+    Returns:
+        The ``syntax`` :class:`GateResult`.
+    """
+    return check_syntax(sandbox.path, patch.files)
+
+
+@task(name="judge-patch", cache_policy=NO_CACHE, timeout_seconds=60)
+def judge_patch(baseline: Measurement, after: Measurement, patch: Patch, gates: GatesConfig,
+                syntax: GateResult) -> ValidationReport:
+    """Run every gate and return the verdict (see :func:`evaluate_gates`).
+
+    Args:
+        baseline: the measurement the patch was applied on.
+        after: the measurement of the patched tree.
+        patch: the candidate.
+        gates: the ``gates`` section of the config.
+        syntax: the ``syntax`` gate result from :func:`check_patch_syntax`.
+
+    Returns:
+        The :class:`ValidationReport`.
+    """
+    return evaluate_gates(baseline, after, patch, gates, syntax)

@@ -1,0 +1,258 @@
+"""RuffFixer on real git repositories with the real ruff binary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mendflow.config import RuffFixerConfig, ToolsConfig
+from mendflow.errors import ConfigError, ToolError
+from mendflow.findings import SourceIndex, make_finding
+from mendflow.models import Finding, Sandbox
+from tasks.detect.ruff_run import measure_ruff, ruff_executable
+from tasks.fix import FIXERS, Fixer, build_fixer, plan_fixes, propose_patch
+from tasks.fix.ruff import RuffFixer, git_format_diff
+
+
+def ruff_findings(root: Path, select: str = "F401,F841,F821") -> list[Finding]:
+    """Findings of a real ``ruff check --output-format json`` run (as a detector makes them)."""
+    out = subprocess.run(
+        [ruff_executable(), "check", "--output-format", "json", "--no-cache", "--exit-zero",
+         "--select", select, "."], cwd=root, capture_output=True, text=True, check=True).stdout
+    index = SourceIndex(root)
+    findings = []
+    for item in json.loads(out):
+        rel = Path(item["filename"]).resolve().relative_to(root.resolve()).as_posix()
+        fix = item.get("fix")
+        findings.append(make_finding(
+            index, source="ruff", rule=item["code"], path=rel, line=item["location"]["row"],
+            column=item["location"]["column"], severity="low", category="lint",
+            message=item["message"], url=item.get("url"),
+            fixable=bool(fix) and fix.get("applicability") == "safe"))
+    return findings
+
+
+def sandbox_of(root: Path) -> Sandbox:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    return Sandbox(mission_id="m-test", path=root, branch="mendflow/m-test", base_commit=head,
+                   repo_root=root)
+
+
+def git_apply(root: Path, diff: str, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "apply", *extra, "-"], cwd=root, input=diff.encode("utf-8"),
+                          capture_output=True, check=False)
+
+
+TWO_FILES = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": """
+        import os
+        import sys
+
+
+        def f():
+            return 1
+        """,
+    "pkg/b.py": """
+        import json
+
+        VALUE = 2
+        """,
+    "pkg/c.py": """
+        def g():
+            return undefined_name
+        """,
+}
+
+
+def test_unused_imports_in_two_files_make_one_applicable_patch(make_repo):
+    root = make_repo(TWO_FILES)
+    findings = ruff_findings(root)
+    fixer = RuffFixer(RuffFixerConfig())
+    groups = fixer.plan(findings)
+    assert [{f.rule for f in g} for g in groups] == [{"F401"}]
+    (group,) = groups
+    assert len(group) == 3
+
+    proposal = fixer.propose(sandbox_of(root), group)
+
+    patch = proposal.patch
+    assert patch is not None and proposal.declined is None
+    assert patch.fixer == "ruff" and patch.confidence == "high"
+    assert patch.files == ("pkg/a.py", "pkg/b.py")
+    assert set(patch.finding_ids) == {f.id for f in group} == set(proposal.finding_ids)
+    assert patch.title == "ruff: fix F401 (unused-import) in 2 files"
+    assert len(patch.id) == 12 and int(patch.id, 16) >= 0
+    assert patch.diff.startswith(
+        "diff --git a/pkg/a.py b/pkg/a.py\n--- a/pkg/a.py\n+++ b/pkg/a.py\n")
+    assert "Would fix" not in patch.diff
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                            text=True, check=True)
+    assert status.stdout == ""  # ruff --diff wrote nothing
+
+    check = git_apply(root, patch.diff, "--check")
+    assert check.returncode == 0, check.stderr
+    assert git_apply(root, patch.diff).returncode == 0
+    remaining = ruff_findings(root)
+    assert [f.rule for f in remaining] == ["F821"]
+    assert (root / "pkg/a.py").read_text().startswith("\n\ndef f():")
+
+
+def test_fixes_what_the_ruff_detector_reports(make_repo):
+    root = make_repo({**TWO_FILES, "ruff.toml": "[lint]\nextend-select = [\"I\"]\n",
+                      "pkg/d.py": "import sys\nimport os\n\nprint(os, sys)\n"})
+    sandbox = sandbox_of(root)
+    before = measure_ruff(sandbox, ToolsConfig())
+    groups = RuffFixer().plan(before.findings)
+    assert sorted(g[0].rule for g in groups) == ["F401", "I001"]
+
+    for group in groups:
+        proposal = RuffFixer().propose(sandbox, group)
+        assert proposal.patch is not None, proposal.declined
+        applied = git_apply(root, proposal.patch.diff)
+        assert applied.returncode == 0, applied.stderr
+
+    after = measure_ruff(sandbox, ToolsConfig())
+    assert after.ok and sorted(f.rule for f in after.findings) == ["F821"]
+
+
+def test_same_tree_gives_same_patch_id(make_repo):
+    root = make_repo(TWO_FILES)
+    group = RuffFixer().plan(ruff_findings(root))[0]
+    first = RuffFixer().propose(sandbox_of(root), group).patch
+    second = RuffFixer().propose(sandbox_of(root), tuple(reversed(group))).patch
+    assert first is not None and second is not None
+    assert first.id == second.id and first.diff == second.diff
+
+
+def test_rule_without_a_fix_is_declined(make_repo):
+    root = make_repo(TWO_FILES)
+    undefined = tuple(f for f in ruff_findings(root) if f.rule == "F821")
+    assert undefined and not any(f.fixable for f in undefined)
+
+    proposal = RuffFixer().propose(sandbox_of(root), undefined)
+
+    assert proposal.patch is None
+    assert proposal.declined == "ruff had nothing to fix for F821"
+    assert proposal.finding_ids == tuple(f.id for f in undefined)
+
+
+def test_unsafe_fix_only_with_unsafe_fixes(make_repo):
+    root = make_repo({"mod.py": """
+        def g():
+            unused = 1
+            return 2
+        """})
+    group = tuple(f for f in ruff_findings(root) if f.rule == "F841")
+    assert len(group) == 1
+
+    safe = RuffFixer(RuffFixerConfig()).propose(sandbox_of(root), group)
+    unsafe = RuffFixer(RuffFixerConfig(unsafe_fixes=True)).propose(sandbox_of(root), group)
+
+    assert safe.patch is None and safe.declined == "ruff had nothing to fix for F841"
+    assert unsafe.patch is not None and "-    unused = 1\n" in unsafe.patch.diff
+    assert git_apply(root, unsafe.patch.diff, "--check").returncode == 0
+
+
+def test_repository_per_file_ignores_are_respected(make_repo):
+    root = make_repo({
+        "pyproject.toml": """
+            [tool.ruff.lint.per-file-ignores]
+            "pkg/__init__.py" = ["F401"]
+            """,
+        "pkg/__init__.py": "import os\n",
+        "pkg/a.py": "import sys\n\nX = 1\n",
+    })
+    index = SourceIndex(root)
+    init_finding = make_finding(index, source="ruff", rule="F401", path="pkg/__init__.py",
+                                line=1, severity="low", category="lint",
+                                message="`os` imported but unused", fixable=True)
+    a_finding = make_finding(index, source="ruff", rule="F401", path="pkg/a.py", line=1,
+                             severity="low", category="lint",
+                             message="`sys` imported but unused", fixable=True)
+
+    proposal = RuffFixer().propose(sandbox_of(root), (init_finding, a_finding))
+
+    assert proposal.patch is not None
+    assert proposal.patch.files == ("pkg/a.py",)
+    assert proposal.patch.finding_ids == (a_finding.id,)
+    assert "pkg/__init__.py" not in proposal.patch.diff
+    assert proposal.patch.title.endswith("in 1 file")
+
+
+def test_crlf_file_and_path_with_space_apply_cleanly(make_repo):
+    root = make_repo({"sub dir/b c.py": "X = 1\n"})
+    (root / "crlf.py").write_bytes(b"import os\r\nX = 1\r\n")
+    (root / "nonl.py").write_bytes(b"import re\nY = 2")
+    (root / "sub dir/b c.py").write_text("import json\n\nX = 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "more"],
+                   cwd=root, check=True)
+    group = RuffFixer().plan(ruff_findings(root))[0]
+
+    patch = RuffFixer().propose(sandbox_of(root), group).patch
+
+    assert patch is not None
+    assert patch.files == ("crlf.py", "nonl.py", "sub dir/b c.py")
+    assert "-import os\r\n X = 1\r\n" in patch.diff
+    assert "\\ No newline at end of file\n" in patch.diff
+    check = git_apply(root, patch.diff, "--check")
+    assert check.returncode == 0, check.stderr
+    assert git_apply(root, patch.diff).returncode == 0
+    assert (root / "crlf.py").read_bytes() == b"X = 1\r\n"
+    assert (root / "nonl.py").read_bytes() == b"Y = 2"
+
+
+def test_retry_with_feedback_is_declined_without_running_ruff(make_repo):
+    root = make_repo(TWO_FILES)
+    group = RuffFixer().plan(ruff_findings(root))[0]
+    proposal = RuffFixer().propose(sandbox_of(root), group, feedback="Gate 'coverage' failed",
+                                   attempt=2)
+    assert proposal.patch is None and proposal.attempt == 2
+    assert "deterministic" in (proposal.declined or "")
+
+
+def test_plan_groups_by_rule_in_queue_order():
+    def finding(i: int, rule: str, *, source="ruff", fixable=True, path="a.py") -> Finding:
+        return Finding(id=f"f{i}", source=source, rule=rule, severity="low", category="lint",
+                       path=path, line=i, message="m", fixable=fixable)
+
+    queue = [finding(1, "UP006"), finding(2, "F401"), finding(3, "F821", fixable=False),
+             finding(4, "UP006"), finding(5, "B008", source="bandit"),
+             finding(6, "F401", path="nb.ipynb"), finding(7, "F401")]
+
+    groups = RuffFixer().plan(queue)
+
+    assert [[f.id for f in g] for g in groups] == [["f1", "f4"], ["f2", "f7"]]
+
+
+def test_git_format_diff_rejects_paths_outside_the_worktree(tmp_path):
+    text = "--- ../evil.py\n+++ ../evil.py\n@@ -1 +0,0 @@\n-import os\n\nWould fix 1 error.\n"
+    with pytest.raises(ToolError, match="outside the worktree"):
+        git_format_diff(text, tmp_path)
+    assert git_format_diff("No errors would be fixed.\n", tmp_path).text == ""
+
+
+def test_build_fixer_dispatches_on_type_and_rejects_unknown():
+    fixer = build_fixer(RuffFixerConfig(unsafe_fixes=True))
+    assert isinstance(fixer, RuffFixer) and isinstance(fixer, Fixer)
+    assert fixer.config.unsafe_fixes is True
+    assert FIXERS["ruff"] == "tasks.fix.ruff:RuffFixer"
+
+    class Other:
+        type = "gpt-9"
+
+    with pytest.raises(ConfigError, match="unknown fixer type 'gpt-9'") as err:
+        build_fixer(Other())  # type: ignore[arg-type]
+    assert err.value.subject == "fixer.type" and "ruff" in (err.value.hint or "")
+
+
+def test_task_functions_delegate_to_the_fixer(make_repo):
+    root = make_repo(TWO_FILES)
+    groups = plan_fixes.fn(RuffFixerConfig(), ruff_findings(root))
+    proposal = propose_patch.fn(RuffFixerConfig(), sandbox_of(root), groups[0])
+    assert proposal.patch is not None and proposal.patch.files == ("pkg/a.py", "pkg/b.py")
