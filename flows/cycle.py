@@ -15,12 +15,23 @@ from mendflow.config import MendflowConfig
 from mendflow.errors import PatchRejected, ValidationUnavailable
 from mendflow.findings import in_scope
 from mendflow.models import (
-    BackupEntry, Finding, Measurement, PatchOutcome, RepoTarget, Sandbox, TargetEnv,
+    BackupEntry,
+    Finding,
+    Measurement,
+    PatchOutcome,
+    RepoTarget,
+    Sandbox,
+    TargetEnv,
     ValidationReport,
 )
 from mendflow.progress import report_progress
 from tasks.detect import (
-    find_todos, merge_findings, run_bandit, run_mypy, run_pytest, run_ruff,
+    find_todos,
+    merge_findings,
+    run_bandit,
+    run_mypy,
+    run_pytest,
+    run_ruff,
 )
 from tasks.fix import plan_fixes, propose_patch
 from tasks.sandbox import apply_patch, hash_tree, reset_sandbox

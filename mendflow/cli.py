@@ -13,7 +13,6 @@ import logging
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -59,13 +58,13 @@ def _fail(error: MendflowError) -> typer.Exit:
 @mission_app.command("run")
 def run_mission(
     path: Path = typer.Argument(Path("."), help="a repository, or a directory or file inside one"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
-    scope: Optional[str] = typer.Option(None, help="auto | project | directory | file"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    scope: str | None = typer.Option(None, help="auto | project | directory | file"),
     dry_run: bool = typer.Option(False, "--dry-run", help="detect and propose; commit nothing"),
     backup_only: bool = typer.Option(False, "--backup-only", help="record baseline and backups"),
-    max_iterations: Optional[int] = typer.Option(None, min=1, help="M-T-D-V cycles at most"),
-    target_score: Optional[float] = typer.Option(None, min=0, max=100, help="stop at this score"),
-    mission_id: Optional[str] = typer.Option(None, help="choose the mission id"),
+    max_iterations: int | None = typer.Option(None, min=1, help="M-T-D-V cycles at most"),
+    target_score: float | None = typer.Option(None, min=0, max=100, help="stop at this score"),
+    mission_id: str | None = typer.Option(None, help="choose the mission id"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
@@ -115,7 +114,7 @@ def _print_summary(result) -> None:
 @mission_app.command("rollback")
 def rollback(
     mission: str = typer.Argument(..., help="the mission id"),
-    to: Optional[str] = typer.Option(None, "--to", help="commit to move the branch back to"),
+    to: str | None = typer.Option(None, "--to", help="commit to move the branch back to"),
 ) -> None:
     """Move the mission branch back (to its base commit by default)."""
     from mendflow.state import state_dir

@@ -120,13 +120,22 @@ class PatchRejected(MendflowError):
 class LLMError(MendflowError):
     """A call to a language model failed.
 
-    ``retryable`` is True for transient faults (HTTP 429, 5xx, timeouts,
-    connection errors) that a later attempt may survive.
+    Attributes:
+        retryable: True for transient faults (HTTP 429, 5xx, timeouts,
+            connection errors) that a later attempt may survive.
+        retry_after_s: the server's ``retry-after`` in seconds, already capped, or None.
+        status_code: the HTTP status, or None for a connection-level fault.
+        auth: True when the key was refused (401/403): the fixer cannot work at all.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, **kwargs):
+    def __init__(self, message: str, *, retryable: bool = False,
+                 retry_after_s: float | None = None, status_code: int | None = None,
+                 auth: bool = False, **kwargs):
         super().__init__(message, **kwargs)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        self.status_code = status_code
+        self.auth = auth
 
 
 class ApprovalRejected(MendflowError):

@@ -283,3 +283,5 @@ class Proposal(Contract):
     attempt: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0

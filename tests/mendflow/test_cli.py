@@ -36,7 +36,7 @@ def interpreter_config(tmp_path: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
         "tools": {"mypy": {"enabled": False}},
-        "mission": {"max_iterations": 1, "target_score": 0},
+        "mission": {"max_iterations": 1, "target_score": 100},
     }))
     return path
 

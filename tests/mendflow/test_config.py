@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from mendflow.config import Interpreter, ManagedVenv, MendflowConfig, load_config, validate_config
 from mendflow.errors import ConfigError
@@ -60,5 +61,5 @@ def test_overrides_are_validated():
 
 def test_config_is_frozen():
     config = validate_config({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.mission.max_iterations = 5  # type: ignore[misc]

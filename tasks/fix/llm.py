@@ -1,0 +1,237 @@
+"""What every language-model fixer shares: planning, budget, policy, fault handling.
+
+A backend (:class:`tasks.fix.claude.ClaudeFixer`,
+:class:`tasks.fix.openai_compat.OpenAICompatibleFixer`) only implements
+:meth:`LLMFixer._call`: send the system prompt, the tool and the user
+message, and return the tool input and the token usage. Everything else is
+here: the budget is reserved before the call and charged after it, the
+reply is validated against the ``propose_fix`` schema, the policy may
+decline it, and the edits become a :class:`Patch` through the guards of
+:mod:`tasks.fix.edits`.
+
+Faults of the SDKs become :class:`LLMError` with ``retryable`` (429, 408,
+409, 5xx including 529, timeouts and connection errors), ``retry_after_s``
+(from the ``retry-after-ms`` / ``retry-after`` headers, capped),
+``status_code`` and ``auth`` (401/403). The Prefect task
+:func:`tasks.fix.propose_patch` is the one retry layer (the SDK clients are made with
+``max_retries=0``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from mendflow.budget import Budget, Usage, mission_budget
+from mendflow.config import LLMBudget, LLMPolicy
+from mendflow.errors import LLMError, PatchRejected
+from mendflow.models import Finding, Patch, Proposal, Sandbox
+from tasks.fix.context import build_context
+from tasks.fix.edits import edits_to_patch
+from tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
+
+_RETRYABLE_STATUS = {408, 409, 429}
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    """What one model call returned.
+
+    Attributes:
+        tool_input: the decoded ``propose_fix`` input, or None when the model
+            did not call the tool.
+        usage: the tokens the API reported.
+        note: why there is no tool input (the stop reason, a text answer ...).
+    """
+
+    tool_input: Any
+    usage: Usage
+    note: str = ""
+
+
+class LLMFixer:
+    """Base of the model-backed fixers (implements the :class:`Fixer` protocol).
+
+    Args:
+        policy: what a proposed patch may do.
+        limits: the budget limits.
+        budget: a budget to charge; None = the mission's budget
+            (:func:`mendflow.budget.mission_budget` keyed by ``Sandbox.mission_id``),
+            shared by every fixer object of the mission.
+        max_context_chars: bound of the context sent per call, in characters.
+    """
+
+    name = "llm"
+    skip_sources: tuple[str, ...] = ("coverage", "todo")
+    """Findings no model is asked about: covering code means writing tests
+    (which the gates refuse by default) and TODOs are notes, not defects."""
+
+    def __init__(self, policy: LLMPolicy, limits: LLMBudget, budget: Budget | None = None, *,
+                 max_context_chars: int = 24000):
+        self.policy = policy
+        self.limits = limits
+        self.budget = budget
+        self.max_context_chars = max_context_chars
+
+    def budget_for(self, sandbox: Sandbox) -> Budget:
+        """The budget charged for calls on this sandbox's mission."""
+        return self.budget or mission_budget(sandbox.mission_id, self.limits)
+
+    def plan(self, findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
+        """One group per finding a model should look at; failing tests first.
+
+        Left out: ruff findings ruff can fix itself (the offline fixer's),
+        info-level findings (TODOs, slow tests), coverage gaps and notebooks.
+
+        Args:
+            findings: the ranked queue (most important first).
+
+        Returns:
+            Single-finding groups, failing tests first, otherwise in queue order.
+        """
+        chosen = [f for f in findings
+                  if f.severity != "info" and f.source not in self.skip_sources
+                  and not (f.source == "ruff" and f.fixable) and not f.path.endswith(".ipynb")]
+        chosen.sort(key=lambda f: 0 if f.source in ("pytest", "runtime") else 1)
+        return [(f,) for f in chosen]
+
+    def propose(self, sandbox: Sandbox, group: Sequence[Finding], *, feedback: str | None = None,
+                attempt: int = 1) -> Proposal:
+        """Ask the model for a patch for one group (see :class:`Fixer`).
+
+        Args:
+            sandbox: the worktree (read only).
+            group: the findings to fix.
+            feedback: why the previous attempt was rejected, or None.
+            attempt: 1, 2, ... (at most ``policy.max_attempts``).
+
+        Returns:
+            A proposal with a patch, or declined (budget exhausted, the model
+            says not fixable, confidence or category refused by the policy,
+            attempts exhausted).
+
+        Raises:
+            PatchRejected: the reply is malformed or its edits fail a guard.
+            LLMError: the call failed (``retryable`` says if a retry may pass).
+        """
+        ids = tuple(f.id for f in group)
+        if attempt > self.policy.max_attempts:
+            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt,
+                            declined=f"policy: attempt {attempt} exceeds "
+                                     f"max_attempts={self.policy.max_attempts}")
+        budget = self.budget_for(sandbox)
+        reason = budget.reserve()
+        if reason is not None:
+            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, declined=reason)
+        context = build_context(sandbox, group, feedback, self.max_context_chars,
+                                denylist=self.policy.denylist)
+        answer = self._call(user_message(context, attempt=attempt))
+        budget.record(answer.usage)
+        if answer.tool_input is None:
+            raise PatchRejected(f"the model gave no usable propose_fix call ({answer.note})",
+                                reason="malformed-reply", subject=self.subject,
+                                hint="a retry may do better; check that the model supports tools")
+        reply = parse_reply(answer.tool_input, subject=self.subject)
+        declined = policy_decline(reply, self.policy)
+        if declined is not None:
+            return self._proposal(ids, attempt, answer.usage, declined=declined)
+        patch = edits_to_patch(sandbox, reply, group, self.name, self.policy)
+        return self._proposal(ids, attempt, answer.usage, patch=patch)
+
+    def _proposal(self, ids: tuple[str, ...], attempt: int, usage: Usage, *,
+                  patch: Patch | None = None, declined: str | None = None) -> Proposal:
+        return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, patch=patch,
+                        declined=declined, input_tokens=usage.input_tokens,
+                        output_tokens=usage.output_tokens,
+                        cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                        cache_read_input_tokens=usage.cache_read_input_tokens)
+
+    @property
+    def subject(self) -> str:
+        """The fixer and model, for error messages."""
+        return self.name
+
+    def _call(self, user_text: str) -> ModelAnswer:
+        """Send one request; implemented by each backend."""
+        raise NotImplementedError
+
+
+def retry_after_seconds(headers: Any, cap_s: float) -> float | None:
+    """Read ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), capped.
+
+    Args:
+        headers: the response headers (a mapping with ``get``), or None.
+        cap_s: the largest wait to honor, in seconds.
+
+    Returns:
+        Seconds to wait (0 <= s <= cap_s), or None when the headers say nothing.
+    """
+    if headers is None:
+        return None
+    value: float | None = None
+    if (raw_ms := headers.get("retry-after-ms")) is not None:
+        try:
+            value = float(raw_ms) / 1000
+        except ValueError:
+            value = None
+    if value is None and (raw := headers.get("retry-after")) is not None:
+        try:
+            value = float(raw)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
+            value = parsed.timestamp() - time.time() if parsed is not None else None
+    if value is None:
+        return None
+    return min(max(value, 0.0), cap_s)
+
+
+def translate_sdk_error(exc: Exception, sdk: ModuleType, *, subject: str,
+                        cap_s: float, secret: str | None = None) -> Exception:
+    """Turn an ``anthropic``/``openai`` SDK exception into a mendflow error.
+
+    Both SDKs share the class names used here.
+
+    Args:
+        exc: the exception the SDK raised.
+        sdk: the SDK module (``anthropic`` or ``openai``).
+        subject: the fixer and model, named in the message.
+        cap_s: the largest retry-after to honor, in seconds.
+        secret: the API key, scrubbed from any message.
+
+    Returns:
+        An :class:`LLMError` (with ``retryable``, ``retry_after_s``,
+        ``status_code``, ``auth``), or a :class:`PatchRejected`
+        (``malformed-reply``) when the reply body was not valid.
+    """
+    def clean(text: str) -> str:
+        return text.replace(secret, "[redacted]") if secret else text
+
+    if isinstance(exc, (sdk.APIResponseValidationError, json.JSONDecodeError)):
+        return PatchRejected(f"the API answered a malformed body: {clean(str(exc))[:200]}",
+                             reason="malformed-reply", subject=subject,
+                             hint="a proxy or server answered unexpected data")
+    status = getattr(exc, "status_code", None)
+    auth = isinstance(exc, (sdk.AuthenticationError, sdk.PermissionDeniedError))
+    retryable = (isinstance(exc, (sdk.APIConnectionError, sdk.RateLimitError,
+                                  sdk.InternalServerError))
+                 or (status is not None and (status in _RETRYABLE_STATUS or status >= 500)))
+    response = getattr(exc, "response", None)
+    retry_after = retry_after_seconds(getattr(response, "headers", None), cap_s) if retryable else None
+    if auth:
+        message = f"the API refused the credentials (HTTP {status})"
+        hint = "check the API key (credentials block or environment variable) and its permissions"
+    elif isinstance(exc, sdk.APITimeoutError):
+        message, hint = "the call timed out", "raise timeout_s or retry later"
+    elif isinstance(exc, sdk.APIConnectionError):
+        message, hint = "could not connect to the API", "check base_url and the network"
+    else:
+        message = f"the API answered HTTP {status}: {clean(str(exc))[:300]}"
+        hint = ("retry later" if retryable else
+                "check the model name and the request settings (max_tokens, temperature)")
+    return LLMError(message, retryable=retryable, retry_after_s=retry_after, status_code=status,
+                    auth=auth, subject=subject, hint=hint)
