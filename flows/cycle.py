@@ -12,13 +12,15 @@ from pathlib import Path
 from prefect import get_run_logger
 
 from mendflow.config import MendflowConfig
-from mendflow.errors import PatchRejected, ValidationUnavailable
+from mendflow.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.findings import in_scope
 from mendflow.models import (
     BackupEntry,
     Finding,
+    LLMUsage,
     Measurement,
     PatchOutcome,
+    Proposal,
     RepoTarget,
     Sandbox,
     TargetEnv,
@@ -36,7 +38,7 @@ from tasks.detect import (
 from tasks.fix import plan_fixes, propose_patch
 from tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from tasks.setup import back_up_files, compute_measurement
-from tasks.validate import check_patch_syntax, format_feedback, judge_patch
+from tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
 from tasks.vcs import commit_accepted_patch
 
 
@@ -56,11 +58,21 @@ class MissionState:
     validations: list[ValidationReport] = field(default_factory=list)
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)
+    rejected_patches: set[str] = field(default_factory=set)
+    llm_usage: LLMUsage = field(default_factory=LLMUsage)
+    fixer_disabled: str | None = None
     iterations: int = 0
     stop_reason: str = ""
 
     def scoped(self, findings) -> list[Finding]:
         return [f for f in findings if in_scope(f, self.target)]
+
+    def fixable(self, findings) -> list[Finding]:
+        """In-scope findings a patch may touch (test files only if the gates allow it)."""
+        gates = self.config.gates
+        return [f for f in self.scoped(findings)
+                if gates.allow_test_changes or not any(glob_match(f.path, g)
+                                                       for g in gates.test_globs)]
 
     def exit_code(self) -> int:
         """0 success; 2 a patch was rejected or the target score was not reached."""
@@ -105,7 +117,7 @@ def run_iterations(state: MissionState) -> MissionState:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
         state.iterations = iteration
-        queue = state.scoped(state.current.findings)
+        queue = state.fixable(state.current.findings)
         groups = [g for g in plan_fixes(state.config.fixer, queue)
                   if frozenset(f.id for f in g) not in state.tried]
         if not groups:
@@ -113,8 +125,13 @@ def run_iterations(state: MissionState) -> MissionState:
             break
         accepted = 0
         for group in groups[: mission.max_patches_per_iteration]:
+            if state.fixer_disabled:
+                break
             state.tried.add(frozenset(f.id for f in group))
             accepted += fix_group(state, group, iteration)
+        if state.fixer_disabled:
+            state.stop_reason = state.fixer_disabled
+            break
         if accepted == 0:
             state.stop_reason = "no candidate was accepted in the last iteration"
             break
@@ -131,19 +148,19 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
     A rejected candidate's gate output is fed back to the fixer for another
     attempt, at most ``max_attempts`` times (1 for a deterministic fixer).
     """
-    logger = get_run_logger()
     feedback: str | None = None
     for attempt in range(1, _max_attempts(state.config) + 1):
-        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt)
-        if proposal.patch is None:
-            logger.info("fixer declined %s: %s", [f.id for f in group], proposal.declined)
+        proposal = _ask_fixer(state, group, feedback, attempt)
+        if proposal is None or proposal.patch is None:
             return 0
         patch = proposal.patch
+        if patch.id in state.rejected_patches:  # the same diff was already refused
+            return 0
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
         try:
             apply_patch(state.sandbox, patch)
         except PatchRejected as err:
-            state.outcomes.append(_outcome(patch, "rejected", err.reason, iteration))
+            _reject(state, patch, err.reason, iteration)
             feedback = str(err)
             continue
         try:
@@ -154,13 +171,45 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
         state.validations.append(report)
         if not report.accepted:
             reset_sandbox(state.sandbox, patch)
-            state.outcomes.append(_outcome(patch, "rejected", report.reason, iteration, report))
+            _reject(state, patch, report.reason, iteration, report)
             feedback = format_feedback(report)
-            report_progress("validate", f"rejected {patch.id}: {report.reason}")
             continue
         _accept(state, patch, report, iteration)
         return 1
     return 0
+
+
+def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal | None:
+    """One proposal; a bad reply or a failed model call costs this group, not the mission."""
+    logger = get_run_logger()
+    try:
+        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt)
+    except PatchRejected as err:
+        state.outcomes.append(PatchOutcome(
+            id=f"unusable-{err.reason}-{attempt}", finding_ids=tuple(f.id for f in group),
+            fixer=getattr(state.config.fixer, "type", "fixer"), status="rejected",
+            reason=f"{err.reason}: {err.message}", iteration=state.iterations))
+        return None
+    except LLMError as err:
+        failures = (*state.llm_usage.failures, f"{[f.id for f in group]}: {err.message}")
+        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
+        if err.auth:
+            state.fixer_disabled = f"the model fixer is unusable: {err.message}"
+        logger.warning("fixer failed for %s: %s", [f.id for f in group], err.message)
+        return None
+    state.llm_usage = state.llm_usage.add(proposal)
+    if proposal.budget_exhausted and state.llm_usage.budget_exhausted is None:
+        state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": proposal.declined})
+        report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
+    if proposal.patch is None:
+        logger.info("fixer declined %s: %s", [f.id for f in group], proposal.declined)
+    return proposal
+
+
+def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
+    state.rejected_patches.add(patch.id)
+    state.outcomes.append(_outcome(patch, "rejected", reason, iteration, report))
+    report_progress("validate", f"rejected {patch.id}: {reason}")
 
 
 def _validate(state: MissionState, patch) -> ValidationReport:

@@ -21,6 +21,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime
 
 from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
+from mendflow.budget import release_mission_budgets
 from mendflow.models import MissionResult, QualityScore
 from mendflow.state import mission_dir
 from tasks.environment import prepare_target_env
@@ -40,6 +41,7 @@ def maintenance_mission(
     backup_only: bool | None = None,
     max_iterations: int | None = None,
     target_score: float | None = None,
+    fixer: str | None = None,
 ) -> MissionResult:
     """Run one maintenance mission on the repository that contains ``path``.
 
@@ -52,6 +54,7 @@ def maintenance_mission(
         backup_only: record the baseline and backups only.
         max_iterations: M-T-D-V cycles at most (overrides the config).
         target_score: stop once the 0-100 quality score reaches this.
+        fixer: ruff | anthropic | chain (overrides ``fixer.type``).
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -60,7 +63,7 @@ def maintenance_mission(
         MendflowError: a typed error for bad input or an unusable environment.
     """
     logger = get_run_logger()
-    config = load_mission_config(config_file, scope=scope, dry_run=dry_run,
+    config = load_mission_config(config_file, fixer, scope=scope, dry_run=dry_run,
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
     mission_id = mission_id or new_mission_id(str(runtime.flow_run.id or ""))
@@ -78,7 +81,10 @@ def maintenance_mission(
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
-        state = run_iterations(state)
+        try:
+            state = run_iterations(state)
+        finally:
+            release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
 
     report_dir = Path(config.mission.report_dir or
                       mission_dir(mission_id, config.mission.state_dir) / "report")
@@ -92,6 +98,7 @@ def maintenance_mission(
         exit_code=state.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(state.scoped(state.current.findings)),
+        llm_usage=state.llm_usage,
     )
     markdown = write_mission_reports(result, state.validations, state.backups, report_dir)
     publish_report(result, markdown)

@@ -65,6 +65,7 @@ def run_mission(
     max_iterations: int | None = typer.Option(None, min=1, help="M-T-D-V cycles at most"),
     target_score: float | None = typer.Option(None, min=0, max=100, help="stop at this score"),
     mission_id: str | None = typer.Option(None, help="choose the mission id"),
+    fixer: str | None = typer.Option(None, help="ruff (offline) | anthropic | chain (ruff, then Claude)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
@@ -79,7 +80,7 @@ def run_mission(
         result = maintenance_mission(
             path=str(path), config_file=str(config) if config else None, mission_id=mission_id,
             scope=scope, dry_run=dry_run or None, backup_only=backup_only or None,
-            max_iterations=max_iterations, target_score=target_score,
+            max_iterations=max_iterations, target_score=target_score, fixer=fixer,
         )
     except MendflowError as error:
         raise _fail(error) from None

@@ -354,6 +354,33 @@ class MendflowConfig(Section):
         data["mission"].update(changes)
         return validate_config(data, source="command-line options")
 
+    def with_fixer(self, kind: str | None) -> MendflowConfig:
+        """Return a copy whose fixer is of type ``kind`` (``--fixer``).
+
+        The configured fixer section is kept when it already has that type;
+        otherwise the type's defaults are used. ``chain`` means the offline
+        ruff fixer first, then Claude for what is left.
+
+        Raises:
+            ConfigError: unknown type, or a type that needs settings the config lacks.
+        """
+        if kind is None or getattr(self.fixer, "type", None) == kind:
+            return self
+        sections: dict[str, Any] = {
+            "ruff": {"type": "ruff"},
+            "anthropic": {"type": "anthropic"},
+            "chain": {"type": "chain", "fixers": [{"type": "ruff"}, {"type": "anthropic"}]},
+        }
+        if kind not in sections:
+            hint = ("configure `fixer: {type: openai-compatible, base_url: ..., model: ...}` "
+                    "in the config file" if kind == "openai-compatible"
+                    else f"use one of: {', '.join(sections)}")
+            raise ConfigError(f"--fixer {kind!r} cannot be chosen on the command line",
+                              subject="--fixer", hint=hint)
+        data = self.model_dump(mode="python")
+        data["fixer"] = sections[kind]
+        return validate_config(data, source="--fixer")
+
 
 def _format_validation(err: ValidationError) -> str:
     lines = []

@@ -246,6 +246,50 @@ class QualityScore(Contract):
     after: float
 
 
+class Proposal(Contract):
+    """What a fixer answered for one group of findings.
+
+    Exactly one of ``patch`` and ``declined`` is set: a patch to validate, or
+    the reason no patch was proposed (the model said ``fixable: false``, the
+    tool had nothing to change, a budget ran out ...).
+    """
+
+    fixer: str
+    finding_ids: tuple[str, ...]
+    patch: Patch | None = None
+    declined: str | None = None
+    attempt: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    llm_calls: int = Field(0, description="model calls this proposal cost (0 for offline fixers)")
+    budget_exhausted: bool = Field(False, description="declined because a budget ran out")
+
+
+class LLMUsage(Contract):
+    """What a mission spent on language models (summed from its proposals)."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    budget_exhausted: str | None = Field(None, description="why the mission stopped asking")
+    failures: tuple[str, ...] = Field((), description="findings a model call failed for, and why")
+
+    def add(self, proposal: Proposal) -> LLMUsage:
+        return self.model_copy(update={
+            "calls": self.calls + proposal.llm_calls,
+            "input_tokens": self.input_tokens + proposal.input_tokens,
+            "output_tokens": self.output_tokens + proposal.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens
+            + proposal.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens
+            + proposal.cache_read_input_tokens,
+        })
+
+
 class MissionResult(Contract):
     """The machine-readable result of a mission (``--json`` and session_data.json)."""
 
@@ -266,22 +310,4 @@ class MissionResult(Contract):
     backup_only: bool = False
     worktree: str | None = None
     final_findings: tuple[Finding, ...] = ()
-
-
-class Proposal(Contract):
-    """What a fixer answered for one group of findings.
-
-    Exactly one of ``patch`` and ``declined`` is set: a patch to validate, or
-    the reason no patch was proposed (the model said ``fixable: false``, the
-    tool had nothing to change, a budget ran out ...).
-    """
-
-    fixer: str
-    finding_ids: tuple[str, ...]
-    patch: Patch | None = None
-    declined: str | None = None
-    attempt: int = 1
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
+    llm_usage: LLMUsage = Field(default_factory=lambda: LLMUsage())

@@ -20,11 +20,13 @@ from tasks.detect import count_python_loc
 
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
-def load_mission_config(config_file: str | None, **mission_overrides) -> MendflowConfig:
-    """Load the YAML config and apply command-line overrides of ``mission`` fields.
+def load_mission_config(config_file: str | None, fixer: str | None = None,
+                        **mission_overrides) -> MendflowConfig:
+    """Load the YAML config and apply command-line overrides.
 
     Args:
         config_file: path of a YAML file, or None for the embedded defaults.
+        fixer: a fixer type chosen with ``--fixer`` (ruff | anthropic | chain), or None.
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
@@ -33,7 +35,7 @@ def load_mission_config(config_file: str | None, **mission_overrides) -> Mendflo
     Raises:
         ConfigError: the file or an override is invalid (the message names the field).
     """
-    return load_config(config_file).with_overrides(**mission_overrides)
+    return load_config(config_file).with_overrides(**mission_overrides).with_fixer(fixer)
 
 
 @task(name="new-mission-id", cache_policy=NO_CACHE)

@@ -127,7 +127,8 @@ class LLMFixer:
         budget = self.budget_for(sandbox)
         reason = budget.reserve()
         if reason is not None:
-            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, declined=reason)
+            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, declined=reason,
+                            budget_exhausted=True)
         context = build_context(sandbox, group, feedback, self.max_context_chars,
                                 denylist=self.policy.denylist)
         answer = self._call(user_message(context, attempt=attempt))
@@ -146,7 +147,7 @@ class LLMFixer:
     def _proposal(self, ids: tuple[str, ...], attempt: int, usage: Usage, *,
                   patch: Patch | None = None, declined: str | None = None) -> Proposal:
         return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, patch=patch,
-                        declined=declined, input_tokens=usage.input_tokens,
+                        declined=declined, llm_calls=1, input_tokens=usage.input_tokens,
                         output_tokens=usage.output_tokens,
                         cache_creation_input_tokens=usage.cache_creation_input_tokens,
                         cache_read_input_tokens=usage.cache_read_input_tokens)
