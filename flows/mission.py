@@ -20,6 +20,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime
 
+from flows.approval import approve_and_deliver
 from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.budget import release_mission_budgets
 from mendflow.models import MissionResult, QualityScore
@@ -42,6 +43,7 @@ def maintenance_mission(
     max_iterations: int | None = None,
     target_score: float | None = None,
     fixer: str | None = None,
+    autonomy: str | None = None,
 ) -> MissionResult:
     """Run one maintenance mission on the repository that contains ``path``.
 
@@ -55,6 +57,9 @@ def maintenance_mission(
         max_iterations: M-T-D-V cycles at most (overrides the config).
         target_score: stop once the 0-100 quality score reaches this.
         fixer: ruff | anthropic | chain (overrides ``fixer.type``).
+        autonomy: interactive | semi_autonomous | autonomous | full_autonomous: deliver
+            accepted patches to the target branch under that approval policy
+            (default: the config's; none = only the mission branch is prepared).
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -100,6 +105,7 @@ def maintenance_mission(
         final_findings=tuple(state.scoped(state.current.findings)),
         llm_usage=state.llm_usage,
     )
+    result = approve_and_deliver(result, config, target, sandbox, autonomy)
     markdown = write_mission_reports(result, state.validations, state.backups, report_dir)
     publish_report(result, markdown)
     verify_user_checkout(target.root, before)
