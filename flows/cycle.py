@@ -54,6 +54,7 @@ class MissionState:
     baseline: Measurement
     current: Measurement
     backups_dir: Path
+    started_at: str | None = None
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
     backups: list[BackupEntry] = field(default_factory=list)
@@ -145,17 +146,20 @@ def run_iterations(state: MissionState) -> MissionState:
 def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
     """Propose, apply, validate and commit (or roll back) one group; 1 if accepted.
 
-    A rejected candidate's gate output is fed back to the fixer for another
-    attempt, at most ``max_attempts`` times (1 for a deterministic fixer).
+    A rejected candidate's gate output (or the guard that refused the fixer's
+    output) is fed back to the fixer for another attempt, at most
+    ``max_attempts`` times (1 for a deterministic fixer).
     """
     feedback: str | None = None
     for attempt in range(1, _max_attempts(state.config) + 1):
         proposal = _ask_fixer(state, group, feedback, attempt)
-        if proposal is None or proposal.patch is None:
-            return 0
+        if proposal.rejected is not None:  # the fixer's output failed a guard
+            _reject_output(state, proposal, iteration)
+            feedback = proposal.declined
+            continue
+        if proposal.patch is None or proposal.patch.id in state.rejected_patches:
+            return 0  # declined, failed, or the very diff that was already refused
         patch = proposal.patch
-        if patch.id in state.rejected_patches:  # the same diff was already refused
-            return 0
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
         try:
             apply_patch(state.sandbox, patch)
@@ -179,31 +183,37 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
     return 0
 
 
-def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal | None:
-    """One proposal; a bad reply or a failed model call costs this group, not the mission."""
+def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal:
+    """One proposal (cached by the tree, so a resumed mission never asks again)."""
     logger = get_run_logger()
+    ids = tuple(f.id for f in group)
     try:
-        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt)
-    except PatchRejected as err:
-        state.outcomes.append(PatchOutcome(
-            id=f"unusable-{err.reason}-{attempt}", finding_ids=tuple(f.id for f in group),
-            fixer=getattr(state.config.fixer, "type", "fixer"), status="rejected",
-            reason=f"{err.reason}: {err.message}", iteration=state.iterations))
-        return None
-    except LLMError as err:
-        failures = (*state.llm_usage.failures, f"{[f.id for f in group]}: {err.message}")
-        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
-        if err.auth:
-            state.fixer_disabled = f"the model fixer is unusable: {err.message}"
-        logger.warning("fixer failed for %s: %s", [f.id for f in group], err.message)
-        return None
+        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
+                                 state.current.tree)
+    except LLMError as err:  # transient, and still failing after every retry
+        proposal = Proposal(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
+                            attempt=attempt, error=err.message)
     state.llm_usage = state.llm_usage.add(proposal)
+    if proposal.error is not None:
+        failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {proposal.error}")
+        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
+        if proposal.auth_failed:
+            state.fixer_disabled = f"the model fixer is unusable: {proposal.error}"
+        logger.warning("fixer failed for %s: %s", ids, proposal.error)
     if proposal.budget_exhausted and state.llm_usage.budget_exhausted is None:
         state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": proposal.declined})
         report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
-    if proposal.patch is None:
-        logger.info("fixer declined %s: %s", [f.id for f in group], proposal.declined)
+    elif proposal.patch is None and proposal.rejected is None and proposal.error is None:
+        logger.info("fixer declined %s: %s", ids, proposal.declined)
     return proposal
+
+
+def _reject_output(state: MissionState, proposal: Proposal, iteration: int) -> None:
+    state.outcomes.append(PatchOutcome(
+        id=f"{proposal.fixer}-output-{'-'.join(proposal.finding_ids)[:40]}-{proposal.attempt}",
+        finding_ids=proposal.finding_ids, fixer=proposal.fixer, status="rejected",
+        reason=f"{proposal.rejected}: {proposal.declined}", iteration=iteration))
+    report_progress("fix", f"fixer output refused ({proposal.rejected}): {proposal.declined}")
 
 
 def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
@@ -227,7 +237,8 @@ def _accept(state: MissionState, patch, report: ValidationReport, iteration: int
                                        report))
         report_progress("validate", f"accepted {patch.id} (dry run, not committed)")
         return
-    record = commit_accepted_patch(state.sandbox, patch, report.summary(), state.backups_dir)
+    record = commit_accepted_patch(state.sandbox, patch, report.summary(), state.backups_dir,
+                                   state.started_at)
     state.backups.extend(record.backups)
     state.outcomes.append(_outcome(patch, "accepted", None, iteration, report, record.commit))
     if report.after is not None:

@@ -27,8 +27,8 @@ from mendflow.models import MissionResult, QualityScore
 from mendflow.state import mission_dir
 from tasks.environment import prepare_target_env
 from tasks.report import publish_report, write_mission_reports
-from tasks.sandbox import create_sandbox
-from tasks.setup import load_mission_config, new_mission_id
+from tasks.sandbox import create_sandbox, rewind_sandbox
+from tasks.setup import close_mission, load_mission_config, new_mission_id, register_mission
 from tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
 
@@ -71,10 +71,20 @@ def maintenance_mission(
     config = load_mission_config(config_file, fixer, scope=scope, dry_run=dry_run,
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
-    mission_id = mission_id or new_mission_id(str(runtime.flow_run.id or ""))
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    mission_id = mission_id or new_mission_id(flow_run_id or "")
     target = resolve_target(path, config.mission.scope)
+    parameters = {"path": str(path), "config_file": config_file, "scope": scope,
+                  "dry_run": dry_run, "backup_only": backup_only,
+                  "max_iterations": max_iterations, "target_score": target_score,
+                  "fixer": fixer, "autonomy": autonomy}
+    record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
+                              config.mission.state_dir)
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
+    # A resumed mission replays from its base commit: cached steps return at once
+    # and every commit is re-created identically (same content, same date).
+    rewind_sandbox(sandbox, sandbox.base_commit)
     env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
@@ -82,7 +92,8 @@ def maintenance_mission(
     baseline = measure(sandbox, env, config, label="baseline")
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
-                         backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups")
+                         backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
+                         started_at=record.started_at)
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -94,8 +105,8 @@ def maintenance_mission(
     report_dir = Path(config.mission.report_dir or
                       mission_dir(mission_id, config.mission.state_dir) / "report")
     result = MissionResult(
-        mission_id=mission_id, flow_run_id=str(runtime.flow_run.id or "") or None,
-        status="completed", repository=str(target.root), base_commit=target.head_commit,
+        mission_id=mission_id, flow_run_id=flow_run_id,
+        status="completed", repository=str(target.root), base_commit=sandbox.base_commit,
         branch=sandbox.branch, findings=tuple(state.scoped(baseline.findings)),
         patches=tuple(state.outcomes),
         quality_score=QualityScore(before=baseline.score, after=state.current.score),
@@ -109,4 +120,5 @@ def maintenance_mission(
     markdown = write_mission_reports(result, state.validations, state.backups, report_dir)
     publish_report(result, markdown)
     verify_user_checkout(target.root, before)
+    close_mission(result, config.mission.state_dir)
     return result

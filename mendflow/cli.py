@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mendflow.errors import MendflowError, RepositoryError
+from mendflow.errors import MendflowError
 from mendflow.progress import PROGRESS_LOGGER
 
 app = typer.Typer(help="mendflow: maintenance missions for Python repositories, on Prefect.",
@@ -55,6 +56,36 @@ def _fail(error: MendflowError) -> typer.Exit:
     return typer.Exit(error.exit_code)
 
 
+def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
+    """Run the mission flow in this process, render progress, exit with its code."""
+    _prefect_defaults(verbose)
+    handler = _ProgressHandler(err)
+    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        from flows.mission import maintenance_mission
+
+        result = maintenance_mission(**parameters)
+    except MendflowError as error:
+        raise _fail(error) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] the sandbox was left consistent and every accepted "
+                  "commit is on the mission branch; `mendflow mission resume <id>` continues")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        _print_summary(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 @mission_app.command("run")
 def run_mission(
     path: Path = typer.Argument(Path("."), help="a repository, or a directory or file inside one"),
@@ -66,35 +97,69 @@ def run_mission(
     target_score: float | None = typer.Option(None, min=0, max=100, help="stop at this score"),
     mission_id: str | None = typer.Option(None, help="choose the mission id"),
     fixer: str | None = typer.Option(None, help="ruff (offline) | anthropic | chain (ruff, then Claude)"),
+    autonomy: str | None = typer.Option(
+        None, help="interactive | semi_autonomous | autonomous | full_autonomous: deliver to "
+                   "the target branch under that approval policy"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
     """Run one maintenance mission (one Prefect flow run) on PATH."""
-    _prefect_defaults(verbose)
-    handler = _ProgressHandler(err)
-    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
-    try:
-        from flows.mission import maintenance_mission
+    err.print(f"[bold]mendflow[/] mission on {path.resolve()}", highlight=False)
+    _run_flow(dict(path=str(path), config_file=str(config) if config else None,
+                   mission_id=mission_id, scope=scope, dry_run=dry_run or None,
+                   backup_only=backup_only or None, max_iterations=max_iterations,
+                   target_score=target_score, fixer=fixer, autonomy=autonomy),
+              as_json=as_json, verbose=verbose)
 
-        err.print(f"[bold]mendflow[/] mission on {path.resolve()}", highlight=False)
-        result = maintenance_mission(
-            path=str(path), config_file=str(config) if config else None, mission_id=mission_id,
-            scope=scope, dry_run=dry_run or None, backup_only=backup_only or None,
-            max_iterations=max_iterations, target_score=target_score, fixer=fixer,
-        )
+
+@mission_app.command("resume")
+def resume_mission(
+    mission: str = typer.Argument(..., help="the mission id"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
+) -> None:
+    """Resume an interrupted mission: completed steps are re-used (Cached), the rest runs."""
+    _prefect_defaults(verbose)
+    from mendflow.missions import read_mission
+    from mendflow.resume import mark_crashed_if_dead, resume_parameters
+
+    try:
+        crashed = mark_crashed_if_dead(read_mission(mission))
+        parameters = resume_parameters(mission)
     except MendflowError as error:
         raise _fail(error) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] the sandbox was left consistent; "
-                  "the mission branch keeps every accepted commit")
-        raise typer.Exit(130) from None
-    finally:
-        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
+    if crashed:
+        err.print(f"flow run {crashed} had no live process: marked Crashed")
+    err.print(f"[bold]mendflow[/] resuming mission {mission}", highlight=False)
+    _run_flow(parameters, as_json=as_json, verbose=verbose)
+
+
+@mission_app.command("list")
+def list_missions_command(
+    as_json: bool = typer.Option(False, "--json", help="print a JSON list on stdout"),
+) -> None:
+    """List missions with their state, age, repository and progress."""
+    _prefect_defaults(False)
+    from mendflow.resume import listing
+
+    rows = listing()
     if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-    else:
-        _print_summary(result)
-    raise typer.Exit(result.exit_code)
+        typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    table = Table(title="missions")
+    for column in ("mission", "status", "age", "steps", "repository"):
+        table.add_column(column)
+    for row in rows:
+        steps = f"{row.steps_done}/{row.steps_started}" if row.steps_started else "-"
+        table.add_row(row.mission_id, row.status, _age(row.age_s), steps, row.repository)
+    Console().print(table)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _print_summary(result) -> None:
@@ -118,17 +183,15 @@ def rollback(
     to: str | None = typer.Option(None, "--to", help="commit to move the branch back to"),
 ) -> None:
     """Move the mission branch back (to its base commit by default)."""
-    from mendflow.state import state_dir
+    from mendflow.missions import read_mission
+    from mendflow.state import worktree_dir
     from tasks.vcs import rollback_mission
 
     try:
-        session = state_dir() / "missions" / mission / "report" / "session_data.json"
-        if not session.is_file():
-            raise RepositoryError("no such mission (no session_data.json)", subject=mission,
-                                  hint=f"check the id; missions live in {state_dir() / 'missions'}")
-        data = json.loads(session.read_text(encoding="utf-8"))
-        worktree = Path(data["worktree"]) if data.get("worktree") else None
-        tip = rollback_mission(Path(data["repository"]), mission, to, worktree)
+        record = read_mission(mission)
+        worktree = Path(record.worktree) if record.worktree else worktree_dir(mission)
+        tip = rollback_mission(Path(record.repository), mission, to,
+                               worktree if worktree.exists() else None)
     except MendflowError as error:
         raise _fail(error) from None
     err.print(f"mendflow/{mission} now at {tip}")

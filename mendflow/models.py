@@ -239,6 +239,10 @@ class PatchOutcome(Contract):
     iteration: int = 0
     files: tuple[str, ...] = ()
     validation: ValidationReport | None = None
+    confidence: Literal["high", "medium", "low"] | None = Field(
+        default=None, description="the patch's confidence (Patch.confidence); None = unknown")
+    delivered_commit: str | None = Field(
+        default=None, description="the commit that brought this patch to the target branch")
 
 
 class QualityScore(Contract):
@@ -249,9 +253,13 @@ class QualityScore(Contract):
 class Proposal(Contract):
     """What a fixer answered for one group of findings.
 
-    Exactly one of ``patch`` and ``declined`` is set: a patch to validate, or
-    the reason no patch was proposed (the model said ``fixable: false``, the
-    tool had nothing to change, a budget ran out ...).
+    At most one of ``patch``, ``declined``, ``rejected`` and ``error`` is
+    set: a patch to validate; the reason no patch was proposed (the model said
+    ``fixable: false``, the tool had nothing to change, a budget ran out ...);
+    the guard that refused the fixer's output (with ``declined`` holding the
+    message, fed back to the next attempt); or a model call that failed for
+    good. Failures are results, not exceptions, so that they are cached and
+    a resumed mission never asks the model again.
     """
 
     fixer: str
@@ -265,6 +273,10 @@ class Proposal(Contract):
     cache_read_input_tokens: int = 0
     llm_calls: int = Field(0, description="model calls this proposal cost (0 for offline fixers)")
     budget_exhausted: bool = Field(False, description="declined because a budget ran out")
+    rejected: str | None = Field(None, description="the fixer's output failed a guard: the "
+                                 "PatchRejected reason (malformed-reply, path-escape ...)")
+    error: str | None = Field(None, description="a model call failed for good (HTTP 400/401 ...)")
+    auth_failed: bool = Field(False, description="the API refused the credentials")
 
 
 class LLMUsage(Contract):
@@ -290,6 +302,42 @@ class LLMUsage(Contract):
         })
 
 
+ApprovalDecision = Literal["auto", "approved", "partial", "rejected", "none"]
+DeliveryMode = Literal["fast-forward", "merge", "already-delivered", "none", "conflict",
+                       "refused", "failed"]
+
+
+class ApprovalNeed(Contract):
+    """Why one accepted patch does (or does not) need a human's approval."""
+
+    patch_id: str
+    reasons: tuple[str, ...] = Field(default=(), description="empty = no approval needed")
+    sensitive: tuple[str, ...] = Field(
+        default=(), description="sensitive kinds: tests, configuration, dependencies, security")
+    changed_lines: int = Field(default=0, description="added + deleted lines (git numstat)")
+
+
+class ApprovalRecord(Contract):
+    """The approval step of a mission: what was asked, decided and delivered."""
+
+    autonomy: str
+    required: bool = Field(description="did any patch need a human's approval")
+    decision: ApprovalDecision
+    approver: str | None = None
+    comment: str = ""
+    patch_ids: tuple[str, ...] = Field(default=(), description="patches approved for delivery")
+    pending_patch_ids: tuple[str, ...] = Field(default=(), description="patches that were asked")
+    delivered_commits: tuple[str, ...] = ()
+    target_branch: str | None = None
+    timed_out: bool = False
+    delivery: DeliveryMode = "none"
+    error: str | None = Field(default=None, description="why delivery failed, if it did")
+    pushed_to: str | None = Field(default=None, description="remote the target was pushed to")
+    needs: tuple[ApprovalNeed, ...] = ()
+    requested_at: str | None = Field(default=None, description="ISO 8601, UTC")
+    decided_at: str | None = Field(default=None, description="ISO 8601, UTC")
+
+
 class MissionResult(Contract):
     """The machine-readable result of a mission (``--json`` and session_data.json)."""
 
@@ -311,3 +359,5 @@ class MissionResult(Contract):
     worktree: str | None = None
     final_findings: tuple[Finding, ...] = ()
     llm_usage: LLMUsage = Field(default_factory=lambda: LLMUsage())
+    approval: ApprovalRecord | None = Field(
+        default=None, description="approval and delivery; None = autonomy not set")

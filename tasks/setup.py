@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import git
 from prefect import task
@@ -14,7 +15,17 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.config import MendflowConfig, ScoreConfig, load_config
 from mendflow.findings import path_in_scope
-from mendflow.models import BackupEntry, Finding, Measurement, RepoTarget, Sandbox, ToolResult
+from mendflow.missions import MissionRecord, finish_mission, start_mission
+from mendflow.models import (
+    BackupEntry,
+    Finding,
+    Measurement,
+    MissionResult,
+    RepoTarget,
+    Sandbox,
+    ToolResult,
+)
+from mendflow.retry import retry_if_transient
 from mendflow.score import quality_score
 from tasks.detect import count_python_loc
 
@@ -102,3 +113,29 @@ def back_up_files(sandbox: Sandbox, target: RepoTarget, backups_dir: Path) -> li
                                    commit=sandbox.base_commit, patch_id="baseline",
                                    backup_path=str(copy)))
     return entries
+
+
+@task(name="register-mission", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient)
+def register_mission(mission_id: str, repository: str, parameters: dict[str, Any],
+                     flow_run_id: str | None, state_dir: Path | None = None) -> MissionRecord:
+    """Record the mission (or this resumed run of it) in mendflow's registry.
+
+    Args:
+        mission_id: the mission.
+        repository: the repository root.
+        parameters: the flow parameters, so that ``mendflow mission resume`` can re-run them.
+        flow_run_id: this flow run.
+        state_dir: the configured state directory, or None.
+
+    Returns:
+        The record; ``started_at`` is the first run's start (it dates every commit).
+    """
+    return start_mission(mission_id, repository, parameters, flow_run_id, state_dir)
+
+
+@task(name="close-mission", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient)
+def close_mission(result: MissionResult, state_dir: Path | None = None) -> None:
+    """Record how the mission ended in mendflow's registry (see :mod:`mendflow.missions`)."""
+    finish_mission(result.mission_id, result.status, result.report_dir, result.worktree, state_dir)

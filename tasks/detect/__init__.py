@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from mendflow.caching import MISSION_STEP
 from mendflow.config import ToolsConfig
 from mendflow.findings import rank_findings
 from mendflow.models import Finding, Sandbox, TargetEnv, ToolResult
+from mendflow.retry import retry_if_transient
 from tasks.detect.bandit_run import measure_bandit
 from tasks.detect.mypy_run import measure_mypy
 from tasks.detect.pytest_run import measure_tests
@@ -46,8 +48,9 @@ LINT_TASK_TIMEOUT_S = 3600
 TODO_TASK_TIMEOUT_S = 600
 
 
-@task(name="run-pytest", retries=1, retry_delay_seconds=2, timeout_seconds=TEST_TASK_TIMEOUT_S,
-      cache_policy=NO_CACHE)
+@task(name="run-pytest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=TEST_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
     """Run the target's tests once under coverage (see :func:`measure_tests`).
 
@@ -66,8 +69,9 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) 
     return measure_tests(sandbox, env, tools)
 
 
-@task(name="run-ruff", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=NO_CACHE)
+@task(name="run-ruff", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
 def run_ruff(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Lint the worktree with ruff (see :func:`measure_ruff`).
 
@@ -85,8 +89,9 @@ def run_ruff(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     return measure_ruff(sandbox, tools)
 
 
-@task(name="run-mypy", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=NO_CACHE)
+@task(name="run-mypy", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
 def run_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
     """Type-check the worktree with mypy (see :func:`measure_mypy`).
 
@@ -105,8 +110,9 @@ def run_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) ->
     return measure_mypy(sandbox, env, tools)
 
 
-@task(name="run-bandit", retries=1, retry_delay_seconds=2, timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=NO_CACHE)
+@task(name="run-bandit", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=LINT_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
 def run_bandit(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Scan the worktree for security issues with bandit (see :func:`measure_bandit`).
 
@@ -121,8 +127,9 @@ def run_bandit(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     return measure_bandit(sandbox, tools)
 
 
-@task(name="find-todos", retries=1, retry_delay_seconds=2, timeout_seconds=TODO_TASK_TIMEOUT_S,
-      cache_policy=NO_CACHE)
+@task(name="find-todos", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=TODO_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
 def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Find TODO/FIXME-style comments in tracked Python files (see :func:`scan_todos`).
 

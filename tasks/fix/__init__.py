@@ -18,8 +18,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from mendflow.caching import MISSION_STEP
 from mendflow.config import FixerConfig
-from mendflow.errors import ConfigError, LLMError
+from mendflow.errors import ConfigError, LLMError, PatchRejected
 from mendflow.models import Finding, Proposal, Sandbox
 from mendflow.retry import retry_if_transient
 from tasks.fix.base import Fixer
@@ -75,11 +76,11 @@ def plan_fixes(fixer_config: FixerConfig, findings: Sequence[Finding]) -> list[t
     return build_fixer(fixer_config).plan(findings)
 
 
-@task(name="propose-patch", cache_policy=NO_CACHE, retries=3,
+@task(name="propose-patch", cache_policy=MISSION_STEP, persist_result=True, retries=3,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
       retry_condition_fn=retry_if_transient, timeout_seconds=900)
 def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[Finding],
-                  feedback: str | None = None, attempt: int = 1) -> Proposal:
+                  feedback: str | None = None, attempt: int = 1, tree: str = "") -> Proposal:
     """Ask the configured fixer for one candidate patch against the sandbox's current tree.
 
     Retried (3 times, backoff 2, 4, 8 s ±50 %) only for transient errors
@@ -93,21 +94,31 @@ def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[F
         group: one group from :func:`plan_fixes`.
         feedback: the gate output that rejected the previous attempt, or None.
         attempt: 1 for the first attempt, 2 for the next ...
+        tree: the content hash of the sandbox's tree (a cache-key part: the
+            result is persisted and re-used when a resumed mission asks again).
 
     Returns:
-        The fixer's :class:`Proposal`: a patch, or why it declined.
+        The fixer's :class:`Proposal`: a patch, why it declined, the guard that
+        refused its output (``rejected``), or a model error that no retry can
+        fix (``error``, ``auth_failed``).
 
     Raises:
         ConfigError: the fixer type is unknown.
         ToolError: the fixer's tool (ruff) is missing or failed.
-        PatchRejected: the fixer's output was unusable.
-        LLMError: a model call failed (after the retries, when retryable).
+        LLMError: a transient model error persisted through every retry.
     """
     fixer = build_fixer(fixer_config)
+    ids = tuple(f.id for f in group)
+    name = getattr(fixer, "name", "fixer")
     try:
         return fixer.propose(sandbox, group, feedback=feedback, attempt=attempt)
+    except PatchRejected as err:
+        return Proposal(fixer=name, finding_ids=ids, attempt=attempt, rejected=err.reason,
+                        declined=err.message, llm_calls=getattr(err, "llm_calls", 0))
     except LLMError as err:
-        wait = getattr(err, "retry_after_s", None)
-        if err.retryable and wait:
-            time.sleep(wait)
+        if not err.retryable:
+            return Proposal(fixer=name, finding_ids=ids, attempt=attempt, error=err.message,
+                            auth_failed=err.auth, llm_calls=1)
+        if err.retry_after_s:
+            time.sleep(err.retry_after_s)
         raise

@@ -44,10 +44,13 @@ class Fixer(Protocol):
             attempt: 1 for the first attempt, 2 for the next, ...
 
         Returns:
-            A :class:`Proposal` holding a patch, or the reason it declined.
+            A :class:`Proposal` holding a patch, the reason it declined, or the
+            guard that refused its output (``rejected``).
 
         Raises:
-            PatchRejected: the fixer's output was unusable (a malformed reply ...).
+            PatchRejected: the fixer's output was unusable (a fixer may raise it
+                instead of returning ``rejected``; the mission's task turns it
+                into a rejected proposal).
             LLMError: a model call failed.
         """
         ...

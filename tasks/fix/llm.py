@@ -115,8 +115,10 @@ class LLMFixer:
             says not fixable, confidence or category refused by the policy,
             attempts exhausted).
 
+        A reply that is malformed or whose edits fail a guard comes back as a
+        proposal with ``rejected`` (the reason) and ``declined`` (the message).
+
         Raises:
-            PatchRejected: the reply is malformed or its edits fail a guard.
             LLMError: the call failed (``retryable`` says if a retry may pass).
         """
         ids = tuple(f.id for f in group)
@@ -131,8 +133,25 @@ class LLMFixer:
                             budget_exhausted=True)
         context = build_context(sandbox, group, feedback, self.max_context_chars,
                                 denylist=self.policy.denylist)
-        answer = self._call(user_message(context, attempt=attempt))
+        try:
+            answer = self._call(user_message(context, attempt=attempt))
+        except PatchRejected as err:  # a body the SDK could not even parse
+            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, llm_calls=1,
+                            declined=err.message, rejected=err.reason)
         budget.record(answer.usage)
+        try:
+            return self._judge(sandbox, group, ids, attempt, answer)
+        except PatchRejected as err:  # an untrusted reply: recorded, with what it cost
+            return self._proposal(ids, attempt, answer.usage, declined=err.message,
+                                  rejected=err.reason)
+
+    def _judge(self, sandbox: Sandbox, group: Sequence[Finding], ids: tuple[str, ...],
+               attempt: int, answer: ModelAnswer) -> Proposal:
+        """Turn a model answer into a proposal, through the schema, the policy and the guards.
+
+        Raises:
+            PatchRejected: no tool call, invalid input, or edits that fail a guard.
+        """
         if answer.tool_input is None:
             raise PatchRejected(f"the model gave no usable propose_fix call ({answer.note})",
                                 reason="malformed-reply", subject=self.subject,
@@ -145,9 +164,11 @@ class LLMFixer:
         return self._proposal(ids, attempt, answer.usage, patch=patch)
 
     def _proposal(self, ids: tuple[str, ...], attempt: int, usage: Usage, *,
-                  patch: Patch | None = None, declined: str | None = None) -> Proposal:
+                  patch: Patch | None = None, declined: str | None = None,
+                  rejected: str | None = None) -> Proposal:
         return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, patch=patch,
-                        declined=declined, llm_calls=1, input_tokens=usage.input_tokens,
+                        declined=declined, rejected=rejected, llm_calls=1,
+                        input_tokens=usage.input_tokens,
                         output_tokens=usage.output_tokens,
                         cache_creation_input_tokens=usage.cache_creation_input_tokens,
                         cache_read_input_tokens=usage.cache_read_input_tokens)

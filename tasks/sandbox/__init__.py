@@ -21,12 +21,18 @@ from prefect.cache_policies import NO_CACHE
 from mendflow.models import Patch, RepoTarget, Sandbox
 from tasks.gitcmd import retry_on_sandbox_error
 from tasks.sandbox.backends import CopySandbox, WorktreeSandbox
-from tasks.sandbox.patching import apply_to_worktree, hash_worktree, patch_paths, reset_worktree
+from tasks.sandbox.patching import (
+    apply_to_worktree,
+    hash_worktree,
+    patch_paths,
+    reset_worktree,
+    rewind_worktree,
+)
 
 __all__ = [
     "CopySandbox", "SandboxBackend", "WorktreeSandbox", "apply_patch", "apply_to_worktree",
     "create_sandbox", "hash_tree", "hash_worktree", "patch_paths", "remove_sandbox",
-    "reset_sandbox", "reset_worktree",
+    "reset_sandbox", "reset_worktree", "rewind_sandbox", "rewind_worktree",
 ]
 
 
@@ -93,6 +99,13 @@ def apply_patch(sandbox: Sandbox, patch: Patch) -> None:
 def reset_sandbox(sandbox: Sandbox, patch: Patch | None = None) -> None:
     """Prefect task: restore the worktree to the branch HEAD (:func:`reset_worktree`)."""
     BACKEND.reset(sandbox, patch)
+
+
+@task(name="rewind-sandbox", retries=2, retry_delay_seconds=2, timeout_seconds=300,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def rewind_sandbox(sandbox: Sandbox, commit: str) -> None:
+    """Prefect task: move the mission branch and worktree to ``commit`` (:func:`rewind_worktree`)."""
+    rewind_worktree(sandbox, commit)
 
 
 @task(name="hash-tree", retries=1, retry_delay_seconds=2, timeout_seconds=600,

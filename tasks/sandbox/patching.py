@@ -98,6 +98,26 @@ def reset_worktree(sandbox: Sandbox, patch: Patch | None = None) -> None:
             _remove_empty_parents(path.parent, sandbox.path)
 
 
+def rewind_worktree(sandbox: Sandbox, commit: str) -> None:
+    """Move the mission branch and its worktree to ``commit``, discarding every change.
+
+    Used when a mission (re)starts: the replay of a resumed mission begins
+    from its base commit and re-creates its commits deterministically.
+    Untracked files that are neither ignored nor tool artefacts are removed
+    (a crashed ``git apply`` may have left new files); ignored files (build
+    artefacts of the environment install) are kept.
+
+    Args:
+        sandbox: the mission's sandbox (its worktree is on the mission branch).
+        commit: the commit to move to (normally ``sandbox.base_commit``).
+
+    Raises:
+        SandboxError: git failed.
+    """
+    run_git(sandbox.path, "reset", "-q", "--hard", commit)
+    run_git(sandbox.path, "clean", "-q", "-f", "-d", "--", ".", *HASH_EXCLUDES)
+
+
 def hash_worktree(sandbox: Sandbox) -> str:
     """Return the git tree id of the working tree as it is, without touching its index.
 

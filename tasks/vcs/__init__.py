@@ -70,6 +70,6 @@ def verify_user_checkout(root: Path, before: UserState) -> None:
 @task(name="commit-accepted-patch", retries=2, retry_delay_seconds=2, timeout_seconds=300,
       retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
 def commit_accepted_patch(sandbox: Sandbox, patch: Patch, summary: str,
-                          backups_dir: Path) -> CommitRecord:
+                          backups_dir: Path, date: str | None = None) -> CommitRecord:
     """Prefect task around :func:`commit_patch` (idempotent, so retries are safe)."""
-    return commit_patch(sandbox, patch, summary, backups_dir)
+    return commit_patch(sandbox, patch, summary, backups_dir, date)

@@ -26,7 +26,8 @@ FALLBACK_IDENTITY = {"name": "mendflow", "email": "mendflow@localhost"}
 # --- committing accepted patches ------------------------------------------------------
 
 
-def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path) -> CommitRecord:
+def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path,
+                 date: str | None = None) -> CommitRecord:
     """Commit an accepted, already applied patch on the mission branch.
 
     For every file in ``patch.files`` the SHA-256 of its bytes before (the
@@ -44,6 +45,9 @@ def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path
         patch: the accepted patch (its files are already changed in the worktree).
         summary: one line on why it was accepted (the validation summary).
         backups_dir: where copies of the files before the change go.
+        date: author and committer date (ISO 8601), normally the mission's start:
+            with it, replaying a resumed mission re-creates the very same commit
+            (same sha) instead of a new one. None = now.
 
     Returns:
         The :class:`CommitRecord`; if a commit with the trailer
@@ -75,8 +79,11 @@ def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path
         with tempfile.TemporaryDirectory(prefix="mendflow-msg-") as tmp:
             message = Path(tmp) / "message"
             message.write_text(commit_message(patch, sandbox.mission_id, summary), "utf-8")
+            env = identity_env(sandbox.path)
+            if date:
+                env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
             run_git(sandbox.path, "commit", "-q", "--no-verify", "--cleanup=whitespace",
-                    "-F", str(message), env=identity_env(sandbox.path))
+                    "-F", str(message), env=env)
         sha = rev_parse(sandbox.path, "HEAD") or ""
         return _record(sandbox, patch, sha, head,
                        lambda name: _worktree_bytes(sandbox.path, name), backups_dir)

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from mendflow.budget import Budget, release_mission_budgets
 from mendflow.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
-from mendflow.errors import ConfigError, LLMError, PatchRejected
+from mendflow.errors import ConfigError, LLMError
 from mendflow.models import Finding, Proposal, Sandbox
 from tasks.fix import propose_patch
 from tasks.fix.claude import ClaudeFixer, make_anthropic_client
@@ -184,9 +184,10 @@ def test_unusable_replies_are_rejected_and_the_worktree_is_untouched(fake_anthro
                                                                      reason):
     sandbox, finding = calc
     fake_anthropic.enqueue(reply)
-    with pytest.raises(PatchRejected) as info:
-        claude(fake_anthropic).propose(sandbox, [finding])
-    assert info.value.reason == reason
+    proposal = claude(fake_anthropic).propose(sandbox, [finding])
+    assert proposal.patch is None and proposal.rejected == reason
+    assert proposal.declined  # the message, fed back to the next attempt
+    assert proposal.llm_calls == 1  # what it cost is recorded
     assert porcelain(sandbox.path) == ""
 
 
@@ -241,11 +242,11 @@ def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(fake_anthropic,
 
 @flow(name="llm-fixer-test")
 def proposing_flow(config: AnthropicFixerConfig, sandbox: Sandbox, group: tuple[Finding, ...],
-                   fast: bool = False) -> Proposal:
+                   fast: bool = False, attempt: int = 1) -> Proposal:
     """A flow that asks the configured fixer once, through the mission's task."""
     task = propose_patch.with_options(retry_delay_seconds=0, retry_jitter_factor=None) \
         if fast else propose_patch
-    return task(config, sandbox, group)
+    return task(config, sandbox, group, None, attempt)
 
 
 def task_config(fake: api.FakeMessagesAPI, monkeypatch) -> AnthropicFixerConfig:
@@ -275,9 +276,12 @@ def test_the_prefect_task_honors_retry_after_and_does_not_retry_a_bad_request(
     assert proposing_flow(config, sandbox, (finding,), fast=True).patch is not None
     assert time.monotonic() - start >= 1.0
     fake_anthropic.enqueue(api.bad_request(), good_reply())
-    with pytest.raises(LLMError):
-        proposing_flow(config, sandbox, (finding,), fast=True)
+    failed = proposing_flow(config, sandbox, (finding,), fast=True, attempt=2)
+    assert failed.patch is None and "400" in (failed.error or "") and not failed.auth_failed
     assert len(fake_anthropic.requests) == 3  # 429, success, 400 (not retried)
+    # the same question again is answered from Prefect's persisted cache: no new call
+    assert proposing_flow(config, sandbox, (finding,), fast=True, attempt=2).error == failed.error
+    assert len(fake_anthropic.requests) == 3
     release_mission_budgets(sandbox.mission_id)
 
 

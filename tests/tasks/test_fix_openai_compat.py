@@ -8,7 +8,7 @@ import pytest
 
 from mendflow.budget import Budget
 from mendflow.config import OpenAICompatibleFixerConfig, validate_config
-from mendflow.errors import ConfigError, LLMError, PatchRejected
+from mendflow.errors import ConfigError, LLMError
 from mendflow.models import Finding, Sandbox
 from tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
 from tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
@@ -89,9 +89,8 @@ def test_the_request_forces_the_propose_fix_function(fake_openai, calc, monkeypa
 def test_unusable_replies_are_malformed(fake_openai, calc, monkeypatch, reply):
     sandbox, finding = calc
     fake_openai.enqueue(reply)
-    with pytest.raises(PatchRejected) as info:
-        fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
-    assert info.value.reason == "malformed-reply"
+    proposal = fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
+    assert proposal.patch is None and proposal.rejected == "malformed-reply"
     assert porcelain(sandbox.path) == ""
 
 

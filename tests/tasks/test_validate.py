@@ -279,3 +279,19 @@ def test_task_functions(tmp_path: Path):
     assert syntax.passed and syntax.detail == "1 changed Python file(s) parse"
     after = measure([finding("b1", rule="F841", symbol="f")], run(*TESTS))
     assert judge_patch.fn(BASE, after, patch(), GatesConfig(), syntax).accepted
+
+
+def test_coverage_gate_allows_removing_covered_code_only():
+    # 10 statements, 8 covered (80 %); removing 2 covered import lines gives 6/8 (75 %):
+    # the percentage drops, but no statement became uncovered, so the gate passes.
+    before = (FileCoverage(path="pkg/a.py", num_statements=10, covered_lines=8, percent=80.0),)
+    removed = (FileCoverage(path="pkg/a.py", num_statements=8, covered_lines=6, percent=75.0),)
+    lost = (FileCoverage(path="pkg/a.py", num_statements=10, covered_lines=6, percent=60.0),)
+    base = measure(BASE.findings, run(*TESTS, coverage=80.0, files=before))
+
+    ok = gate(evaluate_gates(base, measure([], run(*TESTS, coverage=75.0, files=removed)),
+                             patch(), GatesConfig(), OK_SYNTAX), "coverage")
+    assert ok.passed and "uncovered statements 2 → 2" in ok.detail
+    bad = gate(evaluate_gates(base, measure([], run(*TESTS, coverage=60.0, files=lost)),
+                              patch(), GatesConfig(), OK_SYNTAX), "coverage")
+    assert not bad.passed

@@ -1,0 +1,133 @@
+"""The mission registry: what mendflow knows about each mission, outside Prefect.
+
+One JSON file per mission, ``<state>/missions/<id>/mission.json``, written when
+the mission starts and updated when it ends. It records what ``resume`` needs
+to run the same mission again (its parameters), what ``rollback`` needs (the
+repository), the mission's fixed start time (every commit of the mission is
+dated with it, so a replay re-creates identical commits), and every flow run
+the mission has had.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mendflow.errors import RepositoryError
+from mendflow.state import mission_dir, state_dir
+
+RECORD = "mission.json"
+
+
+class MissionRecord(BaseModel):
+    """One mission's registry entry."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    mission_id: str
+    repository: str
+    started_at: str = Field(description="ISO 8601 UTC; the date of every commit of the mission")
+    parameters: dict[str, Any] = Field(default_factory=dict,
+                                       description="the flow parameters, for resume")
+    flow_run_ids: list[str] = Field(default_factory=list)
+    pid: int | None = None
+    status: str = "running"
+    report_dir: str | None = None
+    worktree: str | None = None
+    updated_at: str | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _write(path: Path, record: MissionRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mission-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(record.model_dump_json(indent=2))
+    os.replace(tmp, path)
+
+
+def read_mission(mission_id: str, override: Path | None = None) -> MissionRecord:
+    """Read a mission's record.
+
+    Raises:
+        RepositoryError: no mission with that id is known.
+    """
+    path = state_dir(override) / "missions" / mission_id / RECORD
+    try:
+        return MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RepositoryError("no such mission", subject=mission_id,
+                              hint="`mendflow mission list` shows the known missions") from None
+    except ValueError as err:
+        raise RepositoryError(f"the mission record is unreadable: {err}", subject=str(path),
+                              hint="remove the file; the mission cannot be resumed") from None
+
+
+def start_mission(mission_id: str, repository: str, parameters: dict[str, Any],
+                  flow_run_id: str | None, override: Path | None = None) -> MissionRecord:
+    """Create the record, or, for a resumed mission, add this flow run to it.
+
+    The start time of the first run is kept: it dates every commit of the mission.
+
+    Returns:
+        The record as written.
+    """
+    path = mission_dir(mission_id, override) / RECORD
+    try:
+        record = MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        record = MissionRecord(mission_id=mission_id, repository=repository, started_at=_now())
+    runs = record.flow_run_ids + ([flow_run_id] if flow_run_id and
+                                  flow_run_id not in record.flow_run_ids else [])
+    record = record.model_copy(update={
+        "parameters": parameters or record.parameters, "flow_run_ids": runs, "pid": os.getpid(),
+        "status": "running", "updated_at": _now()})
+    _write(path, record)
+    return record
+
+
+def finish_mission(mission_id: str, status: str, report_dir: str | None, worktree: str | None,
+                   override: Path | None = None) -> None:
+    """Record how the mission ended (completed, failed, awaiting_approval, ...)."""
+    path = mission_dir(mission_id, override) / RECORD
+    try:
+        record = MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return
+    _write(path, record.model_copy(update={"status": status, "report_dir": report_dir,
+                                           "worktree": worktree, "pid": None,
+                                           "updated_at": _now()}))
+
+
+def list_missions(override: Path | None = None) -> list[MissionRecord]:
+    """Every readable mission record, newest first."""
+    records = []
+    for path in (state_dir(override) / "missions").glob(f"*/{RECORD}"):
+        try:
+            records.append(MissionRecord.model_validate_json(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return sorted(records, key=lambda r: r.started_at, reverse=True)
+
+
+def session_path(record: MissionRecord) -> Path | None:
+    """Where the mission's session_data.json is, if it finished once."""
+    if record.report_dir:
+        return Path(record.report_dir) / "session_data.json"
+    return None
+
+
+def load_session(record: MissionRecord) -> dict[str, Any] | None:
+    path = session_path(record)
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

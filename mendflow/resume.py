@@ -1,0 +1,172 @@
+"""Finding missions' flow runs in Prefect, marking dead ones Crashed, and listing missions.
+
+A SIGKILLed flow run stays RUNNING forever in open-source Prefect
+(REFERENCE.md). Before a mission is resumed, its last flow run is checked:
+if it is still RUNNING (or PENDING) but the process recorded in the mission
+registry is gone, the run is marked Crashed so that the UI tells the truth.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+from pydantic import BaseModel
+
+from mendflow.errors import RepositoryError
+from mendflow.missions import MissionRecord, list_missions, read_mission
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Is a process with this pid alive on this machine? (signal 0 probes it)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class MissionListing(BaseModel):
+    """One row of ``mendflow mission list``."""
+
+    mission_id: str
+    repository: str
+    status: str
+    flow_run_id: str | None
+    age_s: float
+    steps_done: int | None = None
+    steps_started: int | None = None
+
+
+def _flow_run_state(client, flow_run_id: str | None) -> str | None:
+    if not flow_run_id:
+        return None
+    try:
+        run = client.read_flow_run(UUID(flow_run_id))
+    except (ObjectNotFound, ValueError):
+        return None
+    return run.state.type.value if run.state else None
+
+
+def mark_crashed_if_dead(record: MissionRecord) -> str | None:
+    """Mark the mission's last flow run Crashed when its process is gone.
+
+    Args:
+        record: the mission's registry entry.
+
+    Returns:
+        The id of the flow run that was marked Crashed, or None.
+
+    Raises:
+        RepositoryError: the mission's process is still alive (it is running).
+    """
+    if not record.flow_run_ids:
+        return None
+    last = record.flow_run_ids[-1]
+    with get_client(sync_client=True) as client:
+        state = _flow_run_state(client, last)
+        if state not in ("RUNNING", "PENDING", "SCHEDULED"):
+            return None
+        if record.status == "running" and pid_alive(record.pid) and record.pid != os.getpid():
+            raise RepositoryError(
+                f"the mission is still running (pid {record.pid}, flow run {last})",
+                subject=record.mission_id, hint="wait for it, or stop it (SIGINT) first")
+        client.set_flow_run_state(UUID(last), Crashed(message="the mission's process is gone; "
+                                                            "marked by `mendflow mission resume`"),
+                                  force=True)
+    return last
+
+
+def resume_parameters(mission_id: str) -> dict[str, Any]:
+    """The flow parameters to re-run a mission with (its own, plus its id).
+
+    Raises:
+        RepositoryError: no such mission.
+    """
+    record = read_mission(mission_id)
+    params = {k: v for k, v in record.parameters.items() if v is not None}
+    params["mission_id"] = record.mission_id
+    params.setdefault("path", record.repository)
+    return params
+
+
+def listing(now: datetime | None = None) -> list[MissionListing]:
+    """Every known mission with its state, for ``mendflow mission list``.
+
+    The state comes from Prefect for runs that did not finish (crashed,
+    paused for approval, failed), from the registry otherwise; a mission whose
+    process is gone while its run is still RUNNING is reported as crashed.
+    """
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    with get_client(sync_client=True) as client:
+        for record in list_missions():
+            last = record.flow_run_ids[-1] if record.flow_run_ids else None
+            status = _status(record, _flow_run_state(client, last))
+            done, started = _progress(client, last)
+            started_at = datetime.fromisoformat(record.started_at)
+            rows.append(MissionListing(
+                mission_id=record.mission_id, repository=record.repository, status=status,
+                flow_run_id=last, age_s=(now - started_at).total_seconds(),
+                steps_done=done, steps_started=started))
+    return rows
+
+
+def _status(record: MissionRecord, state: str | None) -> str:
+    if state == "PAUSED" or record.status == "awaiting_approval":
+        return "awaiting approval"
+    if state in ("CRASHED", "CANCELLED"):
+        return "crashed"
+    if state == "FAILED":
+        return "failed"
+    if record.status == "running":
+        return "running" if pid_alive(record.pid) else "crashed"
+    return record.status
+
+
+def read_task_runs(client, flow_run_ids: list[str]) -> list[Any]:
+    """Every task run of the given flow runs (the API serves at most 200 a page).
+
+    Args:
+        client: a synchronous Prefect client.
+        flow_run_ids: flow run ids (strings).
+
+    Returns:
+        Prefect ``TaskRun`` objects.
+    """
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in flow_run_ids]))
+    runs: list[Any] = []
+    while True:
+        # An explicit sort: this fastapi rejects the null the client sends by default.
+        page = client.read_task_runs(flow_run_filter=flow_filter, limit=200, offset=len(runs),
+                                     sort=TaskRunSort.EXPECTED_START_TIME_ASC)
+        runs.extend(page)
+        if len(page) < 200:
+            return runs
+
+
+def _progress(client, flow_run_id: str | None) -> tuple[int | None, int | None]:
+    """Task runs finished (Completed or Cached) and started, for a flow run."""
+    if not flow_run_id:
+        return None, None
+    try:
+        runs = read_task_runs(client, [flow_run_id])
+    except (ObjectNotFound, ValueError):
+        return None, None
+    done = sum(1 for run in runs if run.state and run.state.is_completed())
+    return done, len(runs)
+
+
+__all__ = ["MissionListing", "listing", "mark_crashed_if_dead", "pid_alive",
+           "read_task_runs", "resume_parameters"]

@@ -1,0 +1,171 @@
+"""Crash and resume: a real mission subprocess is SIGKILLed, then `mendflow mission resume`
+finishes it as if nothing had happened (same accepted patches, same tree, fixer not re-asked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import yaml
+
+from mendflow.resume import read_task_runs
+from tasks.vcs import snapshot_user_state
+from tests.conftest import git
+
+pytestmark = pytest.mark.slow
+
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": "import os\nimport sys\n\n\ndef one():\n    return 1\n",
+    "pkg/b.py": "import json\n\n\ndef two():\n    x = 1\n    if x == None:\n        return 0\n"
+                "    return 2\n",
+    "pkg/c.py": "from typing import List\n\n\ndef three(xs: List[int]) -> int:\n"
+                "    return len(xs) + 2\n",
+    "tests/test_pkg.py": "from pkg.a import one\nfrom pkg.b import two\nfrom pkg.c import three\n\n\n"
+                         "def test_all():\n    assert one() + two() + three([]) == 5\n",
+}
+CLI = [sys.executable, "-m", "mendflow.cli"]
+
+
+@pytest.fixture
+def env(prefect_harness, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "MENDFLOW_HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({
+        "environment": {"type": "interpreter", "python": sys.executable},
+        "tools": {"mypy": {"enabled": False}},
+        "mission": {"max_iterations": 2, "target_score": 100},
+    }))
+    return path
+
+
+def start(args, env) -> subprocess.Popen[str]:
+    return subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen[str], marker: str, nth: int = 1, delay_s: float = 0.0) -> str:
+    """SIGKILL the mission's whole process group once ``marker`` was printed ``nth`` times."""
+    seen, lines = 0, []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            seen += 1
+            if seen == nth:
+                time.sleep(delay_s)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                return "".join(lines)
+    proc.kill()
+    pytest.fail(f"the mission never printed {marker!r} {nth} time(s):\n{''.join(lines)}")
+
+
+def finish(args, env) -> dict:
+    proc = subprocess.run([*CLI, *args, "--json"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode in (0, 2), proc.stderr
+    return json.loads(proc.stdout)
+
+
+def task_runs(flow_run_ids: list[str]):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return read_task_runs(client, flow_run_ids)
+
+
+def executed(runs, prefix: str) -> int:
+    """Task runs of that name that really ran (Completed, not served from the cache)."""
+    return sum(1 for r in runs if r.name.startswith(prefix) and r.state
+               and r.state.is_completed() and r.state.name != "Cached")
+
+
+def mission_runs(env, mission_id: str) -> list[str]:
+    record = Path(env["MENDFLOW_HOME"]) / "missions" / mission_id / "mission.json"
+    return json.loads(record.read_text())["flow_run_ids"]
+
+
+@pytest.fixture
+def reference(make_repo, config, env):
+    """An uninterrupted mission on an identical repository."""
+    repo = make_repo(FILES, name="reference")
+    result = finish(["mission", "run", str(repo), "--config", str(config),
+                     "--mission-id", "ref-run"], env)
+    runs = task_runs([result["flow_run_id"]])
+    return repo, result, runs
+
+
+@pytest.mark.parametrize("marker, nth, delay_s", [
+    ("measuring baseline", 1, 1.0),     # during detection
+    ("candidate ", 2, 0.0),             # between two validations
+    ("commit accepted ", 1, 0.0),       # just after a commit
+])
+def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, reference, marker,
+                                                   nth, delay_s):
+    ref_repo, ref, ref_runs = reference
+    repo = make_repo(FILES, name="target")
+    (repo / "notes.txt").write_text("the user's own untracked work\n")
+    before = snapshot_user_state(repo)
+    mission = "crash-" + marker.split()[0]
+
+    proc = start(["mission", "run", str(repo), "--config", str(config), "--mission-id", mission],
+                 env)
+    kill_when(proc, marker, nth, delay_s)
+    listed = subprocess.run([*CLI, "mission", "list", "--json"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    row = next(r for r in json.loads(listed.stdout) if r["mission_id"] == mission)
+    assert row["status"] == "crashed"
+
+    resumed = finish(["mission", "resume", mission], env)
+
+    # the same accepted patches, the same tree on the mission branch
+    accepted = sorted(p["title"] for p in resumed["patches"] if p["status"] == "accepted")
+    assert accepted == sorted(p["title"] for p in ref["patches"] if p["status"] == "accepted")
+    assert git(repo, "rev-parse", f"mendflow/{mission}^{{tree}}") == \
+        git(ref_repo, "rev-parse", "mendflow/ref-run^{tree}")
+    assert resumed["quality_score"] == ref["quality_score"]
+    # no repeated commit: one commit per accepted patch on top of the base
+    log = git(repo, "rev-list", f"{resumed['base_commit']}..mendflow/{mission}").split()
+    assert len(log) == len(accepted)
+    # the fixer was not asked more often than in the uninterrupted mission
+    runs = task_runs(mission_runs(env, mission))
+    assert executed(runs, "propose-patch") <= executed(ref_runs, "propose-patch")
+    # the crashed flow run was marked Crashed, and the user's checkout is untouched
+    from prefect.client.orchestration import get_client
+
+    first = mission_runs(env, mission)[0]
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(first)).state.type.value == "CRASHED"
+    assert snapshot_user_state(repo) == before
+
+
+def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
+    repo = make_repo(FILES)
+    first = finish(["mission", "run", str(repo), "--config", str(config),
+                    "--mission-id", "done-once"], env)
+    again = finish(["mission", "resume", "done-once"], env)
+
+    assert again["patches"] == first["patches"]
+    assert git(repo, "rev-parse", "mendflow/done-once") == \
+        next(p["commit"] for p in reversed(first["patches"]) if p["status"] == "accepted")
+    runs = task_runs([again["flow_run_id"]])
+    for tool in ("run-pytest", "run-ruff", "run-bandit", "propose-patch"):
+        assert executed(runs, tool) == 0, tool  # every tool run and proposal came from the cache
