@@ -34,6 +34,8 @@ def _prefect_defaults(verbose: bool) -> None:
     """Offline-friendly Prefect settings, applied before Prefect is imported."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The ephemeral API migrates a new database on first use: 20 s is too short on a busy box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
         # Logs still reach the Prefect API (and the UI); only the console is quiet.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
@@ -72,6 +74,11 @@ def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
         err.print("[yellow]interrupted:[/] the sandbox was left consistent and every accepted "
                   "commit is on the mission branch; `mendflow mission resume <id>` continues")
         raise typer.Exit(130) from None
+    except Exception as error:  # the CLI boundary: one clear line, never a traceback
+        err.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {error}\n"
+                  "  hint: re-run with --verbose for Prefect's logs; the mission is resumable "
+                  "with `mendflow mission resume <id>`", highlight=False)
+        raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)

@@ -1,0 +1,119 @@
+"""Benchmark crash resume: the cost of resuming a mission killed at ~80 % of its run.
+
+Usage::
+
+    .venv/bin/python bench/resume.py [REPO] [--package NAME==VERSION] [--kill-at 0.8]
+
+``REPO`` is a git repository of Python code (cloned twice into a temporary
+directory, HEAD only); without it the sdist of a real public package is
+fetched from PyPI (default toolz, whose tests need nothing else).
+
+It runs, each as a real ``mendflow mission run`` process with the offline
+fixer and this interpreter as the target environment:
+
+1. an uninterrupted mission on clone A: wall time T;
+2. the same mission on clone B, SIGKILLed (the whole process group) once
+   ``--kill-at`` × T seconds have passed;
+3. ``mendflow mission resume`` on B: wall time R.
+
+It prints T, R, the ratio R / T (goal: <= 0.25) and whether both missions
+ended with the same tree on their mission branches. Every process starts
+Prefect's ephemeral API against one PREFECT_HOME, as a user's would; that
+start-up is part of both T and R. It asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from detect import clone, fetch_sdist, git  # noqa: E402  (bench/detect.py helpers)
+
+CLI = [sys.executable, "-m", "mendflow.cli"]
+
+
+def mission_env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "MENDFLOW_HOME": str(home / "mendflow"),
+           "PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def write_config(path: Path, max_patches: int) -> Path:
+    path.write_text(json.dumps({
+        "environment": {"type": "interpreter", "python": sys.executable},
+        "mission": {"max_iterations": 1, "target_score": 100,
+                    "max_patches_per_iteration": max_patches},
+    }))
+    return path
+
+
+def run(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+    start = time.monotonic()
+    proc = subprocess.run([*CLI, *args, "--json"], env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - start
+    if proc.returncode not in (0, 2):
+        sys.exit(f"mission failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return elapsed, json.loads(proc.stdout)
+
+
+def run_and_kill(args: list[str], env: dict[str, str], after_s: float) -> float:
+    proc = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    start = time.monotonic()
+    try:
+        proc.wait(timeout=after_s)
+        print("  (the mission finished before the kill; raise --kill-at's base or use a bigger repo)")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return time.monotonic() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", nargs="?", type=Path)
+    parser.add_argument("--package", default="toolz==1.2.0")
+    parser.add_argument("--kill-at", type=float, default=0.8)
+    parser.add_argument("--max-patches", type=int, default=6)
+    opts = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="mendflow-bench-resume-"))
+    source = opts.repo or fetch_sdist(opts.package, work)
+    repo_a, repo_b = clone(source, work / "a"), clone(source, work / "b")
+    env = mission_env(work)
+    config = write_config(work / "config.json", opts.max_patches)
+    common = ["--config", str(config)]
+
+    total, ref = run(["mission", "run", str(repo_a), *common, "--mission-id", "bench-ref"], env)
+    killed_after = run_and_kill(["mission", "run", str(repo_b), *common, "--mission-id",
+                                 "bench-crash"], env, opts.kill_at * total)
+    resumed, res = run(["mission", "resume", "bench-crash"], env)
+
+    same_tree = git(repo_a, "rev-parse", "mendflow/bench-ref^{tree}") == \
+        git(repo_b, "rev-parse", "mendflow/bench-crash^{tree}")
+    accepted = sum(p["status"] == "accepted" for p in ref["patches"])
+    print(f"repository           {source}")
+    print(f"uninterrupted (T)    {total:7.1f} s  ({len(ref['patches'])} candidates, "
+          f"{accepted} accepted)")
+    print(f"killed after         {killed_after:7.1f} s  ({opts.kill_at:.0%} of T)")
+    print(f"resume (R)           {resumed:7.1f} s")
+    print(f"R / T                {resumed / total:7.2f}   (goal <= 0.25)")
+    titles = sorted(p["title"] for p in res["patches"] if p["status"] == "accepted")
+    same_patches = titles == sorted(p["title"] for p in ref["patches"] if p["status"] == "accepted")
+    print(f"same tree on branch  {same_tree}")
+    print(f"same accepted        {same_patches}")
+
+
+if __name__ == "__main__":
+    main()
