@@ -6,6 +6,7 @@ this module only sequences them and branches on their typed results.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tasks.detect import (
     run_ruff,
 )
 from tasks.fix import plan_fixes, propose_patch
+from tasks.health import check_free_disk, disk_paths, record_tool_durations
 from tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from tasks.setup import back_up_files, compute_measurement
 from tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
@@ -62,6 +64,8 @@ class MissionState:
     rejected_patches: set[str] = field(default_factory=set)
     llm_usage: LLMUsage = field(default_factory=LLMUsage)
     fixer_disabled: str | None = None
+    paused: str | None = None
+    started: float = field(default_factory=time.monotonic)
     iterations: int = 0
     stop_reason: str = ""
 
@@ -69,14 +73,22 @@ class MissionState:
         return [f for f in findings if in_scope(f, self.target)]
 
     def fixable(self, findings) -> list[Finding]:
-        """In-scope findings a patch may touch (test files only if the gates allow it)."""
+        """In-scope findings a fixer may work on.
+
+        Findings located in test files are left out unless the gates allow test
+        changes, except failing tests themselves: their fix belongs in the code
+        under test (and the ``test-files`` gate still refuses any test edit).
+        """
         gates = self.config.gates
         return [f for f in self.scoped(findings)
-                if gates.allow_test_changes or not any(glob_match(f.path, g)
-                                                       for g in gates.test_globs)]
+                if gates.allow_test_changes or f.category == "test-failure"
+                or not any(glob_match(f.path, g) for g in gates.test_globs)]
 
     def exit_code(self) -> int:
-        """0 success; 2 a patch was rejected or the target score was not reached."""
+        """0 success; 2 a patch was rejected or the target score was not reached;
+        3 paused (low disk): validation cannot go on until space is freed."""
+        if self.paused:
+            return 3
         rejected = any(o.status == "rejected" for o in self.outcomes)
         below = self.current.score < self.config.mission.target_score
         return 2 if rejected or (below and not self.config.mission.backup_only) else 0
@@ -99,6 +111,7 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
         find_todos.submit(sandbox, tools, tree),
     ]
     results = [f.result() for f in futures]
+    record_tool_durations(sandbox.repo_root, results, config.mission.state_dir)
     findings = merge_findings(results)
     measurement = compute_measurement(sandbox, tree, results, findings, config.score)
     pytest_result = measurement.result_of("pytest")
@@ -114,6 +127,8 @@ def run_iterations(state: MissionState) -> MissionState:
     """Repeat the M-T-D-V cycle until the target score, max iterations or no progress."""
     mission = state.config.mission
     for iteration in range(1, mission.max_iterations + 1):
+        if _must_stop(state):
+            break
         if state.current.score >= mission.target_score:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
@@ -126,12 +141,17 @@ def run_iterations(state: MissionState) -> MissionState:
             break
         accepted = 0
         for group in groups[: mission.max_patches_per_iteration]:
-            if state.fixer_disabled:
+            if state.fixer_disabled or _must_stop(state):
                 break
             state.tried.add(frozenset(f.id for f in group))
-            accepted += fix_group(state, group, iteration)
+            present = {f.id for f in state.current.findings}
+            live = tuple(f for f in group if f.id in present)
+            if live:  # else an earlier patch of this iteration fixed the group already
+                accepted += fix_group(state, live, iteration)
         if state.fixer_disabled:
             state.stop_reason = state.fixer_disabled
+            break
+        if state.stop_reason:
             break
         if accepted == 0:
             state.stop_reason = "no candidate was accepted in the last iteration"
@@ -141,6 +161,25 @@ def run_iterations(state: MissionState) -> MissionState:
     if not state.stop_reason:
         state.stop_reason = "finished"
     return state
+
+
+def _must_stop(state: MissionState) -> bool:
+    """Checkpoint between steps: stop cleanly (resumable) on low disk or the wall-time budget."""
+    config = state.config
+    low = check_free_disk(disk_paths(state.target.root, config.mission.state_dir), config.health)
+    if low is not None:
+        state.paused = f"paused: low disk space ({low.found}); free space, then " \
+                       f"`mendflow mission resume {state.mission_id}`"
+        state.stop_reason = state.paused
+        report_progress("health", state.paused)
+        return True
+    budget = config.mission.max_wall_time_s
+    if budget is not None and time.monotonic() - state.started >= budget:
+        state.stop_reason = (f"wall-time budget of {budget:g} s reached; "
+                             f"`mendflow mission resume {state.mission_id}` continues")
+        report_progress("health", state.stop_reason)
+        return True
+    return False
 
 
 def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
@@ -190,9 +229,10 @@ def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -
     try:
         proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
                                  state.current.tree)
-    except LLMError as err:  # transient, and still failing after every retry
+    except LLMError as err:  # permanent, or transient and still failing after every retry
         proposal = Proposal(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
-                            attempt=attempt, error=err.message)
+                            attempt=attempt, error=err.message, auth_failed=err.auth,
+                            llm_calls=1)
     state.llm_usage = state.llm_usage.add(proposal)
     if proposal.error is not None:
         failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {proposal.error}")
@@ -205,6 +245,10 @@ def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -
         report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
     elif proposal.patch is None and proposal.rejected is None and proposal.error is None:
         logger.info("fixer declined %s: %s", ids, proposal.declined)
+        state.outcomes.append(PatchOutcome(
+            id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
+            fixer=proposal.fixer, status="declined", reason=proposal.declined,
+            iteration=state.iterations))
     return proposal
 
 
@@ -254,8 +298,9 @@ def back_up_baseline(state: MissionState) -> MissionState:
 
 
 def _max_attempts(config: MendflowConfig) -> int:
-    policy = getattr(config.fixer, "policy", None)
-    return int(getattr(policy, "max_attempts", 1))
+    """The repair-loop bound: the largest ``policy.max_attempts`` of the fixer(s), else 1."""
+    fixers = getattr(config.fixer, "fixers", None) or [config.fixer]
+    return max(int(getattr(getattr(f, "policy", None), "max_attempts", 1)) for f in fixers)
 
 
 def _outcome(patch, status, reason, iteration, report=None, commit=None) -> PatchOutcome:

@@ -23,9 +23,18 @@ from prefect import flow, get_run_logger, runtime
 from flows.approval import approve_and_deliver
 from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.budget import release_mission_budgets
-from mendflow.models import MissionResult, QualityScore
+from mendflow.config import MendflowConfig
+from mendflow.errors import ValidationUnavailable
+from mendflow.models import MissionResult, QualityScore, RepoTarget
 from mendflow.state import mission_dir
 from tasks.environment import prepare_target_env
+from tasks.health import (
+    check_free_disk,
+    disk_paths,
+    lock_repository,
+    plan_timeouts,
+    unlock_repository,
+)
 from tasks.report import publish_report, write_mission_reports
 from tasks.sandbox import create_sandbox, rewind_sandbox
 from tasks.setup import close_mission, load_mission_config, new_mission_id, register_mission
@@ -67,7 +76,6 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    logger = get_run_logger()
     config = load_mission_config(config_file, fixer, scope=scope, dry_run=dry_run,
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
@@ -80,12 +88,29 @@ def maintenance_mission(
                   "fixer": fixer, "autonomy": autonomy}
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
+    lock_repository(target.root, mission_id, config.mission.state_dir)
+    try:
+        low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)
+        if low is not None:
+            raise ValidationUnavailable(f"not enough free disk space to start: {low.found}",
+                                        subject=str(target.root),
+                                        hint="free some space (see `mendflow doctor`), then re-run")
+        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy)
+    finally:
+        unlock_repository(target.root, mission_id)
+
+
+def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: MendflowConfig,
+         started_at: str, autonomy: str | None) -> MissionResult:
+    """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
+    logger = get_run_logger()
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
     # A resumed mission replays from its base commit: cached steps return at once
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
     env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+    config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config)})
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
@@ -93,7 +118,7 @@ def maintenance_mission(
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
-                         started_at=record.started_at)
+                         started_at=started_at)
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -102,23 +127,29 @@ def maintenance_mission(
         finally:
             release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
 
-    report_dir = Path(config.mission.report_dir or
-                      mission_dir(mission_id, config.mission.state_dir) / "report")
-    result = MissionResult(
-        mission_id=mission_id, flow_run_id=flow_run_id,
-        status="completed", repository=str(target.root), base_commit=sandbox.base_commit,
-        branch=sandbox.branch, findings=tuple(state.scoped(baseline.findings)),
-        patches=tuple(state.outcomes),
-        quality_score=QualityScore(before=baseline.score, after=state.current.score),
-        report_dir=str(report_dir), iterations=state.iterations, stop_reason=state.stop_reason,
-        exit_code=state.exit_code(), dry_run=config.mission.dry_run,
-        backup_only=config.mission.backup_only, worktree=str(sandbox.path),
-        final_findings=tuple(state.scoped(state.current.findings)),
-        llm_usage=state.llm_usage,
-    )
-    result = approve_and_deliver(result, config, target, sandbox, autonomy)
-    markdown = write_mission_reports(result, state.validations, state.backups, report_dir)
+    result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
+                                 autonomy)
+    markdown = write_mission_reports(result, state.validations, state.backups,
+                                     Path(result.report_dir))
     publish_report(result, markdown)
     verify_user_checkout(target.root, before)
     close_mission(result, config.mission.state_dir)
     return result
+
+
+def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
+    """The machine-readable result of the mission's state."""
+    config, sandbox, baseline = state.config, state.sandbox, state.baseline
+    report_dir = Path(config.mission.report_dir or
+                      mission_dir(state.mission_id, config.mission.state_dir) / "report")
+    return MissionResult(
+        mission_id=state.mission_id, flow_run_id=flow_run_id,
+        status="paused" if state.paused else "completed", repository=str(state.target.root),
+        base_commit=sandbox.base_commit, branch=sandbox.branch,
+        findings=tuple(state.scoped(baseline.findings)), patches=tuple(state.outcomes),
+        quality_score=QualityScore(before=baseline.score, after=state.current.score),
+        report_dir=str(report_dir), iterations=state.iterations, stop_reason=state.stop_reason,
+        exit_code=state.exit_code(), dry_run=config.mission.dry_run,
+        backup_only=config.mission.backup_only, worktree=str(sandbox.path),
+        final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
+    )

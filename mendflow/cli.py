@@ -204,6 +204,16 @@ def rollback(
     err.print(f"mendflow/{mission} now at {tip}")
 
 
+def _register_commands() -> None:
+    """Commands that live in their own modules."""
+    from mendflow import doctor
+
+    doctor.register(app)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

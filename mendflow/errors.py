@@ -15,8 +15,12 @@ clear line instead of a traceback::
     ├── PatchRejected             exit 2   a candidate patch failed a guard or a gate
     ├── LLMError                  exit 1   a model call failed (``retryable`` says if it may pass later)
     ├── ApprovalRejected          exit 2   a human rejected the mission's patches
+    ├── DeliveryError             exit 1   approved commits could not reach the target branch
+    ├── ApprovalError             exit 1   an approve/reject command cannot act on the run
+    ├── NotificationFailed        exit 1   a notification block could not send a message
     ├── UserStateChanged          exit 1   the user's checkout moved during the mission
-    └── MissionInterrupted        exit 130 SIGINT/SIGTERM; the sandbox is consistent
+    ├── MissionInterrupted        exit 130 SIGINT/SIGTERM; the sandbox is consistent
+    └── MissionLocked             exit 1   another live mission holds the repository's lock
 """
 
 from __future__ import annotations
@@ -144,6 +148,26 @@ class ApprovalRejected(MendflowError):
     exit_code = 2
 
 
+class DeliveryError(MendflowError):
+    """Approved commits could not be delivered to the target branch; it was left untouched.
+
+    ``reason`` is a short code: ``conflict``, ``target-moved``, ``dirty-checkout``,
+    ``no-target``, ``push-failed`` or ``git``.
+    """
+
+    def __init__(self, message: str, *, reason: str, **kwargs):
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+
+class ApprovalError(MendflowError):
+    """An approval command cannot act: unknown run, run not waiting, input refused."""
+
+
+class NotificationFailed(MendflowError):
+    """A Prefect notification block could not deliver a message."""
+
+
 class UserStateChanged(MendflowError):
     """The user's working tree, index or branches differ from before the mission."""
 
@@ -152,3 +176,16 @@ class MissionInterrupted(MendflowError):
     """The mission was interrupted by SIGINT or SIGTERM; it can be resumed."""
 
     exit_code = 130
+
+
+class MissionLocked(MendflowError):
+    """Another live mendflow process runs a mission on the same repository.
+
+    Attributes:
+        holder: the :class:`mendflow.lock.LockInfo` of the running mission
+            (None when the lock file could not be read).
+    """
+
+    def __init__(self, message: str, *, holder: object = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.holder = holder

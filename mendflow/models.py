@@ -21,8 +21,8 @@ Category = Literal[
     "performance", "runtime",
 ]
 TestOutcome = Literal["passed", "failed", "error", "skipped", "xfailed", "xpassed"]
-PatchStatus = Literal["accepted", "rejected", "pending_approval", "proposed"]
-MissionStatus = Literal["completed", "awaiting_approval", "failed"]
+PatchStatus = Literal["accepted", "rejected", "pending_approval", "proposed", "declined"]
+MissionStatus = Literal["completed", "awaiting_approval", "failed", "paused"]
 
 
 class Contract(BaseModel):

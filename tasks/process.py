@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mendflow.errors import ToolError
+from mendflow.procs import register_process, unregister_process
 
 SECRET_NAME = re.compile(
     r"(KEY|TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN)",
@@ -116,6 +117,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
     if keep_line_endings and input_text is not None:
         input_text = input_text.encode("utf-8")  # type: ignore[assignment]
     timed_out = False
+    # recorded in <state>/procs so that `mendflow doctor` finds it if mendflow is killed
+    registration = register_process(proc.pid, argv)
     try:
         stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -126,6 +129,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         _kill_group(proc)
         proc.communicate()
         raise
+    finally:
+        unregister_process(registration)
     if keep_line_endings:
         stdout, stderr = (b.decode("utf-8", "replace") for b in (stdout, stderr))
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,

@@ -167,10 +167,28 @@ def render_markdown(result: MissionResult, validations: Sequence[ValidationRepor
         _score_section(result, breakdowns or {}),
         _findings_section(result),
         _patches_section(result.patches, by_patch),
+        _llm_section(result),
         _remaining_section(result),
         _branch_section(result),
     ]
     return "\n\n".join(s for s in sections if s).rstrip() + "\n"
+
+
+def _llm_section(result: MissionResult) -> str:
+    """Model usage (from the proposals' ``usage``), the budget, and failed calls."""
+    usage = result.llm_usage
+    if not (usage.calls or usage.failures or usage.budget_exhausted):
+        return ""
+    lines = ["## Language model usage", "",
+             f"- Calls: {usage.calls}",
+             f"- Input tokens: {usage.input_tokens} (cache writes "
+             f"{usage.cache_creation_input_tokens}, cache reads {usage.cache_read_input_tokens})",
+             f"- Output tokens: {usage.output_tokens}"]
+    if usage.budget_exhausted:
+        lines.append(f"- **Budget exhausted:** {usage.budget_exhausted}; the mission stopped "
+                     "asking and validated what it had")
+    lines += [f"- Failed call: {failure}" for failure in usage.failures]
+    return "\n".join(lines)
 
 
 def _summary(result: MissionResult) -> str:
@@ -189,7 +207,8 @@ def _summary(result: MissionResult) -> str:
         ("Quality score", f"{score.before:.1f} → {score.after:.1f} ({change:+.1f})"),
         ("Findings", f"{len(result.findings)} → {len(result.final_findings)}"),
         ("Patches", ", ".join(f"{counts[s]} {s}" for s in
-                              ("accepted", "rejected", "pending_approval", "proposed"))),
+                              ("accepted", "rejected", "pending_approval", "proposed",
+                               "declined"))),
     ]
     body = "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows)
     return (f"# mendflow maintenance report: {result.mission_id}\n\n"

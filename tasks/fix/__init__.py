@@ -98,14 +98,14 @@ def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[F
             result is persisted and re-used when a resumed mission asks again).
 
     Returns:
-        The fixer's :class:`Proposal`: a patch, why it declined, the guard that
-        refused its output (``rejected``), or a model error that no retry can
-        fix (``error``, ``auth_failed``).
+        The fixer's :class:`Proposal`: a patch, why it declined, or the guard
+        that refused its output (``rejected``). Being results, these are cached.
 
     Raises:
         ConfigError: the fixer type is unknown.
         ToolError: the fixer's tool (ruff) is missing or failed.
-        LLMError: a transient model error persisted through every retry.
+        LLMError: a model call failed: at once when permanent (HTTP 400/401),
+            after the retries when transient.
     """
     fixer = build_fixer(fixer_config)
     ids = tuple(f.id for f in group)
@@ -116,9 +116,8 @@ def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[F
         return Proposal(fixer=name, finding_ids=ids, attempt=attempt, rejected=err.reason,
                         declined=err.message, llm_calls=getattr(err, "llm_calls", 0))
     except LLMError as err:
-        if not err.retryable:
-            return Proposal(fixer=name, finding_ids=ids, attempt=attempt, error=err.message,
-                            auth_failed=err.auth, llm_calls=1)
-        if err.retry_after_s:
+        # Raised, not returned: an API error is never cached, so a resumed mission
+        # asks again once the key, the quota or the service is fixed.
+        if err.retryable and err.retry_after_s:
             time.sleep(err.retry_after_s)
         raise

@@ -1,0 +1,117 @@
+"""Health tasks of a mission: the repository lock, disk space, adaptive timeouts.
+
+Thin Prefect tasks over :mod:`mendflow.lock`, :mod:`mendflow.health`,
+:mod:`mendflow.timeouts` and :mod:`mendflow.procs`, so that the mission flow
+only composes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mendflow.caching import MISSION_STEP
+from mendflow.config import HealthConfig, MendflowConfig, ToolsConfig
+from mendflow.health import Check, check_disk_space
+from mendflow.lock import MissionLock
+from mendflow.models import ToolResult
+from mendflow.procs import register_prefect_server
+from mendflow.retry import retry_if_transient
+from mendflow.state import state_dir
+from mendflow.timeouts import adaptive_timeout, record_duration
+
+_HELD: dict[tuple[str, str], MissionLock] = {}
+
+
+@task(name="lock-repository", cache_policy=NO_CACHE, timeout_seconds=60)
+def lock_repository(repo_root: Path, mission_id: str, state: Path | None = None) -> str:
+    """Take the repository's mission lock (one mission per repository at a time).
+
+    A lock left by a dead process is taken over. Also records the temporary
+    Prefect server of this process, so that ``mendflow doctor`` can find it
+    if this process is killed.
+
+    Args:
+        repo_root: the repository.
+        mission_id: the mission taking the lock.
+        state: the configured state directory, or None.
+
+    Returns:
+        A short note: "locked", or "took over a stale lock of mission X".
+
+    Raises:
+        MissionLocked: another live mission holds the lock (the message names it).
+    """
+    lock = MissionLock(repo_root, mission_id, state)
+    lock.acquire()
+    _HELD[(str(repo_root), mission_id)] = lock
+    register_prefect_server(state)
+    stale = getattr(lock, "stale", None)
+    return f"took over a stale lock of mission {stale.mission_id}" if stale else "locked"
+
+
+@task(name="unlock-repository", cache_policy=NO_CACHE, timeout_seconds=60)
+def unlock_repository(repo_root: Path, mission_id: str) -> bool:
+    """Release the lock taken by :func:`lock_repository` in this process (True if released)."""
+    lock = _HELD.pop((str(repo_root), mission_id), None)
+    return bool(lock and lock.release())
+
+
+@task(name="check-free-disk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient, timeout_seconds=30)
+def check_free_disk(paths: Sequence[Path], config: HealthConfig) -> Check | None:
+    """The first failing free-disk check among ``paths`` (one statvfs call each), or None."""
+    for path in paths:
+        check = check_disk_space(path, config)
+        if check.status == "fail":
+            return check
+    return None
+
+
+@task(name="plan-timeouts", cache_policy=MISSION_STEP, persist_result=True, timeout_seconds=30)
+def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> ToolsConfig:
+    """Each tool's timeout for this mission, from the repository's own history.
+
+    A high percentile of past durations times a factor, between a floor and a
+    ceiling (``timeouts`` section; :func:`mendflow.timeouts.adaptive_timeout`).
+    Cached per mission: a resumed mission keeps the timeouts it started with,
+    so its cached tool runs stay valid.
+
+    Args:
+        mission_id: the mission (a cache-key part).
+        repo_root: the repository whose history is used.
+        config: the mission's config.
+
+    Returns:
+        The ``tools`` section with ``run_timeout_s`` / ``timeout_s`` replaced.
+    """
+    tools, limits, home = config.tools, config.timeouts, config.mission.state_dir
+
+    def pick(step: str, default: float) -> float:
+        return adaptive_timeout(repo_root, step, default_s=default, config=limits, state_dir=home)
+
+    return tools.model_copy(update={
+        "pytest": tools.pytest.model_copy(update={
+            "run_timeout_s": pick("pytest", tools.pytest.run_timeout_s)}),
+        "ruff": tools.ruff.model_copy(update={"timeout_s": pick("ruff", tools.ruff.timeout_s)}),
+        "mypy": tools.mypy.model_copy(update={"timeout_s": pick("mypy", tools.mypy.timeout_s)}),
+        "bandit": tools.bandit.model_copy(update={
+            "timeout_s": pick("bandit", tools.bandit.timeout_s)}),
+    })
+
+
+@task(name="record-tool-durations", cache_policy=NO_CACHE, timeout_seconds=30)
+def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
+                          state: Path | None = None) -> None:
+    """Add each tool run's wall time (seconds) to the repository's timeout history."""
+    for result in results:
+        if result.ok and result.duration_s > 0:
+            record_duration(repo_root, result.tool, result.duration_s, state_dir=state)
+
+
+def disk_paths(repo_root: Path, state: Path | None) -> list[Path]:
+    """Where a mission writes: mendflow's state directory and the repository."""
+    return [state_dir(state), repo_root]
