@@ -7,18 +7,55 @@ Script replies with the builders below, then inspect :attr:`requests`.
 from __future__ import annotations
 
 import itertools
+import json
+import math
+from dataclasses import replace
 from typing import Any
 
-from tests.fakes.server import FakeServer, ScriptedReply, json_reply
+from tests.fakes.server import FakeServer, RecordedRequest, ScriptedReply, json_reply
 
 _ids = itertools.count(1)
+CHARS_PER_TOKEN = 4
+"""The usual rough estimate of characters per token for English text and code."""
+
+
+def estimate_tokens(data: Any) -> int:
+    """``ceil(len(json.dumps(data)) / 4)``: an estimate of the tokens of a JSON value.
+
+    Counting real tokens needs the API (``messages.count_tokens``); four
+    characters per token is the standard rough estimate.
+    """
+    return math.ceil(len(json.dumps(data, ensure_ascii=False)) / CHARS_PER_TOKEN)
 
 
 class FakeMessagesAPI(FakeServer):
-    """Serves POST /v1/messages from a scripted queue and records every request."""
+    """Serves POST /v1/messages from a scripted queue and records every request.
 
-    def __init__(self) -> None:
+    Args:
+        estimate_usage: replace the ``usage`` of every 200 Message reply with
+            estimates: ``input_tokens`` = :func:`estimate_tokens` of the request's
+            ``system``, ``messages`` and ``tools``; ``output_tokens`` = the same
+            estimate of the reply's ``content``; no cache tokens.
+    """
+
+    def __init__(self, *, estimate_usage: bool = False) -> None:
         super().__init__("/v1/messages")
+        self.estimate_usage = estimate_usage
+
+    def finalize(self, request: RecordedRequest, reply: ScriptedReply) -> ScriptedReply:
+        if not self.estimate_usage or reply.status != 200:
+            return reply
+        try:
+            body = json.loads(reply.body)
+            sent = request.json
+        except ValueError:
+            return reply  # a malformed body is served as scripted
+        if not isinstance(body, dict) or body.get("type") != "message":
+            return reply
+        prompt = {key: sent.get(key) for key in ("system", "messages", "tools")}
+        body["usage"] = {"input_tokens": estimate_tokens(prompt),
+                         "output_tokens": estimate_tokens(body.get("content") or [])}
+        return replace(reply, body=json.dumps(body).encode())
 
 
 def analysis(*, fixable: bool = True, category: str = "logic", root_cause: str = "a bug",

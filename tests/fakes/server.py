@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,8 +42,15 @@ def json_reply(payload: Any, status: int = 200, **headers: str) -> ScriptedReply
                          headers={k.replace("_", "-"): v for k, v in headers.items()})
 
 
+Responder = Callable[[RecordedRequest], "ScriptedReply | None"]
+"""Chooses the reply to a request from its content; None = no reply for it."""
+
+
 class FakeServer:
     """A ThreadingHTTPServer on an ephemeral loopback port serving scripted replies.
+
+    A request is answered by the next queued reply; when the queue is empty,
+    by the responder (:meth:`respond_with`), if any; else with a 400 error.
 
     Args:
         path: the one POST path served (others get 404).
@@ -51,7 +59,10 @@ class FakeServer:
     def __init__(self, path: str):
         self.path = path
         self.requests: list[RecordedRequest] = []
+        self.served: list[tuple[RecordedRequest, ScriptedReply]] = []
+        """Every request with the reply it got, in the order the replies were sent."""
         self._queue: list[ScriptedReply] = []
+        self._responder: Responder | None = None
         self._lock = threading.Lock()
         server = self
 
@@ -65,15 +76,23 @@ class FakeServer:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                request = RecordedRequest("POST", self.path, headers, raw)
                 with server._lock:
-                    server.requests.append(RecordedRequest("POST", self.path, headers, raw))
+                    server.requests.append(request)
                     reply = server._queue.pop(0) if server._queue else None
+                    responder = server._responder
+                if reply is None and responder is not None and self.path == server.path:
+                    reply = responder(request)
                 if self.path != server.path:
                     reply = json_reply({"error": {"message": f"no route {self.path}"}}, 404)
                 elif reply is None:
                     reply = json_reply({"type": "error", "error": {
                         "type": "invalid_request_error",
                         "message": "fake server: no scripted reply left"}}, 400)
+                else:
+                    reply = server.finalize(request, reply)
+                with server._lock:
+                    server.served.append((request, reply))
                 time.sleep(reply.delay_s)
                 try:
                     self.send_response(reply.status)
@@ -104,6 +123,15 @@ class FakeServer:
         """Add replies to serve, in order, one per request."""
         with self._lock:
             self._queue.extend(replies)
+
+    def respond_with(self, responder: Responder | None) -> None:
+        """Answer requests the queue does not cover with ``responder(request)``."""
+        with self._lock:
+            self._responder = responder
+
+    def finalize(self, request: RecordedRequest, reply: ScriptedReply) -> ScriptedReply:
+        """Adjust a reply to its request before it is sent (subclasses; default: unchanged)."""
+        return reply
 
     @property
     def pending(self) -> int:
