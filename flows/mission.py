@@ -24,8 +24,8 @@ from flows.approval import approve_and_deliver
 from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.budget import release_mission_budgets
 from mendflow.config import MendflowConfig
-from mendflow.errors import ValidationUnavailable
 from mendflow.models import MissionResult, QualityScore, RepoTarget
+from mendflow.progress import report_progress
 from mendflow.state import mission_dir
 from tasks.environment import prepare_target_env
 from tasks.health import (
@@ -91,10 +91,8 @@ def maintenance_mission(
     lock_repository(target.root, mission_id, config.mission.state_dir)
     try:
         low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)
-        if low is not None:
-            raise ValidationUnavailable(f"not enough free disk space to start: {low.found}",
-                                        subject=str(target.root),
-                                        hint="free some space (see `mendflow doctor`), then re-run")
+        if low is not None:  # pause before any git operation could fail half-way
+            return _paused_at_start(mission_id, flow_run_id, target, config, low.found)
         return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy)
     finally:
         unlock_repository(target.root, mission_id)
@@ -133,6 +131,23 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                                      Path(result.report_dir))
     publish_report(result, markdown)
     verify_user_checkout(target.root, before)
+    close_mission(result, config.mission.state_dir)
+    return result
+
+
+def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,
+                     config: MendflowConfig, found: str) -> MissionResult:
+    """The result of a mission paused before it started (low disk): resumable, nothing done."""
+    reason = (f"paused: low disk space ({found}); free space, then "
+              f"`mendflow mission resume {mission_id}`")
+    report_progress("health", reason)
+    result = MissionResult(
+        mission_id=mission_id, flow_run_id=flow_run_id, status="paused",
+        repository=str(target.root), base_commit=target.head_commit,
+        branch=f"mendflow/{mission_id}", findings=(), patches=(),
+        quality_score=QualityScore(before=0.0, after=0.0),
+        report_dir=str(mission_dir(mission_id, config.mission.state_dir) / "report"),
+        stop_reason=reason, exit_code=3)
     close_mission(result, config.mission.state_dir)
     return result
 
