@@ -191,7 +191,7 @@ class AnthropicFixerConfig(Section):
     """Claude through Anthropic's Messages API (the official ``anthropic`` SDK)."""
 
     type: Literal["anthropic"] = "anthropic"
-    model: str = Field(default="claude-sonnet-4-5", min_length=1, description="the model name")
+    model: str = Field(default="claude-sonnet-4-6", min_length=1, description="the model name")
     max_tokens: int = Field(
         default=4096, ge=1, le=64000, description="output tokens per reply at most"
     )
