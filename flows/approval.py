@@ -91,6 +91,12 @@ def approve_and_deliver(result: MissionResult, config: MendflowConfig, target: R
         request = _ask(result, needs, branch, level, config.approval)
         decision = decide(request.patch_ids, _wait(request, config.approval),
                           config.approval.on_timeout)
+        unasked = tuple(n.patch_id for n in needs if n.reasons
+                        and n.patch_id not in request.patch_ids)
+        if unasked:  # a resumed run that did not reproduce what was shown for approval
+            logger.warning("patches %s were not in the approval request: not delivered",
+                           list(unasked))
+            decision = decision.model_copy(update={"unasked_ids": unasked})
         logger.info("approval of mission %s: %s by %s (%d approved, %d rejected)",
                     result.mission_id, decision.decision, decision.approver,
                     len(decision.approved_ids), len(decision.rejected_ids))
