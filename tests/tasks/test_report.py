@@ -158,7 +158,7 @@ def test_markdown_shows_scores_patches_gates_and_how_to_merge():
 
     assert text.startswith("# mendflow maintenance report: m-20260101-1200-abcd1234\n")
     assert "| Quality score | 62.0 → 80.5 (+18.5) |" in text
-    assert "| Patches | 1 accepted, 1 rejected, 0 pending_approval, 0 proposed |" in text
+    assert "| Patches | 1 accepted, 1 rejected, 0 pending_approval, 0 proposed, 0 declined |" in text
     assert "### `p0accepted01` ruff: fix F401 (unused-import) in 1 file" in text
     assert "### `p1rejected02` fix arg type" in text
     assert "- Status: **rejected: no-new-findings**" in text
