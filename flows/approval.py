@@ -29,6 +29,7 @@ from blocks.notify import flow_run_url
 from mendflow.config import ApprovalConfig, MendflowConfig
 from mendflow.errors import DeliveryError
 from mendflow.models import ApprovalNeed, MissionResult, RepoTarget, Sandbox
+from mendflow.progress import report_progress
 from tasks.approve import (
     PAUSE_KEY,
     ApprovalInput,
@@ -60,7 +61,8 @@ def approve_and_deliver(result: MissionResult, config: MendflowConfig, target: R
         result: the mission's result so far (accepted patches are committed on its branch).
         config: the mission's config (the ``approval`` section).
         target: the repository (its ``head_branch`` is the default target branch).
-        sandbox: the mission's sandbox (its base commit is the delivery base).
+        sandbox: the mission's sandbox (unused: the result's base commit is the
+            delivery base; kept for the flow's call).
         autonomy: overrides ``approval.autonomy``; None = use the config.
 
     Returns:
@@ -100,7 +102,7 @@ def approve_and_deliver(result: MissionResult, config: MendflowConfig, target: R
         logger.info("approval of mission %s: %s by %s (%d approved, %d rejected)",
                     result.mission_id, decision.decision, decision.approver,
                     len(decision.approved_ids), len(decision.rejected_ids))
-    final = _deliver(result, config, level, branch, needs, decision, request, sandbox)
+    final = _deliver(result, config, level, branch, needs, decision, request)
     _notify_end(final, config)
     return final
 
@@ -133,6 +135,11 @@ def _wait(request: ApprovalRequest, approval: ApprovalConfig) -> ApprovalInput |
         as a timeout.
     """
     form = ApprovalInput.with_initial_data(description=_form_description(request))
+    run = request.flow_run_id or "RUN_ID"
+    report_progress("approve", f"{len(request.patch_ids)} patch(es) wait for approval until "
+                    f"{request.deadline}: `mendflow approve {run}` (or --only PATCH_ID), "
+                    f"`mendflow reject {run} --comment ...`"
+                    + (f", or Resume at {request.ui_url}" if request.ui_url else ""))
     remaining = (datetime.fromisoformat(request.deadline)
                  - datetime.now(timezone.utc)).total_seconds()
     if runtime.deployment.id:
@@ -166,7 +173,7 @@ def _form_description(request: ApprovalRequest) -> str:
 
 def _deliver(result: MissionResult, config: MendflowConfig, level: str, branch: str,
              needs: tuple[ApprovalNeed, ...], decision: Decision | None,
-             request: ApprovalRequest | None, sandbox: Sandbox) -> MissionResult:
+             request: ApprovalRequest | None) -> MissionResult:
     approved = [n.patch_id for n in needs if not n.reasons]
     approved += list(decision.approved_ids) if decision else []
     commits = approved_commits(result, approved)

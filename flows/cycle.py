@@ -306,5 +306,6 @@ def _max_attempts(config: MendflowConfig) -> int:
 def _outcome(patch, status, reason, iteration, report=None, commit=None) -> PatchOutcome:
     return PatchOutcome(id=patch.id, finding_ids=patch.finding_ids, fixer=patch.fixer,
                         status=status, reason=reason, commit=commit, title=patch.title,
+                        confidence=patch.confidence,
                         iteration=iteration, files=patch.files,
                         validation=report.model_copy(update={"after": None}) if report else None)

@@ -125,12 +125,15 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
         finally:
             release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
 
+    # The mission's own work must have left the checkout alone. (Delivery, after an
+    # approval, is the one thing that may move the target branch, and the user may
+    # commit during a long approval wait: it is checked by delivery itself.)
+    verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
                                  autonomy)
     markdown = write_mission_reports(result, state.validations, state.backups,
                                      Path(result.report_dir))
     publish_report(result, markdown)
-    verify_user_checkout(target.root, before)
     close_mission(result, config.mission.state_dir)
     return result
 

@@ -206,9 +206,12 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow import doctor
+    from deployments import serve
+    from mendflow import approvals, doctor
 
     doctor.register(app)
+    approvals.register(app)  # approvals, approve, reject
+    serve.register(app)
 
 
 _register_commands()

@@ -403,7 +403,7 @@ class ApprovalConfig(Section):
 
     ``autonomy: null`` (the default) keeps the mission to its own branch: it
     never touches the target branch. Otherwise accepted patches are delivered
-    to ``target_branch`` once approved (see README, "Approval and delivery").
+    to ``target_branch`` once approved (see deployments/README.md).
     """
 
     autonomy: AutonomyLevel | None = Field(

@@ -13,6 +13,7 @@ import git
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from mendflow.caching import MISSION_STEP
 from mendflow.config import MendflowConfig, ScoreConfig, load_config
 from mendflow.findings import path_in_scope
 from mendflow.missions import MissionRecord, finish_mission, start_mission
@@ -49,13 +50,16 @@ def load_mission_config(config_file: str | None, fixer: str | None = None,
     return load_config(config_file).with_overrides(**mission_overrides).with_fixer(fixer)
 
 
-@task(name="new-mission-id", cache_policy=NO_CACHE)
+@task(name="new-mission-id", cache_policy=MISSION_STEP, persist_result=True)
 def new_mission_id(flow_run_id: str) -> str:
     """Return a mission id such as ``m-20261122-0412-3f9a1c2b``.
 
+    Cached per flow run: a deployed run that suspends for approval re-runs the
+    flow from the top when resumed, and must find the same mission (and so
+    every cached step of it) again.
+
     Args:
-        flow_run_id: the Prefect flow run id; its first 8 hex digits end the id,
-            so a re-run of the same flow run gets the same mission id.
+        flow_run_id: the Prefect flow run id; its first 8 hex digits end the id.
 
     Returns:
         A lowercase id of letters, digits and dashes (safe as a branch and file name).

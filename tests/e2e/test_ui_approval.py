@@ -1,0 +1,91 @@
+"""Approving a suspended mission in the Prefect UI, with a real headless Chromium (Playwright).
+
+The UI served by ``prefect server start`` renders the mission's
+:class:`~tasks.approve.request.ApprovalInput` as the form of its "Resume" dialog;
+this test fills it in like a person would and checks what reached ``main``.
+A screenshot of the filled-in form goes to ``/tmp/mendflow-ui-approval.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+from tests.e2e.conftest import Served, approved_log, make_target_repo, session_of
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = Path("/tmp/mendflow-ui-approval.png")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage"]
+
+
+def require_browser():
+    """Playwright and Debian's chromium (``.ci/run`` installs both); CI fails without them."""
+    missing = [what for what, ok in (("chromium (/usr/bin/chromium)", CHROMIUM.exists()),
+                                     ("playwright", shutil.which("playwright") is not None
+                                      or _importable("playwright")))
+               if not ok]
+    if missing and os.environ.get("CI"):
+        pytest.fail(f"missing for the UI test: {', '.join(missing)} (see .ci/run)")
+    if missing:
+        pytest.skip(f"missing for the UI test: {', '.join(missing)}: run "
+                    "`apt-get install -y chromium` and `pip install -e '.[test]'`")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def approve_in_ui(ui_root: str, run_id: str, *, approver: str, comment: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{ui_root}/runs/flow-run/{run_id}")
+            page.get_by_role("button", name="Resume").click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog).to_contain_text("wait for approval before reaching")
+            approved = dialog.get_by_role("switch").first
+            approved.click()
+            expect(approved).to_have_attribute("aria-checked", "true")
+            field = dialog.locator(".schema-form-property", has_text="Comment")
+            field.locator("textarea").first.fill(comment)
+            field = dialog.locator(".schema-form-property", has_text="Approver")
+            field.get_by_role("button", name="str").click()  # the field is `str | None`
+            field.locator("textarea").first.fill(approver)
+            page.screenshot(path=str(SCREENSHOT))
+            dialog.get_by_role("button", name="Submit").click()
+            expect(dialog).to_be_hidden()
+        finally:
+            browser.close()
+
+
+def test_resume_dialog_approves_the_suspended_mission(served: Served, tmp_path):
+    require_browser()
+    server = served.server
+    repo = make_target_repo(tmp_path / "repo")
+    base = git(repo, "rev-parse", "HEAD")
+    run = served.run(repo, autonomy="interactive")
+    assert server.wait_state(run, "PAUSED") == "Suspended"
+
+    approve_in_ui(server.ui, run, approver="Grace", comment="approved in the UI")
+
+    server.wait_state(run, "COMPLETED")
+    session = session_of(server, run)
+    accepted = [p for p in session["patches"] if p["status"] == "accepted"]
+    assert len(accepted) == 2
+    assert approved_log(repo, base) == [(p["title"], "Grace") for p in reversed(accepted)]
+    assert "Approval-comment: approved in the UI" in git(repo, "log", "-1", "--format=%B", "main")
+    assert session["approval"]["approver"] == "Grace"
+    assert SCREENSHOT.stat().st_size > 10_000
