@@ -45,3 +45,15 @@ def envs_dir(override: Path | None = None) -> Path:
     path = state_dir(override) / "envs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def tool_state_path(worktree: Path) -> Path:
+    """Where the tools' private HOME and caches of one sandbox live: beside its worktree.
+
+    Args:
+        worktree: the sandbox's worktree.
+
+    Returns:
+        ``<worktree parent>/.<worktree name>.mendflow-tools`` (not created).
+    """
+    return worktree.parent / f".{worktree.name}.mendflow-tools"

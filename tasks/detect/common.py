@@ -15,6 +15,7 @@ from typing import Any
 
 from mendflow.errors import ToolError
 from mendflow.models import Sandbox, ToolResult
+from mendflow.state import tool_state_path
 from tasks.gitcmd import run_git
 from tasks.process import ProcessResult, sandbox_environ
 
@@ -44,7 +45,7 @@ def tool_state_dir(sandbox: Sandbox) -> Path:
     Returns:
         ``<worktree parent>/.<worktree name>.mendflow-tools``.
     """
-    path = sandbox.path.parent / f".{sandbox.path.name}.mendflow-tools"
+    path = tool_state_path(sandbox.path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

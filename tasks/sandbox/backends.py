@@ -9,7 +9,7 @@ from pathlib import Path
 from mendflow.errors import SandboxError
 from mendflow.models import Patch, RepoTarget, Sandbox
 from mendflow.state import state_dir as resolve_state_dir
-from mendflow.state import worktree_dir
+from mendflow.state import tool_state_path, worktree_dir
 from tasks.gitcmd import (
     base_ref,
     check_mission_id,
@@ -84,6 +84,9 @@ class WorktreeSandbox(_GitTreeOps):
     def remove(self, sandbox: Sandbox) -> None:
         """``git worktree remove --force``; the branch and base ref are kept.
 
+        The tools' state beside the worktree (their private HOME and mypy's
+        cache, ``.<name>.mendflow-tools``) goes with it.
+
         Raises:
             SandboxError: git failed.
         """
@@ -91,6 +94,7 @@ class WorktreeSandbox(_GitTreeOps):
         for entry in list_worktrees(sandbox.repo_root):
             if Path(entry["worktree"]).resolve() == wanted:
                 run_git(sandbox.repo_root, "worktree", "remove", "--force", str(sandbox.path))
+                shutil.rmtree(tool_state_path(sandbox.path), ignore_errors=True)
                 return
         if sandbox.path.exists():
             raise SandboxError("the directory is not a registered worktree; not removing it",
