@@ -26,14 +26,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from mendflow.config_base import Section
+from mendflow.config_fixers import (  # noqa: F401  (re-exported: the config's public names)
+    DEFAULT_LLM_DENYLIST,
+    AnthropicFixerConfig,
+    ChainableFixerConfig,
+    ChainFixerConfig,
+    FixerConfig,
+    LLMBudget,
+    LLMCategory,
+    LLMPolicy,
+    OpenAICompatibleFixerConfig,
+    RuffFixerConfig,
+)
+from mendflow.config_ops import (  # noqa: F401  (re-exported)
+    HISTORY_SIZE,
+    ApprovalConfig,
+    AutonomyLevel,
+    DeploymentConfig,
+    HealthConfig,
+    TimeoutsConfig,
+)
 from mendflow.errors import ConfigError
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 # --- the target's Python environment -------------------------------------------------
 
@@ -106,183 +122,6 @@ class ToolsConfig(Section):
     todo: TodoConfig = TodoConfig()
 
 
-# --- fixers ------------------------------------------------------------------------
-
-
-class RuffFixerConfig(Section):
-    """The offline, deterministic fixer: ruff's safe autofixes, one patch per rule."""
-
-    type: Literal["ruff"] = "ruff"
-    unsafe_fixes: bool = Field(False, description="also apply ruff's unsafe fixes (not advised)")
-
-
-LLMCategory = Literal["syntax", "import", "type", "attribute", "logic", "api", "config",
-                      "security", "test", "other"]
-"""The categories a model may give a fix (the ``propose_fix`` tool's ``analysis.category``)."""
-
-DEFAULT_LLM_DENYLIST = (
-    ".git/**", ".env*", "**/.env*", "secrets/**", ".github/**", ".gitlab-ci.yml",
-    ".circleci/**", "Jenkinsfile", ".travis.yml", "azure-pipelines.yml",
-)
-
-
-class LLMPolicy(Section):
-    """What a model-proposed patch may do, checked before it is validated."""
-
-    min_confidence: Literal["high", "medium", "low"] = Field(
-        default="medium", description="decline a fix the model rates below this confidence"
-    )
-    allowed_categories: list[LLMCategory] | None = Field(
-        default=None, description="fix only these categories of root cause; None = all"
-    )
-    denied_categories: list[LLMCategory] = Field(
-        default_factory=list, description="never fix these categories of root cause"
-    )
-    denylist: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_LLM_DENYLIST),
-        description="globs (POSIX, relative to the repository root) that no patch may touch "
-        "and no prompt may quote",
-    )
-    max_edit_bytes: int = Field(
-        default=20000, gt=0,
-        description="bytes of search + replace text one reply may hold, in total",
-    )
-    max_attempts: int = Field(
-        default=3, ge=1, le=10,
-        description="proposals per group at most (the repair loop bound)",
-    )
-
-
-class LLMBudget(Section):
-    """Spending limits of one mission's model calls; None = no limit."""
-
-    max_llm_calls_per_hour: int | None = Field(
-        default=60, ge=1, description="calls in any sliding hour (retries count)"
-    )
-    max_input_tokens: int | None = Field(
-        default=2_000_000, ge=1,
-        description="input tokens in the whole mission (cache writes and reads included)",
-    )
-    max_output_tokens: int | None = Field(
-        default=200_000, ge=1, description="output tokens in the whole mission"
-    )
-    max_cost_usd: float | None = Field(
-        default=None, gt=0,
-        description="estimated USD spent in the whole mission, from the prices below",
-    )
-    input_price_per_mtok: float = Field(
-        default=3.0, ge=0, description="USD per million input tokens"
-    )
-    output_price_per_mtok: float = Field(
-        default=15.0, ge=0, description="USD per million output tokens"
-    )
-
-    @model_validator(mode="after")
-    def _cost_needs_prices(self) -> LLMBudget:
-        if self.max_cost_usd is not None and (
-            self.input_price_per_mtok <= 0 or self.output_price_per_mtok <= 0
-        ):
-            raise ValueError("max_cost_usd needs input_price_per_mtok and "
-                             "output_price_per_mtok greater than 0")
-        return self
-
-
-class AnthropicFixerConfig(Section):
-    """Claude through Anthropic's Messages API (the official ``anthropic`` SDK)."""
-
-    type: Literal["anthropic"] = "anthropic"
-    model: str = Field(default="claude-sonnet-4-6", min_length=1, description="the model name")
-    max_tokens: int = Field(
-        default=4096, ge=1, le=64000, description="output tokens per reply at most"
-    )
-    temperature: float | None = Field(
-        default=None, ge=0, le=1,
-        description="sampling temperature; None = the model's default. anthropic SDK 2.x has "
-        "no temperature argument (recent models fix it), so a value is sent as an extra body "
-        "field: set it only for models that accept it",
-    )
-    credentials_block: str | None = Field(
-        default=None,
-        description="name of a saved AnthropicCredentials block; None = ANTHROPIC_API_KEY",
-    )
-    base_url: str | None = Field(
-        default=None, description="API root without /v1; None = the block's, ANTHROPIC_BASE_URL, "
-        "or the SDK default"
-    )
-    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
-    max_retry_after_s: float = Field(
-        default=60, ge=0,
-        description="wait at most this many seconds when the API says retry-after",
-    )
-    policy: LLMPolicy = LLMPolicy()
-    budget: LLMBudget = LLMBudget()
-
-
-class OpenAICompatibleFixerConfig(Section):
-    """Any server speaking OpenAI's chat-completions API with tool calls (the ``openai`` SDK)."""
-
-    type: Literal["openai-compatible"] = "openai-compatible"
-    base_url: str = Field(description="API root ending with /v1, e.g. http://localhost:8000/v1")
-    model: str = Field(min_length=1, description="the model name the server knows")
-    api_key_env: str = Field(
-        default="OPENAI_API_KEY", min_length=1,
-        description="environment variable holding the API key (any value for servers without auth)",
-    )
-    max_tokens: int = Field(default=4096, ge=1, description="output tokens per reply at most")
-    temperature: float | None = Field(
-        default=0.0, ge=0, le=2,
-        description="sampling temperature; None = not sent (the server's default)",
-    )
-    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
-    max_retry_after_s: float = Field(
-        default=60, ge=0,
-        description="wait at most this many seconds when the API says retry-after",
-    )
-    policy: LLMPolicy = LLMPolicy()
-    budget: LLMBudget = LLMBudget()
-
-    @model_validator(mode="after")
-    def _base_url_has_v1(self) -> OpenAICompatibleFixerConfig:
-        if not self.base_url.rstrip("/").endswith("/v1"):
-            raise ValueError(f"base_url must end with /v1 (the openai SDK appends "
-                             f"/chat/completions to it), got {self.base_url!r}")
-        return self
-
-
-ChainableFixerConfig = Annotated[
-    RuffFixerConfig | AnthropicFixerConfig | OpenAICompatibleFixerConfig,
-    Field(discriminator="type"),
-]
-
-
-class ChainFixerConfig(Section):
-    """Several fixers in order: each handles what the ones before it did not plan.
-
-    The usual chain is ``[{type: ruff}, {type: anthropic}]``: offline fixes
-    first, then Claude for what is left.
-    """
-
-    type: Literal["chain"] = "chain"
-    fixers: list[ChainableFixerConfig] = Field(
-        min_length=1, description="the fixers, in order (a chain cannot contain a chain)"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nested_chain(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for item in data.get("fixers") or ():
-                if isinstance(item, dict) and item.get("type") == "chain":
-                    raise ValueError("a chain cannot contain another chain; list its fixers")
-        return data
-
-
-FixerConfig = Annotated[
-    RuffFixerConfig | AnthropicFixerConfig | OpenAICompatibleFixerConfig | ChainFixerConfig,
-    Field(discriminator="type"),
-]
-
-
 # --- validation gates ----------------------------------------------------------------
 
 
@@ -331,115 +170,6 @@ class ScoreConfig(Section):
     findings_half_density: float = Field(
         10.0, gt=0, description="weighted findings per 1000 lines at which the findings part halves"
     )
-
-
-# --- durability: adaptive timeouts and health checks ----------------------------------
-
-HISTORY_SIZE = 50
-"""Durations kept per repository and step for adaptive timeouts (the newest ones)."""
-
-
-class TimeoutsConfig(Section):
-    """Adaptive tool timeouts, learned from the durations of earlier runs on the same repository.
-
-    The timeout of a step (pytest, ruff, mypy, bandit, llm ...) is
-    ``clamp(percentile(history, percentile) * factor, floor_s, ceiling_s)``; with
-    fewer than ``min_samples`` recorded durations the configured timeout is used,
-    clamped the same way. The history lives in mendflow's state directory.
-    """
-
-    adaptive: bool = Field(
-        True, description="learn timeouts from past durations; false = the configured timeouts"
-    )
-    percentile: float = Field(
-        95, gt=0, le=100, description="percentile (0-100] of the recorded durations to scale"
-    )
-    factor: float = Field(
-        3.0, ge=1, le=100, description="the percentile is multiplied by this (>= 1: never below it)"
-    )
-    floor_s: float = Field(30, gt=0, description="a timeout is never shorter than this, seconds")
-    ceiling_s: float = Field(7200, gt=0, description="a timeout is never longer than this, seconds")
-    min_samples: int = Field(
-        3, ge=1, le=HISTORY_SIZE,
-        description=f"recorded durations needed before the history is used (at most {HISTORY_SIZE})",
-    )
-
-    @model_validator(mode="after")
-    def _floor_below_ceiling(self) -> TimeoutsConfig:
-        if self.floor_s > self.ceiling_s:
-            raise ValueError(f"floor_s ({self.floor_s}) must not exceed ceiling_s ({self.ceiling_s})")
-        return self
-
-
-class HealthConfig(Section):
-    """Thresholds of ``mendflow doctor`` and of the checks a mission makes between cycles."""
-
-    min_free_disk_mb: int = Field(
-        1024, ge=0, description="less free disk than this (MiB) on the state dir or repository fails"
-    )
-    warn_free_disk_mb: int = Field(
-        5120, ge=0, description="less free disk than this (MiB) is a warning"
-    )
-    min_free_memory_mb: int = Field(
-        512, ge=0, description="less available memory than this (MiB) fails"
-    )
-
-    @model_validator(mode="after")
-    def _warn_above_min(self) -> HealthConfig:
-        if self.warn_free_disk_mb < self.min_free_disk_mb:
-            raise ValueError(f"warn_free_disk_mb ({self.warn_free_disk_mb}) must not be below "
-                             f"min_free_disk_mb ({self.min_free_disk_mb})")
-        return self
-
-
-# --- approval and delivery -------------------------------------------------------------
-
-AutonomyLevel = Literal["interactive", "semi_autonomous", "autonomous", "full_autonomous"]
-"""Which accepted patches need a human's approval before they reach the target branch."""
-
-
-class ApprovalConfig(Section):
-    """Human approval of accepted patches, and their delivery to a target branch.
-
-    ``autonomy: null`` (the default) keeps the mission to its own branch: it
-    never touches the target branch. Otherwise accepted patches are delivered
-    to ``target_branch`` once approved (see deployments/README.md).
-    """
-
-    autonomy: AutonomyLevel | None = Field(
-        None, description="interactive | semi_autonomous | autonomous | full_autonomous; "
-        "None = prepare the mission branch only, never deliver")
-    target_branch: str | None = Field(
-        None, description="branch that receives approved patches; None = the branch HEAD "
-        "pointed at when the mission started")
-    max_changed_lines: int = Field(
-        40, ge=0, description="semi_autonomous: a patch changing more lines needs approval")
-    timeout_s: float = Field(86400, gt=0, description="seconds to wait for a decision")
-    on_timeout: Literal["reject", "approve"] = Field(
-        "reject", description="what an unanswered request becomes after timeout_s")
-    notify_block: str | None = Field(
-        None, description="name of a saved Prefect notification block (SlackWebhook, "
-        "CustomWebhookNotificationBlock, AppriseNotificationBlock ...); None = no messages")
-    push_remote: str | None = Field(
-        None, description="git remote the target branch is pushed to after delivery; "
-        "None = no push")
-    ui_url: str | None = Field(
-        None, description="Prefect UI root for links; None = PREFECT_UI_URL, else derived "
-        "from PREFECT_API_URL")
-    poll_interval_s: float = Field(
-        5, gt=0, description="ad-hoc runs: seconds between checks whether the run was resumed")
-
-
-class DeploymentConfig(Section):
-    """The served mission deployment (``mendflow serve``, deployments/prefect.yaml)."""
-
-    name: str = Field("mendflow", min_length=1,
-                      description="deployment name: maintenance-mission/<name>")
-    path: str = Field(".", description="the repository (or a path inside it) missions run on")
-    interval_minutes: float | None = Field(
-        None, gt=0, description="run a mission every N minutes; None = only on demand")
-    autonomy: AutonomyLevel | None = Field(
-        None, description="the deployment's autonomy parameter; None = approval.autonomy")
 
 
 class MendflowConfig(Section):

@@ -1,0 +1,188 @@
+"""Config sections of the fixers: ruff (offline), Anthropic, OpenAI-compatible, chains.
+
+Part of the one validated config; import them from :mod:`mendflow.config`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from mendflow.config_base import Section
+
+# --- fixers ------------------------------------------------------------------------
+
+
+class RuffFixerConfig(Section):
+    """The offline, deterministic fixer: ruff's safe autofixes, one patch per rule."""
+
+    type: Literal["ruff"] = "ruff"
+    unsafe_fixes: bool = Field(False, description="also apply ruff's unsafe fixes (not advised)")
+
+
+LLMCategory = Literal["syntax", "import", "type", "attribute", "logic", "api", "config",
+                      "security", "test", "other"]
+"""The categories a model may give a fix (the ``propose_fix`` tool's ``analysis.category``)."""
+
+DEFAULT_LLM_DENYLIST = (
+    ".git/**", ".env*", "**/.env*", "secrets/**", ".github/**", ".gitlab-ci.yml",
+    ".circleci/**", "Jenkinsfile", ".travis.yml", "azure-pipelines.yml",
+)
+
+
+class LLMPolicy(Section):
+    """What a model-proposed patch may do, checked before it is validated."""
+
+    min_confidence: Literal["high", "medium", "low"] = Field(
+        default="medium", description="decline a fix the model rates below this confidence"
+    )
+    allowed_categories: list[LLMCategory] | None = Field(
+        default=None, description="fix only these categories of root cause; None = all"
+    )
+    denied_categories: list[LLMCategory] = Field(
+        default_factory=list, description="never fix these categories of root cause"
+    )
+    denylist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LLM_DENYLIST),
+        description="globs (POSIX, relative to the repository root) that no patch may touch "
+        "and no prompt may quote",
+    )
+    max_edit_bytes: int = Field(
+        default=20000, gt=0,
+        description="bytes of search + replace text one reply may hold, in total",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="proposals per group at most (the repair loop bound)",
+    )
+
+
+class LLMBudget(Section):
+    """Spending limits of one mission's model calls; None = no limit."""
+
+    max_llm_calls_per_hour: int | None = Field(
+        default=60, ge=1, description="calls in any sliding hour (retries count)"
+    )
+    max_input_tokens: int | None = Field(
+        default=2_000_000, ge=1,
+        description="input tokens in the whole mission (cache writes and reads included)",
+    )
+    max_output_tokens: int | None = Field(
+        default=200_000, ge=1, description="output tokens in the whole mission"
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0,
+        description="estimated USD spent in the whole mission, from the prices below",
+    )
+    input_price_per_mtok: float = Field(
+        default=3.0, ge=0, description="USD per million input tokens"
+    )
+    output_price_per_mtok: float = Field(
+        default=15.0, ge=0, description="USD per million output tokens"
+    )
+
+    @model_validator(mode="after")
+    def _cost_needs_prices(self) -> LLMBudget:
+        if self.max_cost_usd is not None and (
+            self.input_price_per_mtok <= 0 or self.output_price_per_mtok <= 0
+        ):
+            raise ValueError("max_cost_usd needs input_price_per_mtok and "
+                             "output_price_per_mtok greater than 0")
+        return self
+
+
+class AnthropicFixerConfig(Section):
+    """Claude through Anthropic's Messages API (the official ``anthropic`` SDK)."""
+
+    type: Literal["anthropic"] = "anthropic"
+    model: str = Field(default="claude-sonnet-4-6", min_length=1, description="the model name")
+    max_tokens: int = Field(
+        default=4096, ge=1, le=64000, description="output tokens per reply at most"
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=1,
+        description="sampling temperature; None = the model's default. anthropic SDK 2.x has "
+        "no temperature argument (recent models fix it), so a value is sent as an extra body "
+        "field: set it only for models that accept it",
+    )
+    credentials_block: str | None = Field(
+        default=None,
+        description="name of a saved AnthropicCredentials block; None = ANTHROPIC_API_KEY",
+    )
+    base_url: str | None = Field(
+        default=None, description="API root without /v1; None = the block's, ANTHROPIC_BASE_URL, "
+        "or the SDK default"
+    )
+    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
+    max_retry_after_s: float = Field(
+        default=60, ge=0,
+        description="wait at most this many seconds when the API says retry-after",
+    )
+    policy: LLMPolicy = LLMPolicy()
+    budget: LLMBudget = LLMBudget()
+
+
+class OpenAICompatibleFixerConfig(Section):
+    """Any server speaking OpenAI's chat-completions API with tool calls (the ``openai`` SDK)."""
+
+    type: Literal["openai-compatible"] = "openai-compatible"
+    base_url: str = Field(description="API root ending with /v1, e.g. http://localhost:8000/v1")
+    model: str = Field(min_length=1, description="the model name the server knows")
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY", min_length=1,
+        description="environment variable holding the API key (any value for servers without auth)",
+    )
+    max_tokens: int = Field(default=4096, ge=1, description="output tokens per reply at most")
+    temperature: float | None = Field(
+        default=0.0, ge=0, le=2,
+        description="sampling temperature; None = not sent (the server's default)",
+    )
+    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
+    max_retry_after_s: float = Field(
+        default=60, ge=0,
+        description="wait at most this many seconds when the API says retry-after",
+    )
+    policy: LLMPolicy = LLMPolicy()
+    budget: LLMBudget = LLMBudget()
+
+    @model_validator(mode="after")
+    def _base_url_has_v1(self) -> OpenAICompatibleFixerConfig:
+        if not self.base_url.rstrip("/").endswith("/v1"):
+            raise ValueError(f"base_url must end with /v1 (the openai SDK appends "
+                             f"/chat/completions to it), got {self.base_url!r}")
+        return self
+
+
+ChainableFixerConfig = Annotated[
+    RuffFixerConfig | AnthropicFixerConfig | OpenAICompatibleFixerConfig,
+    Field(discriminator="type"),
+]
+
+
+class ChainFixerConfig(Section):
+    """Several fixers in order: each handles what the ones before it did not plan.
+
+    The usual chain is ``[{type: ruff}, {type: anthropic}]``: offline fixes
+    first, then Claude for what is left.
+    """
+
+    type: Literal["chain"] = "chain"
+    fixers: list[ChainableFixerConfig] = Field(
+        min_length=1, description="the fixers, in order (a chain cannot contain a chain)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nested_chain(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for item in data.get("fixers") or ():
+                if isinstance(item, dict) and item.get("type") == "chain":
+                    raise ValueError("a chain cannot contain another chain; list its fixers")
+        return data
+
+
+FixerConfig = Annotated[
+    RuffFixerConfig | AnthropicFixerConfig | OpenAICompatibleFixerConfig | ChainFixerConfig,
+    Field(discriminator="type"),
+]
