@@ -169,3 +169,40 @@ def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
     runs = task_runs([again["flow_run_id"]])
     for tool in ("run-pytest", "run-ruff", "run-bandit", "propose-patch"):
         assert executed(runs, tool) == 0, tool  # every tool run and proposal came from the cache
+
+
+def test_killed_llm_mission_resumes_without_repeating_a_model_call(make_repo, tmp_path, env,
+                                                                   fake_anthropic):
+    from tests.fixtures.bugs import load_bug, project_files
+    from tests.flows.test_mission_llm import route_by_test
+
+    bugs = ("wrong_operator", "off_by_one")
+    fake_anthropic.respond_with(route_by_test({name: load_bug(name).fix for name in bugs}))
+    llm_env = {**env, "ANTHROPIC_API_KEY": "sk-ant-resume-test-key"}
+    config = tmp_path / "llm.yaml"
+    config.write_text(yaml.safe_dump({
+        "environment": {"type": "interpreter", "python": sys.executable},
+        "tools": {"mypy": {"enabled": False}},
+        "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "claude-test"},
+        "mission": {"max_iterations": 2, "target_score": 100},
+    }))
+    files = project_files(*bugs)
+
+    ref_repo = make_repo(files, name="llm-reference")
+    ref = finish(["mission", "run", str(ref_repo), "--config", str(config),
+                  "--mission-id", "llm-ref"], llm_env)
+    ref_calls = len(fake_anthropic.requests)
+    assert sum(p["status"] == "accepted" for p in ref["patches"]) == 2 and ref_calls == 2
+
+    repo = make_repo(files, name="llm-target")
+    proc = start(["mission", "run", str(repo), "--config", str(config), "--mission-id",
+                  "llm-crash"], llm_env)
+    kill_when(proc, "commit accepted ", 1)
+    resumed = finish(["mission", "resume", "llm-crash"], llm_env)
+
+    assert len(fake_anthropic.requests) - ref_calls <= ref_calls  # no model call repeated
+    assert sorted(p["title"] for p in resumed["patches"] if p["status"] == "accepted") == \
+        sorted(p["title"] for p in ref["patches"] if p["status"] == "accepted")
+    assert git(repo, "rev-parse", "mendflow/llm-crash^{tree}") == \
+        git(ref_repo, "rev-parse", "mendflow/llm-ref^{tree}")
+    assert resumed["llm_usage"]["calls"] == ref["llm_usage"]["calls"]
