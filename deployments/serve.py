@@ -15,6 +15,10 @@ from the top, the cached steps return at once, and delivery follows. While it
 serves, a background thread answers suspended runs whose approval deadline
 passed as timed out (:func:`mendflow.approvals.expire_overdue`).
 
+It also installs an automation that marks a mission's flow run Crashed when its
+heartbeats stop, and, with ``deployment.auto_resume_crashed``, reschedules it
+(:mod:`deployments.automation`).
+
 ``deployments/prefect.yaml`` describes the same deployment for ``prefect deploy``
 (a work pool and a worker instead of this process).
 """
@@ -114,8 +118,14 @@ def serve(config_path: Path | str | None = None, *, name: str | None = None,
     Raises:
         ConfigError: the config file is invalid.
     """
+    settings = load_config(config_path).deployment
+    # Served flow runs send heartbeats, so that a killed one is noticed (see automation.py).
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(int(settings.heartbeat_s)))
     from prefect import serve as prefect_serve
 
+    from deployments.automation import install_crash_automation
+
+    install_crash_automation(settings.heartbeat_s, settings.auto_resume_crashed)
     deployment = build_deployment(config_path, name=name, interval_minutes=interval_minutes,
                                   path=path)
     stop = threading.Event()

@@ -118,3 +118,9 @@ class DeploymentConfig(Section):
         None, gt=0, description="run a mission every N minutes; None = only on demand")
     autonomy: AutonomyLevel | None = Field(
         None, description="the deployment's autonomy parameter; None = approval.autonomy")
+    heartbeat_s: float = Field(
+        30, ge=5, description="seconds between a served flow run's heartbeats; a run silent "
+        "for 3 heartbeats is marked Crashed by the automation `mendflow serve` installs")
+    auto_resume_crashed: bool = Field(
+        False, description="reschedule a run marked Crashed for missing heartbeats: the same "
+        "flow run runs again and re-enters its mission through the cached steps")
