@@ -20,10 +20,8 @@ import math
 from datetime import datetime, timezone
 
 from prefect import get_run_logger, runtime
-from prefect.client.orchestration import get_client
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.states import Running
 
 from blocks.notify import flow_run_url
 from mendflow.config import ApprovalConfig, MendflowConfig
@@ -43,6 +41,7 @@ from tasks.approve import (
     deliver_approved,
     deliverable,
     finalize,
+    mark_running,
     new_request,
     notify_once,
     publish_approval_request,
@@ -150,15 +149,9 @@ def _wait(request: ApprovalRequest, approval: ApprovalConfig) -> ApprovalInput |
                               timeout=max(1, math.ceil(remaining)),
                               poll_interval=max(1, math.ceil(approval.poll_interval_s)))
     except FlowPauseTimeout:
-        _resume_after_timeout()
+        # .fn: a plain call, since no task run can start before the flow run is Running again
+        mark_running.fn(str(runtime.flow_run.id), "approval timed out")
         return None
-
-
-def _resume_after_timeout() -> None:
-    """After an ad-hoc pause timed out, set the run Running so its remaining tasks may run."""
-    run_id = runtime.flow_run.id
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run_id, Running(message="approval timed out"), force=True)
 
 
 def _form_description(request: ApprovalRequest) -> str:

@@ -23,12 +23,15 @@ from uuid import UUID
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.input import create_flow_run_input, read_flow_run_input
+from prefect.states import Running
 
 from blocks.notify import notify
 from mendflow.config import MendflowConfig
 from mendflow.errors import NotificationFailed
 from mendflow.models import ApprovalNeed, MissionResult
+from mendflow.retry import retry_if_transient
 from mendflow.state import state_dir
 from tasks.approve.build import ApprovedCommit, changed_lines
 from tasks.approve.merge import Delivery, deliver, resolve_target_branch
@@ -54,9 +57,27 @@ __all__ = [
     "LEVELS", "NOTIFIED_KEY", "PAUSE_KEY", "REQUEST_KEY", "TIMEOUT_APPROVER", "ApprovalInput",
     "ApprovalRequest", "ApprovedCommit", "Decision", "Delivery", "approved_commits",
     "assess_patches", "awaiting", "check_autonomy", "choose_target_branch", "decide",
-    "deliver", "deliver_approved", "deliverable", "finalize", "needs_approval", "new_request",
+    "deliver", "deliver_approved", "deliverable", "finalize", "mark_running", "needs_approval",
+    "new_request",
     "notify_once", "publish_approval_request", "render_request", "sensitive_kinds",
 ]
+
+
+@task(name="mark-running", retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient, timeout_seconds=60, cache_policy=NO_CACHE)
+def mark_running(flow_run_id: str, message: str) -> None:
+    """Set a flow run back to Running after its approval pause timed out.
+
+    Prefect leaves a run whose ``pause_flow_run`` timed out in a state where
+    its remaining tasks cannot start; the mission still has to finish
+    (reject the patches, write the reports).
+
+    Args:
+        flow_run_id: the paused flow run.
+        message: the state's message (shown in the UI).
+    """
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(flow_run_id), Running(message=message), force=True)
 
 
 @task(name="choose-target-branch", retries=0, timeout_seconds=60, cache_policy=NO_CACHE)
