@@ -92,7 +92,19 @@ class LLMBudget(Section):
         return self
 
 
-class AnthropicFixerConfig(Section):
+class LLMFixerSection(Section):
+    """What every model-backed fixer shares: call timeouts, the policy and the budget."""
+
+    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
+    max_retry_after_s: float = Field(
+        default=60, ge=0,
+        description="wait at most this many seconds when the API says retry-after",
+    )
+    policy: LLMPolicy = LLMPolicy()
+    budget: LLMBudget = LLMBudget()
+
+
+class AnthropicFixerConfig(LLMFixerSection):
     """Claude through Anthropic's Messages API (the official ``anthropic`` SDK)."""
 
     type: Literal["anthropic"] = "anthropic"
@@ -114,16 +126,9 @@ class AnthropicFixerConfig(Section):
         default=None, description="API root without /v1; None = the block's, ANTHROPIC_BASE_URL, "
         "or the SDK default"
     )
-    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
-    max_retry_after_s: float = Field(
-        default=60, ge=0,
-        description="wait at most this many seconds when the API says retry-after",
-    )
-    policy: LLMPolicy = LLMPolicy()
-    budget: LLMBudget = LLMBudget()
 
 
-class OpenAICompatibleFixerConfig(Section):
+class OpenAICompatibleFixerConfig(LLMFixerSection):
     """Any server speaking OpenAI's chat-completions API with tool calls (the ``openai`` SDK)."""
 
     type: Literal["openai-compatible"] = "openai-compatible"
@@ -138,13 +143,6 @@ class OpenAICompatibleFixerConfig(Section):
         default=0.0, ge=0, le=2,
         description="sampling temperature; None = not sent (the server's default)",
     )
-    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
-    max_retry_after_s: float = Field(
-        default=60, ge=0,
-        description="wait at most this many seconds when the API says retry-after",
-    )
-    policy: LLMPolicy = LLMPolicy()
-    budget: LLMBudget = LLMBudget()
 
     @model_validator(mode="after")
     def _base_url_has_v1(self) -> OpenAICompatibleFixerConfig:

@@ -25,31 +25,9 @@ import pytest
 import yaml
 
 from tests.conftest import GIT_ENV, git, write_files
+from tests.fixtures.sample_project import LIB, TESTS
 
 ROOT = Path(__file__).resolve().parents[2]
-LIB = '''
-import os
-import sys
-
-
-def add(a, b):
-    return a + b
-
-
-def greet(name):
-    return f"hello " + name
-'''
-TESTS = '''
-from pkg.lib import add, greet
-
-
-def test_add():
-    assert add(2, 3) == 5
-
-
-def test_greet():
-    assert greet("x") == "hello x"
-'''
 
 
 def free_port() -> int:

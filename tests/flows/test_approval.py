@@ -26,33 +26,11 @@ from mendflow import approvals
 from mendflow.errors import ApprovalError
 from tests.conftest import git
 from tests.fakes.server import FakeServer, json_reply
+from tests.fixtures.sample_project import LIB, TESTS
 from tests.tasks.test_report import read_artifact
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
-LIB = '''
-import os
-import sys
-
-
-def add(a, b):
-    return a + b
-
-
-def greet(name):
-    return f"hello " + name
-'''
-TESTS = '''
-from pkg.lib import add, greet
-
-
-def test_add():
-    assert add(2, 3) == 5
-
-
-def test_greet():
-    assert greet("x") == "hello x"
-'''
 
 
 def write_config(tmp_path: Path, **approval) -> Path:
