@@ -36,7 +36,7 @@ from tasks.health import (
     unlock_repository,
 )
 from tasks.report import publish_report, write_mission_reports
-from tasks.sandbox import create_sandbox, rewind_sandbox
+from tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
 from tasks.setup import close_mission, load_mission_config, new_mission_id, register_mission
 from tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
@@ -124,6 +124,10 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
             state = run_iterations(state)
         finally:
             release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
+        if not finish_replay(sandbox):
+            logger.warning("the replay of %s took another path than before the interruption; "
+                           "the earlier commits stay under refs/mendflow/%s/replay",
+                           mission_id, mission_id)
 
     # The mission's own work must have left the checkout alone. (Delivery, after an
     # approval, is the one thing that may move the target branch, and the user may

@@ -39,6 +39,21 @@ def base_ref(mission_id: str) -> str:
     return f"refs/mendflow/{mission_id}/base"
 
 
+def replay_ref(mission_id: str) -> str:
+    """Return the ref that keeps a mission branch's tip while a resumed mission replays.
+
+    ``refs/mendflow/<id>/replay``: set when a resumed mission rewinds its branch
+    to the base commit, so that the replay re-uses those very commits (see
+    :func:`tasks.vcs.commit.commit_patch`) instead of making new ones.
+    """
+    return f"refs/mendflow/{mission_id}/replay"
+
+
+def is_ancestor(cwd: Path, ancestor: str, descendant: str) -> bool:
+    """True when ``ancestor`` is ``descendant`` or one of its ancestors (``git merge-base``)."""
+    return git_succeeds(cwd, "merge-base", "--is-ancestor", ancestor, descendant)
+
+
 def check_mission_id(mission_id: str) -> str:
     """Validate a mission id (it becomes a branch, a ref and a directory name).
 

@@ -23,6 +23,7 @@ from tasks.gitcmd import retry_on_sandbox_error
 from tasks.sandbox.backends import CopySandbox, WorktreeSandbox
 from tasks.sandbox.patching import (
     apply_to_worktree,
+    drop_replay_ref,
     hash_worktree,
     patch_paths,
     reset_worktree,
@@ -31,7 +32,8 @@ from tasks.sandbox.patching import (
 
 __all__ = [
     "CopySandbox", "SandboxBackend", "WorktreeSandbox", "apply_patch", "apply_to_worktree",
-    "create_sandbox", "hash_tree", "hash_worktree", "patch_paths", "remove_sandbox",
+    "create_sandbox", "drop_replay_ref", "finish_replay", "hash_tree", "hash_worktree",
+    "patch_paths", "remove_sandbox",
     "reset_sandbox", "reset_worktree", "rewind_sandbox", "rewind_worktree",
 ]
 
@@ -106,6 +108,13 @@ def reset_sandbox(sandbox: Sandbox, patch: Patch | None = None) -> None:
 def rewind_sandbox(sandbox: Sandbox, commit: str) -> None:
     """Prefect task: move the mission branch and worktree to ``commit`` (:func:`rewind_worktree`)."""
     rewind_worktree(sandbox, commit)
+
+
+@task(name="finish-replay", retries=2, retry_delay_seconds=2, timeout_seconds=120,
+      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+def finish_replay(sandbox: Sandbox) -> bool:
+    """Prefect task: drop the replay ref once the branch holds its commits (:func:`drop_replay_ref`)."""
+    return drop_replay_ref(sandbox)
 
 
 @task(name="hash-tree", retries=1, retry_delay_seconds=2, timeout_seconds=600,

@@ -21,7 +21,7 @@ from unidiff.errors import UnidiffParseError
 
 from mendflow.errors import PatchRejected, SandboxError
 from mendflow.models import Patch, Sandbox
-from tasks.gitcmd import run_git
+from tasks.gitcmd import is_ancestor, replay_ref, rev_parse, run_git
 
 _DEV_NULL = "/dev/null"
 _SYMLINK_MODE = re.compile(r"^(new file mode|new mode|old mode|deleted file mode|index \S+) "
@@ -102,8 +102,11 @@ def rewind_worktree(sandbox: Sandbox, commit: str) -> None:
     """Move the mission branch and its worktree to ``commit``, discarding every change.
 
     Used when a mission (re)starts: the replay of a resumed mission begins
-    from its base commit and re-creates its commits deterministically.
-    Untracked files that are neither ignored nor tool artefacts are removed
+    from its base commit. The branch's old tip is kept in
+    ``refs/mendflow/<id>/replay`` (unless that ref already holds it, from an
+    earlier interrupted replay), so the replay moves the branch back onto its
+    existing commits instead of making new ones, and no commit is lost if the
+    replay takes another path. Untracked files that are neither ignored nor tool artefacts are removed
     (a crashed ``git apply`` may have left new files); ignored files (build
     artefacts of the environment install) are kept.
 
@@ -114,8 +117,39 @@ def rewind_worktree(sandbox: Sandbox, commit: str) -> None:
     Raises:
         SandboxError: git failed.
     """
+    tip = rev_parse(sandbox.path, "HEAD")
+    if tip is not None and tip != commit:
+        ref = replay_ref(sandbox.mission_id)
+        kept = rev_parse(sandbox.path, ref)
+        if kept is None or not is_ancestor(sandbox.path, tip, kept):
+            run_git(sandbox.path, "update-ref", "-m", "mendflow: the branch tip before a replay",
+                    ref, tip)
     run_git(sandbox.path, "reset", "-q", "--hard", commit)
     run_git(sandbox.path, "clean", "-q", "-f", "-d", "--", ".", *HASH_EXCLUDES)
+
+
+def drop_replay_ref(sandbox: Sandbox) -> bool:
+    """Delete ``refs/mendflow/<id>/replay`` once the mission branch holds all its commits.
+
+    Args:
+        sandbox: the mission's sandbox.
+
+    Returns:
+        True when there is no replay ref left; False when it is kept because
+        the replay took another path and the ref holds commits the branch
+        does not (they stay reachable: nothing is lost).
+
+    Raises:
+        SandboxError: git failed.
+    """
+    ref = replay_ref(sandbox.mission_id)
+    kept = rev_parse(sandbox.path, ref)
+    if kept is None:
+        return True
+    if not is_ancestor(sandbox.path, kept, "HEAD"):
+        return False
+    run_git(sandbox.path, "update-ref", "-d", ref, kept)
+    return True
 
 
 def hash_worktree(sandbox: Sandbox) -> str:

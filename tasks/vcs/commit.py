@@ -18,7 +18,7 @@ import git
 
 from mendflow.errors import PatchRejected
 from mendflow.models import BackupEntry, CommitRecord, Patch, Sandbox
-from tasks.gitcmd import open_sandbox_repo, rev_parse, run_git
+from tasks.gitcmd import open_sandbox_repo, replay_ref, rev_parse, run_git
 
 FALLBACK_IDENTITY = {"name": "mendflow", "email": "mendflow@localhost"}
 
@@ -52,7 +52,10 @@ def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path
     Returns:
         The :class:`CommitRecord`; if a commit with the trailer
         ``Mendflow-Patch: <patch.id>`` already exists on the branch since the
-        base commit, its record is returned and nothing is committed again.
+        base commit, its record is returned and nothing is committed again;
+        if a resumed mission's replay reaches a commit of the patch made
+        before the interruption (kept in ``refs/mendflow/<id>/replay``, same
+        parent, same files), the branch moves back onto that commit.
 
     Raises:
         PatchRejected: a path escapes the worktree (``path-escape``) or the
@@ -69,6 +72,11 @@ def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path
             return _record(sandbox, patch, commit.hexsha, parent,
                            lambda name: _blob_bytes(commit, name), backups_dir)
         head = repo.head.commit
+        replayed = _replayed_commit(sandbox, repo, patch, head)
+        if replayed is not None:  # a resumed mission: move back onto the commit made before
+            run_git(sandbox.path, "reset", "-q", replayed.hexsha)
+            return _record(sandbox, patch, replayed.hexsha, head,
+                           lambda name: _blob_bytes(replayed, name), backups_dir)
         changed = [name for name in patch.files
                    if _blob_bytes(head, name) != _worktree_bytes(sandbox.path, name)]
         if not changed:
@@ -112,12 +120,13 @@ def commit_message(patch: Patch, mission_id: str, summary: str) -> str:
     return "\n\n".join(paragraphs) + "\n"
 
 
-def find_patch_commit(sandbox: Sandbox, patch_id: str) -> str | None:
+def find_patch_commit(sandbox: Sandbox, patch_id: str, tip: str | None = None) -> str | None:
     """Return the commit on the mission branch (since the base) carrying ``Mendflow-Patch: id``.
 
     Args:
         sandbox: the mission's sandbox.
         patch_id: the patch id to look for.
+        tip: search the history of this ref instead of the mission branch.
 
     Returns:
         The commit sha, or None if the patch was not committed yet.
@@ -126,12 +135,37 @@ def find_patch_commit(sandbox: Sandbox, patch_id: str) -> str | None:
         SandboxError: git failed.
     """
     out = run_git(sandbox.path, "log", "--format=%H%x00%(trailers:key=Mendflow-Patch,valueonly)%x1e",
-                  f"{sandbox.base_commit}..refs/heads/{sandbox.branch}")
+                  f"{sandbox.base_commit}..{tip or f'refs/heads/{sandbox.branch}'}")
     for record in out.split("\x1e"):
         sha, _, values = record.strip().partition("\0")
         if sha and _one_line(patch_id) in (v.strip() for v in values.splitlines()):
             return sha
     return None
+
+
+def _replayed_commit(sandbox: Sandbox, repo: git.Repo, patch: Patch,
+                     head: git.Commit) -> git.Commit | None:
+    """The commit of ``patch`` kept from before a resume, if the replay has reached it.
+
+    It qualifies when it is on ``refs/mendflow/<id>/replay``, carries the
+    patch's trailer, its parent is the current HEAD, and its files equal the
+    working files (so moving the branch onto it changes no byte).
+    """
+    ref = replay_ref(sandbox.mission_id)
+    if rev_parse(sandbox.path, ref) is None:
+        return None
+    sha = find_patch_commit(sandbox, patch.id, tip=ref)
+    if sha is None:
+        return None
+    commit = repo.commit(sha)
+    if not commit.parents or commit.parents[0] != head:
+        return None
+    paths = set(patch.files)
+    for change in head.diff(commit):
+        paths.update((change.a_path, change.b_path))
+    same = all(_blob_bytes(commit, name) == _worktree_bytes(sandbox.path, name)
+               for name in paths if name)
+    return commit if same else None
 
 
 def identity_env(cwd: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from tasks.gitcmd import (
     git_succeeds,
     list_worktrees,
     mission_branch,
+    replay_ref,
     rev_parse,
     run_git,
 )
@@ -62,6 +63,8 @@ def rollback_mission(repo_root: Path, mission_id: str, to: str | None = None,
         run_git(checked_out, "reset", "-q", "--hard", target)
     else:
         run_git(root, "update-ref", "-m", f"mendflow rollback of {mission_id}", branch, target, tip)
+    if rev_parse(root, replay_ref(mission_id)) is not None:  # the rolled-back commits stay gone
+        run_git(root, "update-ref", "-d", replay_ref(mission_id))
     return rev_parse(root, branch) or target
 
 

@@ -129,6 +129,7 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     proc = start(["mission", "run", str(repo), "--config", str(config), "--mission-id", mission],
                  env)
     kill_when(proc, marker, nth, delay_s)
+    made_before = git(repo, "rev-parse", f"mendflow/{mission}")
     listed = subprocess.run([*CLI, "mission", "list", "--json"], env=env, capture_output=True,
                             text=True, timeout=120)
     row = next(r for r in json.loads(listed.stdout) if r["mission_id"] == mission)
@@ -145,6 +146,8 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     # no repeated commit: one commit per accepted patch on top of the base
     log = git(repo, "rev-list", f"{resumed['base_commit']}..mendflow/{mission}").split()
     assert len(log) == len(accepted)
+    assert made_before in log or made_before == resumed["base_commit"]  # re-used, not re-made
+    assert git(repo, "for-each-ref", f"refs/mendflow/{mission}/replay") == ""
     # the fixer was not asked more often than in the uninterrupted mission
     runs = task_runs(mission_runs(env, mission))
     assert executed(runs, "propose-patch") <= executed(ref_runs, "propose-patch")

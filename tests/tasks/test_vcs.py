@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mendflow.errors import ConfigError, PatchRejected, RepositoryError, UserStateChanged
-from tasks.sandbox import WorktreeSandbox
+from tasks.gitcmd import replay_ref
+from tasks.sandbox import WorktreeSandbox, drop_replay_ref, rewind_worktree
 from tasks.vcs import (
     commit_patch,
     resolve_repository,
@@ -212,6 +213,41 @@ def test_commit_patch_is_idempotent(sandbox, tmp_path):
     second = commit_patch(sandbox, patch, "ok", tmp_path / "b")
     assert second == first
     assert git(sandbox.path, "rev-list", "--count", "HEAD") == count
+
+
+def test_replay_after_a_rewind_reuses_the_commits_made_before(sandbox, tmp_path):
+    """A resumed mission rewinds to the base; its replay moves back onto the old commits."""
+    changes = [{"pkg/core.py": "A = 1\n"}, {"pkg/core.py": "A = 2\n", "pkg/new.py": "B = 1\n"}]
+    before = [commit_patch(sandbox, _apply(sandbox, c, f"p-{i}"), "ok", tmp_path / "b",
+                           "2026-01-01T00:00:00+00:00").commit for i, c in enumerate(changes)]
+    rewind_worktree(sandbox, sandbox.base_commit)
+    assert git(sandbox.path, "rev-parse", "HEAD") == sandbox.base_commit
+    assert git(sandbox.path, "rev-parse", replay_ref("m-test-1")) == before[-1]
+
+    # another date would give new shas if the commits were made again
+    replayed = [commit_patch(sandbox, _apply(sandbox, c, f"p-{i}"), "ok", tmp_path / "b",
+                             "2030-06-06T00:00:00+00:00") for i, c in enumerate(changes)]
+    assert [r.commit for r in replayed] == before
+    assert git(sandbox.path, "status", "--porcelain") == ""
+    assert replayed[1].backups[0].sha256_before == sha256(b"A = 1\n")
+    assert drop_replay_ref(sandbox) is True
+    assert git(sandbox.path, "for-each-ref", "refs/mendflow/m-test-1/replay") == ""
+
+
+def test_replay_that_diverges_makes_a_new_commit_and_keeps_the_old_ones(sandbox, tmp_path):
+    old = commit_patch(sandbox, _apply(sandbox, {"pkg/core.py": "A = 1\n"}, "p-0"), "ok",
+                       tmp_path / "b").commit
+    rewind_worktree(sandbox, sandbox.base_commit)
+    rewind_worktree(sandbox, sandbox.base_commit)  # a second interruption keeps the ref
+    assert git(sandbox.path, "rev-parse", replay_ref("m-test-1")) == old
+    # same patch id, other content: not the commit of before
+    new = commit_patch(sandbox, _apply(sandbox, {"pkg/core.py": "A = 9\n"}, "p-0"), "ok",
+                       tmp_path / "b").commit
+    assert new != old
+    assert drop_replay_ref(sandbox) is False  # the old commit stays reachable
+    assert git(sandbox.path, "rev-parse", replay_ref("m-test-1")) == old
+    rollback_mission(sandbox.repo_root, "m-test-1", worktree=sandbox.path)
+    assert git(sandbox.path, "for-each-ref", "refs/mendflow/m-test-1/replay") == ""
 
 
 def test_commit_patch_only_commits_the_patch_files(sandbox, tmp_path):
