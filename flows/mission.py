@@ -32,6 +32,7 @@ from tasks.health import (
     check_free_disk,
     disk_paths,
     lock_repository,
+    plan_fixer_timeouts,
     plan_timeouts,
     unlock_repository,
 )
@@ -108,7 +109,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
     env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
-    config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config)})
+    config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config),
+                                       "fixer": plan_fixer_timeouts(mission_id, target.root, config)})
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 

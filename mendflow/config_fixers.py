@@ -5,6 +5,7 @@ Part of the one validated config; import them from :mod:`mendflow.config`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -95,13 +96,23 @@ class LLMBudget(Section):
 class LLMFixerSection(Section):
     """What every model-backed fixer shares: call timeouts, the policy and the budget."""
 
-    timeout_s: float = Field(default=120, gt=0, description="seconds for one HTTP call")
+    timeout_s: float = Field(
+        default=120, gt=0,
+        description="seconds for one HTTP call; with adaptive timeouts (the timeouts section) "
+        "a mission replaces it by one learned from this repository's past calls",
+    )
     max_retry_after_s: float = Field(
         default=60, ge=0,
         description="wait at most this many seconds when the API says retry-after",
     )
     policy: LLMPolicy = LLMPolicy()
     budget: LLMBudget = LLMBudget()
+    state_dir: Path | None = Field(
+        default=None,
+        description="mendflow's state directory, where the wall time of each successful call "
+        "is recorded for adaptive timeouts; set by the mission from mission.state_dir "
+        "(None = $MENDFLOW_HOME or ~/.mendflow)",
+    )
 
 
 class AnthropicFixerConfig(LLMFixerSection):

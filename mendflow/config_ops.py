@@ -23,7 +23,9 @@ class TimeoutsConfig(Section):
     The timeout of a step (pytest, ruff, mypy, bandit, llm ...) is
     ``clamp(percentile(history, percentile) * factor, floor_s, ceiling_s)``; with
     fewer than ``min_samples`` recorded durations the configured timeout is used,
-    clamped the same way. The history lives in mendflow's state directory.
+    clamped the same way. A model call (step ``llm``, the fixer's ``timeout_s``)
+    is never given less than ``llm_floor_s``. The history lives in mendflow's
+    state directory.
     """
 
     adaptive: bool = Field(
@@ -36,6 +38,10 @@ class TimeoutsConfig(Section):
         3.0, ge=1, le=100, description="the percentile is multiplied by this (>= 1: never below it)"
     )
     floor_s: float = Field(30, gt=0, description="a timeout is never shorter than this, seconds")
+    llm_floor_s: float = Field(
+        60, gt=0, description="a model call's learned timeout (fixer timeout_s) is never shorter "
+        "than this, seconds: replies are slower and more variable than tool runs",
+    )
     ceiling_s: float = Field(7200, gt=0, description="a timeout is never longer than this, seconds")
     min_samples: int = Field(
         3, ge=1, le=HISTORY_SIZE,
@@ -46,6 +52,9 @@ class TimeoutsConfig(Section):
     def _floor_below_ceiling(self) -> TimeoutsConfig:
         if self.floor_s > self.ceiling_s:
             raise ValueError(f"floor_s ({self.floor_s}) must not exceed ceiling_s ({self.ceiling_s})")
+        if self.llm_floor_s > self.ceiling_s:
+            raise ValueError(f"llm_floor_s ({self.llm_floor_s}) must not exceed "
+                             f"ceiling_s ({self.ceiling_s})")
         return self
 
 
@@ -118,9 +127,10 @@ class DeploymentConfig(Section):
         None, gt=0, description="run a mission every N minutes; None = only on demand")
     autonomy: AutonomyLevel | None = Field(
         None, description="the deployment's autonomy parameter; None = approval.autonomy")
-    heartbeat_s: float = Field(
-        30, ge=5, description="seconds between a served flow run's heartbeats; a run silent "
-        "for 3 heartbeats is marked Crashed by the automation `mendflow serve` installs")
+    heartbeat_s: int = Field(
+        30, ge=30, description="seconds between a served flow run's heartbeats (Prefect's "
+        "minimum is 30); a run silent for 3 heartbeats is marked Crashed by the automation "
+        "`mendflow serve` installs")
     auto_resume_crashed: bool = Field(
         False, description="reschedule a run marked Crashed for missing heartbeats: the same "
         "flow run runs again and re-enters its mission through the cached steps")

@@ -10,7 +10,8 @@ with the newest :data:`~mendflow.config.HISTORY_SIZE` durations per step. A
 step's timeout is then ``clamp(percentile(history) * factor, floor_s,
 ceiling_s)`` (see :class:`~mendflow.config.TimeoutsConfig`), so a test suite
 that takes 20 s is stopped after minutes, not after the 30-minute default,
-while a slow one is not killed early.
+while a slow one is not killed early. A model call's timeout
+(:func:`llm_timeout`) is never below ``llm_floor_s``.
 
 Writes go to a temporary file that replaces the history (``os.replace``):
 two processes writing at once never leave a corrupt file (the last writer
@@ -32,6 +33,9 @@ from mendflow.lock import repo_key
 from mendflow.state import state_dir as resolve_state_dir
 
 log = logging.getLogger(__name__)
+
+LLM_STEP = "llm"
+"""The history step of one model HTTP call (recorded by :mod:`tasks.fix.llm`)."""
 
 
 def history_path(repo_root: Path, state_dir: Path | None = None) -> Path:
@@ -158,3 +162,26 @@ def adaptive_timeout(repo_root: Path, step: str, *, default_s: float, config: Ti
     if len(samples) < config.min_samples:
         return clamp(default_s, config)
     return clamp(percentile(samples, config.percentile) * config.factor, config)
+
+
+def llm_timeout(repo_root: Path, *, default_s: float, config: TimeoutsConfig,
+                state_dir: Path | None = None) -> float:
+    """Return the timeout of one model HTTP call on a repository, in seconds.
+
+    Args:
+        repo_root: the repository the fixer works on.
+        default_s: the fixer's configured ``timeout_s``, seconds.
+        config: the ``timeouts`` section.
+        state_dir: mendflow's state directory (None: the default).
+
+    Returns:
+        ``default_s`` when ``config.adaptive`` is off; else
+        :func:`adaptive_timeout` of step :data:`LLM_STEP`, raised to at least
+        ``config.llm_floor_s`` (never above ``ceiling_s``: the config checks
+        ``llm_floor_s <= ceiling_s``).
+    """
+    if not config.adaptive:
+        return default_s
+    learned = adaptive_timeout(repo_root, LLM_STEP, default_s=default_s, config=config,
+                               state_dir=state_dir)
+    return max(learned, config.llm_floor_s)

@@ -14,14 +14,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.caching import MISSION_STEP
-from mendflow.config import HealthConfig, MendflowConfig, ToolsConfig
+from mendflow.config import (
+    ChainFixerConfig,
+    FixerConfig,
+    HealthConfig,
+    MendflowConfig,
+    TimeoutsConfig,
+    ToolsConfig,
+)
+from mendflow.config_fixers import LLMFixerSection
 from mendflow.health import Check, check_disk_space
 from mendflow.lock import MissionLock
 from mendflow.models import ToolResult
 from mendflow.procs import register_prefect_server
 from mendflow.retry import retry_if_transient
 from mendflow.state import state_dir
-from mendflow.timeouts import adaptive_timeout, record_duration
+from mendflow.timeouts import adaptive_timeout, llm_timeout, record_duration
 
 _HELD: dict[tuple[str, str], MissionLock] = {}
 
@@ -101,6 +109,58 @@ def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> T
         "bandit": tools.bandit.model_copy(update={
             "timeout_s": pick("bandit", tools.bandit.timeout_s)}),
     })
+
+
+def adapt_fixer_timeouts(fixer: FixerConfig, repo_root: Path, limits: TimeoutsConfig,
+                         state: Path | None = None) -> FixerConfig:
+    """The fixer section with each model fixer's ``timeout_s`` learned from the history.
+
+    An ``anthropic`` or ``openai-compatible`` section, and each such section
+    inside a ``chain``, gets ``timeout_s = llm_timeout(...)`` (step ``llm``:
+    the durations of earlier successful calls on this repository, see
+    :func:`mendflow.timeouts.llm_timeout`) and ``state_dir = state``, where its
+    calls record their own durations. Offline fixers are returned unchanged.
+
+    Args:
+        fixer: the ``fixer`` section.
+        repo_root: the repository whose history is used.
+        limits: the ``timeouts`` section.
+        state: mendflow's state directory (``mission.state_dir``; None = the default).
+
+    Returns:
+        A copy of the section with the timeouts replaced.
+    """
+    if isinstance(fixer, ChainFixerConfig):
+        return fixer.model_copy(update={"fixers": [
+            adapt_fixer_timeouts(item, repo_root, limits, state) for item in fixer.fixers]})
+    if isinstance(fixer, LLMFixerSection):
+        return fixer.model_copy(update={
+            "timeout_s": llm_timeout(repo_root, default_s=fixer.timeout_s, config=limits,
+                                     state_dir=state),
+            "state_dir": state,
+        })
+    return fixer
+
+
+@task(name="plan-fixer-timeouts", cache_policy=MISSION_STEP, persist_result=True,
+      timeout_seconds=30)
+def plan_fixer_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> FixerConfig:
+    """Each model call's timeout for this mission, from the repository's own history.
+
+    See :func:`adapt_fixer_timeouts`. Cached per mission like
+    :func:`plan_timeouts`: a resumed mission keeps the timeouts it started
+    with, so its cached model calls (whose cache key holds the fixer section) stay valid.
+
+    Args:
+        mission_id: the mission (a cache-key part).
+        repo_root: the repository whose history is used.
+        config: the mission's config.
+
+    Returns:
+        The ``fixer`` section with each model fixer's ``timeout_s`` (seconds) replaced.
+    """
+    return adapt_fixer_timeouts(config.fixer, repo_root, config.timeouts,
+                                config.mission.state_dir)
 
 
 @task(name="record-tool-durations", cache_policy=NO_CACHE, timeout_seconds=30)

@@ -15,6 +15,11 @@ Faults of the SDKs become :class:`LLMError` with ``retryable`` (429, 408,
 ``status_code`` and ``auth`` (401/403). The Prefect task
 :func:`tasks.fix.propose_patch` is the one retry layer (the SDK clients are made with
 ``max_retries=0``).
+
+The wall time of each successful call is added to the repository's duration
+history (step ``llm``, :func:`mendflow.timeouts.record_duration`), from which
+the mission learns the next calls' ``timeout_s`` (:func:`tasks.health.plan_fixer_timeouts`).
+A call that fails (a timeout included) records nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -31,6 +37,7 @@ from mendflow.budget import Budget, Usage, mission_budget
 from mendflow.config import LLMBudget, LLMPolicy
 from mendflow.errors import LLMError, PatchRejected
 from mendflow.models import Finding, Patch, Proposal, Sandbox
+from mendflow.timeouts import LLM_STEP, record_duration
 from tasks.fix.context import build_context
 from tasks.fix.edits import edits_to_patch
 from tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
@@ -64,6 +71,8 @@ class LLMFixer:
             (:func:`mendflow.budget.mission_budget` keyed by ``Sandbox.mission_id``),
             shared by every fixer object of the mission.
         max_context_chars: bound of the context sent per call, in characters.
+        state_dir: mendflow's state directory, where each successful call's
+            wall time is recorded (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
     """
 
     name = "llm"
@@ -72,11 +81,12 @@ class LLMFixer:
     (which the gates refuse by default) and TODOs are notes, not defects."""
 
     def __init__(self, policy: LLMPolicy, limits: LLMBudget, budget: Budget | None = None, *,
-                 max_context_chars: int = 24000):
+                 max_context_chars: int = 24000, state_dir: Path | None = None):
         self.policy = policy
         self.limits = limits
         self.budget = budget
         self.max_context_chars = max_context_chars
+        self.state_dir = state_dir
 
     def budget_for(self, sandbox: Sandbox) -> Budget:
         """The budget charged for calls on this sandbox's mission."""
@@ -134,7 +144,7 @@ class LLMFixer:
         context = build_context(sandbox, group, feedback, self.max_context_chars,
                                 denylist=self.policy.denylist)
         try:
-            answer = self._call(user_message(context, attempt=attempt))
+            answer = self._timed_call(sandbox, user_message(context, attempt=attempt))
         except PatchRejected as err:  # a body the SDK could not even parse
             return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, llm_calls=1,
                             declined=err.message, rejected=err.reason)
@@ -177,6 +187,22 @@ class LLMFixer:
     def subject(self) -> str:
         """The fixer and model, for error messages."""
         return self.name
+
+    def _timed_call(self, sandbox: Sandbox, user_text: str) -> ModelAnswer:
+        """:meth:`_call`, recording its wall time (seconds) in the repository's history.
+
+        Only a call that returns is recorded: a timed-out or failed call must not
+        teach the adaptive timeout anything.
+
+        Raises:
+            LLMError: the call failed.
+            PatchRejected: the body could not be parsed.
+        """
+        started = time.monotonic()
+        answer = self._call(user_text)
+        record_duration(sandbox.repo_root, LLM_STEP, time.monotonic() - started,
+                        state_dir=self.state_dir)
+        return answer
 
     def _call(self, user_text: str) -> ModelAnswer:
         """Send one request; implemented by each backend."""

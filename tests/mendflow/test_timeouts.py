@@ -14,8 +14,10 @@ import pytest
 from mendflow.config import HISTORY_SIZE, TimeoutsConfig, validate_config
 from mendflow.errors import ConfigError
 from mendflow.timeouts import (
+    LLM_STEP,
     adaptive_timeout,
     history_path,
+    llm_timeout,
     load_history,
     percentile,
     record_duration,
@@ -94,6 +96,21 @@ def test_the_learned_timeout_is_clamped(repo):
     assert adaptive_timeout(repo, "llm", default_s=120, config=config) == 100
 
 
+def test_a_model_call_timeout_is_never_below_the_llm_floor(repo):
+    config = TimeoutsConfig(floor_s=30, llm_floor_s=60, ceiling_s=7200, min_samples=3)
+    assert llm_timeout(repo, default_s=120, config=config) == 120  # no history yet
+    assert llm_timeout(repo, default_s=10, config=config) == 60
+    for seconds in (4.0, 5.0, 6.0):
+        record_duration(repo, LLM_STEP, seconds)
+    assert adaptive_timeout(repo, LLM_STEP, default_s=120, config=config) == 30
+    assert llm_timeout(repo, default_s=120, config=config) == 60
+    learned = percentile([4.0, 5.0, 6.0], 95) * 3
+    assert llm_timeout(repo, default_s=120, config=config.model_copy(
+        update={"llm_floor_s": 1.0, "floor_s": 1.0})) == pytest.approx(learned)
+    # adaptive off: the configured timeout, even below the floor
+    assert llm_timeout(repo, default_s=10, config=TimeoutsConfig(adaptive=False)) == 10
+
+
 def test_adaptive_off_returns_the_configured_timeout(repo):
     for _ in range(5):
         record_duration(repo, "pytest", 1.0)
@@ -137,6 +154,7 @@ def test_two_processes_writing_at_once_never_corrupt_the_file(repo, caplog):
 @pytest.mark.parametrize("field", [
     {"percentile": 0}, {"percentile": 101}, {"factor": 0.5}, {"floor_s": 0},
     {"floor_s": 100, "ceiling_s": 50}, {"min_samples": 0}, {"min_samples": HISTORY_SIZE + 1},
+    {"llm_floor_s": 0}, {"llm_floor_s": 100, "ceiling_s": 50},
 ])
 def test_timeouts_config_validates_ranges(field):
     with pytest.raises(ConfigError, match="timeouts"):
@@ -148,6 +166,7 @@ def test_timeouts_and_health_sections_have_documented_defaults():
     assert config.timeouts == TimeoutsConfig()
     assert (config.timeouts.percentile, config.timeouts.factor, config.timeouts.floor_s,
             config.timeouts.ceiling_s, config.timeouts.min_samples) == (95, 3.0, 30, 7200, 3)
+    assert config.timeouts.llm_floor_s == 60
     assert (config.health.min_free_disk_mb, config.health.warn_free_disk_mb,
             config.health.min_free_memory_mb) == (1024, 5120, 512)
     for section in (type(config.timeouts), type(config.health)):

@@ -6,6 +6,7 @@ failing-test finding carries the failure text of a real pytest run.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from mendflow.budget import Budget, release_mission_budgets
 from mendflow.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
 from mendflow.errors import ConfigError, LLMError
 from mendflow.models import Finding, Proposal, Sandbox
+from mendflow.timeouts import LLM_STEP, history_path, load_history
 from tasks.fix import propose_patch
 from tasks.fix.claude import ClaudeFixer, make_anthropic_client
 from tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
@@ -218,6 +220,19 @@ def test_transient_faults_are_retryable_with_a_capped_retry_after(fake_anthropic
 def test_a_slow_reply_times_out_as_a_retryable_error(fake_anthropic, calc):
     err = propose_error(fake_anthropic, calc, api.slow(good_reply(), 2.0), timeout_s=0.3)
     assert err.retryable is True and "timed out" in err.message
+
+
+def test_a_successful_call_records_its_wall_time_and_a_failed_one_does_not(fake_anthropic, calc):
+    sandbox, finding = calc
+    fake_anthropic.enqueue(api.slow(good_reply(), 0.2))
+    assert claude(fake_anthropic).propose(sandbox, [finding]).patch is not None
+    (seconds,) = load_history(sandbox.repo_root)[LLM_STEP]  # the user's repo, not the worktree
+    assert 0.2 <= seconds < 5
+    assert history_path(sandbox.repo_root).is_relative_to(os.environ["MENDFLOW_HOME"])
+    propose_error(fake_anthropic, calc, api.slow(good_reply(), 2.0), timeout_s=0.3)
+    propose_error(fake_anthropic, calc, api.overloaded())
+    assert load_history(sandbox.repo_root)[LLM_STEP] == [seconds]  # no timeout poisons it
+    assert porcelain(sandbox.repo_root) == "" and porcelain(sandbox.path) == ""
 
 
 def test_an_unreachable_api_is_a_retryable_connection_error(calc):

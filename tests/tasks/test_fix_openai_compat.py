@@ -10,6 +10,7 @@ from mendflow.budget import Budget
 from mendflow.config import OpenAICompatibleFixerConfig, validate_config
 from mendflow.errors import ConfigError, LLMError
 from mendflow.models import Finding, Sandbox
+from mendflow.timeouts import LLM_STEP, load_history
 from tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
 from tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
 from tests.conftest import git
@@ -117,6 +118,18 @@ def test_faults_are_classified(fake_openai, calc, monkeypatch, reply, retryable,
     err = info.value
     assert (err.retryable, err.auth, err.retry_after_s) == (retryable, auth, retry_after)
     assert FAKE_KEY not in str(err)
+
+
+def test_only_successful_calls_are_recorded_in_the_duration_history(fake_openai, calc,
+                                                                    monkeypatch):
+    sandbox, finding = calc
+    fake_openai.enqueue(chat.error_reply(503), chat.tool_call_reply(good_arguments()))
+    with pytest.raises(LLMError):
+        fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
+    assert LLM_STEP not in load_history(sandbox.repo_root)
+    assert fixer(fake_openai, monkeypatch).propose(sandbox, [finding]).patch is not None
+    (seconds,) = load_history(sandbox.repo_root)[LLM_STEP]
+    assert 0 < seconds < 5
 
 
 def test_a_missing_key_variable_is_a_config_error(calc, monkeypatch):

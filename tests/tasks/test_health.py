@@ -1,0 +1,151 @@
+"""Adaptive model-call timeouts: plan_fixer_timeouts, and the real SDK cut at the learned timeout.
+
+The history is written with the real :func:`mendflow.timeouts.record_duration`;
+the end-to-end check drives the real ``anthropic`` SDK over loopback HTTP to
+the fake Messages API, through the mission's own ``propose_patch`` task body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+import tasks.fix.claude  # noqa: F401  (the SDK is imported here, not inside the timed call)
+from mendflow.budget import release_mission_budgets
+from mendflow.config import AnthropicFixerConfig, FixerConfig, MendflowConfig, validate_config
+from mendflow.errors import LLMError
+from mendflow.models import Finding, Sandbox
+from mendflow.timeouts import LLM_STEP, load_history, percentile, record_duration
+from tasks.fix import propose_patch
+from tasks.health import adapt_fixer_timeouts, plan_fixer_timeouts
+from tests.fakes import fake_messages_api as api
+from tests.tasks.llm_helpers import CALC_FILES, FAKE_KEY, GOOD_EDIT, git_worktree_sandbox, lint_finding
+
+FAST_CALLS = (4.0, 5.0, 6.0)
+OPENAI = {"type": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "model": "local",
+          "timeout_s": 300}
+
+
+def mission_config(fixer: dict, state: Path, **timeouts) -> MendflowConfig:
+    return validate_config({"fixer": fixer, "timeouts": timeouts,
+                            "mission": {"state_dir": str(state)}})
+
+
+@pytest.fixture
+def repo(make_repo) -> Path:
+    return make_repo({"pkg/a.py": "x = 1\n"})
+
+
+@pytest.fixture
+def state(tmp_path) -> Path:
+    """A configured mission.state_dir (not $MENDFLOW_HOME): the history must be read there."""
+    return tmp_path / "state"
+
+
+def learn(repo: Path, state: Path, durations=FAST_CALLS) -> None:
+    for seconds in durations:
+        record_duration(repo, LLM_STEP, seconds, state_dir=state)
+
+
+def test_the_model_call_timeout_is_learned_from_fast_calls(repo, state):
+    learn(repo, state)
+    expected = percentile(FAST_CALLS, 95) * 3.0  # 17.7 s
+    config = mission_config({"type": "anthropic", "timeout_s": 300}, state,
+                            floor_s=1, llm_floor_s=2)
+    planned = plan_fixer_timeouts.fn("m1", repo, config)
+    assert isinstance(planned, AnthropicFixerConfig)
+    assert planned.timeout_s == pytest.approx(expected)
+    assert planned.state_dir == state  # where its calls record their own durations
+    assert planned.model_copy(update={"timeout_s": 300, "state_dir": None}) == config.fixer
+
+
+def test_a_learned_model_timeout_is_never_below_the_llm_floor(repo, state):
+    learn(repo, state)
+    config = mission_config({"type": "anthropic", "timeout_s": 300}, state)
+    assert config.timeouts.llm_floor_s == 60 and config.timeouts.floor_s == 30
+    assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == 60
+    learn(repo, state, [5000.0] * 50)  # slower than the ceiling
+    assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == config.timeouts.ceiling_s
+
+
+def test_without_enough_history_the_configured_timeout_is_kept_within_bounds(repo, state):
+    learn(repo, state, FAST_CALLS[:2])  # below min_samples
+    for configured, planned in ((300, 300), (10, 60), (100_000, 7200)):
+        config = mission_config({"type": "anthropic", "timeout_s": configured}, state)
+        assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == planned
+
+
+def test_with_adaptive_off_the_configured_timeout_is_kept(repo, state):
+    learn(repo, state)
+    for configured in (300, 10):
+        config = mission_config({"type": "anthropic", "timeout_s": configured}, state,
+                                adaptive=False)
+        assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == configured
+
+
+def test_each_model_fixer_of_a_chain_is_adapted_and_offline_fixers_are_kept(repo, state):
+    learn(repo, state, [40.0] * 5)
+    chain = {"type": "chain", "fixers": [{"type": "ruff"}, {"type": "anthropic", "timeout_s": 10},
+                                         OPENAI]}
+    config = mission_config(chain, state)
+    planned = plan_fixer_timeouts.fn("m1", repo, config)
+    ruff, claude, local = planned.fixers
+    assert ruff == config.fixer.fixers[0]
+    assert claude.timeout_s == local.timeout_s == pytest.approx(120.0)  # 40 s x 3
+    assert claude.state_dir == local.state_dir == state
+    offline = mission_config({"type": "ruff"}, state)
+    assert plan_fixer_timeouts.fn("m1", repo, offline) == offline.fixer
+
+
+@flow(name="plan-fixer-timeouts-test")
+def planning_flow(mission_id: str, repo: Path, config: MendflowConfig) -> FixerConfig:
+    return plan_fixer_timeouts(mission_id, repo, config)
+
+
+def test_a_resumed_mission_keeps_the_timeouts_it_started_with(prefect_harness, repo, state):
+    learn(repo, state, [40.0] * 5)
+    config = mission_config({"type": "anthropic", "timeout_s": 300}, state)
+    first = planning_flow("resume-timeouts", repo, config)
+    assert first.timeout_s == pytest.approx(120.0)
+    learn(repo, state, [100.0] * 50)  # the history moves on ...
+    assert planning_flow("resume-timeouts", repo, config) == first  # ... the mission does not
+    assert planning_flow("another-mission", repo, config).timeout_s == pytest.approx(300.0)
+
+
+@pytest.fixture
+def calc(make_repo) -> Iterator[tuple[Sandbox, Finding]]:
+    sandbox = git_worktree_sandbox(make_repo(CALC_FILES), mission_id="adaptive-llm-timeout")
+    yield sandbox, lint_finding(sandbox.path, "calc.py", 2, rule="logic",
+                                message="add() returns a - b")
+    release_mission_budgets(sandbox.mission_id)  # propose_patch charges the mission's budget
+
+
+def test_a_call_slower_than_the_learned_timeout_is_cut_as_a_transient_error(
+        fake_anthropic, calc, state, monkeypatch):
+    sandbox, finding = calc
+    monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+    learn(sandbox.repo_root, state, [0.05] * 3)
+    config = mission_config({"type": "anthropic", "model": "claude-test",
+                             "base_url": fake_anthropic.root_url, "timeout_s": 120}, state,
+                            floor_s=0.1, llm_floor_s=0.5)
+    planned = adapt_fixer_timeouts(config.fixer, sandbox.repo_root, config.timeouts, state)
+    assert planned.timeout_s == 0.5  # 0.05 s x 3, raised to llm_floor_s
+
+    reply = api.tool_reply(api.analysis(), [GOOD_EDIT])
+    fake_anthropic.enqueue(api.slow(reply, 10.0))
+    started = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        propose_patch.fn(planned, sandbox, (finding,))
+    assert time.monotonic() - started < 5  # cut at the learned 0.5 s, not the configured 120 s
+    assert info.value.retryable is True and "timed out" in info.value.message
+    assert load_history(sandbox.repo_root, state)[LLM_STEP] == [0.05] * 3  # not poisoned
+
+    fake_anthropic.enqueue(reply)
+    assert propose_patch.fn(planned, sandbox, (finding,)).patch is not None
+    recorded = load_history(sandbox.repo_root, state)[LLM_STEP]
+    assert len(recorded) == 4 and 0 < recorded[-1] < 0.5  # in the mission's state dir
+    assert LLM_STEP not in load_history(sandbox.repo_root)  # not in $MENDFLOW_HOME
