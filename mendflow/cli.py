@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -41,6 +42,42 @@ def _prefect_defaults(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
+_API_STARTER: threading.Thread | None = None
+
+
+def _start_prefect_api() -> None:
+    """Start Prefect's temporary API server in a background thread (ephemeral mode only).
+
+    The server is a subprocess that takes seconds to start; started first, it
+    comes up while this process imports the flows and reads the mission
+    registry. :func:`_wait_for_prefect_api` must run before any Prefect
+    client call (Prefect marks the server running before it answers).
+    """
+    global _API_STARTER
+    if _API_STARTER is not None or os.environ.get("PREFECT_API_URL"):
+        return
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            return  # a profile names a server: nothing to start
+        try:
+            SubprocessASGIServer().start()
+        except Exception:  # noqa: BLE001 - the first client call starts it again and reports why
+            return
+
+    _API_STARTER = threading.Thread(target=start, name="mendflow-prefect-api", daemon=True)
+    _API_STARTER.start()
+
+
+def _wait_for_prefect_api() -> None:
+    """Join the background start of :func:`_start_prefect_api` (no-op when none ran)."""
+    if _API_STARTER is not None:
+        _API_STARTER.join()
+
+
 class _ProgressHandler(logging.Handler):
     """Renders mendflow progress events as lines on stderr."""
 
@@ -67,6 +104,7 @@ def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
     try:
         from flows.mission import maintenance_mission
 
+        _wait_for_prefect_api()
         result = maintenance_mission(**parameters)
     except MendflowError as error:
         raise _fail(error) from None
@@ -111,6 +149,8 @@ def run_mission(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
     """Run one maintenance mission (one Prefect flow run) on PATH."""
+    _prefect_defaults(verbose)
+    _start_prefect_api()
     err.print(f"[bold]mendflow[/] mission on {path.resolve()}", highlight=False)
     _run_flow(dict(path=str(path), config_file=str(config) if config else None,
                    mission_id=mission_id, scope=scope, dry_run=dry_run or None,
@@ -128,10 +168,18 @@ def resume_mission(
     """Resume an interrupted mission: completed steps are re-used (Cached), the rest runs."""
     _prefect_defaults(verbose)
     from mendflow.missions import read_mission
-    from mendflow.resume import mark_crashed_if_dead, resume_parameters
 
     try:
-        crashed = mark_crashed_if_dead(read_mission(mission))
+        record = read_mission(mission)
+    except MendflowError as error:
+        raise _fail(error) from None
+    _start_prefect_api()
+    import flows.mission  # noqa: F401  (imported while the Prefect API starts)
+    from mendflow.resume import mark_crashed_if_dead, resume_parameters
+
+    _wait_for_prefect_api()
+    try:
+        crashed = mark_crashed_if_dead(record)
         parameters = resume_parameters(mission)
     except MendflowError as error:
         raise _fail(error) from None
