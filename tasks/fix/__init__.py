@@ -76,9 +76,16 @@ def plan_fixes(fixer_config: FixerConfig, findings: Sequence[Finding]) -> list[t
     return build_fixer(fixer_config).plan(findings)
 
 
+PROPOSE_BACKSTOP_S = 7200
+"""The propose-patch task's Prefect timeout, seconds: a backstop only. The real limit
+is each model call's HTTP timeout (``fixer.timeout_s``, learned per repository and at
+most ``timeouts.ceiling_s``). Prefect cannot interrupt a task in a worker thread, so a
+lower backstop would fail a call that already succeeded, and its retry would pay twice."""
+
+
 @task(name="propose-patch", cache_policy=MISSION_STEP, persist_result=True, retries=3,
       retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
-      retry_condition_fn=retry_if_transient, timeout_seconds=900)
+      retry_condition_fn=retry_if_transient, timeout_seconds=PROPOSE_BACKSTOP_S)
 def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[Finding],
                   feedback: str | None = None, attempt: int = 1, tree: str = "") -> Proposal:
     """Ask the configured fixer for one candidate patch against the sandbox's current tree.
