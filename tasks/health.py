@@ -163,10 +163,15 @@ def plan_fixer_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig
                                 config.mission.state_dir)
 
 
-@task(name="record-tool-durations", cache_policy=NO_CACHE, timeout_seconds=30)
+@task(name="record-tool-durations", cache_policy=MISSION_STEP, persist_result=True,
+      timeout_seconds=30)
 def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
                           state: Path | None = None) -> None:
-    """Add each tool run's wall time (seconds) to the repository's timeout history."""
+    """Add each tool run's wall time (seconds) to the repository's timeout history.
+
+    Cached by its inputs: a resumed mission replaying cached tool runs finds
+    this step Cached too, so no duration is recorded twice.
+    """
     for result in results:
         if result.ok and result.duration_s > 0:
             record_duration(repo_root, result.tool, result.duration_s, state_dir=state)

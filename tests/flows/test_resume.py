@@ -164,6 +164,7 @@ def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
     repo = make_repo(FILES)
     first = finish(["mission", "run", str(repo), "--config", str(config),
                     "--mission-id", "done-once"], env)
+    history = next((Path(env["MENDFLOW_HOME"]) / "history").glob("*.json")).read_text()
     again = finish(["mission", "resume", "done-once"], env)
 
     assert again["patches"] == first["patches"]
@@ -172,6 +173,8 @@ def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
     runs = task_runs([again["flow_run_id"]])
     for tool in ("run-pytest", "run-ruff", "run-bandit", "propose-patch"):
         assert executed(runs, tool) == 0, tool  # every tool run and proposal came from the cache
+    # the replayed tool runs' durations were not recorded a second time
+    assert next((Path(env["MENDFLOW_HOME"]) / "history").glob("*.json")).read_text() == history
 
 
 def test_killed_llm_mission_resumes_without_repeating_a_model_call(make_repo, tmp_path, env,
