@@ -15,9 +15,10 @@ from the top, the cached steps return at once, and delivery follows. While it
 serves, a background thread answers suspended runs whose approval deadline
 passed as timed out (:func:`mendflow.approvals.expire_overdue`).
 
-It also installs an automation that marks a mission's flow run Crashed when its
-heartbeats stop, and, with ``deployment.auto_resume_crashed``, reschedules it
-(:mod:`deployments.automation`).
+Its flow runs send a heartbeat every ``deployment.heartbeat_s`` seconds, and it
+installs an automation (scoped to this deployment) that marks a flow run Crashed
+when its heartbeats stop, and, with ``deployment.auto_resume_crashed``, one that
+reschedules it (:mod:`deployments.automation`).
 
 ``deployments/prefect.yaml`` describes the same deployment for ``prefect deploy``
 (a work pool and a worker instead of this process).
@@ -119,21 +120,24 @@ def serve(config_path: Path | str | None = None, *, name: str | None = None,
         ConfigError: the config file is invalid.
     """
     settings = load_config(config_path).deployment
-    # Served flow runs send heartbeats, so that a killed one is noticed (see automation.py).
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(int(settings.heartbeat_s)))
     from prefect import serve as prefect_serve
 
-    from deployments.automation import install_crash_automation
+    from deployments.automation import install_crash_automations
 
-    install_crash_automation(settings.heartbeat_s, settings.auto_resume_crashed)
     deployment = build_deployment(config_path, name=name, interval_minutes=interval_minutes,
                                   path=path)
+    # the automations are scoped to the deployment's id: register it first
+    install_crash_automations(deployment.apply(), deployment.name, settings.heartbeat_s,
+                              settings.auto_resume_crashed)
     stop = threading.Event()
     sweeper = threading.Thread(target=sweep_timeouts, args=(stop, sweep_every_s),
                                name="mendflow-approval-timeouts", daemon=True)
     sweeper.start()
     try:
-        prefect_serve(deployment, print_starting_message=True)
+        # the runner passes the period to each flow run process (it overrides any
+        # PREFECT_FLOWS_HEARTBEAT_FREQUENCY), so runs beat exactly as the automation expects
+        prefect_serve(deployment, print_starting_message=True,
+                      heartbeat_seconds=settings.heartbeat_s)
     finally:
         stop.set()
 

@@ -134,7 +134,9 @@ def prefect_server(tmp_path_factory) -> Server:
                 "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2", "MENDFLOW_HOME": str(home / "mendflow"),
-                "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5", **GIT_ENV})
+                "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+                # proactive automations (the crash automation) evaluated every second, not 5
+                "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S", **GIT_ENV})
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     process = start([sys.executable, "-m", "prefect", "server", "start"], env,
                     home / "server.log")
