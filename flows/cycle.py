@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import get_run_logger
+from prefect.utilities.annotations import opaque
 
 from mendflow.config import MendflowConfig
 from mendflow.errors import LLMError, PatchRejected, ValidationUnavailable
@@ -111,9 +112,12 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
         find_todos.submit(sandbox, tools, tree),
     ]
     results = [f.result() for f in futures]
-    record_tool_durations(sandbox.repo_root, results, config.mission.state_dir)
-    findings = merge_findings(results)
-    measurement = compute_measurement(sandbox, tree, results, findings, config.score)
+    # opaque(): Prefect links the upstream task runs but does not walk through
+    # every finding of these large inputs (that walk dominated a cached replay)
+    record_tool_durations(sandbox.repo_root, opaque(results), config.mission.state_dir)
+    findings = merge_findings(opaque(results))
+    measurement = compute_measurement(sandbox, tree, opaque(results), opaque(findings),
+                                      config.score)
     pytest_result = measurement.result_of("pytest")
     if label == "baseline" and pytest_result is not None and not pytest_result.ok:
         raise ValidationUnavailable(
@@ -134,7 +138,7 @@ def run_iterations(state: MissionState) -> MissionState:
             break
         state.iterations = iteration
         queue = state.fixable(state.current.findings)
-        groups = [g for g in plan_fixes(state.config.fixer, queue)
+        groups = [g for g in plan_fixes(state.config.fixer, opaque(queue))
                   if frozenset(f.id for f in g) not in state.tried]
         if not groups:
             state.stop_reason = "no fixable findings left"
@@ -269,9 +273,10 @@ def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
 def _validate(state: MissionState, patch) -> ValidationReport:
     syntax = check_patch_syntax(state.sandbox, patch)
     if not syntax.passed:
-        return judge_patch(state.current, state.current, patch, state.config.gates, syntax)
+        return judge_patch(opaque(state.current), opaque(state.current), patch,
+                           state.config.gates, syntax)
     after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")
-    return judge_patch(state.current, after, patch, state.config.gates, syntax)
+    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
 
 
 def _accept(state: MissionState, patch, report: ValidationReport, iteration: int) -> None:

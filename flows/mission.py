@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime
+from prefect.utilities.annotations import opaque
 
 from flows.approval import approve_and_deliver
 from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
@@ -137,9 +138,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
                                  autonomy)
-    markdown = write_mission_reports(result, state.validations, state.backups,
+    markdown = write_mission_reports(opaque(result), opaque(state.validations), state.backups,
                                      Path(result.report_dir))
-    publish_report(result, markdown)
+    publish_report(opaque(result), markdown)
     close_mission(result, config.mission.state_dir)
     return result
 
