@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mendflow.errors import MendflowError
+from mendflow.prefect_api import EarlyServer, spawn_server
 from mendflow.progress import PROGRESS_LOGGER
 
 app = typer.Typer(help="mendflow: maintenance missions for Python repositories, on Prefect.",
@@ -42,40 +42,23 @@ def _prefect_defaults(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
-_API_STARTER: threading.Thread | None = None
+_EARLY_API: EarlyServer | None = None
 
 
 def _start_prefect_api() -> None:
-    """Start Prefect's temporary API server in a background thread (ephemeral mode only).
-
-    The server is a subprocess that takes seconds to start; started first, it
-    comes up while this process imports the flows and reads the mission
-    registry. :func:`_wait_for_prefect_api` must run before any Prefect
-    client call (Prefect marks the server running before it answers).
-    """
-    global _API_STARTER
-    if _API_STARTER is not None or os.environ.get("PREFECT_API_URL"):
-        return
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            return  # a profile names a server: nothing to start
-        try:
-            SubprocessASGIServer().start()
-        except Exception:  # noqa: BLE001 - the first client call starts it again and reports why
-            return
-
-    _API_STARTER = threading.Thread(target=start, name="mendflow-prefect-api", daemon=True)
-    _API_STARTER.start()
+    """Boot Prefect's temporary API server now, while the flows import (see
+    :mod:`mendflow.prefect_api`); :func:`_wait_for_prefect_api` hands it to Prefect."""
+    global _EARLY_API
+    if _EARLY_API is None:
+        _EARLY_API = spawn_server()
 
 
 def _wait_for_prefect_api() -> None:
-    """Join the background start of :func:`_start_prefect_api` (no-op when none ran)."""
-    if _API_STARTER is not None:
-        _API_STARTER.join()
+    """Make the early server Prefect's own (no-op when none was started)."""
+    global _EARLY_API
+    if _EARLY_API is not None:
+        _EARLY_API.adopt()
+        _EARLY_API = None
 
 
 class _ProgressHandler(logging.Handler):

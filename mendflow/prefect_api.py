@@ -1,0 +1,130 @@
+"""Start Prefect's temporary API server early, before Prefect itself is imported.
+
+Without ``PREFECT_API_URL``, Prefect 3 runs each process against a temporary
+API server ("ephemeral mode", :class:`prefect.server.api.server.SubprocessASGIServer`):
+a ``uvicorn`` subprocess that it starts on the first client call, after this
+process has imported the flows and Prefect's server module. That start is most
+of the fixed cost of a short command such as ``mendflow mission resume``.
+
+:func:`spawn_server` starts the very same subprocess (the same command line and
+environment Prefect uses) as the CLI's first act, so it boots while the flows
+import; :meth:`EarlyServer.adopt` then hands it to Prefect's own singleton, so
+every client in this process, in every thread, uses it and Prefect stops it at
+exit. When a profile names a server, or the early start fails, the early
+server is stopped and Prefect behaves exactly as without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+              "PREFECT__SERVER_FINAL": "1"}
+"""What Prefect sets for its temporary server (``SubprocessASGIServer._run_uvicorn_command``)."""
+
+
+@dataclass
+class EarlyServer:
+    """A temporary Prefect API server started before Prefect was imported.
+
+    Attributes:
+        port: its TCP port on 127.0.0.1.
+        process: the ``python -m uvicorn ... prefect.server.api.server:create_app`` child.
+    """
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def adopt(self) -> bool:
+        """Wait until the server answers, then make it Prefect's temporary server.
+
+        Must run before the first Prefect client call of the process.
+
+        Returns:
+            True when Prefect will use it; False when it was stopped instead (a
+            profile names a server, ephemeral mode is off, or the server did not
+            come up within ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``):
+            Prefect then does what it does without it.
+        """
+        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        if settings.api.url or not settings.server.ephemeral.enabled:
+            self.stop()
+            return False
+        if not self._wait_healthy(float(settings.server.ephemeral.startup_timeout_seconds)):
+            self.stop()
+            return False
+        server = SubprocessASGIServer()
+        if server.running:  # Prefect started its own meanwhile: keep that one
+            self.stop()
+            return False
+        server.port, server.server_process, server.running = self.port, self.process, True
+        import atexit
+
+        atexit.register(server.stop)
+        return True
+
+    def _wait_healthy(self, timeout_s: float) -> bool:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    log.info("the early Prefect API server exited with %s", self.process.returncode)
+                    return False
+                try:
+                    if client.get(f"{self.api_url}/health").status_code == 200:
+                        return True
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def spawn_server() -> EarlyServer | None:
+    """Start Prefect's temporary API server now, unless ``PREFECT_API_URL`` is set.
+
+    Returns:
+        The starting server (call :meth:`EarlyServer.adopt` before using
+        Prefect), or None when the environment names an API or the start failed.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+               "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+               "--lifespan", "on"]
+    try:
+        process = subprocess.Popen(command, env={**os.environ, **SERVER_ENV},
+                                   stdin=subprocess.DEVNULL)
+    except OSError as err:
+        log.info("could not start Prefect's API server early: %s", err)
+        return None
+    return EarlyServer(port=port, process=process)

@@ -1,0 +1,66 @@
+"""Tests of mendflow.prefect_api: the temporary Prefect API server started early.
+
+Each case runs in a fresh Python process (Prefect must not be imported before
+the spawn), against a real ``uvicorn`` Prefect server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from mendflow.prefect_api import spawn_server
+    server = spawn_server()
+    if sys.argv[1] == "profile-names-a-server":
+        os.environ["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # as a profile would
+    adopted = server.adopt()
+    out = {"pid": server.process.pid, "port": server.port, "adopted": adopted,
+           "alive_after_adopt": server.process.poll() is None}
+    if adopted:
+        from prefect.client.orchestration import get_client
+        with get_client(sync_client=True) as client:
+            out["api_url"] = str(client.api_url)
+            out["health"] = client.api_healthcheck() is None
+    print(json.dumps(out))
+""")
+
+
+def run_script(tmp_path, case: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, case], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_early_server_becomes_prefects_own_and_stops_at_exit(tmp_path):
+    out = run_script(tmp_path, "ephemeral")
+    assert out["adopted"] is True and out["alive_after_adopt"] is True
+    assert out["api_url"].startswith(f"http://127.0.0.1:{out['port']}/api")
+    assert out["health"] is True
+    assert not psutil.pid_exists(out["pid"]) or \
+        psutil.Process(out["pid"]).status() == psutil.STATUS_ZOMBIE  # stopped at exit
+
+
+def test_a_configured_api_url_stops_the_early_server(tmp_path):
+    out = run_script(tmp_path, "profile-names-a-server")
+    assert out["adopted"] is False and out["alive_after_adopt"] is False
+    assert "api_url" not in out
+
+
+def test_no_early_server_when_the_environment_names_an_api(monkeypatch):
+    from mendflow.prefect_api import spawn_server
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert spawn_server() is None
