@@ -15,9 +15,11 @@ serve`` installs:
   the run Scheduled: the served deployment runs the *same* flow run again,
   whose mission id is cached per flow run, so the mission replays its completed
   steps from the cache and continues (as ``mendflow mission resume`` does by
-  hand). It is a second automation, not a second action of the first, because
-  Prefect runs an automation's actions concurrently: "Scheduled" could land
-  before "Crashed" and be overwritten by it.
+  hand), up to ``deployment.max_auto_resumes`` times: the flow counts these
+  Crashed states in its own history and fails for good past the cap
+  (:func:`tasks.health.check_crash_loop`). It is a second automation, not a
+  second action of the first, because Prefect runs an automation's actions
+  concurrently: "Scheduled" could land before "Crashed" and be overwritten by it.
 
 Both are scoped to one deployment (its id), so several ``mendflow serve``
 processes with their own heartbeat periods share a Prefect API without
@@ -34,6 +36,8 @@ from uuid import UUID
 
 from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
 from prefect.client.schemas.objects import StateType
+
+from mendflow.resume import CRASH_MARK
 
 LEGACY_NAME = "mendflow-crashed-missions"
 """The single, API-wide automation of earlier versions: removed on install."""
@@ -63,7 +67,7 @@ def resume_name(deployment_name: str) -> str:
 def crash_message(heartbeat_s: int) -> str:
     """The message of the Crashed state the crash automation sets (and the resume one matches)."""
     return (f"no heartbeat for {SILENT_PERIODS * heartbeat_s} s: the mission's process is gone "
-            "(mendflow crash automation)")
+            + CRASH_MARK)
 
 
 def _runs_of(deployment_id: UUID) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from mendflow.progress import report_progress
 from mendflow.state import mission_dir
 from tasks.environment import prepare_target_env
 from tasks.health import (
+    check_crash_loop,
     check_free_disk,
     disk_paths,
     lock_repository,
@@ -82,6 +83,8 @@ def maintenance_mission(
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
     flow_run_id = str(runtime.flow_run.id or "") or None
+    if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
+        check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
     target = resolve_target(path, config.mission.scope)
     parameters = {"path": str(path), "config_file": config_file, "scope": scope,

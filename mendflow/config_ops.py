@@ -134,3 +134,7 @@ class DeploymentConfig(Section):
     auto_resume_crashed: bool = Field(
         False, description="reschedule a run marked Crashed for missing heartbeats: the same "
         "flow run runs again and re-enters its mission through the cached steps")
+    max_auto_resumes: int = Field(
+        3, ge=1, description="with auto_resume_crashed: a flow run marked Crashed for missing "
+        "heartbeats more often than this fails for good (CrashLoop) instead of running again; "
+        "`mendflow mission resume` then starts a new flow run with a fresh count")

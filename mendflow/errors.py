@@ -20,6 +20,7 @@ clear line instead of a traceback::
     ├── NotificationFailed        exit 1   a notification block could not send a message
     ├── UserStateChanged          exit 1   the user's checkout moved during the mission
     ├── MissionInterrupted        exit 130 SIGINT/SIGTERM; the sandbox is consistent
+    ├── CrashLoop                 exit 1   a served run kept dying: auto-resume stopped
     └── MissionLocked             exit 1   another live mission holds the repository's lock
 """
 
@@ -176,6 +177,14 @@ class MissionInterrupted(MendflowError):
     """The mission was interrupted by SIGINT or SIGTERM; it can be resumed."""
 
     exit_code = 130
+
+
+class CrashLoop(MendflowError):
+    """A served flow run was marked Crashed and rescheduled more often than the config allows.
+
+    Its process keeps dying (out of memory, a killed host, a step that hangs
+    the interpreter); auto-resume stops so that it does not loop forever.
+    """
 
 
 class MissionLocked(MendflowError):

@@ -23,6 +23,10 @@ from pydantic import BaseModel
 from mendflow.errors import RepositoryError
 from mendflow.missions import MissionRecord, list_missions, read_mission
 
+CRASH_MARK = "(mendflow crash automation)"
+"""How the message of a Crashed state set by the crash automation ends
+(:func:`deployments.automation.crash_message`)."""
+
 
 def pid_alive(pid: int | None) -> bool:
     """Is a process with this pid alive on this machine? (signal 0 probes it)."""
@@ -86,6 +90,29 @@ def mark_crashed_if_dead(record: MissionRecord) -> str | None:
                                                             "marked by `mendflow mission resume`"),
                                   force=True)
     return last
+
+
+def heartbeat_crashes(flow_run_id: str) -> int:
+    """How often the crash automation marked this flow run Crashed (Prefect's state history).
+
+    Each time it did, the auto-resume automation rescheduled the same flow run
+    (a resume by hand starts a new flow run, whose count starts at 0).
+
+    Args:
+        flow_run_id: the flow run.
+
+    Returns:
+        The number of Crashed states in the run's history whose message ends
+        with :data:`CRASH_MARK`.
+
+    Raises:
+        prefect.exceptions.ObjectNotFound: no such flow run on the Prefect API.
+        httpx.HTTPError: the Prefect API is unreachable.
+    """
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(UUID(flow_run_id))
+    return sum(1 for state in states
+               if state.is_crashed() and (state.message or "").endswith(CRASH_MARK))
 
 
 def resume_parameters(mission_id: str) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from mendflow.config import (
     ToolsConfig,
 )
 from mendflow.config_fixers import LLMFixerSection
+from mendflow.errors import CrashLoop
 from mendflow.health import Check, check_disk_space
 from mendflow.lock import MissionLock
 from mendflow.models import ToolResult
 from mendflow.procs import register_prefect_server
+from mendflow.resume import heartbeat_crashes
 from mendflow.retry import retry_if_transient
 from mendflow.state import state_dir
 from mendflow.timeouts import adaptive_timeout, llm_timeout, record_duration
@@ -175,6 +177,37 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
     for result in results:
         if result.ok and result.duration_s > 0:
             record_duration(repo_root, result.tool, result.duration_s, state_dir=state)
+
+
+@task(name="check-crash-loop", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
+      retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient, timeout_seconds=60)
+def check_crash_loop(flow_run_id: str, max_auto_resumes: int) -> int:
+    """Stop a flow run that the crash automation rescheduled too often.
+
+    Counts, in the flow run's state history on the Prefect API, the Crashed
+    states the crash automation set (:func:`mendflow.resume.heartbeat_crashes`):
+    each one was followed by an automatic resume of this same flow run.
+
+    Args:
+        flow_run_id: this flow run.
+        max_auto_resumes: ``deployment.max_auto_resumes``.
+
+    Returns:
+        How many automatic resumes this run has had (0 for a first or hand-made run).
+
+    Raises:
+        CrashLoop: more than ``max_auto_resumes``; the flow run then fails for
+            good, which the resume automation leaves alone.
+    """
+    crashes = heartbeat_crashes(flow_run_id)
+    if crashes > max_auto_resumes:
+        raise CrashLoop(
+            f"flow run {flow_run_id} was marked Crashed for missing heartbeats {crashes} times "
+            f"(deployment.max_auto_resumes: {max_auto_resumes}); not resuming it again",
+            subject=flow_run_id,
+            hint="read the crashed runs' logs for what kills the process (memory, a hanging "
+                 "step), fix it, then `mendflow mission resume MISSION_ID` (a new flow run)")
+    return crashes
 
 
 def disk_paths(repo_root: Path, state: Path | None) -> list[Path]:

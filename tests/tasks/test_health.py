@@ -149,3 +149,42 @@ def test_a_call_slower_than_the_learned_timeout_is_cut_as_a_transient_error(
     recorded = load_history(sandbox.repo_root, state)[LLM_STEP]
     assert len(recorded) == 4 and 0 < recorded[-1] < 0.5  # in the mission's state dir
     assert LLM_STEP not in load_history(sandbox.repo_root)  # not in $MENDFLOW_HOME
+
+
+@flow(name="crash-loop-probe")
+def _probe_flow() -> None:
+    """Only a flow to create flow runs of (it is never run)."""
+
+
+def test_check_crash_loop_counts_automation_crashes_in_the_run_history(prefect_harness) -> None:
+    """Each Crashed state the crash automation set counts; other crashes don't; past the cap: CrashLoop."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running, Scheduled
+
+    from deployments.automation import crash_message
+    from mendflow.errors import CrashLoop
+    from tasks.health import check_crash_loop
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(_probe_flow)
+        run_id = str(run.id)
+
+        def add(state) -> None:
+            client.set_flow_run_state(run.id, state, force=True)
+
+        assert check_crash_loop.fn(run_id, 1) == 0
+        add(Running())
+        add(Crashed(message="the runner saw the process exit with -9"))  # not the automation's
+        add(Scheduled())
+        add(Running())
+        add(Crashed(message=crash_message(30)))
+        add(Scheduled())
+        assert check_crash_loop.fn(run_id, 1) == 1  # one automatic resume: at the cap, allowed
+        add(Running())
+        add(Crashed(message=crash_message(60)))
+        add(Scheduled())
+        assert check_crash_loop.fn(run_id, 2) == 2
+        with pytest.raises(CrashLoop) as caught:
+            check_crash_loop.fn(run_id, 1)
+    assert caught.value.subject == run_id
+    assert "2 times" in str(caught.value) and "mendflow mission resume" in str(caught.value)
