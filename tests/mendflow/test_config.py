@@ -63,3 +63,27 @@ def test_config_is_frozen():
     config = validate_config({})
     with pytest.raises(ValidationError):
         config.mission.max_iterations = 5  # type: ignore[misc]
+
+
+def _leaf_paths(data: object, prefix: str = "") -> set[str]:
+    if not isinstance(data, dict):
+        return {prefix}
+    return {path for key, value in data.items()
+            for path in _leaf_paths(value, f"{prefix}.{key}" if prefix else key)}
+
+
+def test_readme_configuration_lists_every_field_with_its_default():
+    """The README's "Configuration" block is valid, complete and equal to the defaults."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    listed = yaml.safe_load(block.group(1))
+    defaults = MendflowConfig().model_dump(mode="json")
+    assert _leaf_paths(listed) == _leaf_paths(defaults)
+    assert validate_config(listed) == MendflowConfig()
