@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mendflow.errors import MendflowError
@@ -28,7 +29,10 @@ app = typer.Typer(help="mendflow: maintenance missions for Python repositories, 
 mission_app = typer.Typer(help="Run, inspect and roll back maintenance missions.",
                           no_args_is_help=True)
 app.add_typer(mission_app, name="mission")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+"""stderr: progress and errors. Lines are never wrapped (a path or a command in
+an error stays one piece, to copy), and text from outside is printed with
+:func:`rich.markup.escape`, so a ``[`` in a message is not taken for markup."""
 
 
 def _prefect_defaults(verbose: bool) -> None:
@@ -70,11 +74,11 @@ class _ProgressHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         stage = getattr(record, "stage", "mission")
-        self.console.print(f"[dim]{stage:>9}[/] {record.getMessage()}", highlight=False)
+        self.console.print(f"[dim]{stage:>9}[/] {escape(record.getMessage())}")
 
 
 def _fail(error: MendflowError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(error))}")
     return typer.Exit(error.exit_code)
 
 
@@ -96,9 +100,9 @@ def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
                   "commit is on the mission branch; `mendflow mission resume <id>` continues")
         raise typer.Exit(130) from None
     except Exception as error:  # the CLI boundary: one clear line, never a traceback
-        err.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {error}\n"
+        err.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {escape(str(error))}\n"
                   "  hint: re-run with --verbose for Prefect's logs; the mission is resumable "
-                  "with `mendflow mission resume <id>`", highlight=False)
+                  "with `mendflow mission resume <id>`")
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -134,7 +138,7 @@ def run_mission(
     """Run one maintenance mission (one Prefect flow run) on PATH."""
     _prefect_defaults(verbose)
     _start_prefect_api()
-    err.print(f"[bold]mendflow[/] mission on {path.resolve()}", highlight=False)
+    err.print(f"[bold]mendflow[/] mission on {escape(str(path.resolve()))}")
     _run_flow(dict(path=str(path), config_file=str(config) if config else None,
                    mission_id=mission_id, scope=scope, dry_run=dry_run or None,
                    backup_only=backup_only or None, max_iterations=max_iterations,
@@ -168,7 +172,7 @@ def resume_mission(
         raise _fail(error) from None
     if crashed:
         err.print(f"flow run {crashed} had no live process: marked Crashed")
-    err.print(f"[bold]mendflow[/] resuming mission {mission}", highlight=False)
+    err.print(f"[bold]mendflow[/] resuming mission {escape(mission)}")
     _run_flow(parameters, as_json=as_json, verbose=verbose)
 
 

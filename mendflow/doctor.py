@@ -54,7 +54,8 @@ def doctor(repair: bool = False, as_json: bool = False, config_file: Path | None
         config = load_config(config_file)
         checks = run_checks(config, repair=repair)
     except MendflowError as error:
-        Console(stderr=True, highlight=False).print(Text(f"error: {error}", style="red"))
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            Text(f"error: {error}", style="red"))
         return error.exit_code
     if as_json:
         sys.stdout.write(json.dumps([c.model_dump() for c in checks], indent=2) + "\n")

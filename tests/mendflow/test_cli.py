@@ -73,8 +73,8 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(case, make_repo, tmp_pat
     elif case == "unknown-field":
         (tmp_path / "c.yaml").write_text("tools:\n  ruff:\n    enabeld: false\n")
         extra = ["--config", str(tmp_path / "c.yaml")]
-    else:
-        target = str(tmp_path / "does-not-exist")
+    else:  # a long path must reach the terminal in one piece, to copy it
+        target = str(tmp_path / ("deep-" * 30) / "does-not-exist")
 
     proc = run_cli(["mission", "run", target, *extra], cli_env)
 
@@ -82,7 +82,7 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(case, make_repo, tmp_pat
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert "error:" in proc.stderr
     expected = {"not-a-repo": "git", "bad-yaml": "YAML", "unknown-field": "enabeld",
-                "missing-path": "does-not-exist"}[case]
+                "missing-path": f"{target}: path does not exist"}[case]
     assert expected in proc.stderr
 
 
