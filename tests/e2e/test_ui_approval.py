@@ -21,6 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/mendflow-ui-approval.png")
+UI_WAIT_MS = 60_000
+"""How long an expectation on the page may take to come true, milliseconds."""
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-dev-shm-usage"]
 
@@ -51,14 +53,14 @@ def approve_in_ui(ui_root: str, run_id: str, *, approver: str, comment: str) -> 
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(30_000)
+            page.set_default_timeout(30_000)  # actions; `expect` has its own timeout (5 s)
             page.goto(f"{ui_root}/runs/flow-run/{run_id}")
             page.get_by_role("button", name="Resume").click()
             dialog = page.get_by_role("dialog")
-            expect(dialog).to_contain_text("wait for approval before reaching")
+            expect(dialog).to_contain_text("wait for approval before reaching", timeout=UI_WAIT_MS)
             approved = dialog.get_by_role("switch").first
             approved.click()
-            expect(approved).to_have_attribute("aria-checked", "true")
+            expect(approved).to_have_attribute("aria-checked", "true", timeout=UI_WAIT_MS)
             field = dialog.locator(".schema-form-property", has_text="Comment")
             field.locator("textarea").first.fill(comment)
             field = dialog.locator(".schema-form-property", has_text="Approver")
@@ -66,7 +68,9 @@ def approve_in_ui(ui_root: str, run_id: str, *, approver: str, comment: str) -> 
             field.locator("textarea").first.fill(approver)
             page.screenshot(path=str(SCREENSHOT))
             dialog.get_by_role("button", name="Submit").click()
-            expect(dialog).to_be_hidden()
+            # the dialog closes once the API took the resume: on a busy machine
+            # (the suite runs on two workers) that took longer than 5 s
+            expect(dialog).to_be_hidden(timeout=UI_WAIT_MS)
         finally:
             browser.close()
 
