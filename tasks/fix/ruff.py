@@ -35,6 +35,7 @@ from mendflow.errors import ToolError
 from mendflow.models import Finding, Patch, Proposal, Sandbox
 from tasks.detect.common import tool_environ
 from tasks.detect.ruff_run import ruff_config_args, ruff_executable
+from tasks.fix.ruff_followup import follow_on_rules
 from tasks.process import run_process
 
 RUFF_TIMEOUT_S = 300.0
@@ -107,17 +108,24 @@ class RuffFixer:
         diff = git_format_diff(self._ruff_diff(sandbox, rule, files), sandbox.path)
         if not diff.text:
             return self._declined(ids, attempt, f"ruff had nothing to fix for {rule}")
+        extra = follow_on_rules(sandbox, rule, diff.files, self._env(sandbox),
+                                self.config.unsafe_fixes)
+        if extra:  # fix what the rule's fix leaves behind (an import it made unused) with it
+            diff = git_format_diff(self._ruff_diff(sandbox, ",".join((rule, *extra)), diff.files),
+                                   sandbox.path)
         touched = set(diff.files)
         fixed = tuple(f.id for f in group if f.path in touched)
         name = rule_name(group[0]) or self._ruff_rule_name(sandbox, rule)
         label = f"{rule} ({name})" if name else rule
+        if extra:
+            label += f" and the {', '.join(extra)} it leaves behind"
         count = len(diff.files)
         patch = Patch(
             id=hashlib.sha256(diff.text.encode("utf-8")).hexdigest()[:12],
             fixer=self.name, finding_ids=fixed, diff=diff.text, files=diff.files,
             title=f"ruff: fix {label} in {count} file{'s' if count != 1 else ''}",
             description=_describe(rule, [f for f in group if f.path in touched],
-                                  self.config.unsafe_fixes),
+                                  self.config.unsafe_fixes, extra),
             confidence="high",
         )
         return Proposal(fixer=self.name, finding_ids=fixed, patch=patch, attempt=attempt)
@@ -135,6 +143,11 @@ class RuffFixer:
             return None
         return name if isinstance(name, str) else None
 
+    @staticmethod
+    def _env(sandbox: Sandbox) -> dict[str, str]:
+        """ruff's environment: the tools' one, without user overrides of ruff's output."""
+        return {k: v for k, v in tool_environ(sandbox).items() if not k.startswith("RUFF_")}
+
     def _ruff_diff(self, sandbox: Sandbox, rule: str, files: Sequence[str]) -> str:
         """Run ``ruff check --fix --diff`` for one rule; return its stdout (diff + summary).
 
@@ -147,9 +160,7 @@ class RuffFixer:
         if self.config.unsafe_fixes:
             args.append("--unsafe-fixes")
         args += ["--", *files]
-        env = {k: v for k, v in tool_environ(sandbox).items()
-               if not k.startswith("RUFF_")}  # no user overrides of ruff's output
-        result = run_process(args, cwd=sandbox.path, timeout_s=RUFF_TIMEOUT_S, env=env,
+        result = run_process(args, cwd=sandbox.path, timeout_s=RUFF_TIMEOUT_S, env=self._env(sandbox),
                              keep_line_endings=True)
         if result.timed_out:
             raise ToolError(f"ruff timed out after {RUFF_TIMEOUT_S:.0f} s fixing {rule}",
@@ -247,10 +258,15 @@ def rule_name(finding: Finding) -> str | None:
     return None
 
 
-def _describe(rule: str, fixed: Sequence[Finding], unsafe: bool) -> str:
+def _describe(rule: str, fixed: Sequence[Finding], unsafe: bool,
+              extra: Sequence[str] = ()) -> str:
     kind = "fixes (unsafe ones included)" if unsafe else "safe fixes"
-    lines = [f"Applies ruff's {kind} for {rule} (`ruff check --fix --select {rule}`) to:"]
+    select = ",".join((rule, *extra))
+    lines = [f"Applies ruff's {kind} for {rule} (`ruff check --fix --select {select}`) to:"]
     lines += [f"- {f.path}:{f.line or '?'}: {f.message}" for f in fixed[:50]]
     if len(fixed) > 50:
         lines.append(f"- ... and {len(fixed) - 50} more")
+    if extra:
+        lines.append(f"The {rule} fix leaves {', '.join(extra)} findings behind (none were "
+                     "there before in these files); ruff fixes them in the same patch.")
     return "\n".join(lines)

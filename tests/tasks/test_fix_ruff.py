@@ -256,3 +256,62 @@ def test_task_functions_delegate_to_the_fixer(make_repo):
     groups = plan_fixes.fn(RuffFixerConfig(), ruff_findings(root))
     proposal = propose_patch.fn(RuffFixerConfig(), sandbox_of(root), groups[0])
     assert proposal.patch is not None and proposal.patch.files == ("pkg/a.py", "pkg/b.py")
+
+
+MODERN = {  # a py311 project with pyupgrade: UP006's safe fix strands the typing import
+    "pyproject.toml": """
+        [project]
+        name = "modern"
+        version = "0"
+        requires-python = ">=3.11"
+
+        [tool.ruff]
+        target-version = "py311"
+
+        [tool.ruff.lint]
+        select = ["F", "UP006", "I"]
+        """,
+    "pkg/__init__.py": "",
+    "pkg/shapes.py": """
+        from typing import List
+
+
+        def widths(rows: List[str]) -> List[int]:
+            return [len(row) for row in rows]
+        """,
+}
+
+
+def test_fix_also_removes_the_import_it_made_unused(make_repo):
+    root = make_repo(MODERN)
+    sandbox = sandbox_of(root)
+    before = measure_ruff(sandbox, ToolsConfig())
+    assert sorted(f.rule for f in before.findings) == ["UP006", "UP006"]
+
+    proposal = RuffFixer().propose(sandbox, RuffFixer().plan(before.findings)[0])
+
+    patch = proposal.patch
+    assert patch is not None, proposal.declined
+    assert "F401" in patch.title and "--select UP006,F401" in patch.description
+    assert "-from typing import List\n" in patch.diff
+    assert set(patch.finding_ids) == {f.id for f in before.findings}
+    assert git_apply(root, patch.diff).returncode == 0
+    after = measure_ruff(sandbox, ToolsConfig())
+    assert after.ok and after.findings == ()  # no new finding: the gate has nothing to refuse
+    assert "def widths(rows: list[str]) -> list[int]:" in (root / "pkg/shapes.py").read_text()
+
+
+def test_no_follow_on_fix_when_the_file_already_had_such_findings(make_repo):
+    """An unused import that was there before is another finding's: the patch leaves it alone."""
+    files = dict(MODERN)
+    files["pkg/shapes.py"] = "\n        import os" + files["pkg/shapes.py"]  # same indent
+    root = make_repo(files)
+    sandbox = sandbox_of(root)
+    findings = measure_ruff(sandbox, ToolsConfig()).findings
+    up006 = next(g for g in RuffFixer().plan(findings) if g[0].rule == "UP006")
+
+    patch = RuffFixer().propose(sandbox, up006).patch
+
+    assert patch is not None and "F401" not in patch.title
+    assert "-import os" not in patch.diff and "-from typing import List" not in patch.diff
+    assert "+def widths(rows: list[str]) -> list[int]:" in patch.diff
