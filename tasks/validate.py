@@ -106,7 +106,7 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
         gate_tests_not_weakened(baseline.test_run, after.test_run),
         gate_coverage(baseline.test_run, after.test_run, gates.coverage_tolerance),
         _new_findings_gate(new),
-        gate_claimed_fixed(patch, after),
+        gate_claimed_fixed(patch, after, baseline),
         gate_test_files(patch, gates),
     ]
     return _report(patch, results, baseline, after, new)
@@ -282,15 +282,40 @@ def _new_findings_gate(new: Sequence[Finding]) -> GateResult:
                       detail=_listing([f"NEW {describe_finding(f)}" for f in new]))
 
 
-def gate_claimed_fixed(patch: Patch, after: Measurement) -> GateResult:
-    """``claimed-fixed``: every finding id the patch claims to fix is absent after."""
+def gate_claimed_fixed(patch: Patch, after: Measurement,
+                       baseline: Measurement | None = None) -> GateResult:
+    """``claimed-fixed``: every finding the patch claims to fix is gone.
+
+    Findings that share a fingerprint (two on one line, say) are told apart
+    by their order (``<id>-2``, see :func:`mendflow.findings.disambiguate`),
+    so when the first one goes, the one left takes its id. With the baseline,
+    the findings of each fingerprint are counted instead: a claim holds when
+    at most ``baseline count - claimed count`` of them are left.
+
+    Args:
+        patch: the candidate and the finding ids it claims.
+        after: the patched tree's measurement.
+        baseline: the measurement the patch was made against; None compares ids only.
+    """
     remaining = {f.id: f for f in after.findings}
     still = [remaining[i] for i in patch.finding_ids if i in remaining]
+    if still and baseline is not None:
+        before = Counter(_base_id(f.id) for f in baseline.findings)
+        left = Counter(_base_id(f.id) for f in after.findings)
+        claimed = Counter(_base_id(i) for i in patch.finding_ids)
+        still = [f for f in still
+                 if left[_base_id(f.id)] > before[_base_id(f.id)] - claimed[_base_id(f.id)]]
     if still:
         return GateResult(gate="claimed-fixed", passed=False,
                           detail=_listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
     return GateResult(gate="claimed-fixed", passed=True,
                       detail=f"all {len(patch.finding_ids)} claimed finding(s) are gone")
+
+
+def _base_id(finding_id: str) -> str:
+    """A finding id without the ``-N`` that :func:`~mendflow.findings.disambiguate` adds."""
+    base, _, n = finding_id.rpartition("-")
+    return base if base and n.isdigit() else finding_id
 
 
 def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:

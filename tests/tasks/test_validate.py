@@ -208,6 +208,24 @@ def test_claimed_fixed_fails_when_the_finding_is_still_there():
     assert report.fixed_finding_ids == ()
 
 
+def test_claimed_fixed_counts_findings_that_share_a_fingerprint():
+    """Three UP035 on one `from typing import (` line: a1, a1-2, a1-3 by order. The fix
+    removes the first two; the one left is now the first, and takes the id a1."""
+    up035 = [finding(i, rule="UP035", line=5, message=m) for i, m in
+             (("a1", "`typing.Callable` is deprecated"), ("a1-2", "`typing.Type` is deprecated"),
+              ("a1-3", "`typing.ContextManager` is deprecated"))]
+    base = measure(up035, run(*TESTS))
+    left = finding("a1", rule="UP035", line=5, message="`typing.ContextManager` is deprecated")
+    after = measure([left], run(*TESTS))
+
+    report = evaluate_gates(base, after, patch(finding_ids=("a1", "a1-2")), GatesConfig(),
+                            OK_SYNTAX)
+    assert report.accepted, report.reason
+    claims_all = evaluate_gates(base, after, patch(finding_ids=("a1", "a1-2", "a1-3")),
+                                GatesConfig(), OK_SYNTAX)
+    assert claims_all.reason == "claimed-fixed"  # one of the three is still there
+
+
 def test_test_files_gate_and_allow_test_changes():
     after = measure([finding("b1", rule="F841", symbol="f")], run(*TESTS))
     touching = patch(files=("pkg/a.py", "tests/test_a.py", "conftest.py"))
