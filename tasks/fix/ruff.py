@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -35,7 +36,7 @@ from mendflow.errors import ToolError
 from mendflow.models import Finding, Patch, Proposal, Sandbox
 from tasks.detect.common import tool_environ
 from tasks.detect.ruff_run import ruff_config_args, ruff_executable
-from tasks.fix.ruff_followup import follow_on_rules
+from tasks.fix.ruff_followup import preview_fix
 from tasks.process import run_process
 
 RUFF_TIMEOUT_S = 300.0
@@ -108,13 +109,17 @@ class RuffFixer:
         diff = git_format_diff(self._ruff_diff(sandbox, rule, files), sandbox.path)
         if not diff.text:
             return self._declined(ids, attempt, f"ruff had nothing to fix for {rule}")
-        extra = follow_on_rules(sandbox, rule, diff.files, self._env(sandbox),
-                                self.config.unsafe_fixes)
+        preview = preview_fix(sandbox, rule, diff.files, self._env(sandbox),
+                              self.config.unsafe_fixes)
+        extra = preview.follow_on
         if extra:  # fix what the rule's fix leaves behind (an import it made unused) with it
             diff = git_format_diff(self._ruff_diff(sandbox, ",".join((rule, *extra)), diff.files),
                                    sandbox.path)
-        touched = set(diff.files)
-        fixed = tuple(f.id for f in group if f.path in touched)
+        claimed = _claimed(group, set(diff.files), preview.remaining)
+        if not claimed:
+            return self._declined(ids, attempt, f"ruff's fix for {rule} leaves every one of "
+                                                "these findings in place")
+        fixed = tuple(f.id for f in claimed)
         name = rule_name(group[0]) or self._ruff_rule_name(sandbox, rule)
         label = f"{rule} ({name})" if name else rule
         if extra:
@@ -124,8 +129,7 @@ class RuffFixer:
             id=hashlib.sha256(diff.text.encode("utf-8")).hexdigest()[:12],
             fixer=self.name, finding_ids=fixed, diff=diff.text, files=diff.files,
             title=f"ruff: fix {label} in {count} file{'s' if count != 1 else ''}",
-            description=_describe(rule, [f for f in group if f.path in touched],
-                                  self.config.unsafe_fixes, extra),
+            description=_describe(rule, claimed, self.config.unsafe_fixes, extra),
             confidence="high",
         )
         return Proposal(fixer=self.name, finding_ids=fixed, patch=patch, attempt=attempt)
@@ -249,6 +253,25 @@ def _git_quote(name: str) -> str:
     body = "".join(escapes.get(c, f"\\{ord(c):03o}" if ord(c) < 32 or c == "\x7f" else c)
                    for c in name)
     return f'"{body}"'
+
+
+def _claimed(group: Sequence[Finding], touched: set[str],
+             remaining: dict[str, Counter[str]]) -> list[Finding]:
+    """The group's findings the fix removes: in a touched file, and not one ruff leaves there.
+
+    A finding that is left is recognised by its message (lines move with the fix).
+    """
+    left = {path: Counter(messages) for path, messages in remaining.items()}
+    claimed = []
+    for finding in group:
+        if finding.path not in touched:
+            continue
+        messages = left.get(finding.path, Counter())
+        if messages[finding.message] > 0:
+            messages[finding.message] -= 1
+        else:
+            claimed.append(finding)
+    return claimed
 
 
 def rule_name(finding: Finding) -> str | None:

@@ -1,18 +1,21 @@
-"""What a ruff fix leaves behind: the follow-on findings it creates, fixed in the same patch.
+"""What a ruff fix leaves behind, previewed without writing to the worktree.
 
-Some safe fixes strand an import: ``UP006`` turns ``List[int]`` into
-``list[int]`` and leaves ``from typing import List`` unused (``F401``);
-``UP035`` moves an import and may leave the block unsorted (``I001``). The
-candidate would then bring a new finding and fail the ``no-new-findings``
-gate, although ruff can fix that finding too.
+Some safe fixes create a finding of another rule: ``UP006`` turns
+``List[int]`` into ``list[int]`` and leaves ``from typing import List``
+unused (``F401``); ``UP035`` moves an import and leaves the block unsorted
+(``I001``); ``UP032`` writes an f-string that ``RUF010`` wants written with a
+conversion flag. The candidate would then fail the ``no-new-findings`` gate,
+although ruff can fix those findings too. And some fixes leave a finding of
+their own rule in place (``UP035`` on a name with no modern equivalent): the
+patch must not claim it.
 
-:func:`follow_on_rules` finds out, without writing to the worktree, which of
-:data:`FOLLOW_ON_RULES` the fix of one rule *creates* in the files it touches
-(ruff reads each file's fixed text from stdin, with ``--stdin-filename`` so
-that the repository's configuration, per-file ignores included, applies). A
-follow-on rule is only added when none of the touched files has a finding of
-it already: fixing ``UP006,F401`` together then changes exactly what the
-``UP006`` fix made unused, and nothing the patch does not claim.
+:func:`preview_fix` lints each touched file's fixed text (ruff reads it from
+stdin, with ``--stdin-filename`` so that the repository's configuration,
+per-file ignores included, applies). A follow-on rule is fixed with the
+patch only when all of its new findings are fixable and none of the touched
+files had a finding of it before: fixing ``UP006,F401`` together then
+changes exactly what the ``UP006`` fix made unused, and nothing the patch
+does not claim.
 """
 
 from __future__ import annotations
@@ -21,62 +24,83 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from mendflow.errors import ToolError
 from mendflow.models import Sandbox
 from tasks.detect.ruff_run import ruff_config_args, ruff_executable
 from tasks.process import run_process
 
-FOLLOW_ON_RULES = ("F401", "I001")
-"""Rules a fix may create and ruff can fix after it: unused imports, unsorted imports."""
 TIMEOUT_S = 120.0
 """Seconds one ruff call may take before its process group is killed."""
 
 
-def follow_on_rules(sandbox: Sandbox, rule: str, files: Sequence[str], env: Mapping[str, str],
-                    unsafe_fixes: bool = False) -> tuple[str, ...]:
-    """The follow-on rules that fixing ``rule`` creates in ``files`` and that may be fixed with it.
+class Diagnostic(NamedTuple):
+    """One ruff finding, as ``ruff check --output-format json`` reports it."""
+
+    code: str
+    message: str
+    fixable: bool
+
+
+class FixPreview(NamedTuple):
+    """What fixing one rule would leave behind.
+
+    Attributes:
+        follow_on: the rules (sorted) the fix creates and that may be fixed with it.
+        remaining: per touched file, the messages of the rule's own findings the fix leaves.
+    """
+
+    follow_on: tuple[str, ...]
+    remaining: dict[str, Counter[str]]
+
+
+def preview_fix(sandbox: Sandbox, rule: str, files: Sequence[str], env: Mapping[str, str],
+                unsafe_fixes: bool = False) -> FixPreview:
+    """Lint the text that fixing ``rule`` gives each file, against the files as they are.
 
     Args:
         sandbox: the worktree (read, never written).
         rule: the rule being fixed (``UP006``).
         files: the POSIX paths the rule's fix changes, relative to the worktree.
         env: the environment ruff runs with.
-        unsafe_fixes: apply ruff's unsafe fixes for ``rule`` too (as the fixer does).
+        unsafe_fixes: the fixer applies ruff's unsafe fixes too.
 
     Returns:
-        The rules of :data:`FOLLOW_ON_RULES` (sorted) that the repository's own ruff
-        configuration reports in the fixed text of some file but in none of the
-        files before the fix; empty when the fix leaves nothing behind.
+        A :class:`FixPreview`. A rule is a follow-on when the repository's own
+        ruff configuration reports it in some fixed text, each of those new
+        findings is fixable (safely, unless ``unsafe_fixes``), and none of
+        the files has a finding of it now.
 
     Raises:
         ToolError: ruff failed (exit status 2) or timed out.
     """
-    candidates = [r for r in FOLLOW_ON_RULES if r != rule]
-    before = _lint(sandbox, env, files)
-    if any(before[path][r] for path in files for r in candidates):
-        return ()  # fixing the rule would also change findings the patch does not claim
-    created: set[str] = set()
+    unsafe = ["--unsafe-fixes"] if unsafe_fixes else []
+    before = _lint(sandbox, env, files, unsafe)
+    present = {d.code for path in files for d in before[path]}
+    created: dict[str, bool] = {}
+    remaining: dict[str, Counter[str]] = {}
     for path in files:
         try:
             text = (sandbox.path / path).read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # ruff's own diff run reports what it can't read
-        fixed = _ruff(sandbox, env, ["--fix", "--select", rule,
-                                     *(["--unsafe-fixes"] if unsafe_fixes else [])],
-                      stdin=(path, text)).stdout
-        after = _lint(sandbox, env, [path], stdin_text=fixed)[path]
-        created.update(r for r in candidates if after[r])
-    return tuple(sorted(created))
+        fixed = _ruff(sandbox, env, ["--fix", "--select", rule, *unsafe], stdin=(path, text)).stdout
+        after = _lint(sandbox, env, [path], unsafe, stdin_text=fixed)[path]
+        remaining[path] = Counter(d.message for d in after if d.code == rule)
+        for d in after:
+            if d.code != rule and d.code not in present:
+                created[d.code] = created.get(d.code, True) and d.fixable
+    return FixPreview(tuple(sorted(code for code, ok in created.items() if ok)), remaining)
 
 
-def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str],
-          stdin_text: str | None = None) -> dict[str, Counter[str]]:
-    """Count the findings of the repository's own ruff config per file and rule (JSON output)."""
+def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str], unsafe: list[str],
+          stdin_text: str | None = None) -> dict[str, list[Diagnostic]]:
+    """The findings of the repository's own ruff config per file (JSON output)."""
     stdin = (files[0], stdin_text) if stdin_text is not None else None
     result = _ruff(sandbox, env, ["--output-format", "json"],
                    files=() if stdin else files, stdin=stdin)
-    counts: dict[str, Counter[str]] = {path: Counter() for path in files}
+    found: dict[str, list[Diagnostic]] = {path: [] for path in files}
     try:
         diagnostics = json.loads(result.stdout or "[]")
     except json.JSONDecodeError:
@@ -87,9 +111,11 @@ def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str],
         name = Path(item.get("filename") or "")
         path = name.resolve() if name.is_absolute() else root / name
         key = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
-        if key in counts and item.get("code"):
-            counts[key][item["code"]] += 1
-    return counts
+        if key in found and item.get("code"):
+            applicability = (item.get("fix") or {}).get("applicability")
+            fixable = applicability == "safe" or (bool(unsafe) and applicability == "unsafe")
+            found[key].append(Diagnostic(item["code"], item.get("message") or "", fixable))
+    return found
 
 
 def _ruff(sandbox: Sandbox, env: Mapping[str, str], args: Sequence[str],

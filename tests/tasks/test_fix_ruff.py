@@ -315,3 +315,51 @@ def test_no_follow_on_fix_when_the_file_already_had_such_findings(make_repo):
     assert patch is not None and "F401" not in patch.title
     assert "-import os" not in patch.diff and "-from typing import List" not in patch.diff
     assert "+def widths(rows: list[str]) -> list[int]:" in patch.diff
+
+
+def test_any_fixable_rule_the_fix_creates_is_fixed_with_it(make_repo):
+    """UP032 writes f"{str(a)}", which RUF010 wants as f"{a!s}": both in one patch."""
+    root = make_repo({
+        "ruff.toml": 'target-version = "py311"\n[lint]\nselect = ["UP032", "RUF010"]\n',
+        "fmt.py": """
+            def pair(a, b):
+                return "{} and {}".format(str(a), repr(b))
+            """,
+    })
+    sandbox = sandbox_of(root)
+    before = measure_ruff(sandbox, ToolsConfig())
+    assert [f.rule for f in before.findings] == ["UP032"]
+
+    patch = RuffFixer().propose(sandbox, RuffFixer().plan(before.findings)[0]).patch
+
+    assert patch is not None and "RUF010" in patch.title
+    assert '+    return f"{a!s} and {b!r}"\n' in patch.diff
+    assert git_apply(root, patch.diff).returncode == 0
+    assert measure_ruff(sandbox, ToolsConfig()).findings == ()
+
+
+def test_patch_claims_only_the_findings_its_fix_removes(make_repo):
+    """UP035 moves `Callable` to collections.abc; `ContextManager` has no such fix and stays."""
+    root = make_repo({
+        "ruff.toml": 'target-version = "py311"\n[lint]\nselect = ["UP035"]\n',
+        "ctx.py": """
+            from typing import Callable
+            from typing import ContextManager
+
+
+            def run(g: Callable[[], None], c: ContextManager[int]) -> None:
+                pass
+            """,
+    })
+    sandbox = sandbox_of(root)
+    findings = measure_ruff(sandbox, ToolsConfig()).findings
+    movable = next(f for f in findings if "Callable" in f.message)
+    stays = next(f for f in findings if "ContextManager" in f.message)
+
+    patch = RuffFixer().propose(sandbox, (movable, stays)).patch
+
+    assert patch is not None
+    assert patch.finding_ids == (movable.id,)
+    assert "+from collections.abc import Callable\n" in patch.diff
+    declined = RuffFixer().propose(sandbox, (stays,))
+    assert declined.patch is None and declined.declined
