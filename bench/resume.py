@@ -10,7 +10,9 @@ directory, HEAD only); without it the sdist of a real public package is
 fetched from PyPI (default more-itertools 10.5.0: 664 tests, stdlib only).
 
 It runs, each as a real ``mendflow`` process with the offline fixer and this
-interpreter as the target environment:
+interpreter as the target environment (the mission config's defaults for
+patches per iteration and iterations; ``--max-patches``/``--max-iterations``
+make a shorter mission, on which the fixed cost F weighs more):
 
 1. an uninterrupted mission on clone A: wall time T;
 2. ``mendflow mission resume`` of that finished mission: wall time F, the
@@ -91,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("repo", nargs="?", type=Path)
     parser.add_argument("--package", default="more-itertools==10.5.0")
     parser.add_argument("--kill-at", type=float, default=0.8)
-    parser.add_argument("--max-patches", type=int, default=8)
-    parser.add_argument("--max-iterations", type=int, default=1)
+    # the mission's own defaults (mission.max_patches_per_iteration, mission.max_iterations)
+    parser.add_argument("--max-patches", type=int, default=25)
+    parser.add_argument("--max-iterations", type=int, default=3)
     opts = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mendflow-bench-resume-"))
     source = opts.repo or fetch_sdist(opts.package, work)
