@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from mendflow.errors import ToolError
 from mendflow.procs import register_process, unregister_process
 
@@ -151,4 +153,22 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+        _wait_group_gone(proc.pid)
         return
+
+
+def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> None:
+    """Wait until no live process (zombies aside) is left in the group: a SIGKILL
+    lands when the kernel next schedules its target, which on a busy machine is later."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = []
+        for member in psutil.process_iter():
+            try:
+                if os.getpgid(member.pid) == pgid and member.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(member)
+            except (ProcessLookupError, psutil.Error):
+                continue
+        if not alive:
+            return
+        time.sleep(0.02)
