@@ -145,6 +145,12 @@ def disambiguate(findings: Iterable[Finding]) -> list[Finding]:
     return out
 
 
+def base_id(finding_id: str) -> str:
+    """A finding id without the ``-N`` that :func:`disambiguate` adds (fingerprints are hex)."""
+    base, _, n = finding_id.rpartition("-")
+    return base if base and n.isdigit() else finding_id
+
+
 def rank_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Merge findings into one de-duplicated queue, most important first.
 

@@ -161,14 +161,14 @@ def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> None:
     """Wait until no live process (zombies aside) is left in the group: a SIGKILL
     lands when the kernel next schedules its target, which on a busy machine is later."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        alive = []
-        for member in psutil.process_iter():
-            try:
-                if os.getpgid(member.pid) == pgid and member.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(member)
-            except (ProcessLookupError, psutil.Error):
-                continue
-        if not alive:
-            return
+    while time.monotonic() < deadline and any(_alive_in(member, pgid)
+                                              for member in psutil.process_iter()):
         time.sleep(0.02)
+
+
+def _alive_in(member: psutil.Process, pgid: int) -> bool:
+    """Is ``member`` a live (not zombie) process of group ``pgid``?"""
+    try:
+        return os.getpgid(member.pid) == pgid and member.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False

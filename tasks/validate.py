@@ -30,6 +30,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.config import GatesConfig
+from mendflow.findings import base_id
 from mendflow.models import (
     Finding,
     GateResult,
@@ -282,40 +283,31 @@ def _new_findings_gate(new: Sequence[Finding]) -> GateResult:
                       detail=_listing([f"NEW {describe_finding(f)}" for f in new]))
 
 
-def gate_claimed_fixed(patch: Patch, after: Measurement,
-                       baseline: Measurement | None = None) -> GateResult:
+def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) -> GateResult:
     """``claimed-fixed``: every finding the patch claims to fix is gone.
 
     Findings that share a fingerprint (two on one line, say) are told apart
     by their order (``<id>-2``, see :func:`mendflow.findings.disambiguate`),
-    so when the first one goes, the one left takes its id. With the baseline,
-    the findings of each fingerprint are counted instead: a claim holds when
-    at most ``baseline count - claimed count`` of them are left.
+    so when the first one goes, the one left takes its id. So the findings of
+    each fingerprint are counted: a claim holds when at most ``baseline count
+    - claimed count`` of them are left.
 
     Args:
         patch: the candidate and the finding ids it claims.
         after: the patched tree's measurement.
-        baseline: the measurement the patch was made against; None compares ids only.
+        baseline: the measurement the patch was made against.
     """
+    before = Counter(base_id(f.id) for f in baseline.findings)
+    left = Counter(base_id(f.id) for f in after.findings)
+    claimed = Counter(base_id(i) for i in patch.finding_ids)
     remaining = {f.id: f for f in after.findings}
-    still = [remaining[i] for i in patch.finding_ids if i in remaining]
-    if still and baseline is not None:
-        before = Counter(_base_id(f.id) for f in baseline.findings)
-        left = Counter(_base_id(f.id) for f in after.findings)
-        claimed = Counter(_base_id(i) for i in patch.finding_ids)
-        still = [f for f in still
-                 if left[_base_id(f.id)] > before[_base_id(f.id)] - claimed[_base_id(f.id)]]
+    still = [remaining[i] for i in patch.finding_ids
+             if i in remaining and left[base_id(i)] > before[base_id(i)] - claimed[base_id(i)]]
     if still:
         return GateResult(gate="claimed-fixed", passed=False,
                           detail=_listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
     return GateResult(gate="claimed-fixed", passed=True,
                       detail=f"all {len(patch.finding_ids)} claimed finding(s) are gone")
-
-
-def _base_id(finding_id: str) -> str:
-    """A finding id without the ``-N`` that :func:`~mendflow.findings.disambiguate` adds."""
-    base, _, n = finding_id.rpartition("-")
-    return base if base and n.isdigit() else finding_id
 
 
 def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:

@@ -35,8 +35,8 @@ from mendflow.config import RuffFixerConfig
 from mendflow.errors import ToolError
 from mendflow.models import Finding, Patch, Proposal, Sandbox
 from tasks.detect.common import tool_environ
-from tasks.detect.ruff_run import ruff_config_args, ruff_executable
-from tasks.fix.ruff_followup import preview_fix
+from tasks.detect.ruff_run import ruff_executable
+from tasks.fix.ruff_followup import preview_fix, run_ruff_check
 from tasks.process import run_process
 
 RUFF_TIMEOUT_S = 300.0
@@ -159,21 +159,11 @@ class RuffFixer:
         (:func:`tasks.detect.ruff_run.ruff_config_args`), so the fixer fixes
         exactly what the detector reported.
         """
-        args = [ruff_executable(), "check", "--fix", "--diff", "--no-cache", "--force-exclude",
-                *ruff_config_args(sandbox.path), "--select", rule]
+        args = ["--fix", "--diff", "--select", rule]
         if self.config.unsafe_fixes:
             args.append("--unsafe-fixes")
-        args += ["--", *files]
-        result = run_process(args, cwd=sandbox.path, timeout_s=RUFF_TIMEOUT_S, env=self._env(sandbox),
-                             keep_line_endings=True)
-        if result.timed_out:
-            raise ToolError(f"ruff timed out after {RUFF_TIMEOUT_S:.0f} s fixing {rule}",
-                            subject="ruff", hint="check ruff's configuration in the repository")
-        if result.returncode not in (0, 1):
-            raise ToolError(f"ruff failed fixing {rule} (exit status {result.returncode}): "
-                            f"{result.tail(10)}", subject="ruff",
-                            hint="run the command shown above in the repository to see why")
-        return result.stdout
+        return run_ruff_check(sandbox, self._env(sandbox), args, files=files,
+                              what=f"fixing {rule}", timeout_s=RUFF_TIMEOUT_S).stdout
 
 
 class GitDiff(NamedTuple):

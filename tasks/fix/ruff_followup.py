@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 from mendflow.errors import ToolError
 from mendflow.models import Sandbox
+from tasks.detect.common import relative_posix
 from tasks.detect.ruff_run import ruff_config_args, ruff_executable
-from tasks.process import run_process
+from tasks.process import ProcessResult, run_process
 
 TIMEOUT_S = 120.0
 """Seconds one ruff call may take before its process group is killed."""
@@ -85,7 +85,8 @@ def preview_fix(sandbox: Sandbox, rule: str, files: Sequence[str], env: Mapping[
             text = (sandbox.path / path).read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # ruff's own diff run reports what it can't read
-        fixed = _ruff(sandbox, env, ["--fix", "--select", rule, *unsafe], stdin=(path, text)).stdout
+        fixed = run_ruff_check(sandbox, env, ["--fix", "--select", rule, *unsafe],
+                               stdin=(path, text), what=f"previewing the fix of {rule}").stdout
         after = _lint(sandbox, env, [path], unsafe, stdin_text=fixed)[path]
         remaining[path] = Counter(d.message for d in after if d.code == rule)
         for d in after:
@@ -98,19 +99,16 @@ def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str], unsafe
           stdin_text: str | None = None) -> dict[str, list[Diagnostic]]:
     """The findings of the repository's own ruff config per file (JSON output)."""
     stdin = (files[0], stdin_text) if stdin_text is not None else None
-    result = _ruff(sandbox, env, ["--output-format", "json"],
-                   files=() if stdin else files, stdin=stdin)
+    result = run_ruff_check(sandbox, env, ["--output-format", "json"], what="linting a fix",
+                            files=() if stdin else files, stdin=stdin)
     found: dict[str, list[Diagnostic]] = {path: [] for path in files}
     try:
         diagnostics = json.loads(result.stdout or "[]")
     except json.JSONDecodeError:
         raise ToolError(f"ruff's JSON output is unreadable: {result.tail(5)}", subject="ruff",
                         hint="report this with the ruff version (`ruff --version`)") from None
-    root = sandbox.path.resolve()
     for item in diagnostics:
-        name = Path(item.get("filename") or "")
-        path = name.resolve() if name.is_absolute() else root / name
-        key = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+        key = relative_posix(sandbox.path, str(item.get("filename") or ""))
         if key in found and item.get("code"):
             applicability = (item.get("fix") or {}).get("applicability")
             fixable = applicability == "safe" or (bool(unsafe) and applicability == "unsafe")
@@ -118,15 +116,37 @@ def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str], unsafe
     return found
 
 
-def _ruff(sandbox: Sandbox, env: Mapping[str, str], args: Sequence[str],
-          files: Sequence[str] = (), stdin: tuple[str, str] | None = None):
-    """Run ``ruff check`` with the detector's config arguments, on files or on stdin."""
+def run_ruff_check(sandbox: Sandbox, env: Mapping[str, str], args: Sequence[str], *, what: str,
+                   files: Sequence[str] = (), stdin: tuple[str, str] | None = None,
+                   timeout_s: float = TIMEOUT_S) -> ProcessResult:
+    """Run ``ruff check`` with the detector's config arguments, on files or on one file's text.
+
+    Args:
+        sandbox: the worktree ruff runs in (never written: no ``--fix`` without ``--diff``
+            or stdin).
+        env: the environment ruff runs with.
+        args: ruff's options (``--fix --diff --select UP006``, ``--output-format json`` ...).
+        what: what the run is for, for errors ("fixing UP006").
+        files: the POSIX paths to check, relative to the worktree.
+        stdin: ``(path, text)``: check ``text`` as if it were ``path`` (``--stdin-filename``).
+        timeout_s: seconds before ruff's process group is killed.
+
+    Returns:
+        The finished process (exit status 0 or 1); stdout keeps CRLF line endings.
+
+    Raises:
+        ToolError: ruff timed out or failed (exit status 2).
+    """
     argv = [ruff_executable(), "check", "--no-cache", "--force-exclude",
             *ruff_config_args(sandbox.path), *args]
     argv += ["--stdin-filename", stdin[0], "-"] if stdin else ["--", *files]
-    result = run_process(argv, cwd=sandbox.path, timeout_s=TIMEOUT_S, env=env,
+    result = run_process(argv, cwd=sandbox.path, timeout_s=timeout_s, env=env,
                          input_text=stdin[1] if stdin else None, keep_line_endings=True)
-    if result.timed_out or result.returncode not in (0, 1):
-        raise ToolError(f"ruff failed looking for follow-on findings ({result.tail(5)})",
-                        subject="ruff", hint="run `ruff check` in the repository to see why")
+    if result.timed_out:
+        raise ToolError(f"ruff timed out after {timeout_s:.0f} s {what}", subject="ruff",
+                        hint="check ruff's configuration in the repository")
+    if result.returncode not in (0, 1):
+        raise ToolError(f"ruff failed {what} (exit status {result.returncode}): "
+                        f"{result.tail(10)}", subject="ruff",
+                        hint="run the command shown above in the repository to see why")
     return result
