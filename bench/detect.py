@@ -22,7 +22,7 @@ the target's test dependencies. Pick a package whose tests need nothing else
 It prints, and asserts nothing:
 
 (a) the wall time of the five tool processes run one after another with
-    ``tasks.process.run_process`` (pytest under coverage, coverage json, ruff,
+    ``mendflow.infra.runner.run_process`` (pytest under coverage, coverage json, ruff,
     mypy, bandit), built with the same command builders as the detectors;
 (b) the wall time of one Prefect flow that submits ``run_pytest``,
     ``run_ruff``, ``run_mypy`` and ``run_bandit`` concurrently on the default
@@ -55,19 +55,19 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mendflow.config import ToolsConfig
-from mendflow.models import Sandbox, TargetEnv, ToolResult
-from tasks.detect import count_python_loc
-from tasks.detect.bandit_run import bandit_config_args
-from tasks.detect.common import tool_environ, tool_state_dir, tracked_python_files
-from tasks.detect.mypy_run import (
+from mendflow.core.config import ToolsConfig
+from mendflow.core.models import Sandbox, TargetEnv, ToolResult
+from mendflow.infra.runner import run_process
+from mendflow.tasks.detect import count_python_loc
+from mendflow.tasks.detect.bandit_run import bandit_config_args
+from mendflow.tasks.detect.common import tool_environ, tool_state_dir, tracked_python_files
+from mendflow.tasks.detect.mypy_run import (
     discover_mypy_targets,
     mypy_command,
     mypy_config_sets_targets,
 )
-from tasks.detect.pytest_run import pytest_command, target_modules
-from tasks.detect.ruff_run import ruff_config_args, ruff_executable
-from tasks.process import run_process
+from mendflow.tasks.detect.pytest_run import pytest_command, target_modules
+from mendflow.tasks.detect.ruff_run import ruff_config_args, ruff_executable
 
 DEFAULT_PACKAGE = "toolz==1.2.0"
 GIT_IDENTITY = ["-c", "user.name=mendflow bench", "-c", "user.email=bench@example.invalid"]
@@ -182,7 +182,7 @@ def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from tasks.detect import run_bandit, run_mypy, run_pytest, run_ruff
+    from mendflow.tasks.detect import run_bandit, run_mypy, run_pytest, run_ruff
 
     clear_mypy_cache(sandbox)
     tree = git(sandbox.path, "rev-parse", "HEAD^{tree}")

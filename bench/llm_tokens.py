@@ -58,8 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
-from flows.mission import maintenance_mission
-from mendflow.models import MissionResult
+from mendflow.core.models import MissionResult
+from mendflow.flows.mission import maintenance_mission
 from tests.fakes.fake_messages_api import FakeMessagesAPI, tool_input_reply
 from tests.fixtures.bugs import BUG_NAMES, copy_project, load_bug
 

@@ -7,15 +7,15 @@ Usage::
 A time-compressed long run. A small real git repository is made in a
 temporary directory (a package with a test, a ruff finding its safe fixer
 removes, a TODO); then, in this one process, the whole offline mission runs
-``--cycles`` times: ``flows.mission.maintenance_mission`` with a new mission id
+``--cycles`` times: ``mendflow.flows.mission.maintenance_mission`` with a new mission id
 each cycle (baseline pytest+coverage, ruff, mypy, bandit, TODO scan; the ruff
 fixer; validation of the candidate in the sandbox; commit; reports), the
 target's tests running with this interpreter. Each mission holds the
-repository's :class:`~mendflow.lock.MissionLock`; after it, its sandbox
+repository's :class:`~mendflow.infra.lock.MissionLock`; after it, its sandbox
 worktree, branch and base ref are removed (as a mission with
 ``keep_worktree: false`` would), so that nothing should accumulate. The
 temporary Prefect server is recorded in the process registry after the first
-mission (:func:`~mendflow.procs.register_prefect_server`).
+mission (:func:`~mendflow.infra.owned_processes.register_prefect_server`).
 
 Every ``--every`` cycles it prints: RSS (psutil, after ``gc.collect()``),
 open file descriptors, child processes alive (and how many are the temporary
@@ -53,10 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from mendflow.lock import MissionLock
-from mendflow.procs import read_records, register_prefect_server
-from mendflow.state import state_dir
-from mendflow.timeouts import record_duration
+from mendflow.infra.layout import state_dir
+from mendflow.infra.lock import MissionLock
+from mendflow.infra.owned_processes import read_records, register_prefect_server
+from mendflow.infra.timeouts import record_duration
 
 FILES = {
     "pyproject.toml": '[project]\nname = "soakpkg"\nversion = "0.1"\n',
@@ -110,8 +110,8 @@ def write_config(path: Path) -> Path:
 def drop_sandbox(repo: Path, result) -> None:
     """Remove a mission's sandbox (``WorktreeSandbox.remove``, as ``remove_sandbox`` does),
     then its branch and base ref. The tools' state beside it is left: it is counted."""
-    from mendflow.models import Sandbox
-    from tasks.sandbox import WorktreeSandbox
+    from mendflow.core.models import Sandbox
+    from mendflow.tasks.sandbox import WorktreeSandbox
 
     if result.worktree:
         WorktreeSandbox().remove(Sandbox(mission_id=result.mission_id, path=Path(result.worktree),
@@ -165,7 +165,7 @@ def slope_per_100(points: list[tuple[int, float]]) -> float:
 
 def run(cycles: int, every: int, keep_sandboxes: bool) -> None:
     """Run the soak and print the figures."""
-    from flows.mission import maintenance_mission
+    from mendflow.flows.mission import maintenance_mission
 
     repo = make_repo(_TMP / "repo")
     config = write_config(_TMP / "config.yaml")

@@ -4,14 +4,14 @@ Save a key once (it is stored encrypted-at-rest as a secret field by Prefect
 and shown masked in the UI)::
 
     from pydantic import SecretStr
-    from blocks.credentials import AnthropicCredentials
+    from mendflow.blocks.credentials import AnthropicCredentials
     AnthropicCredentials(api_key=SecretStr("sk-ant-...")).save("anthropic", overwrite=True)
 
 then name it in the config: ``fixer: {type: anthropic, credentials_block: anthropic}``.
 Without a block, ``ANTHROPIC_API_KEY`` (and ``ANTHROPIC_BASE_URL``) are read
 from the environment. The key is only ever handed to the SDK client: it is
 never logged, put in a prompt or a report, nor passed to the tools run in
-the sandbox (:func:`tasks.process.sandbox_environ` drops ``*KEY*`` names).
+the sandbox (:func:`mendflow.infra.runner.sandbox_environ` drops ``*KEY*`` names).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import cast
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from mendflow.config import AnthropicFixerConfig
-from mendflow.errors import ConfigError
+from mendflow.core.config import AnthropicFixerConfig
+from mendflow.core.errors import ConfigError
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"

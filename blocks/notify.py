@@ -22,7 +22,7 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 
-from mendflow.errors import ConfigError, NotificationFailed
+from mendflow.core.errors import ConfigError, NotificationFailed
 
 
 def ui_base_url(configured: str | None = None) -> str | None:

@@ -17,7 +17,7 @@ serve`` installs:
   steps from the cache and continues (as ``mendflow mission resume`` does by
   hand), up to ``deployment.max_auto_resumes`` times: the flow counts these
   Crashed states in its own history and fails for good past the cap
-  (:func:`tasks.health.check_crash_loop`). It is a second automation, not a
+  (:func:`mendflow.tasks.preflight.check_crash_loop`). It is a second automation, not a
   second action of the first, because Prefect runs an automation's actions
   concurrently: "Scheduled" could land before "Crashed" and be overwritten by it.
 
@@ -37,14 +37,14 @@ from uuid import UUID
 from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
 from prefect.client.schemas.objects import StateType
 
-from mendflow.resume import CRASH_MARK
+from mendflow.infra.flow_runs import CRASH_MARK
 
 LEGACY_NAME = "mendflow-crashed-missions"
 """The single, API-wide automation of earlier versions: removed on install."""
 SILENT_PERIODS = 3
 """Heartbeat periods without a heartbeat after which a run counts as dead."""
 MIN_HEARTBEAT_S = 30
-"""Prefect's smallest heartbeat period, seconds (``flows.heartbeat_frequency`` is
+"""Prefect's smallest heartbeat period, seconds (``mendflow.flows.heartbeat_frequency`` is
 ``ge=30`` and ``prefect.flow_engine.MINIMUM_HEARTBEAT_INTERVAL`` is 30)."""
 HEARTBEAT = "prefect.flow-run.heartbeat"
 _ENDS = frozenset(f"prefect.flow-run.{state}" for state in (

@@ -1,7 +1,7 @@
 """Serve the mission as a Prefect deployment: ``maintenance-mission/<name>``.
 
 ``mendflow serve [--config FILE] [--name NAME] [--interval-minutes N] [--path PATH]``
-(or ``python -m deployments.serve ...``) registers the deployment with the
+(or ``python -m mendflow.deployments.serve ...``) registers the deployment with the
 Prefect API (``PREFECT_API_URL``: a ``prefect server start`` or Prefect Cloud)
 and runs its flow runs in this process, scheduled every N minutes and on
 demand::
@@ -13,12 +13,12 @@ run waits without holding anything. ``mendflow approve RUN_ID`` (or the
 Resume dialog in the Prefect UI) resumes it; this server then runs it again
 from the top, the cached steps return at once, and delivery follows. While it
 serves, a background thread answers suspended runs whose approval deadline
-passed as timed out (:func:`mendflow.approvals.expire_overdue`).
+passed as timed out (:func:`mendflow.cli.approvals.expire_overdue`).
 
 Its flow runs send a heartbeat every ``deployment.heartbeat_s`` seconds, and it
 installs an automation (scoped to this deployment) that marks a flow run Crashed
 when its heartbeats stop, and, with ``deployment.auto_resume_crashed``, one that
-reschedules it (:mod:`deployments.automation`).
+reschedules it (:mod:`mendflow.deployments.automation`).
 
 ``deployments/prefect.yaml`` describes the same deployment for ``prefect deploy``
 (a work pool and a worker instead of this process).
@@ -33,9 +33,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
-
-from mendflow.config import MendflowConfig, load_config
-from mendflow.errors import MendflowError
+from mendflow.core.config import MendflowConfig, load_config
+from mendflow.core.errors import MendflowError
 
 logger = logging.getLogger("mendflow.serve")
 
@@ -75,7 +74,9 @@ def build_deployment(config_path: Path | str | None = None, *, name: str | None 
     Raises:
         ConfigError: the config file is invalid.
     """
-    from flows.mission import maintenance_mission
+    from prefect.deployments.runner import EntrypointType
+
+    from mendflow.flows.mission import maintenance_mission
 
     config_file = Path(config_path) if config_path else None
     config = load_config(config_file)
@@ -86,7 +87,10 @@ def build_deployment(config_path: Path | str | None = None, *, name: str | None 
         interval=timedelta(minutes=minutes) if minutes else None,
         description="mendflow maintenance mission (suspends for approval when the autonomy "
                     "level asks for it; answer with `mendflow approve RUN_ID`)",
-        tags=["mendflow"])
+        tags=["mendflow"],
+        # "mendflow.flows.mission.maintenance_mission": the installed module, whatever the
+        # working directory of the runner (a user's own flows/ or tasks.py cannot shadow it)
+        entrypoint_type=EntrypointType.MODULE_PATH)
 
 
 def sweep_timeouts(stop: threading.Event, every_s: float) -> None:
@@ -94,7 +98,7 @@ def sweep_timeouts(stop: threading.Event, every_s: float) -> None:
     import httpx
     from prefect.exceptions import PrefectHTTPStatusError
 
-    from mendflow.approvals import expire_overdue
+    from mendflow.infra.approvals import expire_overdue
 
     while not stop.wait(every_s):
         try:
@@ -122,7 +126,7 @@ def serve(config_path: Path | str | None = None, *, name: str | None = None,
     settings = load_config(config_path).deployment
     from prefect import serve as prefect_serve
 
-    from deployments.automation import install_crash_automations
+    from mendflow.deployments.automation import install_crash_automations
 
     deployment = build_deployment(config_path, name=name, interval_minutes=interval_minutes,
                                   path=path)
@@ -167,5 +171,5 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)
 
 
-if __name__ == "__main__":  # python -m deployments.serve [--config FILE] ...
+if __name__ == "__main__":  # python -m mendflow.deployments.serve [--config FILE] ...
     typer.run(serve_command)

@@ -23,12 +23,12 @@ from prefect import get_run_logger, runtime
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
-from blocks.notify import flow_run_url
-from mendflow.config import ApprovalConfig, MendflowConfig
-from mendflow.errors import DeliveryError
-from mendflow.models import ApprovalNeed, MissionResult, RepoTarget, Sandbox
-from mendflow.progress import report_progress
-from tasks.approve import (
+from mendflow.blocks.notify import flow_run_url
+from mendflow.core.config import ApprovalConfig, MendflowConfig
+from mendflow.core.errors import DeliveryError
+from mendflow.core.models import ApprovalNeed, MissionResult, RepoTarget, Sandbox
+from mendflow.infra.progress import report_progress
+from mendflow.tasks.approve import (
     PAUSE_KEY,
     ApprovalInput,
     ApprovalRequest,
@@ -46,7 +46,7 @@ from tasks.approve import (
     notify_once,
     publish_approval_request,
 )
-from tasks.approve.request import NOTIFIED_KEY
+from mendflow.tasks.approve.request import NOTIFIED_KEY
 
 SUSPEND_GRACE_S = 300.0
 """A suspended run fails on the server this long after its deadline if nobody resumed it."""
@@ -130,7 +130,7 @@ def _wait(request: ApprovalRequest, approval: ApprovalConfig) -> ApprovalInput |
     Returns:
         The :class:`ApprovalInput`, or None when an ad-hoc run's pause timed out.
         A deployed run's timeout arrives as an answer from the timeout sweeper
-        (:func:`mendflow.approvals.expire_overdue`), which :func:`decide` treats
+        (:func:`mendflow.cli.approvals.expire_overdue`), which :func:`decide` treats
         as a timeout.
     """
     form = ApprovalInput.with_initial_data(description=_form_description(request))

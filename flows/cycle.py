@@ -13,10 +13,10 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.utilities.annotations import opaque
 
-from mendflow.config import MendflowConfig
-from mendflow.errors import LLMError, PatchRejected, ValidationUnavailable
-from mendflow.findings import in_scope
-from mendflow.models import (
+from mendflow.core.config import MendflowConfig
+from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
+from mendflow.core.findings import in_scope
+from mendflow.core.models import (
     BackupEntry,
     Finding,
     LLMUsage,
@@ -28,8 +28,9 @@ from mendflow.models import (
     TargetEnv,
     ValidationReport,
 )
-from mendflow.progress import report_progress
-from tasks.detect import (
+from mendflow.infra.progress import report_progress
+from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
+from mendflow.tasks.detect import (
     find_todos,
     merge_findings,
     run_bandit,
@@ -37,12 +38,11 @@ from tasks.detect import (
     run_pytest,
     run_ruff,
 )
-from tasks.fix import plan_fixes, propose_patch
-from tasks.health import check_free_disk, disk_paths, record_tool_durations
-from tasks.sandbox import apply_patch, hash_tree, reset_sandbox
-from tasks.setup import back_up_files, compute_measurement
-from tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
-from tasks.vcs import commit_accepted_patch
+from mendflow.tasks.fix import plan_fixes, propose_patch
+from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
+from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
+from mendflow.tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
+from mendflow.tasks.vcs import commit_accepted_patch
 
 
 @dataclass

@@ -21,15 +21,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
-from flows.approval import approve_and_deliver
-from flows.cycle import MissionState, back_up_baseline, measure, run_iterations
-from mendflow.budget import release_mission_budgets
-from mendflow.config import MendflowConfig
-from mendflow.models import MissionResult, QualityScore, RepoTarget
-from mendflow.progress import report_progress
-from mendflow.state import mission_dir
-from tasks.environment import prepare_target_env
-from tasks.health import (
+from mendflow.core.config import MendflowConfig
+from mendflow.core.models import MissionResult, QualityScore, RepoTarget
+from mendflow.flows.approval import approve_and_deliver
+from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
+from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.layout import mission_dir
+from mendflow.infra.progress import report_progress
+from mendflow.tasks.bookkeeping import close_mission, load_mission_config, new_mission_id, register_mission
+from mendflow.tasks.environment import prepare_target_env
+from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
     disk_paths,
@@ -38,10 +39,9 @@ from tasks.health import (
     plan_timeouts,
     unlock_repository,
 )
-from tasks.report import publish_report, write_mission_reports
-from tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
-from tasks.setup import close_mission, load_mission_config, new_mission_id, register_mission
-from tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
+from mendflow.tasks.report import publish_report, write_mission_reports
+from mendflow.tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
+from mendflow.tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
 
 @flow(name="maintenance-mission", log_prints=False)

@@ -9,7 +9,7 @@ same directory, then ``os.replace``), into the report directory:
   reason, fixed and new finding ids; the bulky ``after`` measurement is
   reduced to its tree, score, lines of code and finding count);
 - ``backup_history.json``: one :class:`BackupEntry` per changed file;
-- ``findings.sarif``: the findings as SARIF 2.1.0 (see :mod:`mendflow.sarif`).
+- ``findings.sarif``: the findings as SARIF 2.1.0 (see :mod:`mendflow.core.sarif`).
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.findings import rank_findings
-from mendflow.models import (
+from mendflow.core.findings import rank_findings
+from mendflow.core.models import (
     BackupEntry,
     Finding,
     MissionResult,
     PatchOutcome,
     ValidationReport,
 )
-from mendflow.sarif import BaselineState, sarif_log
-from mendflow.score import ScoreBreakdown
+from mendflow.core.sarif import BaselineState, sarif_log
+from mendflow.core.score import ScoreBreakdown
 
 REPORT_FILES = ("final_maintenance_report.md", "session_data.json", "validation_results.json",
                 "backup_history.json", "findings.sarif")

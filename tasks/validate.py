@@ -29,9 +29,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.config import GatesConfig
-from mendflow.findings import base_id
-from mendflow.models import (
+from mendflow.core.config import GatesConfig
+from mendflow.core.findings import base_id
+from mendflow.core.models import (
     Finding,
     GateResult,
     Measurement,
@@ -287,7 +287,7 @@ def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) 
     """``claimed-fixed``: every finding the patch claims to fix is gone.
 
     Findings that share a fingerprint (two on one line, say) are told apart
-    by their order (``<id>-2``, see :func:`mendflow.findings.disambiguate`),
+    by their order (``<id>-2``, see :func:`mendflow.core.findings.disambiguate`),
     so when the first one goes, the one left takes its id. So the findings of
     each fingerprint are counted: a claim holds when at most ``baseline count
     - claimed count`` of them are left.

@@ -17,7 +17,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import pytest
 
-from mendflow.config import Interpreter, MendflowConfig, validate_config
+from mendflow.core.config import Interpreter, MendflowConfig, validate_config
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",

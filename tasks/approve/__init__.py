@@ -1,11 +1,11 @@
 """The approval stage: decide what needs a human, ask, and deliver to the target branch.
 
-Helpers (testable without Prefect): :mod:`tasks.approve.policy` (which patch
-needs approval), :mod:`tasks.approve.request` (the request, the answer, the
-decision), :mod:`tasks.approve.merge` and :mod:`tasks.approve.build` (delivery
-with git), :mod:`tasks.approve.outcome` (the result after the decision).
+Helpers (testable without Prefect): :mod:`mendflow.tasks.approve.policy` (which patch
+needs approval), :mod:`mendflow.tasks.approve.request` (the request, the answer, the
+decision), :mod:`mendflow.tasks.approve.merge` and :mod:`mendflow.tasks.approve.build` (delivery
+with git), :mod:`mendflow.tasks.approve.outcome` (the result after the decision).
 This module holds the thin Prefect tasks the mission flow composes
-(:func:`flows.approval.approve_and_deliver`).
+(:func:`mendflow.flows.approval.approve_and_deliver`).
 
 Every task is idempotent, because a suspended deployed run re-runs the flow
 from the top after it is resumed: the request and the "waiting" message are
@@ -27,17 +27,18 @@ from prefect.client.orchestration import get_client
 from prefect.input import create_flow_run_input, read_flow_run_input
 from prefect.states import Running
 
-from blocks.notify import notify
-from mendflow.config import MendflowConfig
-from mendflow.errors import NotificationFailed
-from mendflow.models import ApprovalNeed, MissionResult
-from mendflow.retry import retry_if_transient
-from mendflow.state import state_dir
-from tasks.approve.build import ApprovedCommit, changed_lines
-from tasks.approve.merge import Delivery, deliver, resolve_target_branch
-from tasks.approve.outcome import approved_commits, awaiting, deliverable, finalize
-from tasks.approve.policy import LEVELS, check_autonomy, needs_approval, sensitive_kinds
-from tasks.approve.request import (
+from mendflow.blocks.notify import notify
+from mendflow.core.config import MendflowConfig
+from mendflow.core.errors import NotificationFailed
+from mendflow.core.models import ApprovalNeed, MissionResult
+from mendflow.infra.gitops import retry_on_sandbox_error, run_git
+from mendflow.infra.layout import state_dir
+from mendflow.infra.retry import retry_if_transient
+from mendflow.tasks.approve.build import ApprovedCommit, changed_lines
+from mendflow.tasks.approve.merge import Delivery, deliver, resolve_target_branch
+from mendflow.tasks.approve.outcome import approved_commits, awaiting, deliverable, finalize
+from mendflow.tasks.approve.policy import LEVELS, check_autonomy, needs_approval, sensitive_kinds
+from mendflow.tasks.approve.request import (
     NOTIFIED_KEY,
     PAUSE_KEY,
     REQUEST_KEY,
@@ -50,8 +51,7 @@ from tasks.approve.request import (
     render_request,
     utc_now,
 )
-from tasks.gitcmd import retry_on_sandbox_error, run_git
-from tasks.report import artifact_key, write_atomic
+from mendflow.tasks.report import artifact_key, write_atomic
 
 __all__ = [
     "LEVELS", "NOTIFIED_KEY", "PAUSE_KEY", "REQUEST_KEY", "TIMEOUT_APPROVER", "ApprovalInput",
@@ -82,7 +82,7 @@ def mark_running(flow_run_id: str, message: str) -> None:
 
 @task(name="choose-target-branch", retries=0, timeout_seconds=60, cache_policy=NO_CACHE)
 def choose_target_branch(root: Path, configured: str | None, head_branch: str | None) -> str:
-    """Prefect task around :func:`tasks.approve.merge.resolve_target_branch`."""
+    """Prefect task around :func:`mendflow.tasks.approve.merge.resolve_target_branch`."""
     return resolve_target_branch(root, configured, head_branch)
 
 
@@ -165,7 +165,7 @@ def _retry_notification(task, task_run, state) -> bool:
       retry_condition_fn=_retry_notification, cache_policy=NO_CACHE)
 def notify_once(block_name: str, subject: str, body: str, flow_run_id: str | None = None,
                 once_key: str | None = None) -> bool:
-    """Send a message through a Prefect notification block (see :func:`blocks.notify.notify`).
+    """Send a message through a Prefect notification block (see :func:`mendflow.blocks.notify.notify`).
 
     Args:
         block_name: the saved block's name.
@@ -195,7 +195,7 @@ def notify_once(block_name: str, subject: str, body: str, flow_run_id: str | Non
       retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
 def deliver_approved(result: MissionResult, commits: Sequence[ApprovedCommit], target_branch: str,
                      approver: str, comment: str, config: MendflowConfig) -> Delivery:
-    """Prefect task around :func:`tasks.approve.merge.deliver` (idempotent).
+    """Prefect task around :func:`mendflow.tasks.approve.merge.deliver` (idempotent).
 
     Args:
         result: the mission's result (repository, mission id, base commit).

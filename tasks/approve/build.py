@@ -3,7 +3,7 @@
 Nothing here touches a branch ref or the user's checkout: commits are built in
 a temporary detached worktree under mendflow's state directory (removed
 afterwards) and with ``git merge-tree --write-tree`` / ``git commit-tree``,
-which only write objects. :mod:`tasks.approve.merge` moves the target ref.
+which only write objects. :mod:`mendflow.tasks.approve.merge` moves the target ref.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import git
 
-from mendflow.errors import DeliveryError
-from mendflow.models import Contract
-from tasks.gitcmd import GIT_OPTIONS, GIT_TIMEOUT_S, run_git
-from tasks.vcs import identity_env
+from mendflow.core.errors import DeliveryError
+from mendflow.core.models import Contract
+from mendflow.infra.gitops import GIT_OPTIONS, GIT_TIMEOUT_S, run_git
+from mendflow.tasks.vcs import identity_env
 
 TRAILER_LINE = re.compile(r"^[A-Za-z0-9-]+: ")
 

@@ -4,14 +4,14 @@
 
 1. the approved mission commits are rebuilt, in order, on the mission base in a
    temporary worktree under mendflow's state directory, with ``Approved-by:``
-   and ``Approval-comment:`` trailers (:func:`tasks.approve.build.build_approved`);
+   and ``Approval-comment:`` trailers (:func:`mendflow.tasks.approve.build.build_approved`);
    when the target branch does not contain the mission base (a target other
    than the branch the mission started from), they are rebuilt on the target
    tip instead, so that no commit but the approved ones reaches the target;
 2. if the target tip is the mission base (or an ancestor of the rebuilt tip),
    the target fast-forwards; otherwise a merge commit with both parents keeps
    the target's history (``git merge-tree --write-tree`` + ``git commit-tree``);
-   a conflict raises :class:`~mendflow.errors.DeliveryError` and changes nothing;
+   a conflict raises :class:`~mendflow.core.errors.DeliveryError` and changes nothing;
 3. the target ref moves atomically: ``git update-ref <ref> <new> <expected-old>``,
    or, when the target branch is checked out in a worktree of the user, only if
    that checkout is clean (``git status --porcelain`` empty), with
@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mendflow.errors import DeliveryError
-from mendflow.models import Contract, DeliveryMode
-from tasks.approve.build import (
+from mendflow.core.errors import DeliveryError
+from mendflow.core.models import Contract, DeliveryMode
+from mendflow.infra.gitops import list_worktrees, rev_parse, run_git
+from mendflow.tasks.approve.build import (
     ApprovedCommit,
     build_approved,
     delivered_patches,
@@ -35,7 +36,6 @@ from tasks.approve.build import (
     merge_commit,
     one_line,
 )
-from tasks.gitcmd import list_worktrees, rev_parse, run_git
 
 
 class Delivery(Contract):

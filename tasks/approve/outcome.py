@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mendflow.errors import DeliveryError
-from mendflow.models import ApprovalNeed, ApprovalRecord, MissionResult, PatchOutcome
-from tasks.approve.build import ApprovedCommit
-from tasks.approve.merge import Delivery
-from tasks.approve.request import ApprovalRequest, Decision, rejection_reason
+from mendflow.core.errors import DeliveryError
+from mendflow.core.models import ApprovalNeed, ApprovalRecord, MissionResult, PatchOutcome
+from mendflow.tasks.approve.build import ApprovedCommit
+from mendflow.tasks.approve.merge import Delivery
+from mendflow.tasks.approve.request import ApprovalRequest, Decision, rejection_reason
 
 UNASKED_REASON = ("not in the approval request: the resumed run produced a different patch "
                   "than the one shown for approval; not delivered")

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import get_args
 
-from mendflow.config import AutonomyLevel
-from mendflow.errors import ConfigError
-from mendflow.models import ApprovalNeed, Finding, PatchOutcome
-from tasks.validate import glob_match
+from mendflow.core.config import AutonomyLevel
+from mendflow.core.errors import ConfigError
+from mendflow.core.models import ApprovalNeed, Finding, PatchOutcome
+from mendflow.tasks.validate import glob_match
 
 LEVELS: tuple[str, ...] = get_args(AutonomyLevel)
 

@@ -16,74 +16,23 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from prefect.input import RunInput
-from pydantic import Field
-
-from mendflow.models import (
+from mendflow.core.approval import (  # noqa: F401  (re-exported: the request's public names)
+    MAX_DIFF_CHARS,
+    NOTIFIED_KEY,
+    PAUSE_KEY,
+    REQUEST_KEY,
+    TIMEOUT_APPROVER,
+    ApprovalInput,
+    ApprovalRequest,
+    Decision,
+)
+from mendflow.core.models import (
     ApprovalDecision,
     ApprovalNeed,
-    Contract,
     Finding,
     MissionResult,
     PatchOutcome,
 )
-
-REQUEST_KEY = "mendflow-approval-request"
-"""Flow run input key of the stored :class:`ApprovalRequest`."""
-NOTIFIED_KEY = "mendflow-approval-notified"
-"""Flow run input key set once the "waiting for approval" message was sent."""
-PAUSE_KEY = "mendflow-approval"
-"""The pause key: one approval per flow run, the same across a suspended run's re-runs."""
-TIMEOUT_APPROVER = "mendflow-timeout"
-"""The approver name the timeout sweeper resumes an overdue suspended run with."""
-MAX_DIFF_CHARS = 20_000
-
-
-class ApprovalInput(RunInput):
-    """A human's answer to a mission's approval request."""
-
-    approved: bool = Field(description="true: deliver the patches; false: reject them all")
-    comment: str = Field(default="", description="why; recorded in the commits and the report")
-    patch_ids: list[str] | None = Field(
-        default=None, description="approve only these patch ids (partial approval); "
-        "empty = every patch waiting")
-    approver: str | None = Field(default=None, description="your name, for the Approved-by trailer")
-
-
-class ApprovalRequest(Contract):
-    """What a mission asks to have approved (stored with its flow run)."""
-
-    mission_id: str
-    flow_run_id: str | None = None
-    repository: str
-    target_branch: str
-    autonomy: str
-    patch_ids: tuple[str, ...] = Field(description="patches waiting for a decision")
-    auto_patch_ids: tuple[str, ...] = Field(default=(), description="delivered without approval")
-    requested_at: str = Field(description="ISO 8601, UTC")
-    deadline: str = Field(description="ISO 8601, UTC: after this the request times out")
-    on_timeout: Literal["reject", "approve"] = "reject"
-    ui_url: str | None = Field(default=None, description="the flow run in the Prefect UI")
-
-    def overdue(self, now: datetime | None = None) -> bool:
-        """True once the deadline has passed."""
-        return (now or datetime.now(timezone.utc)) >= datetime.fromisoformat(self.deadline)
-
-
-class Decision(Contract):
-    """What an answer (or its absence) means for each waiting patch."""
-
-    decision: ApprovalDecision
-    approved_ids: tuple[str, ...] = ()
-    rejected_ids: tuple[str, ...] = ()
-    unknown_ids: tuple[str, ...] = Field(default=(), description="ids in the answer not waiting")
-    unasked_ids: tuple[str, ...] = Field(
-        default=(), description="patches needing approval that the (earlier) request did not "
-        "name: a resumed run that produced a different patch; never delivered")
-    approver: str | None = None
-    comment: str = ""
-    timed_out: bool = False
-    decided_at: str = ""
 
 
 def utc_now() -> str:

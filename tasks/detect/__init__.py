@@ -11,7 +11,7 @@ A tool that is disabled returns ``ToolResult(ok=True)`` with nothing; a tool
 that crashes, times out or prints unreadable output returns ``ok=False`` with
 ``error`` (the output tail) instead of raising, so the mission goes on and the
 validation gates notice. A missing executable raises
-:class:`~mendflow.errors.ToolError`.
+:class:`~mendflow.core.errors.ToolError`.
 
 The ``timeout_seconds`` on the tasks are a backstop only: every tool run is
 bounded by its own configured timeout, which kills the whole process group
@@ -25,16 +25,16 @@ from collections.abc import Sequence
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.caching import MISSION_STEP
-from mendflow.config import ToolsConfig
-from mendflow.findings import rank_findings
-from mendflow.models import Finding, Sandbox, TargetEnv, ToolResult
-from mendflow.retry import retry_if_transient
-from tasks.detect.bandit_run import measure_bandit
-from tasks.detect.mypy_run import measure_mypy
-from tasks.detect.pytest_run import measure_tests
-from tasks.detect.ruff_run import measure_ruff, ruff_config_args
-from tasks.detect.todo_scan import count_python_loc, scan_todos
+from mendflow.core.config import ToolsConfig
+from mendflow.core.findings import rank_findings
+from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
+from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.retry import retry_if_transient
+from mendflow.tasks.detect.bandit_run import measure_bandit
+from mendflow.tasks.detect.mypy_run import measure_mypy
+from mendflow.tasks.detect.pytest_run import measure_tests
+from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
+from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
 
 __all__ = [
     "count_python_loc", "find_todos", "measure_bandit", "measure_mypy", "measure_ruff",
@@ -61,7 +61,7 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) 
         tree: content hash of the measured tree (cache-key input only).
 
     Returns:
-        The ``pytest`` result with its :class:`~mendflow.models.TestRun`.
+        The ``pytest`` result with its :class:`~mendflow.core.models.TestRun`.
 
     Raises:
         ToolError: pytest, coverage or the interpreter is missing from the target env.
@@ -156,6 +156,6 @@ def merge_findings(results: Sequence[ToolResult]) -> list[Finding]:
         results: the tool results of one measurement.
 
     Returns:
-        The findings ranked by :func:`mendflow.findings.rank_findings`.
+        The findings ranked by :func:`mendflow.core.findings.rank_findings`.
     """
     return rank_findings(f for result in results for f in result.findings)

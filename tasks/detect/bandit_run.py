@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mendflow.config import ToolsConfig
-from mendflow.errors import ToolError
-from mendflow.findings import SourceIndex, disambiguate, make_finding
-from mendflow.models import SEVERITY_RANK, Finding, Sandbox, ToolResult
-from tasks.detect.common import (
+from mendflow.core.config import ToolsConfig
+from mendflow.core.errors import ToolError
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding
+from mendflow.core.models import SEVERITY_RANK, Finding, Sandbox, ToolResult
+from mendflow.infra.runner import run_process
+from mendflow.tasks.detect.common import (
     failed_result,
     load_pyproject,
     read_ini,
@@ -26,7 +27,6 @@ from tasks.detect.common import (
     tool_environ,
     tool_table,
 )
-from tasks.process import run_process
 
 # bandit matches these with fnmatch against paths such as ./pkg/tests/test_a.py.
 DEFAULT_EXCLUDES = (

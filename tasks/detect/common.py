@@ -13,11 +13,11 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mendflow.errors import ToolError
-from mendflow.models import Sandbox, ToolResult
-from mendflow.state import tool_state_path
-from tasks.gitcmd import run_git
-from tasks.process import ProcessResult, sandbox_environ
+from mendflow.core.errors import ToolError
+from mendflow.core.models import Sandbox, ToolResult
+from mendflow.infra.gitops import run_git
+from mendflow.infra.layout import tool_state_path
+from mendflow.infra.runner import ProcessResult, sandbox_environ
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,7 +62,7 @@ def tool_environ(sandbox: Sandbox, extra: dict[str, str] | None = None) -> dict[
         extra: more variables (for example ``COVERAGE_FILE``).
 
     Returns:
-        The environment mapping for :func:`tasks.process.run_process`.
+        The environment mapping for :func:`mendflow.infra.runner.run_process`.
     """
     state = tool_state_dir(sandbox)
     variables = {"PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}

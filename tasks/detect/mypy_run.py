@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mendflow.config import ToolsConfig
-from mendflow.findings import SourceIndex, disambiguate, make_finding
-from mendflow.models import Finding, Sandbox, TargetEnv, ToolResult
-from tasks.detect.common import (
+from mendflow.core.config import ToolsConfig
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding
+from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
+from mendflow.infra.runner import run_process
+from mendflow.tasks.detect.common import (
     NOT_LIBRARY_FILES,
     NOT_LIBRARY_TOP_DIRS,
     TEST_DIR_NAMES,
@@ -32,7 +33,6 @@ from tasks.detect.common import (
     tool_state_dir,
     tool_table,
 )
-from tasks.process import run_process
 
 TARGET_KEYS = ("files", "packages", "modules")
 LOW_CODES = frozenset({"import-not-found", "import-untyped"})

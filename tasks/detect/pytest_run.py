@@ -14,13 +14,13 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from mendflow.config import ToolsConfig
-from mendflow.errors import ToolError
-from mendflow.models import Sandbox, TargetEnv, TestRun, ToolResult
-from tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
-from tasks.detect.reports import parse_coverage_json, parse_junit
-from tasks.detect.run_findings import findings_from_test_run
-from tasks.process import run_process, sandbox_environ
+from mendflow.core.config import ToolsConfig
+from mendflow.core.errors import ToolError
+from mendflow.core.models import Sandbox, TargetEnv, TestRun, ToolResult
+from mendflow.infra.runner import run_process, sandbox_environ
+from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
+from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
+from mendflow.tasks.detect.run_findings import findings_from_test_run
 
 # pytest exit codes: 0 all passed, 1 some failed, 2 interrupted, 5 no tests collected.
 PYTEST_OK_CODES = frozenset({0, 1, 2, 5})

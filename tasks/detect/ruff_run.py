@@ -15,19 +15,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mendflow.config import ToolsConfig
-from mendflow.errors import ToolError
-from mendflow.findings import SourceIndex, disambiguate, make_finding
-from mendflow.models import Finding, Sandbox, ToolResult
-from tasks.detect.common import (
+from mendflow.core.config import ToolsConfig
+from mendflow.core.errors import ToolError
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding
+from mendflow.core.models import Finding, Sandbox, ToolResult
+from mendflow.infra.gitops import run_git
+from mendflow.infra.runner import run_process
+from mendflow.tasks.detect.common import (
     failed_result,
     load_pyproject,
     relative_posix,
     tool_environ,
     tool_table,
 )
-from tasks.gitcmd import run_git
-from tasks.process import run_process
 
 # Syntax errors and undefined names: the code cannot run as written.
 SEVERE_PREFIXES = ("E9", "F63", "F7", "F82")

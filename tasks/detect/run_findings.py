@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mendflow.config import ToolsConfig
-from mendflow.findings import SourceIndex, disambiguate, make_finding
-from mendflow.models import Finding, TestCase, TestRun
-from tasks.detect.common import is_library_path
-from tasks.detect.reports import CollectionError, line_ranges
+from mendflow.core.config import ToolsConfig
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding
+from mendflow.core.models import Finding, TestCase, TestRun
+from mendflow.tasks.detect.common import is_library_path
+from mendflow.tasks.detect.pytest_reports import CollectionError, line_ranges
 
 MESSAGE_CHARS = 300
 
@@ -28,7 +28,7 @@ def findings_from_test_run(root: Path, run: TestRun,
             ``coverage.min_file_percent`` percent).
 
     Returns:
-        The findings, ids made unique with :func:`mendflow.findings.disambiguate`.
+        The findings, ids made unique with :func:`mendflow.core.findings.disambiguate`.
     """
     index = SourceIndex(root)
     found: list[Finding] = []

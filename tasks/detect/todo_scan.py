@@ -13,10 +13,10 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-from mendflow.config import ToolsConfig
-from mendflow.findings import SourceIndex, disambiguate, make_finding
-from mendflow.models import Finding, Sandbox, ToolResult
-from tasks.detect.common import tracked_python_files
+from mendflow.core.config import ToolsConfig
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding
+from mendflow.core.models import Finding, Sandbox, ToolResult
+from mendflow.tasks.detect.common import tracked_python_files
 
 MESSAGE_CHARS = 200
 

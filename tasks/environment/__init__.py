@@ -46,12 +46,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
-from mendflow.config import EnvironmentConfig, Interpreter, ManagedVenv
-from mendflow.errors import EnvironmentSetupError, ToolError
-from mendflow.models import Sandbox, TargetEnv
-from mendflow.state import envs_dir
-from tasks.environment.plan import find_test_extras, install_plan, is_installable, venv_key
-from tasks.process import ProcessResult, run_process, sandbox_environ
+from mendflow.core.config import EnvironmentConfig, Interpreter, ManagedVenv
+from mendflow.core.errors import EnvironmentSetupError, ToolError
+from mendflow.core.models import Sandbox, TargetEnv
+from mendflow.infra.layout import envs_dir
+from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
+from mendflow.tasks.environment.plan import find_test_extras, install_plan, is_installable, venv_key
 
 __all__ = [
     "MARKER", "TEST_TOOLS", "find_test_extras", "install_environ", "install_plan",

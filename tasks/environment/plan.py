@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mendflow.config import ManagedVenv
-from mendflow.errors import EnvironmentSetupError
-from mendflow.models import Sandbox
+from mendflow.core.config import ManagedVenv
+from mendflow.core.errors import EnvironmentSetupError
+from mendflow.core.models import Sandbox
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,10 +1,10 @@
 """Fix stage: turn ranked findings into candidate patches.
 
 A fixer is chosen by the ``fixer.type`` of the config (see
-:class:`mendflow.config.FixerConfig`). :func:`build_fixer` dispatches through
+:class:`mendflow.core.config.FixerConfig`). :func:`build_fixer` dispatches through
 ``FIXERS``, a table of ``type -> "module:Class"`` imported lazily, so a fixer's
 dependencies are only imported when a mission uses it. A new fixer is one
-module implementing :class:`~tasks.fix.base.Fixer` (constructed from its
+module implementing :class:`~mendflow.tasks.fix.base.Fixer` (constructed from its
 config section) plus one line in that table.
 """
 
@@ -18,20 +18,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from mendflow.caching import MISSION_STEP
-from mendflow.config import FixerConfig
-from mendflow.errors import ConfigError, LLMError, PatchRejected
-from mendflow.models import Finding, Proposal, Sandbox
-from mendflow.retry import retry_if_transient
-from tasks.fix.base import Fixer
+from mendflow.core.config import FixerConfig
+from mendflow.core.errors import ConfigError, LLMError, PatchRejected
+from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.retry import retry_if_transient
+from mendflow.tasks.fix.base import Fixer
 
 __all__ = ["FIXERS", "Fixer", "build_fixer", "plan_fixes", "propose_patch"]
 
 FIXERS: dict[str, str] = {
-    "ruff": "tasks.fix.ruff:RuffFixer",
-    "anthropic": "tasks.fix.claude:ClaudeFixer",
-    "openai-compatible": "tasks.fix.openai_compat:OpenAICompatibleFixer",
-    "chain": "tasks.fix.chain:ChainFixer",
+    "ruff": "mendflow.tasks.fix.ruff:RuffFixer",
+    "anthropic": "mendflow.tasks.fix.claude:ClaudeFixer",
+    "openai-compatible": "mendflow.tasks.fix.openai_compat:OpenAICompatibleFixer",
+    "chain": "mendflow.tasks.fix.chain:ChainFixer",
 }
 """Fixer implementations by config ``type``: ``"module:Class"``, imported on first use."""
 
@@ -40,7 +40,7 @@ def build_fixer(config: FixerConfig) -> Fixer:
     """Build the fixer a config section asks for.
 
     Args:
-        config: the ``fixer`` section of :class:`mendflow.config.MendflowConfig`
+        config: the ``fixer`` section of :class:`mendflow.core.config.MendflowConfig`
             (any model with a ``type`` field naming an entry of ``FIXERS``).
 
     Returns:
@@ -91,7 +91,7 @@ def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[F
     """Ask the configured fixer for one candidate patch against the sandbox's current tree.
 
     Retried (3 times, backoff 2, 4, 8 s ±50 %) only for transient errors
-    (:func:`mendflow.retry.is_transient`). A retryable model error that carries
+    (:func:`mendflow.infra.retry.is_transient`). A retryable model error that carries
     a ``retry-after`` first sleeps that long, capped by the fixer's
     ``max_retry_after_s``. Each retry is a new call charged to the budget.
 

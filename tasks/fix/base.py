@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from mendflow.models import Finding, Proposal, Sandbox
+from mendflow.core.models import Finding, Proposal, Sandbox
 
 
 @runtime_checkable

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mendflow.config import ChainFixerConfig
-from mendflow.errors import ConfigError
-from mendflow.models import Finding, Proposal, Sandbox
-from tasks.fix.base import Fixer
+from mendflow.core.config import ChainFixerConfig
+from mendflow.core.errors import ConfigError
+from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.tasks.fix.base import Fixer
 
 
 class ChainFixer:
-    """Several fixers in order (implements :class:`~tasks.fix.base.Fixer`).
+    """Several fixers in order (implements :class:`~mendflow.tasks.fix.base.Fixer`).
 
     Args:
         config: the ``fixer`` section (``type: chain``); its fixers are built
-            with :func:`tasks.fix.build_fixer`.
+            with :func:`mendflow.tasks.fix.build_fixer`.
         fixers: ready fixers instead (tests, embedding); overrides ``config``.
     """
 
@@ -33,7 +33,7 @@ class ChainFixer:
             if config is None:
                 raise ConfigError("a chain needs fixers", subject="fixer.fixers",
                                   hint="list at least one fixer under fixers")
-            from tasks.fix import build_fixer  # late: tasks.fix imports the fixer modules
+            from mendflow.tasks.fix import build_fixer  # late: tasks.fix imports the fixer modules
 
             fixers = [build_fixer(item) for item in config.fixers]
         self.fixers = list(fixers)
@@ -71,7 +71,7 @@ class ChainFixer:
 
     def propose(self, sandbox: Sandbox, group: Sequence[Finding], *, feedback: str | None = None,
                 attempt: int = 1) -> Proposal:
-        """Delegate to the fixer that owns the group (see :class:`~tasks.fix.base.Fixer`).
+        """Delegate to the fixer that owns the group (see :class:`~mendflow.tasks.fix.base.Fixer`).
 
         Raises:
             ConfigError: no fixer of the chain handles the group.

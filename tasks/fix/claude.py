@@ -9,9 +9,9 @@ One request per proposal::
         messages=[{"role": "user", "content": <context + instruction>}])
 
 The client is made with ``max_retries=0`` (Prefect's task retries are the
-one retry layer, see :func:`tasks.fix.propose_patch`) and an explicit
+one retry layer, see :func:`mendflow.tasks.fix.propose_patch`) and an explicit
 timeout. The API key comes from an ``AnthropicCredentials`` block or
-``ANTHROPIC_API_KEY`` (:func:`blocks.credentials.resolve_anthropic_key`); it
+``ANTHROPIC_API_KEY`` (:func:`mendflow.blocks.credentials.resolve_anthropic_key`); it
 is only ever put in the request's auth headers.
 """
 
@@ -23,15 +23,15 @@ from typing import Any
 import anthropic
 from pydantic import SecretStr
 
-from blocks.credentials import resolve_anthropic_key
-from mendflow.budget import Budget, Usage
-from mendflow.config import AnthropicFixerConfig
-from tasks.fix.llm import (
+from mendflow.blocks.credentials import resolve_anthropic_key
+from mendflow.core.config import AnthropicFixerConfig
+from mendflow.infra.budget import Budget, Usage
+from mendflow.tasks.fix.llm import (
     LLMFixer,
     ModelAnswer,
     translate_sdk_error,
 )
-from tasks.fix.llm_protocol import ANTHROPIC_TOOL_CHOICE, PROPOSE_FIX_TOOL, SYSTEM_PROMPT, TOOL_NAME
+from mendflow.tasks.fix.llm_protocol import ANTHROPIC_TOOL_CHOICE, PROPOSE_FIX_TOOL, SYSTEM_PROMPT, TOOL_NAME
 
 __all__ = ["ClaudeFixer", "make_anthropic_client"]
 

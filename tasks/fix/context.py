@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mendflow.config import DEFAULT_LLM_DENYLIST
-from mendflow.models import Finding, Sandbox
-from tasks.fix import source_nav as nav
-from tasks.process import SECRET_NAME
+from mendflow.core.config import DEFAULT_LLM_DENYLIST
+from mendflow.core.models import Finding, Sandbox
+from mendflow.infra.runner import SECRET_NAME
+from mendflow.tasks.fix import source_nav as nav
 
 WHOLE_FILE_LINES = 80
 MAX_SNIPPET_LINES = 120

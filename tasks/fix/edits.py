@@ -20,12 +20,12 @@ from pathlib import Path, PurePosixPath
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
-from mendflow.config import LLMPolicy
-from mendflow.errors import PatchRejected
-from mendflow.findings import fingerprint
-from mendflow.models import Finding, Patch, Sandbox
-from tasks.fix.context import matches_denylist
-from tasks.fix.llm_protocol import FileEdit, FixReply
+from mendflow.core.config import LLMPolicy
+from mendflow.core.errors import PatchRejected
+from mendflow.core.findings import fingerprint
+from mendflow.core.models import Finding, Patch, Sandbox
+from mendflow.tasks.fix.context import matches_denylist
+from mendflow.tasks.fix.llm_protocol import FileEdit, FixReply
 
 _BAD_PATH_CHARS = re.compile(r'[\x00-\x1f\x7f"\\]')
 _NO_EOL = "\\ No newline at end of file\n"

@@ -1,24 +1,24 @@
 """What every language-model fixer shares: planning, budget, policy, fault handling.
 
-A backend (:class:`tasks.fix.claude.ClaudeFixer`,
-:class:`tasks.fix.openai_compat.OpenAICompatibleFixer`) only implements
+A backend (:class:`mendflow.tasks.fix.claude.ClaudeFixer`,
+:class:`mendflow.tasks.fix.openai_compat.OpenAICompatibleFixer`) only implements
 :meth:`LLMFixer._call`: send the system prompt, the tool and the user
 message, and return the tool input and the token usage. Everything else is
 here: the budget is reserved before the call and charged after it, the
 reply is validated against the ``propose_fix`` schema, the policy may
 decline it, and the edits become a :class:`Patch` through the guards of
-:mod:`tasks.fix.edits`.
+:mod:`mendflow.tasks.fix.edits`.
 
 Faults of the SDKs become :class:`LLMError` with ``retryable`` (429, 408,
 409, 5xx including 529, timeouts and connection errors), ``retry_after_s``
 (from the ``retry-after-ms`` / ``retry-after`` headers, capped),
 ``status_code`` and ``auth`` (401/403). The Prefect task
-:func:`tasks.fix.propose_patch` is the one retry layer (the SDK clients are made with
+:func:`mendflow.tasks.fix.propose_patch` is the one retry layer (the SDK clients are made with
 ``max_retries=0``).
 
 The wall time of each successful call is added to the repository's duration
-history (step ``llm``, :func:`mendflow.timeouts.record_duration`), from which
-the mission learns the next calls' ``timeout_s`` (:func:`tasks.health.plan_fixer_timeouts`).
+history (step ``llm``, :func:`mendflow.infra.timeouts.record_duration`), from which
+the mission learns the next calls' ``timeout_s`` (:func:`mendflow.tasks.preflight.plan_fixer_timeouts`).
 A call that fails (a timeout included) records nothing.
 """
 
@@ -33,14 +33,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mendflow.budget import Budget, Usage, mission_budget
-from mendflow.config import LLMBudget, LLMPolicy
-from mendflow.errors import LLMError, PatchRejected
-from mendflow.models import Finding, Patch, Proposal, Sandbox
-from mendflow.timeouts import LLM_STEP, record_duration
-from tasks.fix.context import build_context
-from tasks.fix.edits import edits_to_patch
-from tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
+from mendflow.core.config import LLMBudget, LLMPolicy
+from mendflow.core.errors import LLMError, PatchRejected
+from mendflow.core.models import Finding, Patch, Proposal, Sandbox
+from mendflow.infra.budget import Budget, Usage, mission_budget
+from mendflow.infra.timeouts import LLM_STEP, record_duration
+from mendflow.tasks.fix.context import build_context
+from mendflow.tasks.fix.edits import edits_to_patch
+from mendflow.tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
 
 _RETRYABLE_STATUS = {408, 409, 429}
 
@@ -68,7 +68,7 @@ class LLMFixer:
         policy: what a proposed patch may do.
         limits: the budget limits.
         budget: a budget to charge; None = the mission's budget
-            (:func:`mendflow.budget.mission_budget` keyed by ``Sandbox.mission_id``),
+            (:func:`mendflow.infra.budget.mission_budget` keyed by ``Sandbox.mission_id``),
             shared by every fixer object of the mission.
         max_context_chars: bound of the context sent per call, in characters.
         state_dir: mendflow's state directory, where each successful call's

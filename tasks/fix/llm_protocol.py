@@ -56,8 +56,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mendflow.config import LLMCategory, LLMPolicy
-from mendflow.errors import PatchRejected
+from mendflow.core.config import LLMCategory, LLMPolicy
+from mendflow.core.errors import PatchRejected
 
 TOOL_NAME = "propose_fix"
 CATEGORIES: tuple[str, ...] = ("syntax", "import", "type", "attribute", "logic", "api",
@@ -232,7 +232,7 @@ def user_message(context: str, *, attempt: int) -> str:
     """The user turn: the selected context and the instruction.
 
     Args:
-        context: the output of :func:`tasks.fix.context.build_context`.
+        context: the output of :func:`mendflow.tasks.fix.context.build_context`.
         attempt: 1 for the first attempt, 2 for the next ...
 
     Returns:

@@ -14,7 +14,7 @@ proposal::
 
 and ``choices[0].message.tool_calls[0].function.arguments`` is decoded as the
 ``propose_fix`` input. The client is made with ``max_retries=0``: Prefect's
-task retries are the retry layer (:func:`tasks.fix.propose_patch`).
+task retries are the retry layer (:func:`mendflow.tasks.fix.propose_patch`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import os
 
 import openai
 
-from mendflow.budget import Budget, Usage
-from mendflow.config import OpenAICompatibleFixerConfig
-from mendflow.errors import ConfigError
-from tasks.fix.llm import LLMFixer, ModelAnswer, translate_sdk_error
-from tasks.fix.llm_protocol import (
+from mendflow.core.config import OpenAICompatibleFixerConfig
+from mendflow.core.errors import ConfigError
+from mendflow.infra.budget import Budget, Usage
+from mendflow.tasks.fix.llm import LLMFixer, ModelAnswer, translate_sdk_error
+from mendflow.tasks.fix.llm_protocol import (
     OPENAI_PROPOSE_FIX_TOOL,
     OPENAI_TOOL_CHOICE,
     SYSTEM_PROMPT,

@@ -31,13 +31,13 @@ from unidiff.constants import (
 )
 from unidiff.errors import UnidiffParseError
 
-from mendflow.config import RuffFixerConfig
-from mendflow.errors import ToolError
-from mendflow.models import Finding, Patch, Proposal, Sandbox
-from tasks.detect.common import tool_environ
-from tasks.detect.ruff_run import ruff_executable
-from tasks.fix.ruff_followup import preview_fix, run_ruff_check
-from tasks.process import run_process
+from mendflow.core.config import RuffFixerConfig
+from mendflow.core.errors import ToolError
+from mendflow.core.models import Finding, Patch, Proposal, Sandbox
+from mendflow.infra.runner import run_process
+from mendflow.tasks.detect.common import tool_environ
+from mendflow.tasks.detect.ruff_run import ruff_executable
+from mendflow.tasks.fix.ruff_followup import preview_fix, run_ruff_check
 
 RUFF_TIMEOUT_S = 300.0
 """Seconds one ``ruff check --fix --diff`` may run before its process group is killed."""
@@ -156,7 +156,7 @@ class RuffFixer:
         """Run ``ruff check --fix --diff`` for one rule; return its stdout (diff + summary).
 
         The arguments that choose ruff's configuration are the detector's
-        (:func:`tasks.detect.ruff_run.ruff_config_args`), so the fixer fixes
+        (:func:`mendflow.tasks.detect.ruff_run.ruff_config_args`), so the fixer fixes
         exactly what the detector reported.
         """
         args = ["--fix", "--diff", "--select", rule]

@@ -25,11 +25,11 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from mendflow.errors import ToolError
-from mendflow.models import Sandbox
-from tasks.detect.common import relative_posix
-from tasks.detect.ruff_run import ruff_config_args, ruff_executable
-from tasks.process import ProcessResult, run_process
+from mendflow.core.errors import ToolError
+from mendflow.core.models import Sandbox
+from mendflow.infra.runner import ProcessResult, run_process
+from mendflow.tasks.detect.common import relative_posix
+from mendflow.tasks.detect.ruff_run import ruff_config_args, ruff_executable
 
 TIMEOUT_S = 120.0
 """Seconds one ruff call may take before its process group is killed."""

@@ -1,6 +1,6 @@
 """Finding one's way around Python source with ``ast``: what a reviewer would open.
 
-Helpers of :mod:`tasks.fix.context`: the function a pytest node id names,
+Helpers of :mod:`mendflow.tasks.fix.context`: the function a pytest node id names,
 the enclosing function or class of a line, the definitions a test calls
 (resolved through the test module's imports), and the repository frames of
 a pytest or Python traceback.

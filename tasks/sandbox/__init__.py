@@ -7,7 +7,7 @@ directory (``<state>/worktrees/<mission-id>``), and records the base commit as
 
 :class:`SandboxBackend` is the interface; :class:`WorktreeSandbox` is the real
 backend and :class:`CopySandbox` a second one (a ``git clone --local``) used
-as a test double. Patch application is guarded (see :mod:`tasks.sandbox.patching`).
+as a test double. Patch application is guarded (see :mod:`mendflow.tasks.sandbox.patching`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Protocol, runtime_checkable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.models import Patch, RepoTarget, Sandbox
-from tasks.gitcmd import retry_on_sandbox_error
-from tasks.sandbox.backends import CopySandbox, WorktreeSandbox
-from tasks.sandbox.patching import (
+from mendflow.core.models import Patch, RepoTarget, Sandbox
+from mendflow.infra.gitops import retry_on_sandbox_error
+from mendflow.tasks.sandbox.backends import CopySandbox, WorktreeSandbox
+from mendflow.tasks.sandbox.patching import (
     apply_to_worktree,
     drop_replay_ref,
     hash_worktree,

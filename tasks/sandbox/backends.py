@@ -6,11 +6,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from mendflow.errors import SandboxError
-from mendflow.models import Patch, RepoTarget, Sandbox
-from mendflow.state import state_dir as resolve_state_dir
-from mendflow.state import tool_state_path, worktree_dir
-from tasks.gitcmd import (
+from mendflow.core.errors import SandboxError
+from mendflow.core.models import Patch, RepoTarget, Sandbox
+from mendflow.infra.gitops import (
     base_ref,
     check_mission_id,
     list_worktrees,
@@ -18,7 +16,9 @@ from tasks.gitcmd import (
     rev_parse,
     run_git,
 )
-from tasks.sandbox.patching import apply_to_worktree, hash_worktree, reset_worktree
+from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.layout import tool_state_path, worktree_dir
+from mendflow.tasks.sandbox.patching import apply_to_worktree, hash_worktree, reset_worktree
 
 log = logging.getLogger(__name__)
 _NO_REF = "0" * 40
@@ -29,15 +29,15 @@ class _GitTreeOps:
     """apply/reset/tree_hash: the same git operations for every backend with a work tree."""
 
     def apply(self, sandbox: Sandbox, patch: Patch) -> None:
-        """See :func:`tasks.sandbox.patching.apply_to_worktree`."""
+        """See :func:`mendflow.tasks.sandbox.patching.apply_to_worktree`."""
         apply_to_worktree(sandbox, patch)
 
     def reset(self, sandbox: Sandbox, patch: Patch | None = None) -> None:
-        """See :func:`tasks.sandbox.patching.reset_worktree`."""
+        """See :func:`mendflow.tasks.sandbox.patching.reset_worktree`."""
         reset_worktree(sandbox, patch)
 
     def tree_hash(self, sandbox: Sandbox) -> str:
-        """See :func:`tasks.sandbox.patching.hash_worktree`."""
+        """See :func:`mendflow.tasks.sandbox.patching.hash_worktree`."""
         return hash_worktree(sandbox)
 
 
@@ -106,7 +106,7 @@ class CopySandbox(_GitTreeOps):
 
     It shares nothing with the user's repository (its branch and base ref live
     in the clone), which makes it a second, independent implementation of
-    :class:`~tasks.sandbox.SandboxBackend`.
+    :class:`~mendflow.tasks.sandbox.SandboxBackend`.
     """
 
     def create(self, target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:

@@ -19,9 +19,9 @@ from pathlib import Path
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
-from mendflow.errors import PatchRejected, SandboxError
-from mendflow.models import Patch, Sandbox
-from tasks.gitcmd import is_ancestor, replay_ref, rev_parse, run_git
+from mendflow.core.errors import PatchRejected, SandboxError
+from mendflow.core.models import Patch, Sandbox
+from mendflow.infra.gitops import is_ancestor, replay_ref, rev_parse, run_git
 
 _DEV_NULL = "/dev/null"
 _SYMLINK_MODE = re.compile(r"^(new file mode|new mode|old mode|deleted file mode|index \S+) "

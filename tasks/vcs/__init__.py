@@ -19,17 +19,17 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.models import CommitRecord, Patch, RepoTarget, Sandbox, UserState
-from tasks.gitcmd import base_ref, check_mission_id, mission_branch, retry_on_sandbox_error
-from tasks.vcs.commit import commit_message, commit_patch, find_patch_commit, identity_env
-from tasks.vcs.repository import (
+from mendflow.core.models import CommitRecord, Patch, RepoTarget, Sandbox, UserState
+from mendflow.infra.gitops import base_ref, check_mission_id, mission_branch, retry_on_sandbox_error
+from mendflow.tasks.vcs.commit import commit_message, commit_patch, find_patch_commit, identity_env
+from mendflow.tasks.vcs.repository import (
     ScopeName,
     resolve_repository,
     snapshot_user_state,
     uncommitted_changes,
     verify_user_state,
 )
-from tasks.vcs.rollback import rollback_mission
+from mendflow.tasks.vcs.rollback import rollback_mission
 
 __all__ = [
     "ScopeName", "base_ref", "check_mission_id", "commit_accepted_patch", "commit_message",

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 
 import git
 
-from mendflow.errors import PatchRejected
-from mendflow.models import BackupEntry, CommitRecord, Patch, Sandbox
-from tasks.gitcmd import open_sandbox_repo, replay_ref, rev_parse, run_git
+from mendflow.core.errors import PatchRejected
+from mendflow.core.models import BackupEntry, CommitRecord, Patch, Sandbox
+from mendflow.infra.gitops import open_sandbox_repo, replay_ref, rev_parse, run_git
 
 FALLBACK_IDENTITY = {"name": "mendflow", "email": "mendflow@localhost"}
 

@@ -14,9 +14,9 @@ from typing import Literal
 
 import git
 
-from mendflow.errors import ConfigError, RepositoryError, UserStateChanged
-from mendflow.models import RepoTarget, UserState
-from tasks.gitcmd import rev_parse, run_git
+from mendflow.core.errors import ConfigError, RepositoryError, UserStateChanged
+from mendflow.core.models import RepoTarget, UserState
+from mendflow.infra.gitops import rev_parse, run_git
 
 ScopeName = Literal["auto", "project", "directory", "file"]
 ScopeKind = Literal["project", "directory", "file"]

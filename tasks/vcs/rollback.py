@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mendflow.errors import ConfigError, RepositoryError
-from tasks.gitcmd import (
+from mendflow.core.errors import ConfigError, RepositoryError
+from mendflow.infra.gitops import (
     base_ref,
     check_mission_id,
     git_succeeds,

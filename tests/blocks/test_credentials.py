@@ -7,12 +7,12 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from blocks.credentials import AnthropicCredentials, resolve_anthropic_key
-from mendflow.budget import Budget
-from mendflow.config import AnthropicFixerConfig
-from mendflow.errors import ConfigError
-from tasks.fix.claude import ClaudeFixer
-from tasks.process import sandbox_environ
+from mendflow.blocks.credentials import AnthropicCredentials, resolve_anthropic_key
+from mendflow.core.config import AnthropicFixerConfig
+from mendflow.core.errors import ConfigError
+from mendflow.infra.budget import Budget
+from mendflow.infra.runner import sandbox_environ
+from mendflow.tasks.fix.claude import ClaudeFixer
 from tests.fakes import fake_messages_api as api
 from tests.tasks.llm_helpers import (
     CALC_FILES,

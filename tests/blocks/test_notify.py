@@ -8,8 +8,8 @@ import pytest
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
 from prefect.blocks.system import Secret
 
-from blocks.notify import flow_run_url, load_notifier, notify, ui_base_url
-from mendflow.errors import ConfigError, NotificationFailed
+from mendflow.blocks.notify import flow_run_url, load_notifier, notify, ui_base_url
+from mendflow.core.errors import ConfigError, NotificationFailed
 from tests.fakes.server import FakeServer, json_reply
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

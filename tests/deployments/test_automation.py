@@ -11,7 +11,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.schemas.automations import Posture
 
-from deployments.automation import (
+from mendflow.core.config_ops import DeploymentConfig
+from mendflow.deployments.automation import (
     LEGACY_NAME,
     crash_automation,
     crash_message,
@@ -19,7 +20,6 @@ from deployments.automation import (
     install_crash_automations,
     resume_name,
 )
-from mendflow.config_ops import DeploymentConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -5,6 +5,7 @@ The served deployment itself runs end to end in tests/e2e (a real Prefect server
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from datetime import timedelta
 from pathlib import Path
@@ -14,10 +15,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from deployments.serve import build_deployment, deployment_parameters, register
-from flows.mission import maintenance_mission
-from mendflow.config import MendflowConfig
-from mendflow.errors import ConfigError
+from mendflow.core.config import MendflowConfig
+from mendflow.core.errors import ConfigError
+from mendflow.deployments.serve import build_deployment, deployment_parameters, register
+from mendflow.flows.mission import maintenance_mission
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_deployment_from_the_config_section(tmp_path):
     assert deployment.name == "nightly" and deployment.flow_name == "maintenance-mission"
     assert deployment.parameters == {"path": str(tmp_path), "config_file": str(config),
                                      "autonomy": "autonomous"}
-    assert deployment.entrypoint.endswith("flows/mission.py:maintenance_mission")
+    assert deployment.entrypoint == "mendflow.flows.mission.maintenance_mission"
     assert [s.schedule.interval for s in deployment.schedules] == [timedelta(minutes=90)]
 
 
@@ -67,8 +68,8 @@ def test_bad_config_is_a_config_error(tmp_path):
 def test_prefect_yaml_describes_the_same_deployment():
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     (deployment,) = spec["deployments"]
-    module, _, name = deployment["entrypoint"].partition(":")
-    assert (ROOT / module).is_file() and name == "maintenance_mission"
+    module, _, name = deployment["entrypoint"].rpartition(".")
+    assert importlib.import_module(module) is not None and name == "maintenance_mission"
     assert deployment["name"] == MendflowConfig().deployment.name
     assert set(deployment["parameters"]) <= set(inspect.signature(maintenance_mission.fn)
                                                 .parameters)

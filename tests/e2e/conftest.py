@@ -190,11 +190,11 @@ def mission_config(path: Path, **approval) -> Path:
 
 @pytest.fixture(scope="session")
 def served(prefect_server: Server, tmp_path_factory) -> Served:
-    """``python -m deployments.serve`` serving maintenance-mission/<name> against the server."""
+    """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server."""
     work = tmp_path_factory.mktemp("served")
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     config = mission_config(work / "mendflow.yaml")
-    process = start([sys.executable, "-m", "deployments.serve", "--config", str(config),
+    process = start([sys.executable, "-m", "mendflow.deployments.serve", "--config", str(config),
                      "--name", name, "--timeout-sweep-s", "1"], prefect_server.env,
                     work / "serve.log")
     prefect_server.processes.append(process)

@@ -32,7 +32,7 @@ import httpx
 import pytest
 import yaml
 
-from deployments.automation import MIN_HEARTBEAT_S, SILENT_PERIODS, crash_message
+from mendflow.deployments.automation import MIN_HEARTBEAT_S, SILENT_PERIODS, crash_message
 from tests.conftest import git, write_files
 from tests.e2e.conftest import Server, make_target_repo, mission_config, session_of, start, stop
 

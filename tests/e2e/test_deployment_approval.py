@@ -134,7 +134,7 @@ def test_unanswered_suspended_run_times_out_through_the_served_sweeper(runs):
 
 def test_served_deployment_has_the_configured_parameters(served: Served):
     deployment = served.server.api("GET", f"/deployments/name/{served.deployment}")
-    assert deployment["entrypoint"].endswith("flows/mission.py:maintenance_mission")
+    assert deployment["entrypoint"] == "mendflow.flows.mission.maintenance_mission"
     assert deployment["parameters"]["config_file"] == str(served.config)
     assert deployment["parameters"]["autonomy"] is None  # the config's approval.autonomy
 
@@ -155,7 +155,7 @@ def test_prefect_deploy_accepts_prefect_yaml(served: Served, tmp_path):
     assert done.returncode == 0 or "workers/filter" in output, output
 
     deployment = server.api("GET", "/deployments/name/maintenance-mission/mendflow")
-    assert deployment["entrypoint"] == "flows/mission.py:maintenance_mission"
+    assert deployment["entrypoint"] == "mendflow.flows.mission.maintenance_mission"
     assert deployment["parameters"] == {"path": str(tmp_path), "config_file": None,
                                         "autonomy": "interactive"}
     assert deployment["work_pool_name"] == "mendflow"

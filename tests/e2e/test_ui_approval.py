@@ -1,7 +1,7 @@
 """Approving a suspended mission in the Prefect UI, with a real headless Chromium (Playwright).
 
 The UI served by ``prefect server start`` renders the mission's
-:class:`~tasks.approve.request.ApprovalInput` as the form of its "Resume" dialog;
+:class:`~mendflow.tasks.approve.request.ApprovalInput` as the form of its "Resume" dialog;
 this test fills it in like a person would and checks what reached ``main``.
 A screenshot of the filled-in form goes to ``/tmp/mendflow-ui-approval.png``.
 """

@@ -2,7 +2,7 @@
 
 Each test runs ``maintenance_mission`` in a thread against the Prefect test
 harness, waits until its flow run is Paused, answers through
-:mod:`mendflow.approvals` (the same API the UI's Resume dialog uses), and checks
+:mod:`mendflow.infra.approvals` (the same API the UI's Resume dialog uses), and checks
 what reached the target branch.
 """
 
@@ -21,9 +21,9 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
-from flows.mission import maintenance_mission
-from mendflow import approvals
-from mendflow.errors import ApprovalError
+from mendflow.core.errors import ApprovalError
+from mendflow.flows.mission import maintenance_mission
+from mendflow.infra import approvals
 from tests.conftest import git
 from tests.fakes.server import FakeServer, json_reply
 from tests.fixtures.sample_project import LIB, TESTS
@@ -222,6 +222,6 @@ def approvals_app():
 
 
 def approvals_report_dir(mission: Mission) -> str:
-    from mendflow.state import mission_dir
+    from mendflow.infra.layout import mission_dir
 
     return str(mission_dir(mission.mission_id) / "report")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.mission import maintenance_mission
-from mendflow.errors import MissionLocked
+from mendflow.core.errors import MissionLocked
+from mendflow.flows.mission import maintenance_mission
 from tests.conftest import git
 
 FILES = {
@@ -50,7 +50,7 @@ def test_second_mission_on_a_repository_is_refused_naming_the_first(
     repo = make_repo(FILES)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from mendflow.lock import MissionLock
+        from mendflow.infra.lock import MissionLock
         with MissionLock({str(repo)!r}, "first-mission"):
             print("held", flush=True)
             time.sleep(120)
@@ -108,7 +108,7 @@ def test_low_disk_pauses_and_the_mission_resumes_when_space_is_back(
         paused.stop_reason
     assert paused.patches == ()
     config.write_text(config.read_text().replace("1000000000", "1"))
-    from mendflow.resume import resume_parameters
+    from mendflow.infra.flow_runs import resume_parameters
 
     resumed = maintenance_mission(**resume_parameters("low-disk"))
     assert resumed.status == "completed" and resumed.exit_code in (0, 2)

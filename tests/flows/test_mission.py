@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.mission import maintenance_mission
-from mendflow.errors import ConfigError, RepositoryError
-from tasks.vcs import snapshot_user_state
+from mendflow.core.errors import ConfigError, RepositoryError
+from mendflow.flows.mission import maintenance_mission
+from mendflow.tasks.vcs import snapshot_user_state
 from tests.conftest import git
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

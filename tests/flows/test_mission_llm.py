@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.mission import maintenance_mission
-from mendflow.models import Finding, MissionResult
-from tasks.vcs import snapshot_user_state
+from mendflow.core.models import Finding, MissionResult
+from mendflow.flows.mission import maintenance_mission
+from mendflow.tasks.vcs import snapshot_user_state
 from tests.conftest import git
 from tests.fakes import fake_messages_api as api
 from tests.fakes.server import RecordedRequest, ScriptedReply

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.mission import maintenance_mission
-from tasks.vcs import snapshot_user_state
+from mendflow.flows.mission import maintenance_mission
+from mendflow.tasks.vcs import snapshot_user_state
 from tests.conftest import git
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -15,8 +15,8 @@ from uuid import UUID
 import pytest
 import yaml
 
-from mendflow.resume import read_task_runs
-from tasks.vcs import snapshot_user_state
+from mendflow.infra.flow_runs import read_task_runs
+from mendflow.tasks.vcs import snapshot_user_state
 from tests.conftest import git
 
 pytestmark = pytest.mark.slow

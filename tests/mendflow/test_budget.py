@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from mendflow.budget import Budget, Usage, mission_budget, release_mission_budgets
-from mendflow.config import LLMBudget, validate_config
-from mendflow.errors import ConfigError
+from mendflow.core.config import LLMBudget, validate_config
+from mendflow.core.errors import ConfigError
+from mendflow.infra.budget import Budget, Usage, mission_budget, release_mission_budgets
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mendflow.config import Interpreter, ManagedVenv, MendflowConfig, load_config, validate_config
-from mendflow.errors import ConfigError
+from mendflow.core.config import Interpreter, ManagedVenv, MendflowConfig, load_config, validate_config
+from mendflow.core.errors import ConfigError
 
 
 def test_defaults_are_the_embedded_mission():

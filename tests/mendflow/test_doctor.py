@@ -13,8 +13,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from mendflow.doctor import register
-from mendflow.lock import LockInfo, lock_path, read_locks
+from mendflow.cli.doctor import register
+from mendflow.infra.lock import LockInfo, lock_path, read_locks
 
 
 @pytest.fixture

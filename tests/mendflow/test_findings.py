@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mendflow.findings import SourceIndex, disambiguate, make_finding, path_in_scope, rank_findings
-from mendflow.models import RepoTarget
+from mendflow.core.findings import SourceIndex, disambiguate, make_finding, path_in_scope, rank_findings
+from mendflow.core.models import RepoTarget
 
 CODE = "import os\n\n\nclass A:\n    def m(self):\n        return eval('1')\n"
 

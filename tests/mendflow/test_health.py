@@ -13,8 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mendflow.config import HealthConfig, MendflowConfig
-from mendflow.health import (
+from mendflow.core.config import HealthConfig, MendflowConfig
+from mendflow.core.models import RepoTarget
+from mendflow.infra.gitops import list_worktrees
+from mendflow.infra.layout import state_dir
+from mendflow.infra.lock import LockInfo, MissionLock, lock_path, read_locks
+from mendflow.infra.owned_processes import ProcRecord, is_alive, procs_dir
+from mendflow.infra.system_checks import (
     check_disk_space,
     check_git_worktrees,
     check_locks,
@@ -27,11 +32,6 @@ from mendflow.health import (
     known_repositories,
     run_checks,
 )
-from mendflow.lock import LockInfo, MissionLock, lock_path, read_locks
-from mendflow.models import RepoTarget
-from mendflow.procs import ProcRecord, is_alive, procs_dir
-from mendflow.state import state_dir
-from tasks.gitcmd import list_worktrees
 from tests.conftest import git
 
 
@@ -128,7 +128,7 @@ def test_a_closed_port_is_unreachable(monkeypatch):
 def test_without_an_api_url_prefect_runs_ephemeral(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    out = subprocess.run([sys.executable, "-c", "from mendflow.health import check_prefect_api; "
+    out = subprocess.run([sys.executable, "-c", "from mendflow.infra.system_checks import check_prefect_api; "
                           "print(check_prefect_api().model_dump_json())"],
                          env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     check = json.loads(out)
@@ -139,7 +139,7 @@ def test_without_an_api_url_prefect_runs_ephemeral(tmp_path):
 
 
 def test_a_deleted_sandbox_is_found_and_forgotten_on_repair(repo):
-    from tasks.sandbox import WorktreeSandbox
+    from mendflow.tasks.sandbox import WorktreeSandbox
 
     sandbox = WorktreeSandbox().create(target(repo), "m-gone")
     record_session("m-gone", repo)
@@ -169,7 +169,7 @@ def test_a_missing_worktree_that_is_not_mendflows_is_left_alone(repo, tmp_path):
 
 
 def test_leftover_worktree_dirs_are_removed_unless_git_or_a_live_lock_holds_them(repo):
-    from tasks.sandbox import WorktreeSandbox
+    from mendflow.tasks.sandbox import WorktreeSandbox
 
     valid = WorktreeSandbox().create(target(repo), "m-valid")
     root = state_dir() / "worktrees"

@@ -13,13 +13,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mendflow.errors import MissionLocked
-from mendflow.lock import LockInfo, MissionLock, is_stale, lock_path, read_locks, repo_key
+from mendflow.core.errors import MissionLocked
+from mendflow.infra.lock import LockInfo, MissionLock, is_stale, lock_path, read_locks, repo_key
 
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from mendflow.lock import MissionLock
+    from mendflow.infra.lock import MissionLock
     with MissionLock(Path(sys.argv[1]), sys.argv[2]):
         print("locked", flush=True)
         time.sleep(600)
@@ -147,8 +147,8 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(repo):
 CONTENDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from mendflow.errors import MissionLocked
-    from mendflow.lock import MissionLock
+    from mendflow.core.errors import MissionLocked
+    from mendflow.infra.lock import MissionLock
     try:
         with MissionLock(Path(sys.argv[1]), sys.argv[2]):
             print("won", flush=True)

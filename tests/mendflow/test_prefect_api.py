@@ -1,4 +1,4 @@
-"""Tests of mendflow.prefect_api: the temporary Prefect API server started early.
+"""Tests of mendflow.infra.prefect_api: the temporary Prefect API server started early.
 
 Each case runs in a fresh Python process (Prefect must not be imported before
 the spawn), against a real ``uvicorn`` Prefect server on loopback.
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
-    from mendflow.prefect_api import spawn_server
+    from mendflow.infra.prefect_api import spawn_server
     server = spawn_server()
     if sys.argv[1] == "profile-names-a-server":
         os.environ["PREFECT_API_URL"] = "http://127.0.0.1:9/api"  # as a profile would
@@ -60,7 +60,7 @@ def test_a_configured_api_url_stops_the_early_server(tmp_path):
 
 
 def test_no_early_server_when_the_environment_names_an_api(monkeypatch):
-    from mendflow.prefect_api import spawn_server
+    from mendflow.infra.prefect_api import spawn_server
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert spawn_server() is None

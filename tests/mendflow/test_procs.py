@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mendflow.procs import (
+from mendflow.infra.owned_processes import (
     ProcRecord,
     is_alive,
     kill_orphan,
@@ -24,11 +24,11 @@ from mendflow.procs import (
     register_prefect_server,
     unregister_process,
 )
-from tasks.process import run_process
+from mendflow.infra.runner import run_process
 
 OWNER = textwrap.dedent("""
     from pathlib import Path
-    from tasks.process import run_process
+    from mendflow.infra.runner import run_process
     print("running", flush=True)
     run_process(["sleep", "600"], cwd=Path("."), timeout_s=900)
 """)
@@ -175,7 +175,7 @@ def test_the_session_prefect_server_is_registered_and_not_an_orphan(prefect_harn
 SERVER_OWNER = textwrap.dedent("""
     import time
     from prefect.server.api.server import SubprocessASGIServer
-    from mendflow.procs import register_prefect_server
+    from mendflow.infra.owned_processes import register_prefect_server
     SubprocessASGIServer().start(timeout=120)
     print(len(register_prefect_server()), flush=True)
     time.sleep(600)

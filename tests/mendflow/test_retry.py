@@ -9,8 +9,8 @@ import httpx
 import pytest
 from prefect.states import Completed, Failed
 
-from mendflow.errors import ConfigError, LLMError, PatchRejected, ToolError
-from mendflow.retry import is_transient, retry_if_transient
+from mendflow.core.errors import ConfigError, LLMError, PatchRejected, ToolError
+from mendflow.infra.retry import is_transient, retry_if_transient
 
 
 def _status(code: int) -> httpx.HTTPStatusError:

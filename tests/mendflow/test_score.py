@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mendflow.config import ScoreConfig
-from mendflow.models import Finding, TestCase, TestRun
-from mendflow.score import quality_score, score_breakdown
+from mendflow.core.config import ScoreConfig
+from mendflow.core.models import Finding, TestCase, TestRun
+from mendflow.core.score import quality_score, score_breakdown
 
 DEFAULT = ScoreConfig()
 

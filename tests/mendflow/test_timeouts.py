@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import HISTORY_SIZE, TimeoutsConfig, validate_config
-from mendflow.errors import ConfigError
-from mendflow.timeouts import (
+from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig, validate_config
+from mendflow.core.errors import ConfigError
+from mendflow.infra.timeouts import (
     LLM_STEP,
     adaptive_timeout,
     history_path,
@@ -134,7 +134,7 @@ def test_a_corrupt_history_is_empty_with_a_warning_and_is_rewritten(repo, caplog
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from mendflow.timeouts import record_duration
+    from mendflow.infra.timeouts import record_duration
     for i in range(200):
         record_duration(Path(sys.argv[1]), sys.argv[2], float(i))
 """)

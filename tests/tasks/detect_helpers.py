@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mendflow.config import ToolsConfig
-from mendflow.models import Sandbox, TargetEnv
+from mendflow.core.config import ToolsConfig
+from mendflow.core.models import Sandbox, TargetEnv
 from tests.conftest import git, write_files
 
 # The test interpreter (mendflow's .venv) has pytest, coverage and pytest-timeout.

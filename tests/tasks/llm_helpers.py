@@ -6,9 +6,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mendflow.findings import SourceIndex, make_finding
-from mendflow.models import Finding, Sandbox
-from tasks.process import run_process, sandbox_environ
+from mendflow.core.findings import SourceIndex, make_finding
+from mendflow.core.models import Finding, Sandbox
+from mendflow.infra.runner import run_process, sandbox_environ
 from tests.conftest import git
 
 FAKE_KEY = "sk-ant-test-Zq8vK2mN4pL6rT0x"

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mendflow.models import Patch
+from mendflow.core.models import Patch
 from tests.conftest import git
 
 FILES = {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.errors import DeliveryError
-from tasks.approve.build import ApprovedCommit, add_trailers, changed_lines, delivered_patches
-from tasks.approve.merge import deliver, resolve_target_branch
+from mendflow.core.errors import DeliveryError
+from mendflow.tasks.approve.build import ApprovedCommit, add_trailers, changed_lines, delivered_patches
+from mendflow.tasks.approve.merge import deliver, resolve_target_branch
 from tests.conftest import git
 
 LIB = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"

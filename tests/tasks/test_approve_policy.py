@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mendflow.config import GatesConfig
-from mendflow.errors import ConfigError
-from mendflow.models import Finding, PatchOutcome
-from tasks.approve.policy import LEVELS, check_autonomy, needs_approval, sensitive_kinds
+from mendflow.core.config import GatesConfig
+from mendflow.core.errors import ConfigError
+from mendflow.core.models import Finding, PatchOutcome
+from mendflow.tasks.approve.policy import LEVELS, check_autonomy, needs_approval, sensitive_kinds
 
 TEST_GLOBS = GatesConfig().test_globs
 BANDIT = Finding(id="b1", source="bandit", rule="B105", severity="medium", category="security",

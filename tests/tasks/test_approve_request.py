@@ -6,13 +6,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from mendflow.errors import DeliveryError
-from mendflow.models import ApprovalNeed, GateResult, MissionResult, PatchOutcome, QualityScore
-from mendflow.models import ValidationReport as Report
-from tasks.approve.build import ApprovedCommit
-from tasks.approve.merge import Delivery
-from tasks.approve.outcome import UNASKED_REASON, approved_commits, awaiting, finalize
-from tasks.approve.request import (
+from mendflow.core.errors import DeliveryError
+from mendflow.core.models import ApprovalNeed, GateResult, MissionResult, PatchOutcome, QualityScore
+from mendflow.core.models import ValidationReport as Report
+from mendflow.tasks.approve.build import ApprovedCommit
+from mendflow.tasks.approve.merge import Delivery
+from mendflow.tasks.approve.outcome import UNASKED_REASON, approved_commits, awaiting, finalize
+from mendflow.tasks.approve.request import (
     TIMEOUT_APPROVER,
     ApprovalInput,
     decide,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import ToolsConfig
-from mendflow.errors import ToolError
-from mendflow.findings import make_finding
-from mendflow.models import ToolResult
-from tasks.detect import (
+from mendflow.core.config import ToolsConfig
+from mendflow.core.errors import ToolError
+from mendflow.core.findings import make_finding
+from mendflow.core.models import ToolResult
+from mendflow.tasks.detect import (
     count_python_loc,
     find_todos,
     measure_bandit,
@@ -25,10 +25,10 @@ from tasks.detect import (
     run_ruff,
     scan_todos,
 )
-from tasks.detect.bandit_run import parse_bandit
-from tasks.detect.common import is_library_path, is_test_path, relative_posix
-from tasks.detect.reports import line_ranges, node_id, parse_coverage_json, parse_junit
-from tasks.detect.ruff_run import parse_ruff
+from mendflow.tasks.detect.bandit_run import parse_bandit
+from mendflow.tasks.detect.common import is_library_path, is_test_path, relative_posix
+from mendflow.tasks.detect.pytest_reports import line_ranges, node_id, parse_coverage_json, parse_junit
+from mendflow.tasks.detect.ruff_run import parse_ruff
 from tests.conftest import git
 from tests.tasks.detect_helpers import (
     TARGET_ENV,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.detect import measure_bandit, measure_mypy, measure_ruff
-from tasks.detect.bandit_run import bandit_config_args
-from tasks.detect.mypy_run import discover_mypy_targets, mypy_config_sets_targets
-from tasks.detect.ruff_run import ruff_config_args
+from mendflow.tasks.detect import measure_bandit, measure_mypy, measure_ruff
+from mendflow.tasks.detect.bandit_run import bandit_config_args
+from mendflow.tasks.detect.mypy_run import discover_mypy_targets, mypy_config_sets_targets
+from mendflow.tasks.detect.ruff_run import ruff_config_args
 from tests.conftest import write_files
 from tests.tasks.detect_helpers import (
     TARGET_ENV,

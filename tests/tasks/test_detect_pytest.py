@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.errors import ToolError
-from mendflow.models import TargetEnv
-from tasks.detect import measure_tests
-from tasks.detect.pytest_run import coverage_config_sets_source
+from mendflow.core.errors import ToolError
+from mendflow.core.models import TargetEnv
+from mendflow.tasks.detect import measure_tests
+from mendflow.tasks.detect.pytest_run import coverage_config_sets_source
 from tests.tasks.detect_helpers import (
     TARGET_ENV,
     new_repo,

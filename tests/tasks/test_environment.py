@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import Interpreter, ManagedVenv
-from mendflow.errors import EnvironmentSetupError
-from mendflow.state import envs_dir
-from tasks.environment import (
+from mendflow.core.config import Interpreter, ManagedVenv
+from mendflow.core.errors import EnvironmentSetupError
+from mendflow.infra.layout import envs_dir
+from mendflow.tasks.environment import (
     MARKER,
     find_test_extras,
     install_environ,
@@ -22,8 +22,8 @@ from tasks.environment import (
     read_marker,
     venv_key,
 )
-from tasks.sandbox import WorktreeSandbox
-from tasks.vcs import resolve_repository
+from mendflow.tasks.sandbox import WorktreeSandbox
+from mendflow.tasks.vcs import resolve_repository
 from tests.conftest import write_files
 
 TINY_PACKAGE = {

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import pytest
 from pydantic import SecretStr
 
-from mendflow.budget import Budget
-from mendflow.config import AnthropicFixerConfig, ChainFixerConfig, validate_config
-from mendflow.errors import ConfigError
-from mendflow.models import Finding, Proposal, Sandbox
-from tasks.fix.base import Fixer
-from tasks.fix.chain import ChainFixer
-from tasks.fix.claude import ClaudeFixer, make_anthropic_client
+from mendflow.core.config import AnthropicFixerConfig, ChainFixerConfig, validate_config
+from mendflow.core.errors import ConfigError
+from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.infra.budget import Budget
+from mendflow.tasks.fix.base import Fixer
+from mendflow.tasks.fix.chain import ChainFixer
+from mendflow.tasks.fix.claude import ClaudeFixer, make_anthropic_client
 from tests.fakes import fake_messages_api as api
 from tests.tasks.llm_helpers import (
     CALC_FILES,

@@ -13,14 +13,14 @@ import pytest
 from prefect import flow
 from pydantic import SecretStr
 
-from mendflow.budget import Budget, release_mission_budgets
-from mendflow.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
-from mendflow.errors import ConfigError, LLMError
-from mendflow.models import Finding, Proposal, Sandbox
-from mendflow.timeouts import LLM_STEP, history_path, load_history
-from tasks.fix import propose_patch
-from tasks.fix.claude import ClaudeFixer, make_anthropic_client
-from tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
+from mendflow.core.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
+from mendflow.core.errors import ConfigError, LLMError
+from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.infra.budget import Budget, release_mission_budgets
+from mendflow.infra.timeouts import LLM_STEP, history_path, load_history
+from mendflow.tasks.fix import propose_patch
+from mendflow.tasks.fix.claude import ClaudeFixer, make_anthropic_client
+from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
 from tests.conftest import git
 from tests.fakes import fake_messages_api as api
 from tests.tasks.detect_helpers import new_repo

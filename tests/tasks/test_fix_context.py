@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from mendflow.config import DEFAULT_LLM_DENYLIST
-from tasks.fix.context import build_context, matches_denylist
+from mendflow.core.config import DEFAULT_LLM_DENYLIST
+from mendflow.tasks.fix.context import build_context, matches_denylist
 from tests.tasks.llm_helpers import (
     CALC_FILES,
     failing_tests,

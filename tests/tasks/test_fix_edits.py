@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from unidiff import PatchSet
 
-from mendflow.config import LLMPolicy
-from mendflow.errors import PatchRejected
-from mendflow.models import Sandbox
-from tasks.fix.edits import edits_to_patch
-from tasks.fix.llm_protocol import FixReply
+from mendflow.core.config import LLMPolicy
+from mendflow.core.errors import PatchRejected
+from mendflow.core.models import Sandbox
+from mendflow.tasks.fix.edits import edits_to_patch
+from mendflow.tasks.fix.llm_protocol import FixReply
 from tests.conftest import git
 from tests.tasks.llm_helpers import (
     CALC_FILES,

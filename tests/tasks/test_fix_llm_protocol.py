@@ -8,10 +8,10 @@ import typing
 
 import pytest
 
-import tasks.fix.llm_protocol as protocol
-from mendflow.config import LLMCategory
-from mendflow.errors import PatchRejected
-from tasks.fix.llm_protocol import (
+import mendflow.tasks.fix.llm_protocol as protocol
+from mendflow.core.config import LLMCategory
+from mendflow.core.errors import PatchRejected
+from mendflow.tasks.fix.llm_protocol import (
     PROPOSE_FIX_SCHEMA,
     FileEdit,
     FixAnalysis,

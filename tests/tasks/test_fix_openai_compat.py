@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from mendflow.budget import Budget
-from mendflow.config import OpenAICompatibleFixerConfig, validate_config
-from mendflow.errors import ConfigError, LLMError
-from mendflow.models import Finding, Sandbox
-from mendflow.timeouts import LLM_STEP, load_history
-from tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
-from tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
+from mendflow.core.config import OpenAICompatibleFixerConfig, validate_config
+from mendflow.core.errors import ConfigError, LLMError
+from mendflow.core.models import Finding, Sandbox
+from mendflow.infra.budget import Budget
+from mendflow.infra.timeouts import LLM_STEP, load_history
+from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
+from mendflow.tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
 from tests.conftest import git
 from tests.fakes import fake_openai_api as chat
 from tests.fakes.fake_messages_api import analysis

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import RuffFixerConfig, ToolsConfig
-from mendflow.errors import ConfigError, ToolError
-from mendflow.findings import SourceIndex, make_finding
-from mendflow.models import Finding, Sandbox
-from tasks.detect.ruff_run import measure_ruff, ruff_executable
-from tasks.fix import FIXERS, Fixer, build_fixer, plan_fixes, propose_patch
-from tasks.fix.ruff import RuffFixer, git_format_diff
+from mendflow.core.config import RuffFixerConfig, ToolsConfig
+from mendflow.core.errors import ConfigError, ToolError
+from mendflow.core.findings import SourceIndex, make_finding
+from mendflow.core.models import Finding, Sandbox
+from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_executable
+from mendflow.tasks.fix import FIXERS, Fixer, build_fixer, plan_fixes, propose_patch
+from mendflow.tasks.fix.ruff import RuffFixer, git_format_diff
 
 
 def ruff_findings(root: Path, select: str = "F401,F841,F821") -> list[Finding]:
@@ -241,7 +241,7 @@ def test_build_fixer_dispatches_on_type_and_rejects_unknown():
     fixer = build_fixer(RuffFixerConfig(unsafe_fixes=True))
     assert isinstance(fixer, RuffFixer) and isinstance(fixer, Fixer)
     assert fixer.config.unsafe_fixes is True
-    assert FIXERS["ruff"] == "tasks.fix.ruff:RuffFixer"
+    assert FIXERS["ruff"] == "mendflow.tasks.fix.ruff:RuffFixer"
 
     class Other:
         type = "gpt-9"

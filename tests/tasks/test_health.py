@@ -1,6 +1,6 @@
 """Adaptive model-call timeouts: plan_fixer_timeouts, and the real SDK cut at the learned timeout.
 
-The history is written with the real :func:`mendflow.timeouts.record_duration`;
+The history is written with the real :func:`mendflow.infra.timeouts.record_duration`;
 the end-to-end check drives the real ``anthropic`` SDK over loopback HTTP to
 the fake Messages API, through the mission's own ``propose_patch`` task body.
 """
@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-import tasks.fix.claude  # noqa: F401  (the SDK is imported here, not inside the timed call)
-from mendflow.budget import release_mission_budgets
-from mendflow.config import AnthropicFixerConfig, FixerConfig, MendflowConfig, validate_config
-from mendflow.errors import LLMError
-from mendflow.models import Finding, Sandbox
-from mendflow.timeouts import LLM_STEP, load_history, percentile, record_duration
-from tasks.fix import propose_patch
-from tasks.health import adapt_fixer_timeouts, plan_fixer_timeouts
+import mendflow.tasks.fix.claude  # noqa: F401  (the SDK is imported here, not inside the timed call)
+from mendflow.core.config import AnthropicFixerConfig, FixerConfig, MendflowConfig, validate_config
+from mendflow.core.errors import LLMError
+from mendflow.core.models import Finding, Sandbox
+from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.timeouts import LLM_STEP, load_history, percentile, record_duration
+from mendflow.tasks.fix import propose_patch
+from mendflow.tasks.preflight import adapt_fixer_timeouts, plan_fixer_timeouts
 from tests.fakes import fake_messages_api as api
 from tests.tasks.llm_helpers import CALC_FILES, FAKE_KEY, GOOD_EDIT, git_worktree_sandbox, lint_finding
 
@@ -161,9 +161,9 @@ def test_check_crash_loop_counts_automation_crashes_in_the_run_history(prefect_h
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed, Running, Scheduled
 
-    from deployments.automation import crash_message
-    from mendflow.errors import CrashLoop
-    from tasks.health import check_crash_loop
+    from mendflow.core.errors import CrashLoop
+    from mendflow.deployments.automation import crash_message
+    from mendflow.tasks.preflight import check_crash_loop
 
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(_probe_flow)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import ScoreConfig
-from mendflow.models import (
+from mendflow.core.config import ScoreConfig
+from mendflow.core.models import (
     BackupEntry,
     Finding,
     GateResult,
@@ -20,9 +20,9 @@ from mendflow.models import (
     TestRun,
     ValidationReport,
 )
-from mendflow.sarif import FINGERPRINT_KEY, SARIF_VERSION
-from mendflow.score import score_breakdown
-from tasks.report import (
+from mendflow.core.sarif import FINGERPRINT_KEY, SARIF_VERSION
+from mendflow.core.score import score_breakdown
+from mendflow.tasks.report import (
     REPORT_FILES,
     artifact_key,
     patch_table,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prefect.states import Failed
 
-from mendflow.errors import ConfigError, PatchRejected, SandboxError, ValidationUnavailable
-from mendflow.state import worktree_dir
-from tasks.gitcmd import list_worktrees, retry_on_sandbox_error
-from tasks.sandbox import (
+from mendflow.core.errors import ConfigError, PatchRejected, SandboxError, ValidationUnavailable
+from mendflow.infra.gitops import list_worktrees, retry_on_sandbox_error
+from mendflow.infra.layout import worktree_dir
+from mendflow.tasks.sandbox import (
     CopySandbox,
     SandboxBackend,
     WorktreeSandbox,
@@ -23,7 +23,7 @@ from tasks.sandbox import (
     remove_sandbox,
     reset_sandbox,
 )
-from tasks.vcs import resolve_repository
+from mendflow.tasks.vcs import resolve_repository
 from tests.conftest import git
 from tests.tasks.sandbox_helpers import FILES, git_diff, make_patch
 
@@ -291,7 +291,7 @@ def test_tasks_run_in_a_real_flow(prefect_harness, repo, tmp_path):
     """The Prefect tasks, run for real: contracts go in and out, the checkout stays put."""
     from prefect import flow
 
-    from tasks.vcs import (
+    from mendflow.tasks.vcs import (
         commit_accepted_patch,
         resolve_target,
         snapshot_user_checkout,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.config import GatesConfig
-from mendflow.models import (
+from mendflow.core.config import GatesConfig
+from mendflow.core.models import (
     FileCoverage,
     Finding,
     GateResult,
@@ -17,7 +17,7 @@ from mendflow.models import (
     TestRun,
     ToolResult,
 )
-from tasks.validate import (
+from mendflow.tasks.validate import (
     FEEDBACK_LIMIT,
     check_patch_syntax,
     check_syntax,
@@ -288,7 +288,7 @@ def test_check_syntax_on_real_files(tmp_path: Path):
 
 
 def test_task_functions(tmp_path: Path):
-    from mendflow.models import Sandbox
+    from mendflow.core.models import Sandbox
 
     (tmp_path / "ok.py").write_text("X = 1\n")
     sandbox = Sandbox(mission_id="m", path=tmp_path, branch="b", base_commit="c",

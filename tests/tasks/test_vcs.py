@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.errors import ConfigError, PatchRejected, RepositoryError, UserStateChanged
-from tasks.gitcmd import replay_ref
-from tasks.sandbox import WorktreeSandbox, drop_replay_ref, rewind_worktree
-from tasks.vcs import (
+from mendflow.core.errors import ConfigError, PatchRejected, RepositoryError, UserStateChanged
+from mendflow.infra.gitops import replay_ref
+from mendflow.tasks.sandbox import WorktreeSandbox, drop_replay_ref, rewind_worktree
+from mendflow.tasks.vcs import (
     commit_patch,
     resolve_repository,
     resolve_target,

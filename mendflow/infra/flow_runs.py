@@ -20,12 +20,12 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 from pydantic import BaseModel
 
-from mendflow.errors import RepositoryError
-from mendflow.missions import MissionRecord, list_missions, read_mission
+from mendflow.core.errors import RepositoryError
+from mendflow.infra.missions import MissionRecord, list_missions, read_mission
 
 CRASH_MARK = "(mendflow crash automation)"
 """How the message of a Crashed state set by the crash automation ends
-(:func:`deployments.automation.crash_message`)."""
+(:func:`mendflow.deployments.automation.crash_message`)."""
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -1,4 +1,4 @@
-"""The approval commands: list missions waiting for a human, approve or reject them.
+"""Answering approvals through the Prefect API: list waiting runs, approve, reject, expire.
 
 Prefect has no CLI command to resume a paused run with input, so mendflow has
 its own, on top of the Prefect client (the same API the UI's Resume dialog uses)::
@@ -15,16 +15,15 @@ deadline, as a timeout (the served deployment runs it periodically).
 from __future__ import annotations
 
 import getpass
-import json
 import os
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
-import typer
 from pydantic import BaseModel, ValidationError
 
-from mendflow.errors import ApprovalError, MendflowError
+from mendflow.core.approval import REQUEST_KEY, TIMEOUT_APPROVER, ApprovalInput, ApprovalRequest
+from mendflow.core.errors import ApprovalError
 
 FLOW_NAME = "maintenance-mission"
 
@@ -52,7 +51,6 @@ def _client():
 def _request_of(run_id: UUID) -> dict[str, Any] | None:
     from prefect.input import read_flow_run_input
 
-    from tasks.approve.request import REQUEST_KEY
 
     value = read_flow_run_input(REQUEST_KEY, flow_run_id=run_id)
     return value if isinstance(value, dict) else None
@@ -103,7 +101,7 @@ def resume(run_id: str, run_input: dict[str, Any]) -> None:
 
     Args:
         run_id: the flow run id.
-        run_input: the answer, an :class:`~tasks.approve.request.ApprovalInput` as a dict.
+        run_input: the answer, an :class:`~mendflow.tasks.approve.request.ApprovalInput` as a dict.
 
     Raises:
         ApprovalError: the id is not a flow run id or names no run; the run is
@@ -193,7 +191,6 @@ def reject(run_id: str, *, comment: str, approver: str | None = None) -> dict[st
 
 def _input(approved: bool, comment: str, only: list[str] | None,
            approver: str | None) -> dict[str, Any]:
-    from tasks.approve.request import ApprovalInput
 
     try:
         answer = ApprovalInput(approved=approved, comment=comment, patch_ids=only,
@@ -207,7 +204,7 @@ def expire_overdue(now: datetime | None = None) -> list[str]:
     """Resume suspended mission runs whose approval request is past its deadline, as a timeout.
 
     A suspended (deployed) run has no process that could notice its deadline;
-    this answers it with approver :data:`~tasks.approve.request.TIMEOUT_APPROVER`,
+    this answers it with approver :data:`~mendflow.tasks.approve.request.TIMEOUT_APPROVER`,
     which the flow treats as a timeout (``approval.on_timeout``). Paused ad-hoc
     runs time out by themselves and are left alone.
 
@@ -217,7 +214,6 @@ def expire_overdue(now: datetime | None = None) -> list[str]:
     Returns:
         The ids of the runs resumed.
     """
-    from tasks.approve.request import TIMEOUT_APPROVER, ApprovalRequest
 
     expired = []
     for run in list_waiting():
@@ -234,75 +230,3 @@ def expire_overdue(now: datetime | None = None) -> list[str]:
 # --- the command line --------------------------------------------------------------------
 
 
-def _fail(error: MendflowError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(error.exit_code)
-
-
-def _setup() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
-def approvals_command(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """List mission runs waiting for approval (Paused or Suspended)."""
-    _setup()
-    runs = list_waiting()
-    if as_json:
-        typer.echo(json.dumps([r.model_dump() for r in runs], indent=2))
-        return
-    if not runs:
-        typer.echo("no mission waits for approval", err=True)
-        return
-    for r in runs:  # one block per run: ids stay whole in any terminal width
-        patches = "?" if r.patches_waiting is None else str(r.patches_waiting)
-        typer.echo(f"{r.run_id}  {r.state}, waiting {r.age_s / 60:.0f} min, "
-                   f"{patches} patch(es), deadline {r.deadline or 'none'}")
-        typer.echo(f"    mission {r.mission_id or '?'} on {r.repository or '?'}")
-        if r.ui_url:
-            typer.echo(f"    {r.ui_url}")
-
-
-def approve_command(
-    run_id: str = typer.Argument(..., help="the waiting flow run's id"),
-    only: list[str] = typer.Option(None, "--only", help="approve only this patch id (repeat)"),
-    comment: str = typer.Option("", "--comment", "-m", help="why (recorded in the commits)"),
-    approver: str | None = typer.Option(None, "--approver", help="default: $MENDFLOW_APPROVER "
-                                        "or your login name"),
-) -> None:
-    """Approve a waiting mission's patches: they are delivered to its target branch."""
-    _setup()
-    try:
-        sent = approve(run_id, only=only or None, comment=comment, approver=approver)
-    except MendflowError as error:
-        raise _fail(error) from None
-    which = ", ".join(sent["patch_ids"]) if sent["patch_ids"] else "all waiting patches"
-    typer.echo(f"approved {which} of run {run_id} as {sent['approver']}", err=True)
-
-
-def reject_command(
-    run_id: str = typer.Argument(..., help="the waiting flow run's id"),
-    comment: str = typer.Option(..., "--comment", "-m", help="why (recorded in the report)"),
-    approver: str | None = typer.Option(None, "--approver", help="default: $MENDFLOW_APPROVER "
-                                        "or your login name"),
-) -> None:
-    """Reject every patch a mission waits with: the target branch is not touched."""
-    _setup()
-    try:
-        sent = reject(run_id, comment=comment, approver=approver)
-    except MendflowError as error:
-        raise _fail(error) from None
-    typer.echo(f"rejected the patches of run {run_id} as {sent['approver']}", err=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``approvals``, ``approve`` and ``reject`` commands to ``app``."""
-    app.command("approvals")(approvals_command)
-    app.command("approve")(approve_command)
-    app.command("reject")(reject_command)
-
-
-if __name__ == "__main__":  # python -m mendflow.approvals approvals|approve|reject ...
-    _app = typer.Typer(add_completion=False, no_args_is_help=True)
-    register(_app)
-    _app()

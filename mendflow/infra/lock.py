@@ -8,7 +8,7 @@ runs it, when it started and the repository. It is created atomically
 
 A lock whose process is dead, or whose pid now belongs to another process
 (its creation time differs), is *stale*: the next mission takes it over and
-says so. A lock held by a live process raises :class:`~mendflow.errors.MissionLocked`.
+says so. A lock held by a live process raises :class:`~mendflow.core.errors.MissionLocked`.
 Checks and changes are serialised between processes by ``flock`` on
 ``<state>/locks/.guard``, so two missions taking over the same stale lock
 cannot both win.
@@ -30,9 +30,9 @@ from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mendflow.errors import MissionLocked
-from mendflow.procs import current_process, is_alive
-from mendflow.state import state_dir as resolve_state_dir
+from mendflow.core.errors import MissionLocked
+from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.owned_processes import current_process, is_alive
 
 log = logging.getLogger(__name__)
 _GUARD = ".guard"

@@ -191,7 +191,7 @@ class MissionLocked(MendflowError):
     """Another live mendflow process runs a mission on the same repository.
 
     Attributes:
-        holder: the :class:`mendflow.lock.LockInfo` of the running mission
+        holder: the :class:`mendflow.infra.lock.LockInfo` of the running mission
             (None when the lock file could not be read).
     """
 

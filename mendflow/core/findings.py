@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
-from mendflow.models import SEVERITY_RANK, Finding
+from mendflow.core.models import SEVERITY_RANK, Finding
 
 # Ranking: what to fix first. A failing test outranks a security issue, which
 # outranks a type error, and so on; ties are broken by severity, then path.
@@ -178,7 +178,7 @@ def path_in_scope(path: str, target) -> bool:
 
     Args:
         path: a path relative to the repository root.
-        target: the mission's :class:`~mendflow.models.RepoTarget`.
+        target: the mission's :class:`~mendflow.core.models.RepoTarget`.
 
     Returns:
         True for every path in project scope; otherwise True when the path is

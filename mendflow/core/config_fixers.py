@@ -1,6 +1,6 @@
 """Config sections of the fixers: ruff (offline), Anthropic, OpenAI-compatible, chains.
 
-Part of the one validated config; import them from :mod:`mendflow.config`.
+Part of the one validated config; import them from :mod:`mendflow.core.config`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from mendflow.config_base import Section
+from mendflow.core.config_base import Section
 
 # --- fixers ------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Config sections of long-running operation: adaptive timeouts, health, approval, deployment.
 
-Part of the one validated config; import them from :mod:`mendflow.config`.
+Part of the one validated config; import them from :mod:`mendflow.core.config`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mendflow.config_base import Section
+from mendflow.core.config_base import Section
 
 # --- durability: adaptive timeouts and health checks ----------------------------------
 

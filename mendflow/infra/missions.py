@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mendflow.errors import RepositoryError
-from mendflow.state import mission_dir, state_dir
+from mendflow.core.errors import RepositoryError
+from mendflow.infra.layout import mission_dir, state_dir
 
 RECORD = "mission.json"
 

@@ -6,7 +6,7 @@ Every git command mendflow runs goes through :func:`run_git`, which
 * disables the repository's hooks (``-c core.hooksPath=/dev/null``) so that a
   user's ``post-checkout`` or ``pre-commit`` hook never runs inside a sandbox,
 * turns :class:`git.GitCommandError` into the caller's error class
-  (:class:`~mendflow.errors.SandboxError` by default) carrying the tail of
+  (:class:`~mendflow.core.errors.SandboxError` by default) carrying the tail of
   git's standard error, so no traceback reaches the user.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import git
 
-from mendflow.errors import ConfigError, MendflowError, RepositoryError, SandboxError
-from mendflow.models import Sandbox
+from mendflow.core.errors import ConfigError, MendflowError, RepositoryError, SandboxError
+from mendflow.core.models import Sandbox
 
 # Options passed before every git sub-command.
 GIT_OPTIONS = ("-c", "core.hooksPath=" + os.devnull, "-c", "commit.gpgsign=false",
@@ -44,7 +44,7 @@ def replay_ref(mission_id: str) -> str:
 
     ``refs/mendflow/<id>/replay``: set when a resumed mission rewinds its branch
     to the base commit, so that the replay re-uses those very commits (see
-    :func:`tasks.vcs.commit.commit_patch`) instead of making new ones.
+    :func:`mendflow.tasks.vcs.commit.commit_patch`) instead of making new ones.
     """
     return f"refs/mendflow/{mission_id}/replay"
 
@@ -175,7 +175,7 @@ def retry_on_sandbox_error(task, task_run, state) -> bool:
         state: the Failed state; its data is the raised exception.
 
     Returns:
-        True if the task failed with a :class:`~mendflow.errors.SandboxError`.
+        True if the task failed with a :class:`~mendflow.core.errors.SandboxError`.
     """
     data = state.data if isinstance(state.data, BaseException) else \
         state.result(raise_on_failure=False)

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mendflow.config import ScoreConfig
-from mendflow.models import Contract, Finding, TestRun
+from mendflow.core.config import ScoreConfig
+from mendflow.core.models import Contract, Finding, TestRun
 
 SEVERITY_WEIGHTS: dict[str, float] = {"critical": 10, "high": 5, "medium": 2, "low": 1, "info": 0}
 """Weight of one finding of each severity in the finding density."""

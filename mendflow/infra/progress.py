@@ -1,7 +1,7 @@
 """Stage progress events, decoupled from how they are shown.
 
 Tasks and flows call :func:`report_progress`; the CLI attaches a handler to
-the ``mendflow.progress`` logger and renders the events live with rich (on
+the ``mendflow.infra.progress`` logger and renders the events live with rich (on
 stderr). Without a handler the events go nowhere, so flows run silently under
 a deployment.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-PROGRESS_LOGGER = "mendflow.progress"
+PROGRESS_LOGGER = "mendflow.infra.progress"
 _logger = logging.getLogger(PROGRESS_LOGGER)
 _logger.propagate = False
 _logger.addHandler(logging.NullHandler())

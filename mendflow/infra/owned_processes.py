@@ -1,6 +1,6 @@
 """A registry of the processes mendflow started, so that none outlives a killed mendflow.
 
-Every tool process group started by :func:`tasks.process.run_process` is
+Every tool process group started by :func:`mendflow.infra.runner.run_process` is
 recorded in ``<state>/procs/<pid>.json`` right after it starts and removed when
 it ends. A temporary Prefect server started by Prefect's ephemeral mode is
 recorded too (:func:`register_prefect_server`). When mendflow itself is
@@ -27,7 +27,7 @@ from typing import Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mendflow.state import state_dir as resolve_state_dir
+from mendflow.infra.layout import state_dir as resolve_state_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Health tasks of a mission: the repository lock, disk space, adaptive timeouts.
 
-Thin Prefect tasks over :mod:`mendflow.lock`, :mod:`mendflow.health`,
-:mod:`mendflow.timeouts` and :mod:`mendflow.procs`, so that the mission flow
+Thin Prefect tasks over :mod:`mendflow.infra.lock`, :mod:`mendflow.infra.system_checks`,
+:mod:`mendflow.infra.timeouts` and :mod:`mendflow.infra.owned_processes`, so that the mission flow
 only composes them.
 """
 
@@ -13,8 +13,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.caching import MISSION_STEP
-from mendflow.config import (
+from mendflow.core.config import (
     ChainFixerConfig,
     FixerConfig,
     HealthConfig,
@@ -22,16 +21,17 @@ from mendflow.config import (
     TimeoutsConfig,
     ToolsConfig,
 )
-from mendflow.config_fixers import LLMFixerSection
-from mendflow.errors import CrashLoop
-from mendflow.health import Check, check_disk_space
-from mendflow.lock import MissionLock
-from mendflow.models import ToolResult
-from mendflow.procs import register_prefect_server
-from mendflow.resume import heartbeat_crashes
-from mendflow.retry import retry_if_transient
-from mendflow.state import state_dir
-from mendflow.timeouts import adaptive_timeout, llm_timeout, record_duration
+from mendflow.core.config_fixers import LLMFixerSection
+from mendflow.core.errors import CrashLoop
+from mendflow.core.models import ToolResult
+from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.flow_runs import heartbeat_crashes
+from mendflow.infra.layout import state_dir
+from mendflow.infra.lock import MissionLock
+from mendflow.infra.owned_processes import register_prefect_server
+from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.system_checks import Check, check_disk_space
+from mendflow.infra.timeouts import adaptive_timeout, llm_timeout, record_duration
 
 _HELD: dict[tuple[str, str], MissionLock] = {}
 
@@ -86,7 +86,7 @@ def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> T
     """Each tool's timeout for this mission, from the repository's own history.
 
     A high percentile of past durations times a factor, between a floor and a
-    ceiling (``timeouts`` section; :func:`mendflow.timeouts.adaptive_timeout`).
+    ceiling (``timeouts`` section; :func:`mendflow.infra.timeouts.adaptive_timeout`).
     Cached per mission: a resumed mission keeps the timeouts it started with,
     so its cached tool runs stay valid.
 
@@ -120,7 +120,7 @@ def adapt_fixer_timeouts(fixer: FixerConfig, repo_root: Path, limits: TimeoutsCo
     An ``anthropic`` or ``openai-compatible`` section, and each such section
     inside a ``chain``, gets ``timeout_s = llm_timeout(...)`` (step ``llm``:
     the durations of earlier successful calls on this repository, see
-    :func:`mendflow.timeouts.llm_timeout`) and ``state_dir = state``, where its
+    :func:`mendflow.infra.timeouts.llm_timeout`) and ``state_dir = state``, where its
     calls record their own durations. Offline fixers are returned unchanged.
 
     Args:
@@ -185,7 +185,7 @@ def check_crash_loop(flow_run_id: str, max_auto_resumes: int) -> int:
     """Stop a flow run that the crash automation rescheduled too often.
 
     Counts, in the flow run's state history on the Prefect API, the Crashed
-    states the crash automation set (:func:`mendflow.resume.heartbeat_crashes`):
+    states the crash automation set (:func:`mendflow.infra.flow_runs.heartbeat_crashes`):
     each one was followed by an automatic resume of this same flow run.
 
     Args:

@@ -13,9 +13,9 @@ import xml.etree.ElementTree as ET  # nosec B405 - the XML is pytest's own repor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mendflow.errors import ToolError
-from mendflow.models import FileCoverage, TestCase, TestOutcome
-from tasks.detect.common import relative_posix
+from mendflow.core.errors import ToolError
+from mendflow.core.models import FileCoverage, TestCase, TestOutcome
+from mendflow.tasks.detect.common import relative_posix
 
 COLLECTION_FAILURE = "collection failure"
 

@@ -21,9 +21,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from mendflow.config import load_config
-from mendflow.errors import MendflowError
-from mendflow.health import Check, run_checks
+from mendflow.core.config import load_config
+from mendflow.core.errors import MendflowError
+from mendflow.infra.system_checks import Check, run_checks
 
 _LABELS = {"ok": ("[ok]", "green"), "warn": ("[warn]", "yellow"), "fail": ("[FAIL]", "bold red")}
 
@@ -38,7 +38,7 @@ def format_check(check: Check) -> Text:
 
 
 def doctor(repair: bool = False, as_json: bool = False, config_file: Path | None = None) -> int:
-    """Run the health checks and print them (see :func:`mendflow.health.run_checks`).
+    """Run the health checks and print them (see :func:`mendflow.infra.system_checks.run_checks`).
 
     Args:
         repair: also clean leftovers: stale locks and worktrees, orphaned processes.

@@ -6,9 +6,9 @@ never in the user's repository::
 
     <state>/history/<repo key>.json    {"pytest": [12.1, 11.8, ...], "ruff": [...]}
 
-with the newest :data:`~mendflow.config.HISTORY_SIZE` durations per step. A
+with the newest :data:`~mendflow.core.config.HISTORY_SIZE` durations per step. A
 step's timeout is then ``clamp(percentile(history) * factor, floor_s,
-ceiling_s)`` (see :class:`~mendflow.config.TimeoutsConfig`), so a test suite
+ceiling_s)`` (see :class:`~mendflow.core.config.TimeoutsConfig`), so a test suite
 that takes 20 s is stopped after minutes, not after the 30-minute default,
 while a slow one is not killed early. A model call's timeout
 (:func:`llm_timeout`) is never below ``llm_floor_s``.
@@ -28,18 +28,18 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from mendflow.config import HISTORY_SIZE, TimeoutsConfig
-from mendflow.lock import repo_key
-from mendflow.state import state_dir as resolve_state_dir
+from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig
+from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.lock import repo_key
 
 log = logging.getLogger(__name__)
 
 LLM_STEP = "llm"
-"""The history step of one model HTTP call (recorded by :mod:`tasks.fix.llm`)."""
+"""The history step of one model HTTP call (recorded by :mod:`mendflow.tasks.fix.llm`)."""
 
 
 def history_path(repo_root: Path, state_dir: Path | None = None) -> Path:
-    """Return ``<state>/history/<repo key>.json`` (see :func:`mendflow.lock.repo_key`)."""
+    """Return ``<state>/history/<repo key>.json`` (see :func:`mendflow.infra.lock.repo_key`)."""
     return resolve_state_dir(state_dir) / "history" / f"{repo_key(repo_root)}.json"
 
 

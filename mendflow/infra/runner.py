@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from mendflow.errors import ToolError
-from mendflow.procs import register_process, unregister_process
+from mendflow.core.errors import ToolError
+from mendflow.infra.owned_processes import register_process, unregister_process
 
 SECRET_NAME = re.compile(
     r"(KEY|TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN)",

@@ -28,8 +28,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from mendflow.config_base import Section
-from mendflow.config_fixers import (  # noqa: F401  (re-exported: the config's public names)
+from mendflow.core.config_base import Section
+from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the config's public names)
     DEFAULT_LLM_DENYLIST,
     AnthropicFixerConfig,
     ChainableFixerConfig,
@@ -41,7 +41,7 @@ from mendflow.config_fixers import (  # noqa: F401  (re-exported: the config's p
     OpenAICompatibleFixerConfig,
     RuffFixerConfig,
 )
-from mendflow.config_ops import (  # noqa: F401  (re-exported)
+from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HISTORY_SIZE,
     ApprovalConfig,
     AutonomyLevel,
@@ -49,7 +49,7 @@ from mendflow.config_ops import (  # noqa: F401  (re-exported)
     HealthConfig,
     TimeoutsConfig,
 )
-from mendflow.errors import ConfigError
+from mendflow.core.errors import ConfigError
 
 # --- the target's Python environment -------------------------------------------------
 

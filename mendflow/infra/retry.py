@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from mendflow.errors import LLMError, MendflowError
+from mendflow.core.errors import LLMError, MendflowError
 
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET,
                      errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETXTBSY, errno.ENETUNREACH,

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mendflow.errors import MendflowError
-from mendflow.prefect_api import EarlyServer, spawn_server
-from mendflow.progress import PROGRESS_LOGGER
+from mendflow.core.errors import MendflowError
+from mendflow.infra.prefect_api import EarlyServer, spawn_server
+from mendflow.infra.progress import PROGRESS_LOGGER
 
 app = typer.Typer(help="mendflow: maintenance missions for Python repositories, on Prefect.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -51,7 +51,7 @@ _EARLY_API: EarlyServer | None = None
 
 def _start_prefect_api() -> None:
     """Boot Prefect's temporary API server now, while the flows import (see
-    :mod:`mendflow.prefect_api`); :func:`_wait_for_prefect_api` hands it to Prefect."""
+    :mod:`mendflow.infra.prefect_api`); :func:`_wait_for_prefect_api` hands it to Prefect."""
     global _EARLY_API
     if _EARLY_API is None:
         _EARLY_API = spawn_server()
@@ -89,7 +89,7 @@ def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
     logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        from flows.mission import maintenance_mission
+        from mendflow.flows.mission import maintenance_mission
 
         _wait_for_prefect_api()
         result = maintenance_mission(**parameters)
@@ -154,15 +154,15 @@ def resume_mission(
 ) -> None:
     """Resume an interrupted mission: completed steps are re-used (Cached), the rest runs."""
     _prefect_defaults(verbose)
-    from mendflow.missions import read_mission
+    from mendflow.infra.missions import read_mission
 
     try:
         record = read_mission(mission)
     except MendflowError as error:
         raise _fail(error) from None
     _start_prefect_api()
-    import flows.mission  # noqa: F401  (imported while the Prefect API starts)
-    from mendflow.resume import mark_crashed_if_dead, resume_parameters
+    import mendflow.flows.mission  # noqa: F401  (imported while the Prefect API starts)
+    from mendflow.infra.flow_runs import mark_crashed_if_dead, resume_parameters
 
     _wait_for_prefect_api()
     try:
@@ -182,7 +182,7 @@ def list_missions_command(
 ) -> None:
     """List missions with their state, age, repository and progress."""
     _prefect_defaults(False)
-    from mendflow.resume import listing
+    from mendflow.infra.flow_runs import listing
 
     rows = listing()
     if as_json:
@@ -225,9 +225,9 @@ def rollback(
     to: str | None = typer.Option(None, "--to", help="commit to move the branch back to"),
 ) -> None:
     """Move the mission branch back (to its base commit by default)."""
-    from mendflow.missions import read_mission
-    from mendflow.state import worktree_dir
-    from tasks.vcs import rollback_mission
+    from mendflow.infra.layout import worktree_dir
+    from mendflow.infra.missions import read_mission
+    from mendflow.tasks.vcs import rollback_mission
 
     try:
         record = read_mission(mission)
@@ -241,8 +241,8 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from deployments import serve
-    from mendflow import approvals, doctor
+    from mendflow.cli import approvals, doctor
+    from mendflow.deployments import serve
 
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject

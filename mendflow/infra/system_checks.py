@@ -6,7 +6,7 @@ Each check returns a :class:`Check`: its status (``ok``, ``warn`` or
 stale locks, worktree directories under ``<state>/worktrees`` that git no
 longer knows, git's records of mendflow worktrees whose directory is gone (in
 repositories mendflow worked on), and orphaned processes that mendflow
-recorded (see :mod:`mendflow.procs`).
+recorded (see :mod:`mendflow.infra.owned_processes`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ import httpx
 import psutil
 from pydantic import BaseModel, ConfigDict
 
-from mendflow.config import HealthConfig, MendflowConfig
-from mendflow.errors import MendflowError
-from mendflow.lock import is_stale, read_locks, remove_stale_lock
-from mendflow.procs import kill_orphan, orphans
-from mendflow.state import state_dir as resolve_state_dir
+from mendflow.core.config import HealthConfig, MendflowConfig
+from mendflow.core.errors import MendflowError
+from mendflow.infra.gitops import list_worktrees, run_git
+from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.lock import is_stale, read_locks, remove_stale_lock
+from mendflow.infra.owned_processes import kill_orphan, orphans
+from mendflow.infra.runner import run_process, sandbox_environ
 
 TOOLS = ("git", "python", "ruff", "mypy", "bandit", "pytest", "coverage")
 TOOL_TIMEOUT_S = 60.0
@@ -108,7 +110,6 @@ def tool_executable(tool: str) -> str | None:
 
 def check_tool(tool: str) -> Check:
     """Check that a tool runs, and report its version (``<tool> --version``, first line)."""
-    from tasks.process import run_process, sandbox_environ
 
     name = f"tool: {tool}"
     executable = tool_executable(tool)
@@ -239,7 +240,6 @@ def _summary(check: str, found: list[str], done: list[str], failed: list[str], r
 
 def _git_knows(path: Path) -> bool:
     """True if ``path`` is the top of a worktree git knows (its admin entry still exists)."""
-    from tasks.gitcmd import run_git
 
     if path.is_symlink() or not (path / ".git").is_file():
         return False
@@ -304,7 +304,6 @@ def check_git_worktrees(state_dir: Path | None = None, repair: bool = False) -> 
     repositories (the user's, maybe on an unmounted drive) are only reported.
     Locked worktrees and those of running missions are left alone.
     """
-    from tasks.gitcmd import list_worktrees, run_git
 
     worktrees_root = resolve_state_dir(state_dir) / "worktrees"
     live = _live_missions(state_dir)
@@ -338,9 +337,9 @@ def check_git_worktrees(state_dir: Path | None = None, repair: bool = False) -> 
 
 
 def check_orphans(state_dir: Path | None = None, repair: bool = False) -> Check:
-    """Find processes mendflow started whose mendflow process died (:func:`mendflow.procs.orphans`).
+    """Find processes mendflow started whose mendflow process died (``owned_processes.orphans``).
 
-    With ``repair`` each is stopped (:func:`mendflow.procs.kill_orphan`).
+    With ``repair`` each is stopped (:func:`mendflow.infra.owned_processes.kill_orphan`).
     """
     records = orphans(state_dir)
     if not records:

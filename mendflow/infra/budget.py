@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mendflow.config import LLMBudget
+from mendflow.core.config import LLMBudget
 
 _HOUR_S = 3600.0
 CACHE_WRITE_FACTOR = 1.25

@@ -1,4 +1,4 @@
-"""The base of every config section (see :mod:`mendflow.config`)."""
+"""The base of every config section (see :mod:`mendflow.core.config`)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,9 @@ import git
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.caching import MISSION_STEP
-from mendflow.config import MendflowConfig, ScoreConfig, load_config
-from mendflow.findings import path_in_scope
-from mendflow.missions import MissionRecord, finish_mission, start_mission
-from mendflow.models import (
+from mendflow.core.config import MendflowConfig, ScoreConfig, load_config
+from mendflow.core.findings import path_in_scope
+from mendflow.core.models import (
     BackupEntry,
     Finding,
     Measurement,
@@ -26,9 +24,11 @@ from mendflow.models import (
     Sandbox,
     ToolResult,
 )
-from mendflow.retry import retry_if_transient
-from mendflow.score import quality_score
-from tasks.detect import count_python_loc
+from mendflow.core.score import quality_score
+from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.missions import MissionRecord, finish_mission, start_mission
+from mendflow.infra.retry import retry_if_transient
+from mendflow.tasks.detect import count_python_loc
 
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
@@ -82,7 +82,7 @@ def compute_measurement(sandbox: Sandbox, tree: str, results: Sequence[ToolResul
         score: the score weights.
 
     Returns:
-        The measurement; ``score`` is the 0-100 quality score of mendflow.score.
+        The measurement; ``score`` is the 0-100 quality score of mendflow.core.score.
     """
     loc = count_python_loc(sandbox.path)
     test_run = next((r.test_run for r in results if r.test_run is not None), None)
@@ -141,5 +141,5 @@ def register_mission(mission_id: str, repository: str, parameters: dict[str, Any
 @task(name="close-mission", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
       retry_condition_fn=retry_if_transient)
 def close_mission(result: MissionResult, state_dir: Path | None = None) -> None:
-    """Record how the mission ended in mendflow's registry (see :mod:`mendflow.missions`)."""
+    """Record how the mission ended in mendflow's registry (see :mod:`mendflow.infra.missions`)."""
     finish_mission(result.mission_id, result.status, result.report_dir, result.worktree, state_dir)
