@@ -14,7 +14,7 @@ from mendflow.infra.budget import Budget
 from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.fix.claude import ClaudeFixer
 from tests.fakes import fake_messages_api as api
-from tests.tasks.llm_helpers import (
+from tests.helpers.llm import (
     CALC_FILES,
     FAKE_KEY,
     GOOD_EDIT,

@@ -33,8 +33,8 @@ import pytest
 import yaml
 
 from mendflow.deployments.automation import MIN_HEARTBEAT_S, SILENT_PERIODS, crash_message
-from tests.conftest import git, write_files
-from tests.e2e.conftest import Server, make_target_repo, mission_config, session_of, start, stop
+from tests.helpers.e2e import Server, make_target_repo, mission_config, session_of, start, stop
+from tests.helpers.git import git, write_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,8 +16,7 @@ import sys
 
 import pytest
 
-from tests.conftest import git
-from tests.e2e.conftest import (
+from tests.helpers.e2e import (
     ROOT,
     Served,
     approved_log,
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     mission_config,
     session_of,
 )
+from tests.helpers.git import git
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

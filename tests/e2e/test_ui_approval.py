@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git
-from tests.e2e.conftest import Served, approved_log, make_target_repo, session_of
+from tests.helpers.e2e import Served, approved_log, make_target_repo, session_of
+from tests.helpers.git import git
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 from mendflow.core.errors import ApprovalError
 from mendflow.flows.mission import maintenance_mission
 from mendflow.infra import approvals
-from tests.conftest import git
 from tests.fakes.server import FakeServer, json_reply
 from tests.fixtures.sample_project import LIB, TESTS
-from tests.tasks.test_report import read_artifact
+from tests.helpers.git import git
+from tests.helpers.prefect import read_artifact
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

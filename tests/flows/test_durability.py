@@ -16,7 +16,7 @@ import yaml
 
 from mendflow.core.errors import MissionLocked
 from mendflow.flows.mission import maintenance_mission
-from tests.conftest import git
+from tests.helpers.git import git
 
 FILES = {
     "pkg/__init__.py": "",

@@ -12,7 +12,7 @@ import yaml
 from mendflow.core.errors import ConfigError, RepositoryError
 from mendflow.flows.mission import maintenance_mission
 from mendflow.tasks.vcs import snapshot_user_state
-from tests.conftest import git
+from tests.helpers.git import git
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

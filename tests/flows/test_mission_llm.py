@@ -21,10 +21,10 @@ import yaml
 from mendflow.core.models import Finding, MissionResult
 from mendflow.flows.mission import maintenance_mission
 from mendflow.tasks.vcs import snapshot_user_state
-from tests.conftest import git
 from tests.fakes import fake_messages_api as api
-from tests.fakes.server import RecordedRequest, ScriptedReply
 from tests.fixtures.bugs import BUG_NAMES, apply_fix, load_bug, project_files
+from tests.helpers.git import git
+from tests.helpers.llm import reply, route_by_test, user_text
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -65,16 +65,6 @@ def run_mission(repo: Path, config: Path, mission_id: str) -> MissionResult:
     return maintenance_mission(path=str(repo), config_file=str(config), mission_id=mission_id)
 
 
-def user_text(request: RecordedRequest) -> str:
-    """The text of the one user message of a Messages API request."""
-    content = request.json["messages"][0]["content"]
-    return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
-
-
-def reply(fix: dict[str, Any]) -> ScriptedReply:
-    return api.tool_input_reply(fix)
-
-
 def findings_of(bug_name: str, findings: tuple[Finding, ...]) -> list[Finding]:
     bug = load_bug(bug_name)
     return [f for f in findings if bug.matches(f)]
@@ -91,17 +81,6 @@ def commits_on(repo: Path, result: MissionResult) -> list[str]:
 def worktree_status(result: MissionResult) -> str:
     assert result.worktree is not None
     return git(Path(result.worktree), "status", "--porcelain")
-
-
-def route_by_test(fixes: dict[str, dict[str, Any]]):
-    """A responder serving the fix whose bug's test id appears in the request's user message."""
-    def respond(request: RecordedRequest) -> ScriptedReply | None:
-        text = user_text(request)
-        for name, fix in fixes.items():
-            if load_bug(name).finding.get("test_id", "\0") in text:
-                return reply(fix)
-        return None
-    return respond
 
 
 # --- the five bugs, fixed ---------------------------------------------------------------

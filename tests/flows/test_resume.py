@@ -17,7 +17,7 @@ import yaml
 
 from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_user_state
-from tests.conftest import git
+from tests.helpers.git import git
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +180,7 @@ def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
 def test_killed_llm_mission_resumes_without_repeating_a_model_call(make_repo, tmp_path, env,
                                                                    fake_anthropic):
     from tests.fixtures.bugs import load_bug, project_files
-    from tests.flows.test_mission_llm import route_by_test
+    from tests.helpers.llm import route_by_test
 
     bugs = ("wrong_operator", "off_by_one")
     fake_anthropic.respond_with(route_by_test({name: load_bug(name).fix for name in bugs}))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import git
+from tests.helpers.git import git
 
 MENDFLOW = [sys.executable, "-m", "mendflow.cli"]
 

@@ -32,7 +32,7 @@ from mendflow.infra.system_checks import (
     known_repositories,
     run_checks,
 )
-from tests.conftest import git
+from tests.helpers.git import git
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from mendflow.core.errors import DeliveryError
 from mendflow.tasks.approve.build import ApprovedCommit, add_trailers, changed_lines, delivered_patches
 from mendflow.tasks.approve.merge import deliver, resolve_target_branch
-from tests.conftest import git
+from tests.helpers.git import git
 
 LIB = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
 

@@ -29,14 +29,14 @@ from mendflow.tasks.detect.bandit_run import parse_bandit
 from mendflow.tasks.detect.common import is_library_path, is_test_path, relative_posix
 from mendflow.tasks.detect.pytest_reports import line_ranges, node_id, parse_coverage_json, parse_junit
 from mendflow.tasks.detect.ruff_run import parse_ruff
-from tests.conftest import git
-from tests.tasks.detect_helpers import (
+from tests.helpers.detect import (
     TARGET_ENV,
     only,
     sandbox_for,
     sandbox_for_missing,
     tools_config,
 )
+from tests.helpers.git import git
 
 TODOS = {
     "pkg/__init__.py": "",

@@ -8,14 +8,14 @@ from mendflow.tasks.detect import measure_bandit, measure_mypy, measure_ruff
 from mendflow.tasks.detect.bandit_run import bandit_config_args
 from mendflow.tasks.detect.mypy_run import discover_mypy_targets, mypy_config_sets_targets
 from mendflow.tasks.detect.ruff_run import ruff_config_args
-from tests.conftest import write_files
-from tests.tasks.detect_helpers import (
+from tests.helpers.detect import (
     TARGET_ENV,
     sandbox_for,
     sandbox_for_missing,
     tools_config,
     worktree_status,
 )
+from tests.helpers.git import write_files
 
 LINTY = {
     "pkg/__init__.py": "",

@@ -14,7 +14,7 @@ from mendflow.core.errors import ToolError
 from mendflow.core.models import TargetEnv
 from mendflow.tasks.detect import measure_tests
 from mendflow.tasks.detect.pytest_run import coverage_config_sets_source
-from tests.tasks.detect_helpers import (
+from tests.helpers.detect import (
     TARGET_ENV,
     new_repo,
     sandbox_for,

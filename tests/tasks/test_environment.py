@@ -24,7 +24,7 @@ from mendflow.tasks.environment import (
 )
 from mendflow.tasks.sandbox import WorktreeSandbox
 from mendflow.tasks.vcs import resolve_repository
-from tests.conftest import write_files
+from tests.helpers.git import write_files
 
 TINY_PACKAGE = {
     "pyproject.toml": """

@@ -15,7 +15,7 @@ from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.chain import ChainFixer
 from mendflow.tasks.fix.claude import ClaudeFixer, make_anthropic_client
 from tests.fakes import fake_messages_api as api
-from tests.tasks.llm_helpers import (
+from tests.helpers.llm import (
     CALC_FILES,
     FAKE_KEY,
     GOOD_EDIT,

@@ -21,10 +21,10 @@ from mendflow.infra.timeouts import LLM_STEP, history_path, load_history
 from mendflow.tasks.fix import propose_patch
 from mendflow.tasks.fix.claude import ClaudeFixer, make_anthropic_client
 from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
-from tests.conftest import git
 from tests.fakes import fake_messages_api as api
-from tests.tasks.detect_helpers import new_repo
-from tests.tasks.llm_helpers import (
+from tests.helpers.detect import new_repo
+from tests.helpers.git import git
+from tests.helpers.llm import (
     CALC_FILES,
     FAKE_KEY,
     GOOD_EDIT,

@@ -8,7 +8,7 @@ import pytest
 
 from mendflow.core.config import DEFAULT_LLM_DENYLIST
 from mendflow.tasks.fix.context import build_context, matches_denylist
-from tests.tasks.llm_helpers import (
+from tests.helpers.llm import (
     CALC_FILES,
     failing_tests,
     git_worktree_sandbox,

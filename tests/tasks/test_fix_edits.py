@@ -13,8 +13,8 @@ from mendflow.core.errors import PatchRejected
 from mendflow.core.models import Sandbox
 from mendflow.tasks.fix.edits import edits_to_patch
 from mendflow.tasks.fix.llm_protocol import FixReply
-from tests.conftest import git
-from tests.tasks.llm_helpers import (
+from tests.helpers.git import git
+from tests.helpers.llm import (
     CALC_FILES,
     GOOD_EDIT,
     git_worktree_sandbox,

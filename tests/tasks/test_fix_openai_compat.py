@@ -13,10 +13,10 @@ from mendflow.infra.budget import Budget
 from mendflow.infra.timeouts import LLM_STEP, load_history
 from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
 from mendflow.tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
-from tests.conftest import git
 from tests.fakes import fake_openai_api as chat
 from tests.fakes.fake_messages_api import analysis
-from tests.tasks.llm_helpers import (
+from tests.helpers.git import git
+from tests.helpers.llm import (
     CALC_FILES,
     FAKE_KEY,
     GOOD_EDIT,

@@ -23,7 +23,7 @@ from mendflow.infra.timeouts import LLM_STEP, load_history, percentile, record_d
 from mendflow.tasks.fix import propose_patch
 from mendflow.tasks.preflight import adapt_fixer_timeouts, plan_fixer_timeouts
 from tests.fakes import fake_messages_api as api
-from tests.tasks.llm_helpers import CALC_FILES, FAKE_KEY, GOOD_EDIT, git_worktree_sandbox, lint_finding
+from tests.helpers.llm import CALC_FILES, FAKE_KEY, GOOD_EDIT, git_worktree_sandbox, lint_finding
 
 FAST_CALLS = (4.0, 5.0, 6.0)
 OPENAI = {"type": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "model": "local",

@@ -31,6 +31,7 @@ from mendflow.tasks.report import (
     write_mission_reports,
     write_reports,
 )
+from tests.helpers.prefect import read_artifact
 
 
 def finding(fid: str, source: str, rule: str, severity: str, path: str, line: int | None,
@@ -217,29 +218,6 @@ def test_artifact_keys_and_patch_table():
         {"patch": "p1rejected02", "status": "rejected", "reason": "no-new-findings",
          "commit": "", "findings": 1},
     ]
-
-
-def read_artifact(key: str):
-    """Read an artifact back through the Prefect client.
-
-    ``prefect.artifacts.Artifact.get`` sends ``offset``/``flow_runs``/``sort`` as null, which
-    the Prefect 3.8.8 server (with fastapi 0.154) answers with 422; explicit values work.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterKey,
-        FlowRunFilter,
-        TaskRunFilter,
-    )
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(), offset=0, limit=1,
-            sort=ArtifactSort.UPDATED_DESC)
-    return found[0] if found else None
 
 
 @pytest.mark.slow

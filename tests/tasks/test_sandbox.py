@@ -24,8 +24,8 @@ from mendflow.tasks.sandbox import (
     reset_sandbox,
 )
 from mendflow.tasks.vcs import resolve_repository
-from tests.conftest import git
-from tests.tasks.sandbox_helpers import FILES, git_diff, make_patch
+from tests.helpers.git import git
+from tests.helpers.sandbox import FILES, git_diff, make_patch
 
 MISSION = "m-sandbox-1"
 

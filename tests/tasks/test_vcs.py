@@ -20,8 +20,8 @@ from mendflow.tasks.vcs import (
     uncommitted_changes,
     verify_user_state,
 )
-from tests.conftest import git
-from tests.tasks.sandbox_helpers import FILES, git_diff, make_patch, sha256
+from tests.helpers.git import git
+from tests.helpers.sandbox import FILES, git_diff, make_patch, sha256
 
 # --- resolve_repository ---------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from mendflow.core.models import Patch
-from tests.conftest import git
+from tests.helpers.git import git
 
 FILES = {
     "pkg/__init__.py": "",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv
-from tests.conftest import git, write_files
+from tests.helpers.git import git, write_files
 
 # The test interpreter (mendflow's .venv) has pytest, coverage and pytest-timeout.
 TARGET_ENV = TargetEnv(python=Path(sys.executable), kind="interpreter", fingerprint="test")

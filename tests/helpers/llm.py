@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from mendflow.core.findings import SourceIndex, make_finding
 from mendflow.core.models import Finding, Sandbox
 from mendflow.infra.runner import run_process, sandbox_environ
-from tests.conftest import git
+from tests.fakes import fake_messages_api as api
+from tests.fakes.server import RecordedRequest, ScriptedReply
+from tests.fixtures.bugs import load_bug
+from tests.helpers.git import git
 
 FAKE_KEY = "sk-ant-test-Zq8vK2mN4pL6rT0x"
 """A distinctive fake API key: tests assert where it appears on the wire."""
@@ -90,3 +94,24 @@ def lint_finding(root: Path, path: str, line: int, *, source: str = "mypy", rule
 def porcelain(path: Path) -> str:
     """``git status --porcelain --ignored`` of a worktree (empty: untouched)."""
     return git(path, "status", "--porcelain", "--ignored")
+
+
+def user_text(request: RecordedRequest) -> str:
+    """The text of the one user message of a Messages API request."""
+    content = request.json["messages"][0]["content"]
+    return content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+
+
+def reply(fix: dict[str, Any]) -> ScriptedReply:
+    return api.tool_input_reply(fix)
+
+
+def route_by_test(fixes: dict[str, dict[str, Any]]):
+    """A responder serving the fix whose bug's test id appears in the request's user message."""
+    def respond(request: RecordedRequest) -> ScriptedReply | None:
+        text = user_text(request)
+        for name, fix in fixes.items():
+            if load_bug(name).finding.get("test_id", "\0") in text:
+                return reply(fix)
+        return None
+    return respond
