@@ -18,9 +18,13 @@ from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.core.findings import in_scope
 from mendflow.core.models import (
     BackupEntry,
+    CallFailed,
+    Declined,
     Finding,
     LLMUsage,
     Measurement,
+    OutputRejected,
+    Patched,
     PatchOutcome,
     Proposal,
     RepoTarget,
@@ -196,11 +200,11 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
     feedback: str | None = None
     for attempt in range(1, _max_attempts(state.config) + 1):
         proposal = _ask_fixer(state, group, feedback, attempt)
-        if proposal.rejected is not None:  # the fixer's output failed a guard
+        if isinstance(proposal, OutputRejected):  # the fixer's output failed a guard
             _reject_output(state, proposal, iteration)
-            feedback = proposal.declined
+            feedback = proposal.message
             continue
-        if proposal.patch is None or proposal.patch.id in state.rejected_patches:
+        if not isinstance(proposal, Patched) or proposal.patch.id in state.rejected_patches:
             return 0  # declined, failed, or the very diff that was already refused
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
@@ -234,34 +238,36 @@ def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -
         proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
                                  state.current.tree)
     except LLMError as err:  # permanent, or transient and still failing after every retry
-        proposal = Proposal(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
-                            attempt=attempt, error=err.message, auth_failed=err.auth,
-                            llm_calls=1)
+        proposal = CallFailed(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
+                              attempt=attempt, error=err.message, auth_failed=err.auth,
+                              llm_calls=1)
     state.llm_usage = state.llm_usage.add(proposal)
-    if proposal.error is not None:
-        failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {proposal.error}")
-        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
-        if proposal.auth_failed:
-            state.fixer_disabled = f"the model fixer is unusable: {proposal.error}"
-        logger.warning("fixer failed for %s: %s", ids, proposal.error)
-    if proposal.budget_exhausted and state.llm_usage.budget_exhausted is None:
-        state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": proposal.declined})
-        report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
-    elif proposal.patch is None and proposal.rejected is None and proposal.error is None:
-        logger.info("fixer declined %s: %s", ids, proposal.declined)
-        state.outcomes.append(PatchOutcome(
-            id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
-            fixer=proposal.fixer, status="declined", reason=proposal.declined,
-            iteration=state.iterations))
+    match proposal:
+        case CallFailed(error=error, auth_failed=auth_failed):
+            failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {error}")
+            state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
+            if auth_failed:
+                state.fixer_disabled = f"the model fixer is unusable: {error}"
+            logger.warning("fixer failed for %s: %s", ids, error)
+        case Declined(budget_exhausted=True, reason=reason):
+            if state.llm_usage.budget_exhausted is None:
+                state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": reason})
+                report_progress("fix", f"LLM budget exhausted: {reason}")
+        case Declined(reason=reason):
+            logger.info("fixer declined %s: %s", ids, reason)
+            state.outcomes.append(PatchOutcome(
+                id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
+                fixer=proposal.fixer, status="declined", reason=reason,
+                iteration=state.iterations))
     return proposal
 
 
-def _reject_output(state: MissionState, proposal: Proposal, iteration: int) -> None:
+def _reject_output(state: MissionState, proposal: OutputRejected, iteration: int) -> None:
     state.outcomes.append(PatchOutcome(
         id=f"{proposal.fixer}-output-{'-'.join(proposal.finding_ids)[:40]}-{proposal.attempt}",
         finding_ids=proposal.finding_ids, fixer=proposal.fixer, status="rejected",
-        reason=f"{proposal.rejected}: {proposal.declined}", iteration=iteration))
-    report_progress("fix", f"fixer output refused ({proposal.rejected}): {proposal.declined}")
+        reason=f"{proposal.guard}: {proposal.message}", iteration=iteration))
+    report_progress("fix", f"fixer output refused ({proposal.guard}): {proposal.message}")
 
 
 def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:

@@ -8,7 +8,7 @@ paths relative to the repository root unless a field says otherwise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -250,33 +250,58 @@ class QualityScore(Contract):
     after: float
 
 
-class Proposal(Contract):
-    """What a fixer answered for one group of findings.
+class ProposalBase(Contract):
+    """What every answer of a fixer for one group of findings carries.
 
-    At most one of ``patch``, ``declined``, ``rejected`` and ``error`` is
-    set: a patch to validate; the reason no patch was proposed (the model said
-    ``fixable: false``, the tool had nothing to change, a budget ran out ...);
-    the guard that refused the fixer's output (with ``declined`` holding the
-    message, fed back to the next attempt); or a model call that failed for
-    good. Failures are results, not exceptions, so that they are cached and
-    a resumed mission never asks the model again.
+    Failures are results, not exceptions, so that they are cached and a resumed
+    mission never asks the model again. Match on the case (``kind``):
+    :class:`Patched`, :class:`Declined`, :class:`OutputRejected`, :class:`CallFailed`.
     """
 
     fixer: str
     finding_ids: tuple[str, ...]
-    patch: Patch | None = None
-    declined: str | None = None
     attempt: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     llm_calls: int = Field(0, description="model calls this proposal cost (0 for offline fixers)")
+
+
+class Patched(ProposalBase):
+    """The fixer proposed a patch, to apply and validate."""
+
+    kind: Literal["patched"] = "patched"
+    patch: Patch
+
+
+class Declined(ProposalBase):
+    """The fixer proposed nothing: the model said ``fixable: false``, the tool had nothing
+    to change, the policy refused, or a budget ran out."""
+
+    kind: Literal["declined"] = "declined"
+    reason: str
     budget_exhausted: bool = Field(False, description="declined because a budget ran out")
-    rejected: str | None = Field(None, description="the fixer's output failed a guard: the "
-                                 "PatchRejected reason (malformed-reply, path-escape ...)")
-    error: str | None = Field(None, description="a model call failed for good (HTTP 400/401 ...)")
+
+
+class OutputRejected(ProposalBase):
+    """The fixer's output failed a guard; ``message`` is fed back to the next attempt."""
+
+    kind: Literal["output-rejected"] = "output-rejected"
+    guard: str = Field(description="the PatchRejected reason: malformed-reply, path-escape ...")
+    message: str = Field(description="what was wrong, for the report and the next attempt")
+
+
+class CallFailed(ProposalBase):
+    """A model call failed for good (HTTP 400/401, or transient errors past every retry)."""
+
+    kind: Literal["call-failed"] = "call-failed"
+    error: str
     auth_failed: bool = Field(False, description="the API refused the credentials")
+
+
+Proposal = Annotated[Patched | Declined | OutputRejected | CallFailed, Field(discriminator="kind")]
+"""What a fixer answered for one group of findings: one of four cases, told by ``kind``."""
 
 
 class LLMUsage(Contract):
@@ -290,7 +315,7 @@ class LLMUsage(Contract):
     budget_exhausted: str | None = Field(None, description="why the mission stopped asking")
     failures: tuple[str, ...] = Field((), description="findings a model call failed for, and why")
 
-    def add(self, proposal: Proposal) -> LLMUsage:
+    def add(self, proposal: ProposalBase) -> LLMUsage:
         return self.model_copy(update={
             "calls": self.calls + proposal.llm_calls,
             "input_tokens": self.input_tokens + proposal.input_tokens,
