@@ -107,7 +107,7 @@ def coverage_config_sets_source(root: Path) -> bool:
 
 def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path,
                    available: frozenset[str], *, junit: Path | None = None,
-                   timeout_s: float | None = None) -> list[str]:
+                   timeout_s: float | None = None, plugin: bool = False) -> list[str]:
     """Build the command line of the one test run.
 
     ``--rootdir`` is the worktree, so node ids are relative to it even if a
@@ -119,13 +119,15 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
         tools: the ``tools`` config (pytest args and timeouts, coverage on/off).
         out_dir: a private directory for the JUnit XML.
         available: what the target env can import (:func:`target_modules`): with
-            ``pytest_timeout``, ``--timeout`` is passed and mendflow's per-test timeout
-            plugin is loaded (:mod:`mendflow.tasks.detect.pytest_hangs`); with
+            ``pytest_timeout``, ``--timeout`` is passed (and, with ``plugin``, mendflow's
+            per-test timeout plugin is loaded: :mod:`mendflow.tasks.detect.pytest_hangs`); with
             ``pytest_cov`` and coverage enabled, ``--no-cov``, because pytest-cov
             measuring inside ``coverage run`` would leave the outer run with no data.
         junit: the JUnit XML path (default ``out_dir / "junit.xml"``).
         timeout_s: the default per-test timeout, seconds (default
             ``tools.pytest.first_timeout_s``).
+        plugin: load mendflow's per-test timeout plugin (its environment comes from
+            :func:`mendflow.tasks.detect.pytest_hangs.install_plugin`).
 
     Returns:
         ``<python> -m coverage run [--source=.] -m pytest ...`` or, with coverage
@@ -136,7 +138,9 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
                    "--continue-on-collection-errors"]
     if "pytest_timeout" in available:
         seconds = tools.pytest.first_timeout_s if timeout_s is None else timeout_s
-        pytest_args += [f"--timeout={seconds:g}", "-p", PLUGIN_MODULE]
+        pytest_args.append(f"--timeout={seconds:g}")
+        if plugin:
+            pytest_args += ["-p", PLUGIN_MODULE]
     if tools.coverage.enabled and "pytest_cov" in available:
         pytest_args.append("--no-cov")
     pytest_args += tools.pytest.args
@@ -196,7 +200,7 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
 
         def build(junit: Path, seconds: float | None = None) -> list[str]:
             return pytest_command(sandbox.path, env, tools, out_dir, available, junit=junit,
-                                  timeout_s=seconds)
+                                  timeout_s=seconds, plugin=timeouts)
 
         command = build(out_dir / "junit.xml", plan.default_s)
         main_env = environ

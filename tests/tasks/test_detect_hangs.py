@@ -70,11 +70,6 @@ def test_an_honest_slow_test_passes_on_its_second_chance(baseline):
     assert spin_file.percent == 100.0
 
 
-def test_the_baseline_stops_a_hang_after_the_first_and_the_second_timeout(baseline):
-    # the main run (1 s for the loop) and the second chances in parallel (8 s): not 2 x 8 s
-    assert baseline.duration_s < 8 + 1 + 25
-
-
 def test_validation_learns_timeouts_and_a_known_hang_is_no_regression(repo, baseline):
     plan = plan_test_timeouts(baseline.test_run, tools_config(pytest=TIMEOUTS).pytest)
     assert plan.hung == (SPIN,) and plan.hang_s == 0.5
