@@ -222,11 +222,16 @@ def test_ctrl_c_during_the_approval_wait_and_resume_then_approve(make_repo, tmp_
                                       r"mendflow mission resume ctrl-c-approve$")
     assert git(repo, "log", "--format=%s", "-1") == "initial"  # nothing delivered
     resumed = Cli(["mission", "resume", "ctrl-c-approve", "--json"], cli_env)
-    run_id = resumed.wait_for(r"`mendflow approve ([0-9a-f-]{36})`").group(1)
-    approve = subprocess.run([*CLI, "approve", run_id, "--comment", "ok"], env=cli_env,
-                             capture_output=True, text=True, timeout=300)
-    assert approve.returncode == 0, approve.stderr[-3000:]
-    resumed.proc.wait(timeout=300)
+    try:
+        run_id = resumed.wait_for(r"`mendflow approve ([0-9a-f-]{36})`").group(1)
+        approve = subprocess.run([*CLI, "approve", run_id, "--comment", "ok"], env=cli_env,
+                                 capture_output=True, text=True, timeout=300)
+        assert approve.returncode == 0, approve.stderr[-3000:]
+        resumed.proc.wait(timeout=300)
+    finally:
+        if resumed.proc.poll() is None:  # never leave a mission waiting for an answer
+            os.killpg(resumed.proc.pid, signal.SIGINT)
+            resumed.proc.wait(timeout=60)
     resumed._out.join(10)
     assert resumed.proc.returncode in (0, 2), resumed.lines[-20:]
     data = json.loads(resumed.stdout)
