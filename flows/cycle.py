@@ -16,6 +16,7 @@ from prefect.utilities.annotations import opaque
 from mendflow.core.config import MendflowConfig
 from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.core.findings import in_scope
+from mendflow.core.hangs import plan_test_timeouts
 from mendflow.core.models import (
     BackupEntry,
     CallFailed,
@@ -30,6 +31,7 @@ from mendflow.core.models import (
     RepoTarget,
     Sandbox,
     TargetEnv,
+    TestPlan,
     ValidationReport,
 )
 from mendflow.infra.progress import report_progress
@@ -99,8 +101,13 @@ class MissionState:
         return 2 if rejected or (below and not self.config.mission.backup_only) else 0
 
 
-def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str) -> Measurement:
+def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str,
+            compared_with: Measurement | None = None) -> Measurement:
     """Run every detector concurrently on the sandbox's current tree and combine them.
+
+    ``compared_with`` (a candidate's validation: the measurement it is judged
+    against) gives each test a timeout learned from its duration there, and
+    runs the tests that hung there with a short one (:mod:`mendflow.core.hangs`).
 
     Raises:
         ValidationUnavailable: the baseline test run could not complete.
@@ -109,7 +116,7 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     tree = hash_tree(sandbox)
     tools = config.tools
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree),
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools)),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
@@ -129,6 +136,14 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
             subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
     report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
     return measurement
+
+
+def _test_plan(compared_with: Measurement | None, tools) -> TestPlan | None:
+    if compared_with is None:
+        return None
+    result = compared_with.result_of("pytest")
+    run = result.test_run if result is not None and result.ok else None
+    return plan_test_timeouts(run, tools.pytest) if run is not None else None
 
 
 def run_iterations(state: MissionState) -> MissionState:
@@ -281,7 +296,8 @@ def _validate(state: MissionState, patch) -> ValidationReport:
     if not syntax.passed:
         return judge_patch(opaque(state.current), opaque(state.current), patch,
                            state.config.gates, syntax)
-    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")
+    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}",
+                    compared_with=state.current)
     return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
 
 

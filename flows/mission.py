@@ -101,6 +101,8 @@ def maintenance_mission(
                   "fixer": fixer, "autonomy": autonomy}
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
+    report_progress("setup", f"mission {mission_id} on branch mendflow/{mission_id}",
+                    mission_id=mission_id)
     lock_repository(target.root, mission_id, config.mission.state_dir)
     try:
         low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)

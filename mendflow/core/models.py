@@ -68,6 +68,26 @@ class TestCase(Contract):
     duration_s: float = 0.0
     message: str | None = None
     detail: str | None = None
+    timed_out: bool = Field(False, description="it hung: no result within its last timeout")
+
+
+class TestPlan(Contract):
+    """Per-test timeouts for one test run (pytest-timeout), learned from an earlier run.
+
+    Attributes:
+        default_s: the timeout of a test not listed, seconds.
+        timeouts: node id -> timeout in seconds.
+        hung: node ids that hung in the earlier run: they run with ``hang_s``,
+            apart from the others, and get no second chance.
+        hang_s: their timeout, seconds.
+    """
+
+    __test__ = False
+
+    default_s: float
+    timeouts: dict[str, float] = Field(default_factory=dict)
+    hung: tuple[str, ...] = ()
+    hang_s: float = 1.0
 
 
 class FileCoverage(Contract):
