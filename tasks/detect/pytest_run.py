@@ -17,7 +17,8 @@ from pathlib import Path
 from mendflow.core.config import ToolsConfig
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TargetEnv, TestRun, ToolResult
-from mendflow.infra.runner import run_process, sandbox_environ
+from mendflow.infra.isolation import run_isolated
+from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
@@ -32,9 +33,10 @@ _PROBE = ("import importlib.util as u, json; "
 
 
 @lru_cache(maxsize=64)
-def _probe(python: str, fingerprint: str, cwd: str) -> frozenset[str]:
-    proc = run_process([python, "-c", _PROBE], cwd=Path(cwd), timeout_s=PROBE_TIMEOUT_S,
-                       env=sandbox_environ())
+def _probe(env: TargetEnv, cwd: str) -> frozenset[str]:
+    python = str(env.python)
+    proc = run_isolated([python, "-c", _PROBE], target_env=env, worktree=Path(cwd),
+                        timeout_s=PROBE_TIMEOUT_S, env=sandbox_environ())
     if proc.returncode != 0:
         raise ToolError(f"the target interpreter does not run: {proc.tail(5)}", subject=python,
                         hint="check environment.python, or use the managed-venv environment")
@@ -58,7 +60,7 @@ def target_modules(env: TargetEnv, cwd: Path) -> frozenset[str]:
     Raises:
         ToolError: the interpreter is missing or does not run.
     """
-    return _probe(str(env.python), env.fingerprint, str(cwd))
+    return _probe(env, str(cwd))
 
 
 def coverage_config_sets_source(root: Path) -> bool:
@@ -161,8 +163,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
         out_dir = Path(tmp)
         environ = tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")})
         command = pytest_command(sandbox.path, env, tools, out_dir, available)
-        proc = run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
-                           env=environ)
+        proc = run_isolated(command, target_env=env, worktree=sandbox.path,
+                            timeout_s=tools.pytest.run_timeout_s, env=environ, writable=(out_dir,))
         if proc.timed_out:
             run = TestRun(collected=0, duration_s=proc.duration_s, timed_out=True)
             return failed_result("pytest", proc, f"the test run exceeded "
@@ -201,11 +203,12 @@ def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: d
     """
     python = str(env.python)
     if any(out_dir.glob(".coverage.*")):  # the repo's config sets parallel = True
-        run_process([python, "-m", "coverage", "combine"], cwd=sandbox.path,
-                    timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+        run_isolated([python, "-m", "coverage", "combine"], target_env=env, worktree=sandbox.path,
+                     timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
     report = out_dir / "coverage.json"
-    proc = run_process([python, "-m", "coverage", "json", "-i", "-o", str(report)],
-                       cwd=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+    proc = run_isolated([python, "-m", "coverage", "json", "-i", "-o", str(report)],
+                        target_env=env, worktree=sandbox.path,
+                        timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
     try:
