@@ -11,6 +11,9 @@ A patch is judged by comparing the measurement of the patched tree
 6. ``no-new-findings``: no (source, rule, path, symbol) gained a finding.
 7. ``claimed-fixed``: every finding the patch claims to fix is gone.
 8. ``test-files``: the patch touches no test file (unless allowed).
+9. ``sandbox``: the patched code hit no limit of the isolation (network, read-only
+   filesystem, hidden paths, processes, memory, file size, CPU time); see
+   :mod:`mendflow.tasks.validate_sandbox`.
 
 Every gate's ``detail`` names concrete things (the failing test and its
 message, the new finding's location, coverage before and after), so that a
@@ -40,6 +43,7 @@ from mendflow.core.models import (
     TestRun,
     ValidationReport,
 )
+from mendflow.tasks.validate_sandbox import gate_sandbox
 
 FEEDBACK_LIMIT = 4000
 """Characters of gate output handed to a fixer for its next attempt."""
@@ -109,13 +113,15 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
         _new_findings_gate(new),
         gate_claimed_fixed(patch, after, baseline),
         gate_test_files(patch, gates),
+        gate_sandbox(baseline, after),
     ]
     return _report(patch, results, baseline, after, new)
 
 
 def _report(patch: Patch, results: list[GateResult], baseline: Measurement,
             after: Measurement | None, new: tuple[Finding, ...]) -> ValidationReport:
-    failed = [g.gate for g in results if not g.passed]
+    failed = [g.gate if g.gate != "sandbox" else f"sandbox ({g.detail.splitlines()[0]})"
+              for g in results if not g.passed]
     fixed: tuple[str, ...] = ()
     if after is not None:
         after_ids = {f.id for f in after.findings}

@@ -224,22 +224,27 @@ def run_isolated(argv: Sequence[str | os.PathLike[str]], *, target_env: TargetEn
                          result.duration_s, result.timed_out)
 
 
-@lru_cache(maxsize=4)
 def probe_bwrap(limits: SandboxLimits = SandboxLimits()) -> tuple[bool, str]:
     """Does bubblewrap work here, with the flags mendflow uses?
 
-    Runs ``bwrap ... -- prlimit ... -- true`` once (cached per limits).
+    Runs ``bwrap ... -- prlimit ... -- true`` once per executable and limits (cached).
 
     Returns:
         ``(True, "bubblewrap 0.8.0")``, or ``(False, why)``.
     """
     executable = bwrap_executable()
     if executable is None:
-        return False, "bwrap is not installed"
+        return False, "bwrap is not installed (not found on PATH)"
+    return _probe(executable, limits)
+
+
+@lru_cache(maxsize=8)
+def _probe(executable: str, limits: SandboxLimits) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="mendflow-bwrap-probe-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
         argv = bwrap_argv(["true"], Isolation(backend="bwrap", limits=limits), worktree=work)
+        argv[0] = executable
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
                                   check=False)
