@@ -120,8 +120,9 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
 
 def _report(patch: Patch, results: list[GateResult], baseline: Measurement,
             after: Measurement | None, new: tuple[Finding, ...]) -> ValidationReport:
-    failed = [g.gate if g.gate != "sandbox" else f"sandbox ({g.detail.splitlines()[0]})"
-              for g in results if not g.passed]
+    # a sandbox limit hit goes first: it says the code tried something it must not
+    failed = sorted((g.gate if g.gate != "sandbox" else f"sandbox ({g.detail.splitlines()[0]})"
+                     for g in results if not g.passed), key=lambda name: name[:8] != "sandbox ")
     fixed: tuple[str, ...] = ()
     if after is not None:
         after_ids = {f.id for f in after.findings}
