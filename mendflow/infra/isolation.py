@@ -144,7 +144,7 @@ def pids_cgroup(max_processes: int | None, enabled: bool) -> Iterator[Path | Non
         The cgroup directory (write a pid to its ``cgroup.procs`` to join), or None
         when disabled, unlimited or not possible here.
     """
-    root = _cgroup_root() if enabled and max_processes is not None else None
+    root = cgroup_root() if enabled and max_processes is not None else None
     if root is None:
         yield None
         return
@@ -169,7 +169,7 @@ def pids_cgroup(max_processes: int | None, enabled: bool) -> Iterator[Path | Non
 
 
 @lru_cache(maxsize=1)
-def _cgroup_root() -> Path | None:
+def cgroup_root() -> Path | None:
     """A cgroup directory with the pids controller where this process may create children."""
     if os.geteuid() != 0:
         return None
@@ -283,7 +283,7 @@ def resolve_isolation(config: SandboxConfig, *, hidden: Sequence[Path]) -> Isola
         return Isolation(backend="none", limits=config.limits)
     paths = tuple(dict.fromkeys(Path(p).expanduser().absolute() for p in (*hidden, *config.hide)))
     return Isolation(backend="bwrap", limits=config.limits, hidden=paths,
-                     process_cgroup=_cgroup_root() is not None)
+                     process_cgroup=cgroup_root() is not None)
 
 
 def isolation_problem(config: SandboxConfig) -> str | None:
@@ -295,5 +295,5 @@ def isolation_problem(config: SandboxConfig) -> str | None:
 
 
 __all__ = ["INSTALL_HINT", "bwrap_argv", "bwrap_executable", "interpreter_dirs",
-           "isolation_problem", "pids_cgroup", "prlimit_args", "probe_bwrap",
+           "cgroup_root", "isolation_problem", "pids_cgroup", "prlimit_args", "probe_bwrap",
            "resolve_isolation", "run_isolated"]

@@ -152,3 +152,18 @@ def test_a_model_fixer_refuses_to_run_unisolated(tmp_path, monkeypatch):
 def test_chains_holding_a_model_count_as_model_fixers():
     assert runs_model_code(ChainFixerConfig(fixers=[RuffFixerConfig(), AnthropicFixerConfig()]))
     assert not runs_model_code(RuffFixerConfig())
+
+
+def test_doctor_reports_whether_isolation_works(tmp_path, monkeypatch):
+    from mendflow.core.config import MendflowConfig, validate_config
+    from mendflow.infra.system_checks import check_isolation, run_checks
+
+    check = check_isolation(MendflowConfig())
+    assert check.status == "ok" and check.found.startswith("bubblewrap ")
+    assert "isolation" in [c.name for c in run_checks(MendflowConfig(), repos=[])]
+    none = check_isolation(validate_config({"sandbox": {"isolation": "none"}}))
+    assert none.status == "warn" and "unisolated" in none.found
+    monkeypatch.setenv("PATH", str(tmp_path))  # bubblewrap missing
+    missing = check_isolation(validate_config({"sandbox": {"isolation": "bwrap"}}))
+    assert missing.status == "fail" and "apt-get install bubblewrap" in (missing.action or "")
+    assert check_isolation(MendflowConfig()).status == "warn"
