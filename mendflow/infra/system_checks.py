@@ -410,7 +410,8 @@ def run_checks(config: MendflowConfig, repair: bool = False,
     state = config.mission.state_dir
     repos = known_repositories(state) if repos is None else repos
     return [*disk_checks(config, repos), check_memory(config.health), *check_tools(),
-            check_isolation(config), check_prefect_api(), check_locks(state, repair), check_state_worktrees(state, repair),
+            check_isolation(config), check_prefect_api(), check_locks(state, repair),
+            check_state_worktrees(state, repair),
             check_git_worktrees(state, repair), check_orphans(state, repair)]
 
 
