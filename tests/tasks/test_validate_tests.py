@@ -12,8 +12,8 @@ from mendflow.tasks.validate_tests import (
     collected_test_files,
     file_texts,
     gate_test_files,
-    why_test_file,
     weakening_problems,
+    why_test_file,
 )
 from tests.helpers.git import write_files
 from tests.helpers.llm import git_worktree_sandbox
