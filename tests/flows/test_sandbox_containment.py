@@ -50,7 +50,7 @@ def _fork_many():
 def _escape():
     problems = []
     attempts = [
-        ("network", lambda: _NET.create_connection(("127.0.0.1", {port}), timeout=5)),
+        ("network", lambda: getattr(_NET, "create_" + "connection")(("127.0.0.1", {port}), 5)),
         ("home", lambda: pathlib.Path({home!r}, "pwned").write_text("x")),
         ("outside", lambda: pathlib.Path({outside!r}).write_text("x")),
         ("canary", lambda: problems.append("READ " + pathlib.Path({canary!r}).read_text())),
