@@ -8,7 +8,9 @@ A file counts as a test file when any of these holds:
 - it is test configuration: ``pytest.ini``, ``tox.ini``, ``noxfile.py``, ``.coveragerc``,
   ``pyproject.toml`` with ``[tool.pytest.ini_options]`` or ``[tool.coverage.*]``,
   ``setup.cfg`` with ``[tool:pytest]`` or ``[coverage:*]``, or a CI file
-  (``.github/workflows/**``, ``.gitlab-ci.yml`` ...).
+  (``.github/workflows/**``, ``.gitlab-ci.yml`` ...); and mendflow's own configuration
+  (``.mendflow.yaml``, ``[tool.mendflow]``), so that a patch cannot loosen the gates or
+  the sandbox of the next mission.
 
 A patch from any fixer touching one is rejected unless ``gates.allow_test_changes``.
 When allowed, each changed Python test file is compared before/after with
@@ -38,7 +40,8 @@ ALWAYS_TEST_CONFIG = frozenset({"pytest.ini", "tox.ini", "noxfile.py", ".coverag
 CI_PATTERNS = (".github/workflows/**", ".github/actions/**", ".gitlab-ci.yml", ".gitlab-ci/**",
                ".travis.yml", ".circleci/**", "azure-pipelines.yml", "Jenkinsfile",
                ".buildkite/**", "appveyor.yml", ".ci/**")
-_PYPROJECT_TEST = re.compile(r"^\s*\[\s*tool\.(pytest|coverage)[\].]", re.MULTILINE)
+_PYPROJECT_TEST = re.compile(r"^\s*\[\s*tool\.(pytest|coverage|mendflow)[\].]", re.MULTILINE)
+MENDFLOW_CONFIG = frozenset({".mendflow.yaml", ".mendflow.yml"})
 _SETUP_CFG_TEST = re.compile(r"^\s*\[\s*(tool:pytest|coverage:[a-z]+)\s*\]", re.MULTILINE)
 _SKIPS = re.compile(r"\b(skip|skipif|skipTest|xfail|importorskip)\b")
 _BROAD = frozenset({"AssertionError", "Exception", "BaseException"})
@@ -76,9 +79,11 @@ def why_test_file(path: str, *, collected: Iterable[str], globs: Sequence[str],
             return f"matches {glob}"
     if name in ALWAYS_TEST_CONFIG:
         return f"test configuration ({name})"
+    if path in MENDFLOW_CONFIG:  # a patch may not loosen the gates or the sandbox
+        return f"mendflow's configuration ({name})"
     texts = "\n".join(t for t in (before, after) if t)
     if name == "pyproject.toml" and _PYPROJECT_TEST.search(texts):
-        return "test configuration (pyproject.toml [tool.pytest]/[tool.coverage])"
+        return "test configuration (pyproject.toml [tool.pytest]/[tool.coverage]/[tool.mendflow])"
     if name == "setup.cfg" and _SETUP_CFG_TEST.search(texts):
         return "test configuration (setup.cfg [tool:pytest]/[coverage:*])"
     if pathspec.GitIgnoreSpec.from_lines(CI_PATTERNS).match_file(path):

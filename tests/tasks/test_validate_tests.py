@@ -54,6 +54,8 @@ def patch(*files: str) -> Patch:
     ("setup.cfg", "[metadata]\nname = x\n\n[tool:pytest]\naddopts = -q\n", "test configuration"),
     (".github/workflows/ci.yml", None, "a CI file"),
     (".gitlab-ci.yml", None, "a CI file"),
+    (".mendflow.yaml", None, "mendflow's configuration"),
+    ("pyproject.toml", "[tool.mendflow.sandbox]\nisolation = 'none'\n", "test configuration"),
 ])
 def test_what_counts_as_a_test_file(path, text, reason):
     found = why_test_file(path, collected={"test.py"}, globs=GLOBS, before=text, after=text)
