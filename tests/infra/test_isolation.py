@@ -167,3 +167,16 @@ def test_doctor_reports_whether_isolation_works(tmp_path, monkeypatch):
     missing = check_isolation(validate_config({"sandbox": {"isolation": "bwrap"}}))
     assert missing.status == "fail" and "apt-get install bubblewrap" in (missing.action or "")
     assert check_isolation(MendflowConfig()).status == "warn"
+
+
+def test_the_repository_cannot_switch_the_sandbox_off(make_repo, tmp_path):
+    from mendflow.core.errors import ConfigError
+    from mendflow.tasks.bookkeeping import load_mission_config
+
+    repo = make_repo({".mendflow.yaml": "sandbox: {isolation: none}\n", "a.py": "x = 1\n"})
+    with pytest.raises(ConfigError) as err:
+        load_mission_config.fn(None, None, str(repo))
+    assert err.value.subject == "sandbox.isolation" and ".mendflow.yaml" in err.value.message
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("sandbox: {isolation: none}\n", encoding="utf-8")
+    assert load_mission_config.fn(str(mine), None, str(repo)).sandbox.isolation == "none"
