@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -213,8 +214,11 @@ def run_isolated(argv: Sequence[str | os.PathLike[str]], *, target_env: TargetEn
         return run_process(command, cwd=worktree, timeout_s=timeout_s, env=env)
     state = tool_state_path(worktree)
     state.mkdir(parents=True, exist_ok=True)
+    # the target's interpreter, and mendflow's own (its mypy runs the repository's plugins)
+    readable = tuple(dict.fromkeys((*interpreter_dirs(target_env.python),
+                                    *interpreter_dirs(Path(sys.executable)))))
     wrapped = bwrap_argv(command, isolation, worktree=worktree, writable=(state, *writable),
-                         readable=interpreter_dirs(target_env.python))
+                         readable=readable)
     with pids_cgroup(isolation.limits.max_processes, isolation.process_cgroup) as group:
         if group is not None:  # join the cgroup, then become bwrap: every child stays in it
             wrapped = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(group / "cgroup.procs"),

@@ -180,3 +180,21 @@ def test_the_repository_cannot_switch_the_sandbox_off(make_repo, tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("sandbox: {isolation: none}\n", encoding="utf-8")
     assert load_mission_config.fn(str(mine), None, str(repo)).sandbox.isolation == "none"
+
+
+def test_a_mypy_plugin_from_the_repository_runs_isolated(make_repo, tmp_path):
+    """mypy imports the plugins the repository's config names: that is the target's code."""
+    from mendflow.tasks.detect import measure_mypy
+    from tests.helpers.detect import sandbox_for, tools_config
+
+    marker = Path("/var/tmp") / f"mendflow-mypy-plugin-{os.getpid()}"
+    plugin = (f"import pathlib\npathlib.Path({str(marker)!r}).write_text('escaped')\n"
+              "def plugin(version):\n    from mypy.plugin import Plugin\n    return Plugin\n")
+    repo = make_repo({"mypy.ini": "[mypy]\nplugins = evil_plugin.py\nfiles = lib.py\n",
+                      "evil_plugin.py": plugin, "lib.py": "x: int = 'a'\n"})
+    isolation = resolve_isolation(SandboxConfig(isolation="bwrap"), hidden=[])
+    env = TargetEnv(python=Path(sys.executable), kind="interpreter", fingerprint="t",
+                    isolation=isolation)
+    result = measure_mypy(sandbox_for(repo), env, tools_config(mypy={"enabled": True}))
+    assert not marker.exists()  # the plugin ran, read-only outside the worktree
+    assert "Read-only file system" in (result.error or "")
