@@ -277,7 +277,7 @@ def _validate(state: MissionState, patch) -> ValidationReport:
     tests = check_test_files(state.sandbox, patch,
                              opaque(pytest_result.test_run if pytest_result else None),
                              state.config.gates)
-    if not syntax.passed:
+    if not syntax.passed or not tests.passed:  # no test run for a refused patch
         return judge_patch(opaque(state.current), opaque(state.current), patch,
                            state.config.gates, syntax, tests)
     after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")

@@ -17,8 +17,9 @@ A patch is judged by comparing the measurement of the patched tree
 
 Every gate's ``detail`` names concrete things (the failing test and its
 message, the new finding's location, coverage before and after), so that a
-person or a model can act on it. When the syntax gate fails the patched tree
-is not measured: only ``syntax`` and ``test-files`` are judged.
+person or a model can act on it. When the syntax or test-files gate fails the
+patched tree is not measured (the flow skips that test run): only ``syntax`` and
+``test-files`` are judged.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
         names the failed gates (``"no-test-regression, coverage"``).
     """
     test_files = test_files or gate_test_files(patch, gates)
-    if not syntax.passed:
+    if not syntax.passed or not test_files.passed:  # refused without looking at the run
         return _report(patch, [syntax, test_files], baseline, None, ())
     new = new_findings(baseline.findings, after.findings)
     results = [
