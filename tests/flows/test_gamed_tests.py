@@ -25,7 +25,7 @@ FILES = {
 }
 
 
-@pytest.mark.slow  # one mission (~20 s)
+@pytest.mark.slow  # one whole mission
 def test_a_patch_to_a_collected_root_test_py_is_refused(make_repo, tmp_path, fake_anthropic,
                                                         monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-gamed")
