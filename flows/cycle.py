@@ -48,6 +48,7 @@ from mendflow.tasks.fix import plan_fixes, propose_patch
 from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
 from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from mendflow.tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
+from mendflow.tasks.validate_tests import check_test_files
 from mendflow.tasks.vcs import commit_accepted_patch
 
 
@@ -293,12 +294,17 @@ def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
 
 def _validate(state: MissionState, patch) -> ValidationReport:
     syntax = check_patch_syntax(state.sandbox, patch)
-    if not syntax.passed:
+    pytest_result = state.baseline.result_of("pytest")
+    tests = check_test_files(state.sandbox, patch,
+                             opaque(pytest_result.test_run if pytest_result else None),
+                             state.config.gates)
+    if not syntax.passed or not tests.passed:  # no test run for a refused patch
         return judge_patch(opaque(state.current), opaque(state.current), patch,
-                           state.config.gates, syntax)
+                           state.config.gates, syntax, tests)
     after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}",
                     compared_with=state.current)
-    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
+    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax,
+                       tests)
 
 
 def _accept(state: MissionState, patch, report: ValidationReport, iteration: int) -> None:

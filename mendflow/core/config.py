@@ -49,6 +49,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HealthConfig,
     TimeoutsConfig,
 )
+from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits  # noqa: F401  (re-exported)
 from mendflow.core.errors import ConfigError
 
 # --- the target's Python environment -------------------------------------------------
@@ -197,6 +198,7 @@ class MendflowConfig(Section):
     deployment: DeploymentConfig = DeploymentConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    sandbox: SandboxConfig = SandboxConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

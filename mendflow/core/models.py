@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mendflow.core.config_sandbox import SandboxLimits
+
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITY_RANK: dict[str, int] = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
 
@@ -181,12 +183,29 @@ class Sandbox(Contract):
     repo_root: Path
 
 
+class Isolation(Contract):
+    """How the target's code is run: under bubblewrap with limits, or as is.
+
+    Resolved once per mission from the ``sandbox`` config and a probe of bubblewrap
+    (see :mod:`mendflow.infra.isolation`).
+    """
+
+    backend: Literal["bwrap", "none"] = "none"
+    limits: SandboxLimits = SandboxLimits()
+    hidden: tuple[Path, ...] = Field(
+        default=(), description="absolute directories the target's code must not see")
+    process_cgroup: bool = Field(
+        default=False, description="enforce max_processes with a pids cgroup (root)")
+
+
 class TargetEnv(Contract):
     """The Python environment in which the target's tests run."""
 
     python: Path
     kind: Literal["managed-venv", "interpreter"]
     fingerprint: str = Field(description="hash of interpreter + dependency files; cache key part")
+    isolation: Isolation = Field(default_factory=lambda: Isolation(),
+                                 description="how every run of the target's code is isolated")
 
 
 class Patch(Contract):

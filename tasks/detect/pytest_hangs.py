@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +35,11 @@ from pathlib import Path
 from mendflow.core.config import ToolsConfig
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TestCase, TestPlan
-from mendflow.infra.runner import ProcessResult, run_process
+from mendflow.infra.runner import ProcessResult
 from mendflow.tasks.detect.pytest_reports import JUnitReport, parse_junit
+
+Runner = Callable[..., ProcessResult]
+"""``runner(argv, timeout_s=..., env=...) -> ProcessResult``: runs one pytest process."""
 
 PLUGIN_MODULE = "mendflow_test_timeouts"
 PLAN_ENV = "MENDFLOW_TEST_TIMEOUTS"
@@ -111,7 +114,7 @@ def as_hang(case: TestCase, seconds: float, again: bool) -> TestCase:
 
 
 def run_side(sandbox: Sandbox, command: Sequence[str], node_ids: Sequence[str], junit: Path,
-             environ: dict[str, str], timeout_s: float) -> SideRun:
+             environ: dict[str, str], timeout_s: float, runner: Runner) -> SideRun:
     """Run some tests by node id in one extra pytest process.
 
     Args:
@@ -121,12 +124,13 @@ def run_side(sandbox: Sandbox, command: Sequence[str], node_ids: Sequence[str], 
         junit: where this process writes its JUnit XML.
         environ: its environment (:func:`install_plugin`).
         timeout_s: seconds for the whole process.
+        runner: ``runner(argv, timeout_s=..., env=...)``, the sandboxed process runner
+            (:func:`mendflow.infra.isolation.run_isolated` bound to the worktree).
 
     Returns:
         The :class:`SideRun` (``junit`` None when pytest wrote no readable report).
     """
-    proc = run_process([*command, *node_ids], cwd=sandbox.path, timeout_s=timeout_s,
-                       env=environ)
+    proc = runner([*command, *node_ids], timeout_s=timeout_s, env=environ)
     try:
         report = parse_junit(junit, sandbox.path) if junit.is_file() else None
     except ToolError:
@@ -135,7 +139,7 @@ def run_side(sandbox: Sandbox, command: Sequence[str], node_ids: Sequence[str], 
 
 
 def second_chances(sandbox: Sandbox, build, cases: Sequence[TestCase], tools: ToolsConfig,
-                   out_dir: Path, environ: dict[str, str]) -> dict[str, TestCase]:
+                   out_dir: Path, environ: dict[str, str], runner: Runner) -> dict[str, TestCase]:
     """Run each timed-out test again alone, in parallel, with ``per_test_timeout_s``.
 
     Args:
@@ -146,6 +150,7 @@ def second_chances(sandbox: Sandbox, build, cases: Sequence[TestCase], tools: To
             ``pytest.second_chance_workers``).
         out_dir: the run's private directory.
         environ: the tool environment.
+        runner: the sandboxed process runner (see :func:`run_side`).
 
     Returns:
         Node id -> its case after the second chance: passed, failed ... or,
@@ -158,7 +163,8 @@ def second_chances(sandbox: Sandbox, build, cases: Sequence[TestCase], tools: To
         name = f"second-{index}"
         junit = out_dir / f"{name}.xml"
         side = run_side(sandbox, build(junit), [case.nodeid], junit,
-                        install_plugin(out_dir, name, plan, environ), longest + STARTUP_SLACK_S)
+                        install_plugin(out_dir, name, plan, environ), longest + STARTUP_SLACK_S,
+                        runner)
         again = next((c for c in (side.junit.cases if side.junit else ())
                       if c.nodeid == case.nodeid), None)
         if again is None or hit_timeout(again):

@@ -13,17 +13,19 @@ import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TargetEnv, TestCase, TestPlan, TestRun, ToolResult
-from mendflow.infra.runner import run_process, sandbox_environ
+from mendflow.infra.isolation import run_isolated
+from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
 from mendflow.tasks.detect.pytest_hangs import (
     PLUGIN_MODULE,
     STARTUP_SLACK_S,
+    Runner,
     SideRun,
     hit_timeout,
     install_plugin,
@@ -44,9 +46,10 @@ _PROBE = ("import importlib.util as u, json; "
 
 
 @lru_cache(maxsize=64)
-def _probe(python: str, fingerprint: str, cwd: str) -> frozenset[str]:
-    proc = run_process([python, "-c", _PROBE], cwd=Path(cwd), timeout_s=PROBE_TIMEOUT_S,
-                       env=sandbox_environ())
+def _probe(env: TargetEnv, cwd: str) -> frozenset[str]:
+    python = str(env.python)
+    proc = run_isolated([python, "-c", _PROBE], target_env=env, worktree=Path(cwd),
+                        timeout_s=PROBE_TIMEOUT_S, env=sandbox_environ())
     if proc.returncode != 0:
         raise ToolError(f"the target interpreter does not run: {proc.tail(5)}", subject=python,
                         hint="check environment.python, or use the managed-venv environment")
@@ -70,7 +73,7 @@ def target_modules(env: TargetEnv, cwd: Path) -> frozenset[str]:
     Raises:
         ToolError: the interpreter is missing or does not run.
     """
-    return _probe(str(env.python), env.fingerprint, str(cwd))
+    return _probe(env, str(cwd))
 
 
 def coverage_config_sets_source(root: Path) -> bool:
@@ -207,7 +210,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
         if timeouts:
             main_env = install_plugin(out_dir, "main", plan, environ)
             command += [f"--deselect={nodeid}" for nodeid in plan.hung]
-        proc, side = _main_and_known_hangs(sandbox, command, main_env, tools, plan, build,
+        runner = partial(run_isolated, target_env=env, worktree=sandbox.path, writable=(out_dir,))
+        proc, side = _main_and_known_hangs(sandbox, runner, command, main_env, tools, plan, build,
                                            out_dir, environ if timeouts else None)
         if proc.timed_out:
             run = TestRun(collected=0, duration_s=proc.duration_s, timed_out=True)
@@ -221,7 +225,7 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             return failed_result("pytest", proc, err.message)
         cases = list(junit.cases)
         if timeouts:
-            cases = _with_second_chances(sandbox, build, cases, tools, out_dir, environ)
+            cases = _with_second_chances(sandbox, build, cases, tools, out_dir, environ, runner)
             cases += known_hangs(side, plan)
         coverage, coverage_error = None, None
         if tools.coverage.enabled:
@@ -244,7 +248,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
                       exit_code=proc.returncode, duration_s=duration)
 
 
-def _main_and_known_hangs(sandbox: Sandbox, command: list[str], main_env: dict[str, str],
+def _main_and_known_hangs(sandbox: Sandbox, runner: Runner, command: list[str],
+                          main_env: dict[str, str],
                           tools: ToolsConfig, plan: TestPlan, build, out_dir: Path,
                           environ: dict[str, str] | None):
     """Run the main run and, at the same time, the known hangs' process (if any).
@@ -253,27 +258,25 @@ def _main_and_known_hangs(sandbox: Sandbox, command: list[str], main_env: dict[s
         ``(main ProcessResult, SideRun of the known hangs or None)``.
     """
     if environ is None or not plan.hung:
-        return run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
-                           env=main_env), None
+        return runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env), None
     junit = out_dir / "hung.xml"
     side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s), environ)
     budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="known-hangs") as pool:
         side = pool.submit(run_side, sandbox, build(junit, plan.hang_s), plan.hung, junit,
-                           side_env, budget)
-        proc = run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
-                           env=main_env)
+                           side_env, budget, runner)
+        proc = runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env)
         known: SideRun = side.result()
     return proc, known
 
 
 def _with_second_chances(sandbox: Sandbox, build, cases: list[TestCase], tools: ToolsConfig,
-                         out_dir: Path, environ: dict[str, str]) -> list[TestCase]:
+                         out_dir: Path, environ: dict[str, str], runner: Runner) -> list[TestCase]:
     """The main run's cases, each one that hit its timeout replaced by its second chance."""
     stopped = [case for case in cases if hit_timeout(case)]
     if not stopped:
         return cases
-    again = second_chances(sandbox, build, stopped, tools, out_dir, environ)
+    again = second_chances(sandbox, build, stopped, tools, out_dir, environ, runner)
     return [again.get(case.nodeid, case) for case in cases]
 
 
@@ -285,11 +288,13 @@ def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: d
     """
     python = str(env.python)
     if any(out_dir.glob(".coverage.*")):  # side processes, or the repo's config sets parallel
-        run_process([python, "-m", "coverage", "combine", "--append"], cwd=sandbox.path,
-                    timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+        run_isolated([python, "-m", "coverage", "combine", "--append"], target_env=env,
+                     worktree=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ,
+                     writable=(out_dir,))
     report = out_dir / "coverage.json"
-    proc = run_process([python, "-m", "coverage", "json", "-i", "-o", str(report)],
-                       cwd=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+    proc = run_isolated([python, "-m", "coverage", "json", "-i", "-o", str(report)],
+                        target_env=env, worktree=sandbox.path,
+                        timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
     try:
