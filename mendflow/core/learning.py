@@ -246,3 +246,43 @@ def rank_by_value(findings: Sequence[Finding], priors: dict[tuple[str, str], Pri
 
     order = {f.id: n for n, f in enumerate(findings)}
     return sorted(findings, key=lambda f: (-round(value(f), 9), order[f.id]))
+
+
+class StrategyInfo(Contract):
+    """How a strategy is recorded: its name, fixer type, model, variant and prices."""
+
+    name: str
+    fixer: str
+    model: str | None = None
+    variant: str | None = None
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """USD of these tokens at this strategy's prices."""
+        return (tokens_in * self.input_price_per_mtok
+                + tokens_out * self.output_price_per_mtok) / 1_000_000
+
+
+def attempt_records(group: Sequence[Finding], *, mission_id: str, repository: str,
+                    strategy: StrategyInfo, attempt: int, iteration: int,
+                    result: AttemptResult, gate: str | None = None, reason: str | None = None,
+                    patch_id: str | None = None, commit: str | None = None,
+                    tokens_in: int = 0, tokens_out: int = 0, wall_s: float = 0.0,
+                    now: datetime) -> list[AttemptRecord]:
+    """One record per finding of a group's attempt; tokens and cost are split evenly.
+
+    The key is ``<mission>:<iteration>:<attempt>:<strategy>:<finding id>``: a resumed mission that
+    replays the same attempt writes the same key, and the store keeps the first.
+    """
+    share = max(len(group), 1)
+    cost = strategy.cost(tokens_in, tokens_out)
+    return [AttemptRecord(
+        key=f"{mission_id}:{iteration}:{attempt}:{strategy.name}:{f.id}"[:240], mission_id=mission_id,
+        repository=repository, finding_id=f.id, source=f.source, rule=f.rule,
+        category=f.category, severity=f.severity, path=f.path, strategy=strategy.name,
+        fixer=strategy.fixer, model=strategy.model, variant=strategy.variant, result=result,
+        gate=gate, reason=(reason or "")[:2000] or None, patch_id=patch_id, commit=commit,
+        tokens_in=tokens_in // share, tokens_out=tokens_out // share,
+        cost_usd=round(cost / share, 8), wall_s=round(wall_s / share, 3), created_at=now)
+        for f in group]
