@@ -239,6 +239,14 @@ def rollback(
     err.print(f"mendflow/{mission} now at {tip}")
 
 
+def learning_commands() -> None:
+    """``stats``, ``audit`` and ``analyze``: what mendflow learned, its audit trail, self-analysis."""
+    from mendflow.cli import analyze, audit, stats
+
+    for module in (stats, audit, analyze):
+        module.register(app)
+
+
 def _register_commands() -> None:
     """Commands that live in their own modules."""
     from mendflow.cli import approvals, config, doctor
@@ -248,6 +256,7 @@ def _register_commands() -> None:
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
+    learning_commands()  # stats, audit verify/show, analyze (issue 15)
 
 
 _register_commands()
