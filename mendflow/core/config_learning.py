@@ -48,9 +48,12 @@ class LearningConfig(Section):
     exploration_floor: float = Field(
         0.1, ge=0, le=1, description="probability of trying a uniformly random eligible "
         "strategy instead of the Thompson-sampling choice")
+    fix_value_usd: float = Field(
+        1.0, gt=0, description="what an accepted fix is worth, USD: the bandit maximizes "
+        "sampled P(accept) × fix_value_usd − expected cost per attempt")
     cost_floor_usd: float = Field(
-        0.001, gt=0, description="the least expected cost per attempt, USD, when weighing "
-        "P(accept) by cost (an offline fixer costs 0)")
+        0.001, gt=0, description="the least expected cost per attempt, USD, in the queue's "
+        "P(accept) × severity weight ÷ expected cost (an offline fixer costs 0)")
     prior_cost_usd: float = Field(
         0.05, ge=0, description="expected cost per attempt, USD, of a model strategy with no "
         "history yet")

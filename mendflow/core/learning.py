@@ -10,8 +10,11 @@ The bandit policy (documented in the README, "Learning from every attempt"):
 1. Each eligible strategy ``s`` for a category ``c`` has a Beta posterior on its
    accept rate: ``Beta(1 + accepted, 1 + not accepted)`` over the repository's
    recorded attempts of ``s`` on ``c`` (a uniform prior when there are none).
-2. Thompson sampling: draw ``θ_s`` from each posterior and weigh it by cost:
-   ``value_s = θ_s / max(expected cost per attempt, cost floor)``; the largest wins.
+2. Thompson sampling weighted by cost: draw ``θ_s`` from each posterior and score the
+   expected net value of an attempt, ``value_s = θ_s × fix_value_usd − expected cost_s``
+   (the recorded mean cost per attempt, or ``prior_cost_usd`` for a model strategy without
+   history, 0 for an offline fixer); the largest wins. (A ratio ``θ / cost`` would prefer
+   a cheap strategy that never works to a dear one that does.)
 3. Exploration floor: with probability ``exploration_floor`` a uniformly random
    eligible strategy is chosen instead, so that no strategy starves.
 4. Hopeless: a category with ``hopeless_after`` failures and no success in the
@@ -148,7 +151,7 @@ def expected_cost(prior: Prior | None, *, model: bool, prior_cost_usd: float) ->
 
 def choose_strategy(category: str, candidates: Sequence[tuple[str, bool]],
                     priors: dict[tuple[str, str], Prior], rng: random.Random, *,
-                    exploration_floor: float, cost_floor_usd: float,
+                    exploration_floor: float, fix_value_usd: float,
                     prior_cost_usd: float) -> Choice:
     """Pick a strategy for one category by cost-weighted Thompson sampling (module docstring).
 
@@ -159,7 +162,7 @@ def choose_strategy(category: str, candidates: Sequence[tuple[str, bool]],
         rng: the random source (seeded by the mission and the group: a resumed
             mission makes the same choices).
         exploration_floor: probability of a uniform random choice.
-        cost_floor_usd: the least cost a value is divided by, USD.
+        fix_value_usd: what an accepted fix is worth, USD (θ is scaled by it).
         prior_cost_usd: expected cost per attempt of a model strategy without history.
 
     Returns:
@@ -177,7 +180,7 @@ def choose_strategy(category: str, candidates: Sequence[tuple[str, bool]],
         beta = 1.0 + (prior.failed if prior else 0)
         cost = expected_cost(prior, model=is_model, prior_cost_usd=prior_cost_usd)
         sample = rng.betavariate(alpha, beta)
-        draws.append((sample / max(cost, cost_floor_usd), name, alpha, beta, cost, sample))
+        draws.append((sample * fix_value_usd - cost, name, alpha, beta, cost, sample))
     explored = rng.random() < exploration_floor and len(draws) > 1
     best = rng.choice(draws) if explored else max(draws, key=lambda d: d[0])
     _, name, alpha, beta, cost, sample = best

@@ -107,7 +107,7 @@ def choose_strategy_for(config: MendflowConfig, group: Sequence[Finding],
     choice = choose_strategy(
         category, [(s.name, s.fixer.type != "ruff") for s in eligible], priors,
         random.Random(seed), exploration_floor=learning.exploration_floor,
-        cost_floor_usd=learning.cost_floor_usd, prior_cost_usd=learning.prior_cost_usd)
+        fix_value_usd=learning.fix_value_usd, prior_cost_usd=learning.prior_cost_usd)
     chosen = next(s for s in eligible if s.name == choice.strategy)
     return choice, _with_state_dir(chosen, config.mission.state_dir), \
         strategy_info(chosen.fixer, chosen.name)
