@@ -118,6 +118,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
          started_at: str, autonomy: str | None) -> MissionResult:
     """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
     logger = get_run_logger()
+    state_root = StateLayout.resolve(config.mission.state_dir).root
+    if config.learning.audit:  # the config as loaded (before the learned timeouts)
+        audit_config(state_root, mission_id, str(target.root), config)
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
     # A resumed mission replays from its base commit: cached steps return at once
@@ -129,9 +132,6 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
-    state_root = StateLayout.resolve(config.mission.state_dir).root
-    if config.learning.audit:
-        audit_config(state_root, mission_id, str(target.root), config)
     baseline = measure(sandbox, env, config, label="baseline")
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
