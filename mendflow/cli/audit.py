@@ -81,6 +81,53 @@ def show_command(
     Console(highlight=False, soft_wrap=True).print(table)
 
 
+def branch_tip(repository: Path, mission: str) -> str | None:
+    """The mission branch's tip before a rollback (None when there is none)."""
+    from mendflow.infra.gitops import rev_parse
+
+    try:
+        return rev_parse(repository, f"refs/heads/mendflow/{mission}")
+    except MendflowError:
+        return None
+
+
+def record_revert(repository: Path, mission: str, old_tip: str | None, new_tip: str) -> list[str]:
+    """After ``mission rollback``: an audit ``revert`` entry, and the rolled-back commits marked
+    ``reverted`` in the outcome store. Never raises: returns warning lines instead.
+
+    Returns:
+        Lines to show (empty when everything was recorded).
+    """
+    from mendflow.infra.gitops import run_git
+    from mendflow.infra.outcomes import STORE_ERRORS, OutcomeStore
+
+    if not old_tip or old_tip == new_tip:
+        return []
+    warnings = []
+    try:
+        commits = run_git(repository, "rev-list", f"{new_tip}..{old_tip}").split()
+    except MendflowError as error:
+        return [f"warning: the reverted commits are not recorded: {error}"]
+    config = load_config(None)
+    root = StateLayout.resolve(config.mission.state_dir).root
+    try:
+        repo = str(Path(repository).resolve())
+        OutcomeStore.open(config.learning.database_url, root,
+                          config.learning.connect_timeout_s).record_post_merge(repo, commits,
+                                                                               "reverted")
+    except STORE_ERRORS as error:
+        warnings.append(f"warning: outcome store unavailable: {type(error).__name__}")
+    if config.learning.audit:
+        try:
+            audit.append(root, who=audit.current_user(), what="revert",
+                         why=audit.Why(reason=f"mendflow mission rollback {mission}"),
+                         mission=mission, repository=str(repository),
+                         details={"from": old_tip, "to": new_tip, "commits": commits})
+        except OSError as error:
+            warnings.append(f"warning: audit trail not written: {error}")
+    return warnings
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``audit`` command group (``verify``, ``show``)."""
     app.add_typer(audit_app, name="audit")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
-from mendflow.core.learning import Prior, choose_strategy, hopeless, rank_by_value
 from mendflow.core.findings import make_finding
+from mendflow.core.learning import Prior, choose_strategy, hopeless, rank_by_value
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 # category -> strategy -> (true accept rate, cost per attempt in USD)
