@@ -7,6 +7,7 @@ An audit log that cannot be written is reported (one progress line) and the miss
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,6 @@ def audit_delivery(state_root: Path, result: MissionResult) -> int:
 def config_digest(config: MendflowConfig) -> str:
     """SHA-256 of the config's JSON, without the per-run places (state and report dirs)."""
     data = config.model_dump(mode="json", exclude={"mission": {"state_dir", "report_dir"}})
-    import json
-
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
