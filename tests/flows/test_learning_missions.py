@@ -113,7 +113,8 @@ def spend_per_fix(rows) -> float:
     return sum(r.cost_usd for r in rows) / max(1, sum(r.result == "accepted" for r in rows))
 
 
-@pytest.mark.slow  # five missions with four candidates each
+@pytest.mark.slow  # five missions with four or five candidates each: 4-10 min on 2 busy cores
+@pytest.mark.timeout(1800)
 def test_the_choice_shifts_to_the_better_strategy_and_spend_per_fix_falls(
         make_repo, tmp_path, fake_anthropic, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-learning")
