@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
+from mendflow.core.learning import choices_markdown
 from mendflow.core.models import MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
@@ -163,7 +164,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                    len(state.attempt_log), sum(a.cost_usd for a in state.attempt_log))
     markdown = write_mission_reports(opaque(result), opaque(state.validations), state.backups,
                                      Path(result.report_dir))
-    sections = [publish_insights(config.learning, state_root, opaque(result)),
+    sections = [choices_markdown(state.choices),
+                publish_insights(config.learning, state_root, opaque(result)),
                 analyze_codebase(sandbox.path) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)

@@ -289,3 +289,11 @@ def attempt_records(group: Sequence[Finding], *, mission_id: str, repository: st
         tokens_in=tokens_in // share, tokens_out=tokens_out // share,
         cost_usd=round(cost / share, 8), wall_s=round(wall_s / share, 3), created_at=now)
         for f in group]
+
+
+def choices_markdown(choices: Sequence[Choice]) -> str:
+    """The report section listing each group's strategy choice and the prior behind it."""
+    if not choices:
+        return ""
+    return "\n".join(["## Strategy choices", "",
+                      *(f"- {choice.describe()}" for choice in choices)]) + "\n"
