@@ -60,3 +60,4 @@ def test_a_mission_goes_on_when_the_outcome_store_is_down(make_repo, tmp_path, m
     assert "commit" in [e["what"] for e in audit.read(home, mission="store-down")]
     report = (Path(result.report_dir) / "final_maintenance_report.md").read_text()
     assert "## Self-analysis" in report and "## Insights" not in report
+    assert "## Strategy choices" in report and "Beta(1, 1)" in report  # no history: uniform
