@@ -13,10 +13,11 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.utilities.annotations import opaque
 
-from mendflow.core.config import MendflowConfig
+from mendflow.core.config import FixerConfig, MendflowConfig
 from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.core.findings import in_scope
 from mendflow.core.hangs import plan_test_timeouts
+from mendflow.core.learning import AttemptRecord, Choice, Prior
 from mendflow.core.models import (
     BackupEntry,
     CallFailed,
@@ -34,6 +35,7 @@ from mendflow.core.models import (
     TestPlan,
     ValidationReport,
 )
+from mendflow.flows.cycle_learning import GroupAttempts, first_failed_gate, no_patch_result
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
 from mendflow.tasks.detect import (
@@ -45,6 +47,8 @@ from mendflow.tasks.detect import (
     run_ruff,
 )
 from mendflow.tasks.fix import plan_fixes, propose_patch
+from mendflow.tasks.learn.audit import audit_commit
+from mendflow.tasks.learn.strategy import planning_fixer, rank_queue
 from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
 from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from mendflow.tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
@@ -65,6 +69,10 @@ class MissionState:
     current: Measurement
     backups_dir: Path
     started_at: str | None = None
+    state_root: Path | None = None
+    priors: dict[tuple[str, str], Prior] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
     backups: list[BackupEntry] = field(default_factory=list)
@@ -157,8 +165,9 @@ def run_iterations(state: MissionState) -> MissionState:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
         state.iterations = iteration
-        queue = state.fixable(state.current.findings)
-        groups = [g for g in plan_fixes(state.config.fixer, opaque(queue))
+        queue = rank_queue(state.config, opaque(state.fixable(state.current.findings)),
+                           opaque(state.priors))
+        groups = [g for g in plan_fixes(planning_fixer(state.config), opaque(queue))
                   if frozenset(f.id for f in g) not in state.tried]
         if not groups:
             state.stop_reason = "no fixable findings left"
@@ -207,27 +216,48 @@ def _must_stop(state: MissionState) -> bool:
 
 
 def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
-    """Propose, apply, validate and commit (or roll back) one group; 1 if accepted.
+    """Choose a strategy, then propose, apply, validate and commit (or roll back); 1 if accepted.
 
     A rejected candidate's gate output (or the guard that refused the fixer's
     output) is fed back to the fixer for another attempt, at most
-    ``max_attempts`` times (1 for a deterministic fixer).
+    ``max_attempts`` times (1 for a deterministic fixer). Every attempt is noted
+    and written to the outcome store when the group is done.
     """
+    log = GroupAttempts(state, group, iteration)
+    fixer = log.choose()
+    if fixer is None:
+        return 0  # skipped as hopeless (the plan line says why)
+    try:
+        return _attempt_group(state, group, iteration, fixer, log)
+    finally:
+        log.flush()
+
+
+def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: int,
+                   fixer: FixerConfig, log: GroupAttempts) -> int:
     feedback: str | None = None
-    for attempt in range(1, _max_attempts(state.config) + 1):
-        proposal = _ask_fixer(state, group, feedback, attempt)
+    for attempt in range(1, _max_attempts(fixer) + 1):
+        log.begin()
+        proposal = _ask_fixer(state, fixer, group, feedback, attempt)
         if isinstance(proposal, OutputRejected):  # the fixer's output failed a guard
             _reject_output(state, proposal, iteration)
+            log.note(proposal, "rejected", gate=proposal.guard, reason=proposal.message)
             feedback = proposal.message
             continue
-        if not isinstance(proposal, Patched) or proposal.patch.id in state.rejected_patches:
-            return 0  # declined, failed, or the very diff that was already refused
+        if not isinstance(proposal, Patched):  # declined or failed
+            log.note(proposal, no_patch_result(proposal), reason=getattr(
+                proposal, "reason", None) or getattr(proposal, "error", None))
+            return 0
+        if proposal.patch.id in state.rejected_patches:  # the very diff already refused
+            log.note(proposal, "rejected", gate="repeated-diff")
+            return 0
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
         try:
             apply_patch(state.sandbox, patch)
         except PatchRejected as err:
             _reject(state, patch, err.reason, iteration)
+            log.note(proposal, "rejected", gate=err.reason, reason=str(err))
             feedback = str(err)
             continue
         try:
@@ -239,22 +269,25 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
         if not report.accepted:
             reset_sandbox(state.sandbox, patch)
             _reject(state, patch, report.reason, iteration, report)
+            log.note(proposal, "rejected", gate=first_failed_gate(report), reason=report.reason)
             feedback = format_feedback(report)
             continue
         _accept(state, patch, report, iteration)
+        log.note(proposal, "accepted", commit=state.outcomes[-1].commit)
         return 1
     return 0
 
 
-def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal:
+def _ask_fixer(state: MissionState, fixer: FixerConfig, group, feedback: str | None,
+               attempt: int) -> Proposal:
     """One proposal (cached by the tree, so a resumed mission never asks again)."""
     logger = get_run_logger()
     ids = tuple(f.id for f in group)
     try:
-        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
+        proposal = propose_patch(fixer, state.sandbox, group, feedback, attempt,
                                  state.current.tree)
     except LLMError as err:  # permanent, or transient and still failing after every retry
-        proposal = CallFailed(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
+        proposal = CallFailed(fixer=getattr(fixer, "type", "fixer"), finding_ids=ids,
                               attempt=attempt, error=err.message, auth_failed=err.auth,
                               llm_calls=1)
     state.llm_usage = state.llm_usage.add(proposal)
@@ -318,6 +351,9 @@ def _accept(state: MissionState, patch, report: ValidationReport, iteration: int
                                    state.started_at)
     state.backups.extend(record.backups)
     state.outcomes.append(_outcome(patch, "accepted", None, iteration, report, record.commit))
+    if state.config.learning.audit and state.state_root is not None:
+        audit_commit(state.state_root, state.mission_id, str(state.target.root),
+                     state.sandbox.branch, state.outcomes[-1])
     if report.after is not None:
         state.current = report.after
     report_progress("commit", f"accepted {patch.id} as {record.commit[:10]}")
@@ -330,9 +366,9 @@ def back_up_baseline(state: MissionState) -> MissionState:
     return state
 
 
-def _max_attempts(config: MendflowConfig) -> int:
+def _max_attempts(fixer: FixerConfig) -> int:
     """The repair-loop bound: the largest ``policy.max_attempts`` of the fixer(s), else 1."""
-    fixers = getattr(config.fixer, "fixers", None) or [config.fixer]
+    fixers = getattr(fixer, "fixers", None) or [fixer]
     return max(int(getattr(getattr(f, "policy", None), "max_attempts", 1)) for f in fixers)
 
 

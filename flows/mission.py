@@ -22,11 +22,12 @@ from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
+from mendflow.core.learning import choices_markdown
 from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
-from mendflow.infra.layout import mission_dir, state_dir
+from mendflow.infra.layout import StateLayout, mission_dir, state_dir
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import (
     close_mission,
@@ -36,6 +37,9 @@ from mendflow.tasks.bookkeeping import (
     register_mission,
 )
 from mendflow.tasks.environment import prepare_target_env
+from mendflow.tasks.learn.audit import audit_config, audit_delivery
+from mendflow.tasks.learn.insights import analyze_codebase, append_report_sections, publish_insights
+from mendflow.tasks.learn.record import load_priors, record_mission
 from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
@@ -123,6 +127,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
          started_at: str, autonomy: str | None, isolation: Isolation) -> MissionResult:
     """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
     logger = get_run_logger()
+    state_root = StateLayout.resolve(config.mission.state_dir).root
+    if config.learning.audit:  # the config as loaded (before the learned timeouts)
+        audit_config(state_root, mission_id, str(target.root), config)
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
     # A resumed mission replays from its base commit: cached steps return at once
@@ -139,7 +146,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
-                         started_at=started_at)
+                         started_at=started_at, state_root=state_root,
+                         priors=load_priors(config.learning, state_root, str(target.root),
+                                            mission_id))
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -158,8 +167,16 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
                                  autonomy)
+    if config.learning.audit:
+        audit_delivery(state_root, opaque(result))
+    record_mission(config.learning, state_root, opaque(result), started_at,
+                   len(state.attempt_log), sum(a.cost_usd for a in state.attempt_log))
     markdown = write_mission_reports(opaque(result), opaque(state.validations), state.backups,
                                      Path(result.report_dir))
+    sections = [choices_markdown(state.choices),
+                publish_insights(config.learning, state_root, opaque(result)),
+                analyze_codebase(sandbox.path) if config.learning.analyze else ""]
+    markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
     close_mission(result, config.mission.state_dir)
     return result

@@ -235,11 +235,24 @@ def rollback(
     try:
         record = read_mission(mission)
         worktree = Path(record.worktree) if record.worktree else worktree_dir(mission)
+        from mendflow.cli.audit import branch_tip, record_revert
+
+        old_tip = branch_tip(Path(record.repository), mission)
         tip = rollback_mission(Path(record.repository), mission, to,
                                worktree if worktree.exists() else None)
     except MendflowError as error:
         raise _fail(error) from None
     err.print(f"mendflow/{mission} now at {tip}")
+    for line in record_revert(Path(record.repository), mission, old_tip, tip):
+        err.print(escape(line))
+
+
+def learning_commands() -> None:
+    """``stats``, ``audit`` and ``analyze``: what mendflow learned, its audit trail, self-analysis."""
+    from mendflow.cli import analyze, audit, stats
+
+    for module in (stats, audit, analyze):
+        module.register(app)
 
 
 def _register_commands() -> None:
@@ -251,6 +264,7 @@ def _register_commands() -> None:
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
+    learning_commands()  # stats, audit verify/show, analyze (issue 15)
 
 
 _register_commands()

@@ -41,6 +41,7 @@ from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the confi
     OpenAICompatibleFixerConfig,
     RuffFixerConfig,
 )
+from mendflow.core.config_learning import LearningConfig, StrategyConfig  # noqa: F401
 from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HISTORY_SIZE,
     ApprovalConfig,
@@ -199,6 +200,7 @@ class MendflowConfig(Section):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
     sandbox: SandboxConfig = SandboxConfig()
+    learning: LearningConfig = LearningConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

@@ -106,6 +106,11 @@ class LLMFixerSection(Section):
         default=60, ge=0,
         description="wait at most this many seconds when the API says retry-after",
     )
+    context_chars: int = Field(
+        default=24000, ge=1000,
+        description="characters of context (findings, feedback, source snippets) sent per call; "
+        "a strategy variant of the learning section may use a smaller or larger context",
+    )
     policy: LLMPolicy = LLMPolicy()
     budget: LLMBudget = LLMBudget()
     state_dir: Path | None = Field(

@@ -56,6 +56,9 @@ class Finding(Contract):
     fixable: bool = False
     url: str | None = None
     detail: str | None = Field(default=None, description="long text: a traceback, missing lines")
+    sources: tuple[str, ...] = Field(
+        default=(), description="every 'source:rule' that flagged this same defect, when "
+        "several tools did (see mendflow.core.findings.merge_cross_tool); empty = only this one")
 
 
 class TestCase(Contract):

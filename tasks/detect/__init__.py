@@ -26,7 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config import ToolsConfig
-from mendflow.core.findings import rank_findings
+from mendflow.core.findings import merge_cross_tool, rank_findings
 from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
@@ -159,6 +159,7 @@ def merge_findings(results: Sequence[ToolResult]) -> list[Finding]:
         results: the tool results of one measurement.
 
     Returns:
-        The findings ranked by :func:`mendflow.core.findings.rank_findings`.
+        The findings ranked by :func:`mendflow.core.findings.rank_findings`, the same
+        defect reported by two tools merged into one (:func:`~mendflow.core.findings.merge_cross_tool`).
     """
-    return rank_findings(f for result in results for f in result.findings)
+    return rank_findings(merge_cross_tool(f for result in results for f in result.findings))
