@@ -17,19 +17,23 @@ the user's checkout is verified untouched at the end.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
+from mendflow.core.fleet import repository_key
 from mendflow.core.models import MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
-from mendflow.infra.layout import mission_dir
+from mendflow.infra.engine_limits import mission_slots
+from mendflow.infra.layout import StateLayout, mission_dir
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import close_mission, load_mission_config, new_mission_id, register_mission
 from mendflow.tasks.environment import prepare_target_env
+from mendflow.tasks.fleet import clone_repository, push_mission_branch, record_mission_labels
 from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
@@ -56,6 +60,10 @@ def maintenance_mission(
     target_score: float | None = None,
     fixer: str | None = None,
     autonomy: str | None = None,
+    url: str | None = None,
+    branch: str = "main",
+    fleet: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> MissionResult:
     """Run one maintenance mission on the repository that contains ``path``.
 
@@ -72,6 +80,13 @@ def maintenance_mission(
         autonomy: interactive | semi_autonomous | autonomous | full_autonomous: deliver
             accepted patches to the target branch under that approval policy
             (default: the config's; none = only the mission branch is prepared).
+        url: a git URL (https, ssh, file://) or a path to clone: the mission runs on this
+            host's own clone (``<state>/clones/``), not on ``path``, holds the
+            repository's Prefect concurrency slot (and the fleet's), and pushes its
+            mission branch back (never forced). None = work on ``path``.
+        branch: the branch of ``url`` to maintain.
+        fleet: the fleet that submitted the run (its concurrency limit), or None.
+        config_overrides: a partial config deep-merged over ``config_file``'s.
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -79,18 +94,35 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    config = load_mission_config(config_file, fixer, scope=scope, dry_run=dry_run,
+    config = load_mission_config(config_file, fixer, config_overrides, scope=scope, dry_run=dry_run,
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
     flow_run_id = str(runtime.flow_run.id or "") or None
     if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
-    target = resolve_target(path, config.mission.scope)
     parameters = {"path": str(path), "config_file": config_file, "scope": scope,
                   "dry_run": dry_run, "backup_only": backup_only,
                   "max_iterations": max_iterations, "target_score": target_score,
-                  "fixer": fixer, "autonomy": autonomy}
+                  "fixer": fixer, "autonomy": autonomy, "url": url, "branch": branch,
+                  "fleet": fleet, "config_overrides": config_overrides}
+    if url is None:
+        return _on_path(path, mission_id, flow_run_id, config, parameters, autonomy)
+    record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
+    # one mission per repository on every worker of the server (and the fleet's limit)
+    with mission_slots(repository_key(url), fleet, flow_run_id):
+        clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
+        result = _on_path(str(clone), mission_id, flow_run_id, config,
+                          {**parameters, "path": str(clone)}, autonomy)
+        push_mission_branch(clone, result)
+    record_mission_labels(flow_run_id, url, branch, result)
+    return result
+
+
+def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: MendflowConfig,
+             parameters: dict[str, Any], autonomy: str | None) -> MissionResult:
+    """The mission on a local repository: this host's lock, then :func:`_run`."""
+    target = resolve_target(path, config.mission.scope)
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
     lock_repository(target.root, mission_id, config.mission.state_dir)

@@ -13,8 +13,9 @@ import git
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.core.config import MendflowConfig, ScoreConfig, load_config
+from mendflow.core.config import MendflowConfig, ScoreConfig, load_config, validate_config
 from mendflow.core.findings import path_in_scope
+from mendflow.core.fleet import deep_merge
 from mendflow.core.models import (
     BackupEntry,
     Finding,
@@ -33,12 +34,15 @@ from mendflow.tasks.detect import count_python_loc
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
 def load_mission_config(config_file: str | None, fixer: str | None = None,
+                        overrides: dict[str, Any] | None = None,
                         **mission_overrides) -> MendflowConfig:
     """Load the YAML config and apply command-line overrides.
 
     Args:
         config_file: path of a YAML file, or None for the embedded defaults.
         fixer: a fixer type chosen with ``--fixer`` (ruff | anthropic | chain), or None.
+        overrides: a partial config deep-merged over the file's (a fleet repository's
+            ``config``), or None.
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
@@ -47,7 +51,11 @@ def load_mission_config(config_file: str | None, fixer: str | None = None,
     Raises:
         ConfigError: the file or an override is invalid (the message names the field).
     """
-    return load_config(config_file).with_overrides(**mission_overrides).with_fixer(fixer)
+    config = load_config(config_file)
+    if overrides:
+        config = validate_config(deep_merge(config.model_dump(mode="python", exclude_unset=True),
+                                            overrides), source="the fleet repository's config")
+    return config.with_overrides(**mission_overrides).with_fixer(fixer)
 
 
 @task(name="new-mission-id", cache_policy=MISSION_STEP, persist_result=True)
