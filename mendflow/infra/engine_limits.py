@@ -48,8 +48,8 @@ def engine_error(error: Exception, what: str) -> EngineUnavailable:
     return EngineUnavailable(
         f"cannot {what}: {type(error).__name__}: {error}".strip(), subject=str(url),
         hint="check that the Prefect server is running and that its database is reachable "
-             "(PREFECT_API_DATABASE_CONNECTION_URL on the server); nothing was submitted twice, "
-             "re-run when it is back")
+             "(PREFECT_API_DATABASE_CONNECTION_URL on the server), then re-run; "
+             "`mendflow fleet status` shows what was already submitted")
 
 
 def ensure_limit(name: str, limit: int, *, update: bool = False) -> None:

@@ -121,14 +121,35 @@ class Worker:
     process: subprocess.Popen
     log: Path
 
+    def descendants(self) -> list:
+        """The worker's live descendant processes (its flow runs and their tools), psutil."""
+        import psutil
+
+        try:
+            return psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def owns(self, pid: int) -> bool:
+        """Does this worker (its process or a descendant) run ``pid``?"""
+        return pid == self.process.pid or any(p.pid == pid for p in self.descendants())
+
     def kill(self) -> None:
-        """SIGKILL the worker and its flow run processes (a host that died)."""
+        """SIGKILL the worker and every process below it, whatever their session (a host died)."""
         import signal
 
+        import psutil
+
+        victims = self.descendants()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.NoSuchProcess:
+                pass
         self.process.wait(10)
 
 
