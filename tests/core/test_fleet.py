@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from mendflow.core.errors import FleetError
 from mendflow.core.fleet import Fleet, load_fleet, normalize_url, repository_key
@@ -30,7 +31,7 @@ limits: {concurrent_missions: 4}
     assert [r.branch for r in fleet.repositories] == ["main", "main", "main"]
     assert fleet.limits.concurrent_missions == 4
     assert fleet.repositories[2].url == "./local/repo"
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(ValidationError):  # frozen
         fleet.repositories[0].branch = "dev"  # type: ignore[misc]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mendflow.core.fleet import repository_key
 from tests.helpers.fleet import (
     Fleet,
     make_bare_repos,
@@ -69,7 +70,8 @@ def fleet(tmp_path_factory):
         shared.mkdir()
         running.shared = shared  # type: ignore[attr-defined]
         for name in ("host-a", "host-b"):
-            running.workers.append(start_worker(server, POOL, name, base / "hosts", shared))
+            running.workers.append(start_worker(server, POOL, name, base / "hosts", shared,
+                                                postgres.url("mendflow", "psycopg")))
         wait_workers(server, POOL, 2)
         yield running
     finally:
@@ -160,6 +162,22 @@ def test_fleet_of_six_completes_like_one_by_one_and_never_overlaps(fleet, tmp_pa
     status = json.loads(fleet.mendflow("fleet", "status", str(main), "--json").stdout)["runs"]
     assert [(row["repository"], row["state"]) for row in status][2:] == [
         (url, "COMPLETED") for url in urls[2:]]
+    # the registry is the server: the CLI's host (its own, empty MENDFLOW_HOME) lists every mission
+    listed = json.loads(fleet.mendflow("mission", "list", "--json").stdout)
+    assert {run["mission_id"] for run in runs} <= {row["mission_id"] for row in listed}
+    # the learned durations of both hosts went to the one shared database
+    assert set(_history_rows(fleet)) == {repository_key(url) for url in urls}
+
+
+def _history_rows(fleet) -> dict[str, int]:
+    """Rows per repository key of the shared duration history (PostgreSQL, psql)."""
+    done = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-h", "127.0.0.1", "-p", str(fleet.postgres.port),
+         "-U", "postgres", "-d", "mendflow", "-At", "-c",
+         "select repo_key, count(*) from mendflow_step_durations where step = 'pytest' "
+         "group by repo_key"], capture_output=True, text=True, check=True)
+    return {key: int(count) for key, count in
+            (line.split("|") for line in done.stdout.splitlines() if line)}
 
 
 def _host_of(fleet, run_id: str):

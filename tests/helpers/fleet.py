@@ -34,8 +34,8 @@ class Postgres:
     port: int
     process: subprocess.Popen
 
-    def url(self, database: str = "prefect") -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "prefect", driver: str = "asyncpg") -> str:
+        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
         stop(self.process)
@@ -67,8 +67,9 @@ def start_postgres(base: Path) -> Postgres:
             raise AssertionError("postgres did not start:\n"
                                  + (base / "postgres.log").read_text()[-3000:])
         time.sleep(0.3)
-    subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                    "postgres", "prefect"], check=True, capture_output=True)
+    for database in ("prefect", "mendflow"):  # the server's; the shared duration history
+        subprocess.run([str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                        "postgres", database], check=True, capture_output=True)
     return Postgres(data=data, port=port, process=process)
 
 
@@ -153,15 +154,18 @@ class Worker:
         self.process.wait(10)
 
 
-def start_worker(server: Server, pool: str, name: str, base: Path,
-                 shared_results: Path) -> Worker:
-    """A worker standing in for a host: its own homes; result storage shared (as S3 would be)."""
+def start_worker(server: Server, pool: str, name: str, base: Path, shared_results: Path,
+                 history_url: str | None = None) -> Worker:
+    """A worker standing in for a host: its own homes; result storage shared (as S3 would be),
+    and the duration history in ``history_url`` (a database every worker shares) if given."""
     home = base / name
     home.mkdir(parents=True, exist_ok=True)
     env = {**server.env, "MENDFLOW_HOME": str(home / "mendflow"),
            "PREFECT_HOME": str(home / "prefect"),
            "PREFECT_LOCAL_STORAGE_PATH": str(shared_results),
            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true"}
+    if history_url:
+        env["MENDFLOW_HISTORY_URL"] = history_url
     log = home / "worker.log"
     process = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
                      "--name", name, "--type", "process"], env, log, cwd=home)
