@@ -226,3 +226,18 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     assert int(labels["mendflow.patches_accepted"]) == 2
     pushed = git(fleet.repos[5], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
     assert pushed == _reference(fleet)[url]["tree"]  # the same result as one by one
+
+
+def test_database_unreachable_is_a_clear_error(fleet, tmp_path):
+    """Last (it stops PostgreSQL): the server answers, its database does not."""
+    spec = write_fleet(tmp_path / "late.yaml", [fleet.repos[0].as_uri()])
+    fleet.postgres.stop()
+    started = time.monotonic()
+    done = fleet.server.run(sys.executable, "-m", "mendflow.cli", "fleet", "status", str(spec),
+                            "--json", check=False, timeout=300,
+                            env={"PREFECT_CLIENT_MAX_RETRIES": "1"})
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert "Prefect server" in done.stderr and "database" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 240
