@@ -78,8 +78,10 @@ def ensure_limit(name: str, limit: int, *, update: bool = False) -> None:
                 try:
                     client.create_global_concurrency_limit(
                         GlobalConcurrencyLimitCreate(name=name, limit=limit))
-                except ObjectAlreadyExists:  # another worker created it meanwhile
-                    pass
+                except (ObjectAlreadyExists, httpx.HTTPStatusError):
+                    # another worker created it meanwhile (the server may answer that race
+                    # with a 500 on PostgreSQL's unique violation): it must exist now
+                    client.read_global_concurrency_limit_by_name(name)
     except httpx.HTTPError as err:
         raise engine_error(err, f"create the concurrency limit {name}") from None
 

@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mendflow.core.fleet import repository_key
@@ -186,6 +187,18 @@ def _history_rows(fleet) -> dict[str, int]:
             (line.split("|") for line in done.stdout.splitlines() if line)}
 
 
+def _state(fleet, run_id: str) -> str | None:
+    """The run's state type; None while the server answers an error (it is restarting)."""
+    try:
+        return fleet.server.state(run_id)[0]
+    except httpx.HTTPError:
+        return None
+
+
+def _server_log(fleet) -> str:
+    return (fleet.server.home / "server.log").read_text(errors="replace")[-4000:]
+
+
 def _host_of(fleet, run_id: str):
     """The worker whose process group runs the flow run (its infrastructure pid)."""
     run = fleet.server.api("GET", f"/flow_runs/{run_id}")
@@ -212,8 +225,8 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     survivor = next(worker for worker in fleet.workers if worker is not victim)
 
     deadline = time.monotonic() + 480
-    while fleet.server.state(run_id)[0] != "COMPLETED":
-        assert time.monotonic() < deadline, fleet.server.state(run_id)
+    while _state(fleet, run_id) != "COMPLETED":
+        assert time.monotonic() < deadline, (_state(fleet, run_id), _server_log(fleet))
         time.sleep(2)
     states = [s["type"] for s in fleet.server.api("GET", f"/flow_run_states/?flow_run_id={run_id}")]
     assert "CRASHED" in states, states  # marked by the crash automation, then rescheduled
