@@ -31,7 +31,13 @@ from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout, mission_dir
 from mendflow.infra.progress import report_progress
-from mendflow.tasks.bookkeeping import close_mission, load_mission_config, new_mission_id, register_mission
+from mendflow.tasks.bookkeeping import (
+    close_mission,
+    load_mission_config,
+    name_flow_run,
+    new_mission_id,
+    register_mission,
+)
 from mendflow.tasks.environment import prepare_target_env
 from mendflow.tasks.fleet import clone_repository, push_mission_branch, record_mission_labels
 from mendflow.tasks.preflight import (
@@ -86,7 +92,7 @@ def maintenance_mission(
             mission branch back (never forced). None = work on ``path``.
         branch: the branch of ``url`` to maintain.
         fleet: the fleet that submitted the run (its concurrency limit), or None.
-        config_overrides: a partial config deep-merged over ``config_file``'s.
+        config_overrides: a partial config merged over every config source, field by field.
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -94,9 +100,11 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    config = load_mission_config(config_file, fixer, config_overrides, scope=scope, dry_run=dry_run,
-                                 backup_only=backup_only, max_iterations=max_iterations,
-                                 target_score=target_score)
+    mission_fields = {"scope": scope, "dry_run": dry_run, "backup_only": backup_only,
+                      "max_iterations": max_iterations, "target_score": target_score}
+    # a fleet mission's repository is not here yet: its own config is read after the clone
+    config = load_mission_config(config_file, fixer, None if url else path,
+                                 overrides=config_overrides, **mission_fields)
     flow_run_id = str(runtime.flow_run.id or "") or None
     if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
@@ -112,6 +120,8 @@ def maintenance_mission(
     # one mission per repository on every worker of the server (and the fleet's limit)
     with mission_slots(repository_key(url), fleet, flow_run_id):
         clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
+        config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
+                                     **mission_fields)
         result = _on_path(str(clone), mission_id, flow_run_id, config,
                           {**parameters, "path": str(clone)}, autonomy)
         push_mission_branch(clone, result)
@@ -123,6 +133,8 @@ def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: Mendfl
              parameters: dict[str, Any], autonomy: str | None) -> MissionResult:
     """The mission on a local repository: this host's lock, then :func:`_run`."""
     target = resolve_target(path, config.mission.scope)
+    if flow_run_id:
+        name_flow_run(flow_run_id, mission_id, target.root)
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
     lock_repository(target.root, mission_id, config.mission.state_dir)
