@@ -12,9 +12,23 @@ from mendflow.core.models import MissionResult
 from mendflow.infra.clones import push_branch, sync_clone
 from mendflow.infra.fleet_runs import label_flow_run, mission_labels
 
+_TRANSIENT = ("could not resolve host", "connection", "timed out", "timeout", "early eof",
+              "the remote end hung up", "http 5", "error: 5", "temporarily")
+
+
+def retry_if_network(task, task_run, state) -> bool:
+    """Prefect retry condition: retry a clone or push only when git's words sound like the
+    network (a missing repository or branch, or a refused push, will not get better)."""
+    try:
+        state.result()
+    except Exception as error:  # the task's exception, re-raised by Prefect
+        text = str(error).lower()
+        return any(word in text for word in _TRANSIENT)
+    return False
+
 
 @task(name="clone-repository", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      timeout_seconds=1800)
+      retry_condition_fn=retry_if_network, timeout_seconds=1800)
 def clone_repository(url: str, branch: str, state_root: Path) -> Path:
     """Clone (or fetch) ``url`` into this host's cache and check ``branch`` out (:func:`sync_clone`).
 
@@ -35,7 +49,7 @@ def clone_repository(url: str, branch: str, state_root: Path) -> Path:
 
 
 @task(name="push-mission-branch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      timeout_seconds=1800)
+      retry_condition_fn=retry_if_network, timeout_seconds=1800)
 def push_mission_branch(clone: Path, result: MissionResult) -> str | None:
     """Push the mission branch to the repository's remote (never forced), if it has commits.
 
