@@ -34,7 +34,7 @@ from tests.helpers.fleet import (
 )
 from tests.helpers.git import git
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
 REFERENCE = """
 import json, subprocess, sys
@@ -199,13 +199,6 @@ def _server_log(fleet) -> str:
     return (fleet.server.home / "server.log").read_text(errors="replace")[-4000:]
 
 
-def _host_of(fleet, run_id: str):
-    """The worker whose process group runs the flow run (its infrastructure pid)."""
-    run = fleet.server.api("GET", f"/flow_runs/{run_id}")
-    pid = int(str(run["infrastructure_pid"]).rsplit(":", 1)[-1])
-    return next(worker for worker in fleet.workers if worker.owns(pid))
-
-
 def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     url = fleet.repos[5].as_uri()
     spec = write_fleet(tmp_path / "crash.yaml", [url])
@@ -213,14 +206,16 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
                                           "--json").stdout)["runs"]
     run_id = submitted[0]["flow_run_id"]
     deadline = time.monotonic() + 300
-    while True:  # mid-mission: the baseline is measured, the mission not finished
-        done = [t for t in fleet.server.task_runs(run_id)
-                if t["state_type"] == "COMPLETED" and "pytest" in t["name"]]
-        if done and fleet.server.state(run_id)[0] == "RUNNING":
+    while True:  # mid-mission: its sandbox exists on the host that runs it
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+        mission_id = labels.get("mendflow.mission_id")
+        hosts = [worker for worker in fleet.workers if mission_id and
+                 (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()]
+        if hosts and _state(fleet, run_id) == "RUNNING":
             break
-        assert time.monotonic() < deadline, fleet.server.state(run_id)
-        time.sleep(0.5)
-    victim = _host_of(fleet, run_id)
+        assert time.monotonic() < deadline, _state(fleet, run_id)
+        time.sleep(0.2)
+    victim = hosts[0]
     victim.kill()
     survivor = next(worker for worker in fleet.workers if worker is not victim)
 
