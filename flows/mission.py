@@ -39,7 +39,12 @@ from mendflow.tasks.bookkeeping import (
     register_mission,
 )
 from mendflow.tasks.environment import prepare_target_env
-from mendflow.tasks.fleet import clone_repository, push_mission_branch, record_mission_labels
+from mendflow.tasks.fleet import (
+    clone_repository,
+    push_mission_branch,
+    record_mission_labels,
+    record_slot,
+)
 from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
@@ -119,12 +124,14 @@ def maintenance_mission(
     record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
     # one mission per repository on every worker of the server (and the fleet's limit)
     with mission_slots(repository_key(url), fleet, flow_run_id):
+        record_slot(flow_run_id, "acquired")
         clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
         config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
                                      **mission_fields)
         result = _on_path(str(clone), mission_id, flow_run_id, config,
                           {**parameters, "path": str(clone)}, autonomy)
         push_mission_branch(clone, result)
+        record_slot(flow_run_id, "released")
     record_mission_labels(flow_run_id, url, branch, result)
     return result
 

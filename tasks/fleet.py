@@ -3,6 +3,7 @@ recording the mission on its flow run (labels) so that any host can read it from
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -86,3 +87,18 @@ def record_mission_labels(flow_run_id: str | None, url: str, branch: str,
     """
     if flow_run_id:
         label_flow_run(flow_run_id, mission_labels(url, branch, result, mission_id))
+
+
+@task(name="record-slot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def record_slot(flow_run_id: str | None, event: str) -> None:
+    """Label the flow run with when it took or gave back its repository's slot
+    (``mendflow.slot_acquired_at`` / ``mendflow.slot_released_at``, ISO 8601 UTC): the
+    server's own record that no two missions held one repository at once.
+
+    Args:
+        flow_run_id: the mission's flow run (None: nothing to do).
+        event: ``acquired`` or ``released``.
+    """
+    if flow_run_id:
+        label_flow_run(flow_run_id, {f"mendflow.slot_{event}_at":
+                                     datetime.now(timezone.utc).isoformat()})

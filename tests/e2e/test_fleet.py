@@ -102,24 +102,14 @@ def _reference(fleet) -> dict:
 
 
 def _slot_intervals(fleet, run_ids: list[str]) -> list[tuple[datetime, datetime, str]]:
-    """When each run held its repository (its clone-repository task's start .. its
-    push-mission-branch task's end), from the server's task-run history (recorded from
-    events, so it may lag a little behind the runs' states)."""
-    deadline = time.monotonic() + 120
-    while True:
-        intervals, seen = [], {}
-        for run_id in run_ids:
-            tasks = fleet.server.task_runs(run_id)
-            seen[run_id] = sorted(t["name"].rsplit("-", 1)[0] for t in tasks)
-            clone = [t for t in tasks if t["name"].startswith("clone-repository") and t["start_time"]]
-            push = [t for t in tasks if t["name"].startswith("push-mission-branch") and t["end_time"]]
-            if clone and push:
-                intervals.append((datetime.fromisoformat(min(t["start_time"] for t in clone)),
-                                  datetime.fromisoformat(max(t["end_time"] for t in push)), run_id))
-        if len(intervals) == len(run_ids):
-            return sorted(intervals)
-        assert time.monotonic() < deadline, seen
-        time.sleep(2)
+    """When each run held its repository's slot: the labels the mission writes on its flow run
+    right after taking the slot and right before giving it back (the server's record)."""
+    intervals = []
+    for run_id in run_ids:
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+        intervals.append((datetime.fromisoformat(labels["mendflow.slot_acquired_at"]),
+                          datetime.fromisoformat(labels["mendflow.slot_released_at"]), run_id))
+    return sorted(intervals)
 
 
 def test_fleet_of_six_completes_like_one_by_one_and_never_overlaps(fleet, tmp_path):
