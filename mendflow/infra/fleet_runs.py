@@ -11,6 +11,7 @@ mission writes labels on it (``PATCH /flow_runs/{id}/labels``)::
     mendflow.quality_before   0-100
     mendflow.quality_score    0-100 (after)
     mendflow.patches_accepted N
+    mendflow.slot_acquired_at / mendflow.slot_released_at   when it held its repository (ISO 8601)
 
 So the mission registry is the server's flow runs: ``mendflow fleet status`` and
 ``mendflow mission list`` read it from any host.

@@ -58,6 +58,7 @@ def test_mission_on_a_url_clones_holds_the_slot_and_pushes_back(bare, tmp_path):
     assert run.labels["mendflow.mission_id"] == "t-url"
     assert run.labels["mendflow.repository"] == bare.as_uri()
     assert int(run.labels["mendflow.patches_accepted"]) == len(accepted)
+    assert run.labels["mendflow.slot_acquired_at"] < run.labels["mendflow.slot_released_at"]
 
 
 def test_unclonable_url_fails_with_a_clone_error(tmp_path):
