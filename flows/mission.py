@@ -17,16 +17,19 @@ the user's checkout is verified untouched at the end.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
+from mendflow.core.fleet import repository_key
 from mendflow.core.learning import choices_markdown
 from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout, mission_dir, state_dir
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import (
@@ -37,6 +40,12 @@ from mendflow.tasks.bookkeeping import (
     register_mission,
 )
 from mendflow.tasks.environment import prepare_target_env
+from mendflow.tasks.fleet import (
+    clone_repository,
+    push_mission_branch,
+    record_mission_labels,
+    record_slot,
+)
 from mendflow.tasks.learn.audit import audit_config, audit_delivery
 from mendflow.tasks.learn.insights import analyze_codebase, append_report_sections, publish_insights
 from mendflow.tasks.learn.record import load_priors, record_mission
@@ -67,6 +76,10 @@ def maintenance_mission(
     target_score: float | None = None,
     fixer: str | None = None,
     autonomy: str | None = None,
+    url: str | None = None,
+    branch: str = "main",
+    fleet: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> MissionResult:
     """Run one maintenance mission on the repository that contains ``path``.
 
@@ -83,6 +96,13 @@ def maintenance_mission(
         autonomy: interactive | semi_autonomous | autonomous | full_autonomous: deliver
             accepted patches to the target branch under that approval policy
             (default: the config's; none = only the mission branch is prepared).
+        url: a git URL (https, ssh, file://) or a path to clone: the mission runs on this
+            host's own clone (``<state>/clones/``), not on ``path``, holds the
+            repository's Prefect concurrency slot (and the fleet's), and pushes its
+            mission branch back (never forced). None = work on ``path``.
+        branch: the branch of ``url`` to maintain.
+        fleet: the fleet that submitted the run (its concurrency limit), or None.
+        config_overrides: a partial config merged over every config source, field by field.
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -90,13 +110,40 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    config = load_mission_config(config_file, fixer, path, scope=scope, dry_run=dry_run,
-                                 backup_only=backup_only, max_iterations=max_iterations,
-                                 target_score=target_score)
+    mission_fields = {"scope": scope, "dry_run": dry_run, "backup_only": backup_only,
+                      "max_iterations": max_iterations, "target_score": target_score}
+    # a fleet mission's repository is not here yet: its own config is read after the clone
+    config = load_mission_config(config_file, fixer, None if url else path,
+                                 overrides=config_overrides, **mission_fields)
     flow_run_id = str(runtime.flow_run.id or "") or None
     if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
+    parameters = {"path": str(path), "config_file": config_file, "scope": scope,
+                  "dry_run": dry_run, "backup_only": backup_only,
+                  "max_iterations": max_iterations, "target_score": target_score,
+                  "fixer": fixer, "autonomy": autonomy, "url": url, "branch": branch,
+                  "fleet": fleet, "config_overrides": config_overrides}
+    if url is None:
+        return _on_path(path, mission_id, flow_run_id, config, parameters, autonomy)
+    record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
+    # one mission per repository on every worker of the server (and the fleet's limit)
+    with mission_slots(repository_key(url), fleet, flow_run_id):
+        record_slot(flow_run_id, "acquired")
+        clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
+        config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
+                                     **mission_fields)
+        result = _on_path(str(clone), mission_id, flow_run_id, config,
+                          {**parameters, "path": str(clone)}, autonomy)
+        push_mission_branch(clone, result)
+        record_slot(flow_run_id, "released")
+    record_mission_labels(flow_run_id, url, branch, result)
+    return result
+
+
+def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: MendflowConfig,
+             parameters: dict[str, Any], autonomy: str | None) -> MissionResult:
+    """The mission on a local repository: this host's lock, then :func:`_run`."""
     target = resolve_target(path, config.mission.scope)
     if flow_run_id:
         name_flow_run(flow_run_id, mission_id, target.root)
@@ -104,10 +151,6 @@ def maintenance_mission(
     isolation = decide_sandbox_isolation(
         config.sandbox, config.fixer,
         [Path.home(), state_dir(config.mission.state_dir), target.root])
-    parameters = {"path": str(path), "config_file": config_file, "scope": scope,
-                  "dry_run": dry_run, "backup_only": backup_only,
-                  "max_iterations": max_iterations, "target_score": target_score,
-                  "fixer": fixer, "autonomy": autonomy}
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
     report_progress("setup", f"mission {mission_id} on branch mendflow/{mission_id}",

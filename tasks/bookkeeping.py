@@ -15,8 +15,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-from mendflow.core.config import MendflowConfig, ScoreConfig
-from mendflow.core.config_sources import DEFAULTS, effective_config
+from mendflow.core.config import MendflowConfig, ScoreConfig, validate_config
+from mendflow.core.config_sources import DEFAULTS, effective_config, merge_mappings
 from mendflow.core.errors import ConfigError
 from mendflow.core.findings import path_in_scope
 from mendflow.core.models import (
@@ -38,6 +38,7 @@ from mendflow.tasks.detect import count_python_loc
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
 def load_mission_config(config_file: str | None, fixer: str | None = None, path: str | None = None,
+                        *, overrides: dict[str, Any] | None = None,
                         **mission_overrides) -> MendflowConfig:
     """Load the mission's configuration from its sources and apply command-line overrides.
 
@@ -50,6 +51,8 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
         config_file: path of a YAML file, or None.
         fixer: a fixer type chosen with ``--fixer`` (ruff | anthropic | chain), or None.
         path: the mission's path (a repository or a path inside one), or None.
+        overrides: a partial config merged over every source, field by field (a fleet
+            repository's ``config``), or None.
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
@@ -70,6 +73,10 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
                           f"not from the repository ({origin})", subject="sandbox.isolation",
                           hint="remove it from the repository's configuration and pass "
                                "--config with `sandbox: {isolation: none}` if you mean it")
+    if overrides:
+        merged = merge_mappings(config.model_dump(mode="python", exclude_unset=True), overrides,
+                                "the fleet repository's config", {})
+        config = validate_config(merged, source="the fleet repository's config")
     return config.with_overrides(**mission_overrides).with_fixer(fixer)
 
 

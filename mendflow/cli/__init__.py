@@ -257,7 +257,7 @@ def learning_commands() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, config, doctor
+    from mendflow.cli import approvals, config, doctor, fleet
     from mendflow.deployments import serve
 
     config.register(app)
@@ -265,6 +265,7 @@ def _register_commands() -> None:
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
     learning_commands()  # stats, audit verify/show, analyze (issue 15)
+    fleet.register(app)  # fleet deploy | run | status
 
 
 _register_commands()
