@@ -1,7 +1,7 @@
 """The automations that tell the truth about dead flow runs (and may resume them).
 
 A flow run whose process is SIGKILLed stays RUNNING forever in open-source
-Prefect (REFERENCE.md). Served flow runs send a heartbeat event
+Prefect (nothing on the server notices the dead process). Served flow runs send a heartbeat event
 (``prefect.flow-run.heartbeat``, emitted by Prefect's flow engine with the run
 as resource and its flow and deployment as related resources) every
 ``deployment.heartbeat_s`` seconds. For each served deployment, ``mendflow

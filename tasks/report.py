@@ -15,9 +15,7 @@ same directory, then ``os.replace``), into the report directory:
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ from mendflow.core.models import (
 )
 from mendflow.core.sarif import BaselineState, sarif_log
 from mendflow.core.score import ScoreBreakdown
+from mendflow.infra.files import write_atomic
 
 REPORT_FILES = ("final_maintenance_report.md", "session_data.json", "validation_results.json",
                 "backup_history.json", "findings.sarif")
@@ -74,34 +73,8 @@ def write_reports(result: MissionResult, validations: Sequence[ValidationReport]
     )
     paths = []
     for name, text in zip(REPORT_FILES, contents, strict=True):
-        paths.append(write_atomic(report_dir / name, text))
+        paths.append(write_atomic(report_dir / name, text, fsync=True))
     return paths
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write text (UTF-8) to a temporary file beside ``path``, then ``os.replace`` it.
-
-    Args:
-        path: the destination; a reader sees either the old or the new file, whole.
-        text: the content.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        OSError: the file cannot be written.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _json(data: Any) -> str:

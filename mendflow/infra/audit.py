@@ -27,6 +27,8 @@ from typing import Any, Literal
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
+from mendflow.infra.files import write_atomic
+
 GENESIS = "0" * 64
 ACTIONS = ("patch-applied", "commit", "approval", "merge", "push", "revert", "config-change")
 Action = Literal["patch-applied", "commit", "approval", "merge", "push", "revert",
@@ -150,10 +152,8 @@ def append(state_root: Path, *, who: Actor, what: Action, why: Why | None = None
             handle.flush()
             os.fsync(handle.fileno())
         head = path.with_name("audit.head")
-        tmp = head.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seq": seq, "hash": _digest(line[:-1].encode())}),
-                       encoding="utf-8")
-        os.replace(tmp, head)
+        write_atomic(head, json.dumps({"seq": seq, "hash": _digest(line[:-1].encode())}),
+                     fsync=True)
     return entry
 
 

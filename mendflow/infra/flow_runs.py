@@ -1,7 +1,7 @@
 """Finding missions' flow runs in Prefect, marking dead ones Crashed, and listing missions.
 
 A SIGKILLed flow run stays RUNNING forever in open-source Prefect
-(REFERENCE.md). Before a mission is resumed, its last flow run is checked:
+(no server-side timeout marks it). Before a mission is resumed, its last flow run is checked:
 if it is still RUNNING (or PENDING) but the process recorded in the mission
 registry is gone, the run is marked Crashed so that the UI tells the truth.
 """

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mendflow.core.errors import RepositoryError
+from mendflow.infra.files import write_atomic
 from mendflow.infra.layout import mission_dir, state_dir
 
 RECORD = "mission.json"
@@ -48,11 +48,7 @@ def _now() -> str:
 
 
 def _write(path: Path, record: MissionRecord) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".mission-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(record.model_dump_json(indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, record.model_dump_json(indent=2))
 
 
 def read_mission(mission_id: str, override: Path | None = None) -> MissionRecord:

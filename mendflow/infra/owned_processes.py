@@ -27,6 +27,7 @@ from typing import Literal
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mendflow.infra.files import write_atomic
 from mendflow.infra.layout import state_dir as resolve_state_dir
 
 log = logging.getLogger(__name__)
@@ -122,16 +123,7 @@ def _now() -> str:
 
 
 def _write_record(directory: Path, record: ProcRecord) -> Path:
-    path = directory / f"{record.pid}.json"
-    tmp = directory / f".{record.pid}.{os.getpid()}.tmp"
-    data = record.model_dump_json()
-    try:
-        tmp.write_text(data, encoding="utf-8")
-    except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(directory / f"{record.pid}.json", record.model_dump_json())
 
 
 def register_process(pid: int, argv: Sequence[str], *, kind: Literal["tool", "prefect-server"] = "tool",

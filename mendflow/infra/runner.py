@@ -1,8 +1,9 @@
 """Run external tools as subprocesses that can always be stopped.
 
-Prefect's ``timeout_seconds`` does not kill a task's subprocesses (see
-REFERENCE.md), so every tool runs in its own session and, on timeout, the
-whole process group is killed. The environment handed to a tool is scrubbed
+Prefect's ``timeout_seconds`` does not kill a task's subprocesses (in a worker
+thread nothing is interrupted, in the main thread a grandchild survives), so
+every tool runs in its own session and, on timeout, the whole process group is
+killed. The environment handed to a tool is scrubbed
 of anything that looks like a secret.
 """
 

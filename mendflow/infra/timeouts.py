@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig
 from mendflow.infra import shared_history
+from mendflow.infra.files import write_atomic
 from mendflow.infra.layout import state_dir as resolve_state_dir
 from mendflow.infra.lock import repo_key
 
@@ -81,15 +80,7 @@ def load_history(repo_root: Path, state_dir: Path | None = None) -> dict[str, li
 
 
 def _write_atomic(path: Path, data: dict[str, list[float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data))
 
 
 def record_duration(repo_root: Path, step: str, seconds: float, *,

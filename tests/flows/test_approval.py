@@ -21,6 +21,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
+from mendflow.cli import approvals as approval_commands
 from mendflow.core.errors import ApprovalError
 from mendflow.flows.mission import maintenance_mission
 from mendflow.infra import approvals
@@ -217,7 +218,7 @@ def approvals_app():
     import typer
 
     app = typer.Typer()
-    approvals.register(app)
+    approval_commands.register(app)
     return app
 
 
