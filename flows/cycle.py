@@ -25,8 +25,10 @@ from mendflow.core.models import (
     Proposal,
     RepoTarget,
     Sandbox,
+    SuiteState,
     TargetEnv,
     ValidationReport,
+    ValidationTiming,
 )
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
@@ -60,6 +62,8 @@ class MissionState:
     started_at: str | None = None
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
+    validation_timings: list[ValidationTiming] = field(default_factory=list)
+    baseline_s: float = 0.0
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)
     rejected_patches: set[str] = field(default_factory=set)
@@ -128,30 +132,42 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
 
 
 def run_iterations(state: MissionState) -> MissionState:
-    """Repeat the M-T-D-V cycle until the target score, max iterations or no progress."""
+    """Repeat the M-T-D-V cycle until the target score, max iterations or no progress.
+
+    Failing tests are attempted even above the target score (a failing test is
+    a defect, not a point of score). Each cycle attempts at most
+    ``mission.max_patches_per_iteration`` candidates; a group whose findings an
+    earlier patch already fixed (or claimed) is skipped and spends no slot.
+    """
     mission = state.config.mission
     for iteration in range(1, mission.max_iterations + 1):
         if _must_stop(state):
             break
-        if state.current.score >= mission.target_score:
+        queue = state.fixable(state.current.findings)
+        reached = state.current.score >= mission.target_score
+        if reached:  # a failing test is a defect whatever the score: it is still attempted
+            queue = [f for f in queue if f.category == "test-failure"]
+        groups = [g for g in plan_fixes(state.config.fixer, opaque(queue))
+                  if frozenset(f.id for f in g) not in state.tried] if queue else []
+        if reached and not groups:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
         state.iterations = iteration
-        queue = state.fixable(state.current.findings)
-        groups = [g for g in plan_fixes(state.config.fixer, opaque(queue))
-                  if frozenset(f.id for f in g) not in state.tried]
         if not groups:
             state.stop_reason = "no fixable findings left"
             break
-        accepted = 0
-        for group in groups[: mission.max_patches_per_iteration]:
+        accepted = attempted = 0
+        for group in groups:
+            if attempted >= mission.max_patches_per_iteration:
+                break
+            live = _live(state, group)
+            if not live:  # an earlier patch of this iteration fixed the group: no slot spent
+                continue
             if state.fixer_disabled or _must_stop(state):
                 break
             state.tried.add(frozenset(f.id for f in group))
-            present = {f.id for f in state.current.findings}
-            live = tuple(f for f in group if f.id in present)
-            if live:  # else an earlier patch of this iteration fixed the group already
-                accepted += fix_group(state, live, iteration)
+            attempted += 1
+            accepted += fix_group(state, live, iteration)
         if state.fixer_disabled:
             state.stop_reason = state.fixer_disabled
             break
@@ -165,6 +181,14 @@ def run_iterations(state: MissionState) -> MissionState:
     if not state.stop_reason:
         state.stop_reason = "finished"
     return state
+
+
+def _live(state: MissionState, group: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The findings of a group still present in the current tree and claimed by no
+    accepted patch (the cap of a cycle counts candidates really attempted)."""
+    present = {f.id for f in state.current.findings}
+    claimed = {i for o in state.outcomes if o.status == "accepted" for i in o.finding_ids}
+    return tuple(f for f in group if f.id in present and f.id not in claimed)
 
 
 def _must_stop(state: MissionState) -> bool:
@@ -210,8 +234,10 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
             _reject(state, patch, err.reason, iteration)
             feedback = str(err)
             continue
+        started = time.monotonic()
         try:
             report = _validate(state, patch)
+            state.validation_timings.append(_timing(state, report, time.monotonic() - started))
         except BaseException:
             reset_sandbox.fn(state.sandbox, patch)  # never leave a half-validated tree behind
             raise
@@ -224,6 +250,26 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
         _accept(state, patch, report, iteration)
         return 1
     return 0
+
+
+def _timing(state: MissionState, report: ValidationReport, duration_s: float) -> ValidationTiming:
+    """The wall time and test count of one validation (``timings.validations``)."""
+    baseline = state.baseline.test_run
+    after = report.after.test_run if report.after is not None else None
+    ran = sum(c.outcome in ("passed", "failed", "error") for c in after.cases) if after else 0
+    return ValidationTiming(patch_id=report.patch_id, duration_s=round(duration_s, 3),
+                            tests_run=ran, tests_total=baseline.collected if baseline else 0,
+                            full_run=report.after is not None)
+
+
+def suite_state(measurement: Measurement) -> SuiteState | None:
+    """Tests passed of those run, and coverage, of one measurement (None: no test run)."""
+    run = measurement.test_run
+    if run is None:
+        return None
+    ran = [c for c in run.cases if c.outcome in ("passed", "failed", "error")]
+    return SuiteState(passed=sum(c.outcome == "passed" for c in ran), total=len(ran),
+                      coverage_percent=run.coverage_percent)
 
 
 def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal:

@@ -16,15 +16,22 @@ the user's checkout is verified untouched at the end.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
-from mendflow.core.models import MissionResult, QualityScore, RepoTarget
+from mendflow.core.models import MissionResult, QualityScore, RepoTarget, Timings
 from mendflow.flows.approval import approve_and_deliver
-from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
+from mendflow.flows.cycle import (
+    MissionState,
+    back_up_baseline,
+    measure,
+    run_iterations,
+    suite_state,
+)
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.layout import mission_dir
 from mendflow.infra.progress import report_progress
@@ -118,11 +125,12 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
+    started = time.monotonic()
     baseline = measure(sandbox, env, config, label="baseline")
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
-                         started_at=started_at)
+                         started_at=started_at, baseline_s=round(time.monotonic() - started, 3))
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -180,4 +188,6 @@ def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
         exit_code=state.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
+        timings=Timings(baseline_s=state.baseline_s, validations=tuple(state.validation_timings)),
+        tests_before=suite_state(baseline), tests_after=suite_state(state.current),
     )
