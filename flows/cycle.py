@@ -21,6 +21,7 @@ from mendflow.core.models import (
     Finding,
     LLMUsage,
     Measurement,
+    Patch,
     PatchOutcome,
     Proposal,
     RepoTarget,
@@ -29,6 +30,14 @@ from mendflow.core.models import (
     TargetEnv,
     ValidationReport,
     ValidationTiming,
+)
+from mendflow.flows.batch import (
+    Pending,
+    confirm_batch,
+    file_hashes,
+    restore,
+    selection_enabled,
+    validate_selected,
 )
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
@@ -63,6 +72,8 @@ class MissionState:
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
     validation_timings: list[ValidationTiming] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    batch_base: Measurement | None = None
     baseline_s: float = 0.0
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)
@@ -108,8 +119,9 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     report_progress("detect", f"measuring {label}")
     tree = hash_tree(sandbox)
     tools = config.tools
+    impact = config.validation.select_tests and tools.coverage.enabled
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree),
+        run_pytest.submit(sandbox, env, tools, tree, impact),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
@@ -140,6 +152,7 @@ def run_iterations(state: MissionState) -> MissionState:
     earlier patch already fixed (or claimed) is skipped and spends no slot.
     """
     mission = state.config.mission
+    state.batch_base = state.current
     for iteration in range(1, mission.max_iterations + 1):
         if _must_stop(state):
             break
@@ -168,6 +181,8 @@ def run_iterations(state: MissionState) -> MissionState:
             state.tried.add(frozenset(f.id for f in group))
             attempted += 1
             accepted += fix_group(state, live, iteration)
+        if state.pending:  # the iteration's last batch: one full run confirms it
+            confirm_batch(state, _commit_batch)
         if state.fixer_disabled:
             state.stop_reason = state.fixer_disabled
             break
@@ -188,6 +203,7 @@ def _live(state: MissionState, group: tuple[Finding, ...]) -> tuple[Finding, ...
     accepted patch (the cap of a cycle counts candidates really attempted)."""
     present = {f.id for f in state.current.findings}
     claimed = {i for o in state.outcomes if o.status == "accepted" for i in o.finding_ids}
+    claimed.update(i for item in state.pending for i in item.patch.finding_ids)
     return tuple(f for f in group if f.id in present and f.id not in claimed)
 
 
@@ -228,11 +244,18 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
             return 0  # declined, failed, or the very diff that was already refused
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
+        before = file_hashes(state.sandbox.path, patch.files)
         try:
             apply_patch(state.sandbox, patch)
         except PatchRejected as err:
             _reject(state, patch, err.reason, iteration)
             feedback = str(err)
+            continue
+        if selection_enabled(state):
+            verdict = _validate_batched(state, patch, before, iteration)
+            if verdict is None:
+                return 1
+            feedback = verdict
             continue
         started = time.monotonic()
         try:
@@ -250,6 +273,71 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
         _accept(state, patch, report, iteration)
         return 1
     return 0
+
+
+def _validate_batched(state: MissionState, patch: Patch, before: dict[str, str | None],
+                      iteration: int) -> str | None:
+    """Validate an applied candidate by selected tests (else a full run with its batch).
+
+    Returns:
+        None when the candidate was kept (pending its batch's full run, or
+        committed), else the feedback for the fixer's next attempt.
+    """
+    item = None
+    try:
+        syntax = check_patch_syntax(state.sandbox, patch)
+        quick = validate_selected(state, patch, before, syntax) if syntax.passed else None
+        if syntax.passed and quick is None:  # no usable impact data: a full run, with its batch
+            placeholder = ValidationReport(patch_id=patch.id, accepted=True, gates=(syntax,))
+            state.pending.append(Pending(patch, placeholder, iteration))
+            confirm_batch(state, _commit_batch)
+            accepted = any(o.id == patch.id and o.status == "accepted" for o in state.outcomes)
+            refused = next((v for v in reversed(state.validations) if v.patch_id == patch.id), None)
+            return None if accepted else format_feedback(refused) if refused else "rejected"
+        if quick is None:
+            report = judge_patch(opaque(state.current), opaque(state.current), patch,
+                                 state.config.gates, syntax)
+        else:
+            report, timing = quick
+            state.validation_timings.append(timing)
+        item = Pending(patch, report, iteration)
+    except BaseException:
+        restore(state, [*state.pending, Pending(patch, None, iteration)], state.pending)  # type: ignore[arg-type]
+        raise
+    state.validations.append(report)
+    if not report.accepted:
+        restore(state, [*state.pending, item], state.pending)
+        _reject(state, patch, report.reason, iteration, report)
+        return format_feedback(report)
+    state.pending.append(item)
+    if report.after is not None:
+        state.current = report.after
+    report_progress("validate", f"{patch.id} passed its selected tests; "
+                    f"{len(state.pending)} candidate(s) await a full run")
+    if len(state.pending) >= state.config.validation.batch_size:
+        confirm_batch(state, _commit_batch)
+    return None
+
+
+def _commit_batch(state: MissionState, items: list[Pending], after: Measurement) -> None:
+    """Commit the candidates a full run confirmed, one commit each, in order."""
+    restore(state, items, [])
+    for item in items:
+        if state.config.mission.dry_run:
+            state.outcomes.append(_outcome(item.patch, "accepted", "dry run: not committed",
+                                           item.iteration, item.report))
+            continue
+        apply_patch(state.sandbox, item.patch)
+        record = commit_accepted_patch(state.sandbox, item.patch, item.report.summary(),
+                                       state.backups_dir, state.started_at)
+        state.backups.extend(record.backups)
+        state.outcomes.append(_outcome(item.patch, "accepted", None, item.iteration,
+                                       item.report, record.commit))
+        report_progress("commit", f"accepted {item.patch.id} as {record.commit[:10]}")
+    if not state.config.mission.dry_run:
+        state.current = state.batch_base = after
+    else:
+        state.current = state.batch_base
 
 
 def _timing(state: MissionState, report: ValidationReport, duration_s: float) -> ValidationTiming:

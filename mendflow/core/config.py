@@ -49,6 +49,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HealthConfig,
     TimeoutsConfig,
 )
+from mendflow.core.config_validation import ValidationConfig  # noqa: F401  (re-exported)
 from mendflow.core.errors import ConfigError
 
 # --- the target's Python environment -------------------------------------------------
@@ -185,6 +186,7 @@ class MendflowConfig(Section):
     deployment: DeploymentConfig = DeploymentConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

@@ -10,6 +10,7 @@ tox.ini, pyproject.toml) apply because both run from the worktree root.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TargetEnv, TestRun, ToolResult
 from mendflow.infra.runner import run_process, sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
+from mendflow.tasks.detect.impact import PLUGIN_MODULE, save_impact_map, write_plugin
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
 
@@ -128,7 +130,9 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
     return [str(env.python), "-m", "coverage", "run", *source, *pytest_args]
 
 
-def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolResult:
+def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
+                  impact_file: Path | None = None,
+                  select: tuple[str, ...] | None = None) -> ToolResult:
     """Run the target's test suite once under coverage and report tests and coverage.
 
     Args:
@@ -136,6 +140,11 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
         env: the target environment whose interpreter runs pytest and coverage.
         tools: the ``tools`` config; ``pytest.run_timeout_s`` (seconds) bounds the
             whole run, ``pytest.per_test_timeout_s`` (seconds) each test.
+        impact_file: where to save the test-impact map (which tests reach which
+            lines: coverage.py contexts, see :mod:`mendflow.tasks.detect.impact`);
+            None records none. Only with coverage enabled.
+        select: run only these node ids (or test files), without coverage: the
+            first validation of a candidate; None runs the whole suite.
 
     Returns:
         A ``pytest`` :class:`ToolResult` whose ``test_run`` holds every test case
@@ -160,7 +169,14 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
     with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
         out_dir = Path(tmp)
         environ = tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")})
+        if select is not None:
+            tools = tools.model_copy(update={"coverage": tools.coverage.model_copy(
+                update={"enabled": False})})
         command = pytest_command(sandbox.path, env, tools, out_dir, available)
+        if select is not None:
+            command += ["--", *select]
+        elif impact_file is not None and tools.coverage.enabled:
+            command, environ = _with_contexts(command, environ, out_dir)
         proc = run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
                            env=environ)
         if proc.timed_out:
@@ -175,7 +191,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
             return failed_result("pytest", proc, err.message)
         coverage, coverage_error = None, None
         if tools.coverage.enabled:
-            coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ)
+            coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ,
+                                                        impact_file)
             if not junit.cases and coverage is None:
                 coverage_error = None  # no test ran, so there is no coverage data to report
     run = TestRun(
@@ -193,8 +210,21 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
                       exit_code=proc.returncode, duration_s=proc.duration_s)
 
 
-def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str]):
+def _with_contexts(command: list[str], environ: dict[str, str],
+                   out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Load the context-switching plugin (from ``out_dir``) into the test run."""
+    write_plugin(out_dir)
+    path = environ.get("PYTHONPATH")
+    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
+    at = command.index("pytest") + 1
+    return [*command[:at], "-p", PLUGIN_MODULE, *command[at:]], environ
+
+
+def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
+                     impact_file: Path | None = None):
     """Combine parallel data files if any, write ``coverage json`` and parse it.
+
+    With ``impact_file``, the report shows contexts and the impact map is saved there.
 
     Returns:
         ``(report, None)``, or ``(None, error text)`` when coverage failed.
@@ -204,10 +234,13 @@ def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: d
         run_process([python, "-m", "coverage", "combine"], cwd=sandbox.path,
                     timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
     report = out_dir / "coverage.json"
-    proc = run_process([python, "-m", "coverage", "json", "-i", "-o", str(report)],
+    contexts = ["--show-contexts"] if impact_file is not None else []
+    proc = run_process([python, "-m", "coverage", "json", "-i", *contexts, "-o", str(report)],
                        cwd=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
+    if impact_file is not None:
+        save_impact_map(report, sandbox.path, impact_file)
     try:
         return parse_coverage_json(report, sandbox.path), None
     except ToolError as err:

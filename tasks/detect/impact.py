@@ -1,0 +1,197 @@
+"""Test impact: which tests reach which lines, recorded under coverage, and test selection.
+
+A full test run records coverage.py *contexts*: a small pytest plugin (written
+to the run's private temp directory, never into the worktree) calls
+``coverage.Coverage.current().switch_context(nodeid)`` before each test, so
+every measured line knows the tests that executed it (lines run at import
+time carry the empty context). ``coverage json --show-contexts`` reports them;
+:func:`impact_map_from_coverage_json` keeps, per measured file, its content hash
+and ``{line: [test index]}``. The map is saved beside the worktree
+(:func:`impact_path`), one per measured tree.
+
+:func:`select_tests` then picks the tests a candidate patch needs: those that
+reach its changed lines, plus the tests that failed at baseline, plus every
+test file it touches. It answers ``None`` (run the whole suite) when it cannot
+be sure: no map, a changed file whose content differs from the one the map was
+recorded on (stale), a changed file the map does not know (not measured, or
+not Python), or a changed line run at import time (every test depends on it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unidiff import PatchSet
+
+from mendflow.core.models import Patch
+from mendflow.tasks.detect.common import is_test_path, relative_posix, tool_state_dir
+
+PLUGIN_MODULE = "mendflow_impact_contexts"
+PLUGIN_SOURCE = '''\
+"""mendflow: label coverage data with the running test's node id (a coverage context)."""
+import coverage
+import pytest
+
+
+def _switch(label):
+    cov = coverage.Coverage.current()
+    if cov is not None:
+        cov.switch_context(label)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _switch(item.nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    _switch("")
+'''
+
+
+def write_plugin(directory: Path) -> None:
+    """Write the context-switching pytest plugin into ``directory`` (put it on PYTHONPATH)."""
+    (directory / f"{PLUGIN_MODULE}.py").write_text(PLUGIN_SOURCE, encoding="utf-8")
+
+
+def impact_path(sandbox, tree: str) -> Path:
+    """Where the impact map of one measured tree is kept (beside the worktree)."""
+    folder = tool_state_dir(sandbox) / "impact"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{tree}.json"
+
+
+def content_hash(path: Path) -> str | None:
+    """sha256 of a file's bytes (None: missing)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def impact_map_from_coverage_json(report: Path, root: Path) -> dict:
+    """Reduce ``coverage json --show-contexts`` to the impact map.
+
+    Args:
+        report: the JSON written by coverage.py with ``--show-contexts``.
+        root: the worktree root (files outside it are left out).
+
+    Returns:
+        ``{"tests": [nodeid, ...], "files": {path: {"sha256": hex, "lines":
+        {"<line>": [test index, ...]}, "import_lines": [line, ...]}}}``.
+    """
+    data = json.loads(report.read_text(encoding="utf-8"))
+    tests: dict[str, int] = {}
+    files: dict[str, dict] = {}
+    for filename, entry in (data.get("files") or {}).items():
+        rel = relative_posix(root, filename)
+        if rel is None:
+            continue
+        lines: dict[str, list[int]] = {}
+        imports: list[int] = []
+        for line, labels in (entry.get("contexts") or {}).items():
+            ids = sorted({tests.setdefault(label, len(tests)) for label in labels if label})
+            if ids:
+                lines[line] = ids
+            if "" in labels:
+                imports.append(int(line))
+        files[rel] = {"sha256": content_hash(root / rel), "lines": lines,
+                      "import_lines": sorted(imports)}
+    return {"tests": list(tests), "files": files}
+
+
+def save_impact_map(report: Path, root: Path, target: Path) -> None:
+    """Write the impact map of a ``--show-contexts`` report to ``target`` (atomically).
+
+    A report that cannot be read leaves no map (selection then runs the whole suite).
+    """
+    try:
+        data = impact_map_from_coverage_json(report, root)
+    except (OSError, ValueError, AttributeError, TypeError):
+        return
+    partial = target.with_suffix(".part")
+    partial.write_text(json.dumps(data), encoding="utf-8")
+    partial.replace(target)
+
+
+def load_impact_map(path: Path) -> dict | None:
+    """The saved map, or None when missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "files" in data and "tests" in data else None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The tests one candidate is first validated with.
+
+    Attributes:
+        nodeids: the selected node ids; None = the whole suite.
+        reason: why the whole suite, or what was selected.
+    """
+
+    nodeids: tuple[str, ...] | None
+    reason: str
+
+
+def changed_lines(patch: Patch) -> dict[str, set[int]]:
+    """The lines of each file a patch changes, numbered as in the file before the patch.
+
+    A removed or replaced line counts itself; a pure insertion counts the lines
+    just before and after it (an insertion at line 0 counts line 1).
+    """
+    changed: dict[str, set[int]] = {}
+    for patched in PatchSet(patch.diff):
+        path = patched.source_file.removeprefix("a/") if patched.source_file != "/dev/null" \
+            else patched.target_file.removeprefix("b/")
+        lines = changed.setdefault(path, set())
+        for hunk in patched:
+            previous = hunk.source_start - 1
+            for line in hunk:
+                if line.is_removed:
+                    lines.add(line.source_line_no)
+                elif line.is_added:
+                    lines.update({max(previous, 1), previous + 1})
+                if line.source_line_no:
+                    previous = line.source_line_no
+    return changed
+
+
+def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None],
+                 failed_at_baseline: set[str]) -> Selection:
+    """Pick the tests that must run to validate one candidate first.
+
+    Args:
+        impact: the impact map of the tree the contexts were recorded on (None: missing).
+        patch: the candidate.
+        before: content hash (sha256) of each of the patch's files just before it
+            was applied (None for a file that did not exist).
+        failed_at_baseline: node ids that failed or errored in that measurement.
+
+    Returns:
+        The selection; ``nodeids=None`` falls back to the whole suite.
+    """
+    if impact is None:
+        return Selection(None, "no test-impact data")
+    files, tests = impact["files"], impact["tests"]
+    selected: set[str] = set(failed_at_baseline)
+    for path, lines in changed_lines(patch).items():
+        if is_test_path(path):
+            selected.add(path)  # the whole test file
+            continue
+        entry = files.get(path)
+        if entry is None:
+            return Selection(None, f"{path}: not in the test-impact data")
+        if entry.get("sha256") != before.get(path):
+            return Selection(None, f"{path}: changed since its test-impact data was recorded")
+        if lines & set(entry.get("import_lines", ())):
+            return Selection(None, f"{path}: a changed line runs at import time")
+        for line in lines:
+            selected.update(tests[i] for i in entry["lines"].get(str(line), ()))
+    return Selection(tuple(sorted(selected)), f"{len(selected)} test(s) reach the change")
