@@ -144,7 +144,7 @@ def changed_lines(patch: Patch) -> dict[str, set[int]]:
     """The lines of each file a patch changes, numbered as in the file before the patch.
 
     A removed or replaced line counts itself; a pure insertion counts the lines
-    just before and after it (an insertion at line 0 counts line 1).
+    just before and after it (an insertion at the top counts line 1).
     """
     changed: dict[str, set[int]] = {}
     for patched in PatchSet(patch.diff):
@@ -152,12 +152,16 @@ def changed_lines(patch: Patch) -> dict[str, set[int]]:
             else patched.target_file.removeprefix("b/")
         lines = changed.setdefault(path, set())
         for hunk in patched:
-            previous = hunk.source_start - 1
+            previous, replacing = hunk.source_start - 1, False
             for line in hunk:
                 if line.is_removed:
                     lines.add(line.source_line_no)
+                    replacing = True
                 elif line.is_added:
-                    lines.update({max(previous, 1), previous + 1})
+                    if not replacing:  # a pure insertion: the lines around it
+                        lines.update({max(previous, 1), previous + 1})
+                else:
+                    replacing = False
                 if line.source_line_no:
                     previous = line.source_line_no
     return changed

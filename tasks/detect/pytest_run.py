@@ -159,6 +159,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
     """
     if not tools.pytest.enabled:
         return ToolResult(tool="pytest", ok=True)
+    if select is not None and not select:  # no test reaches the change: nothing to run
+        return ToolResult(tool="pytest", ok=True, test_run=TestRun(collected=0))
     available = target_modules(env, sandbox.path)
     needed = ["pytest", *(["coverage"] if tools.coverage.enabled else [])]
     for module in needed:
