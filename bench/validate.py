@@ -121,8 +121,8 @@ def part_one(source: Path, work: Path, count: int) -> None:
             print(f"  {name:28s} full suite ({chosen.reason})")
             git(root, "checkout", "-q", "--", rel)
             continue
-        quick_s, quick = timed_run([lambda: measure_tests(sandbox, env, TOOLS,
-                                                          select=chosen.nodeids),
+        quick_s, quick = timed_run([lambda ids=chosen.nodeids: measure_tests(
+                                        sandbox, env, TOOLS, select=ids),
                                     *linters(sandbox, env)])
         full_s, _ = timed_run([lambda: measure_tests(sandbox, env, TOOLS),
                                *linters(sandbox, env)]) if len(full) < 3 else (None, None)
