@@ -82,7 +82,8 @@ def validate_selected(state, patch: Patch, before: dict[str, str | None],
     impact = load_impact_map(impact_path(state.sandbox, base.tree))
     run = state.current.test_run
     failed = {c.nodeid for c in run.cases if c.outcome in ("failed", "error")} if run else set()
-    selection = select_tests(impact, patch, before, failed)
+    selection = select_tests(impact, patch, before, failed,
+                             [item.patch.diff for item in state.pending])
     if selection.nodeids is None:
         report_progress("validate", f"{patch.id}: full run ({selection.reason})")
         return None

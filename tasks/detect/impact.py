@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,8 +149,7 @@ def changed_lines(patch: Patch) -> dict[str, set[int]]:
     """
     changed: dict[str, set[int]] = {}
     for patched in PatchSet(patch.diff):
-        path = patched.source_file.removeprefix("a/") if patched.source_file != "/dev/null" \
-            else patched.target_file.removeprefix("b/")
+        path = _diff_path(patched)
         lines = changed.setdefault(path, set())
         for hunk in patched:
             previous, replacing = hunk.source_start - 1, False
@@ -167,8 +167,45 @@ def changed_lines(patch: Patch) -> dict[str, set[int]]:
     return changed
 
 
+def _diff_path(patched) -> str:
+    if patched.source_file != "/dev/null":
+        return patched.source_file.removeprefix("a/")
+    return patched.target_file.removeprefix("b/")
+
+
+def to_source_lines(diff: str, path: str, lines: set[int]) -> set[int] | None:
+    """Map line numbers of ``path`` after a patch back to before it.
+
+    Args:
+        diff: the earlier patch's unified diff.
+        path: the file (repository-relative POSIX).
+        lines: line numbers in the patched file.
+
+    Returns:
+        The same lines numbered as before the patch, or None when one of them is
+        a line that patch added (the impact data knows nothing about it).
+    """
+    hunks = [h for pf in PatchSet(diff) if _diff_path(pf) == path for h in pf]
+    out: set[int] = set()
+    for number in lines:
+        offset, mapped = 0, None
+        for hunk in hunks:
+            end = hunk.target_start + hunk.target_length
+            if number < hunk.target_start:
+                break
+            if number < end:
+                mapped = next((ln.source_line_no for ln in hunk
+                               if ln.target_line_no == number), None)
+                if mapped is None:
+                    return None
+                break
+            offset = (hunk.source_start + hunk.source_length) - end
+        out.add(mapped if mapped is not None else number + offset)
+    return out
+
+
 def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None],
-                 failed_at_baseline: set[str]) -> Selection:
+                 failed_at_baseline: set[str], earlier: Sequence[str] = ()) -> Selection:
     """Pick the tests that must run to validate one candidate first.
 
     Args:
@@ -177,6 +214,9 @@ def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None
         before: content hash (sha256) of each of the patch's files just before it
             was applied (None for a file that did not exist).
         failed_at_baseline: node ids that failed or errored in that measurement.
+        earlier: the diffs of candidates applied (uncommitted) since the impact
+            data was recorded, in order: a file they changed is not stale, its
+            lines are mapped back through them (a line they added falls back).
 
     Returns:
         The selection; ``nodeids=None`` falls back to the whole suite.
@@ -192,8 +232,14 @@ def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None
         entry = files.get(path)
         if entry is None:
             return Selection(None, f"{path}: not in the test-impact data")
-        if entry.get("sha256") != before.get(path):
+        touched = [d for d in earlier if any(_diff_path(pf) == path for pf in PatchSet(d))]
+        if not touched and entry.get("sha256") != before.get(path):
             return Selection(None, f"{path}: changed since its test-impact data was recorded")
+        for diff in reversed(touched):
+            mapped = to_source_lines(diff, path, lines)
+            if mapped is None:
+                return Selection(None, f"{path}: the change meets lines an earlier candidate added")
+            lines = mapped
         if lines & set(entry.get("import_lines", ())):
             return Selection(None, f"{path}: a changed line runs at import time")
         for line in lines:

@@ -107,10 +107,11 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
     # timings and the suite before/after are in the contract and the report
     timings = result.timings
     assert timings.baseline_s > 0
-    # the add patch is validated first by its selected tests; the mul patch edits the same
-    # file (its impact data is stale), so one full run covers both and confirms them
-    first, batch = timings.validations
-    assert (first.patch_id, first.full_run, first.tests_total) == (accepted[0].id, False, 5)
+    # each patch is validated first by its selected tests (the mul patch's lines mapped
+    # back through the add patch, applied before it); one full run confirms both
+    first, second, batch = timings.validations
+    assert [(v.patch_id, v.full_run, v.tests_total) for v in (first, second)] == [
+        (accepted[0].id, False, 5), (accepted[1].id, False, 5)]
     assert (batch.patch_id, batch.full_run, batch.tests_run) == (
         f"batch:{accepted[0].id}+{accepted[1].id}", True, 5)
     assert first.duration_s > 0 and batch.duration_s > 0

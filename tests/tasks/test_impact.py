@@ -110,3 +110,19 @@ def test_the_selected_tests_run_alone_without_coverage(recorded):
                            select=("tests/test_calc.py::test_mul",))
     assert [c.nodeid for c in result.test_run.cases] == ["tests/test_calc.py::test_mul"]
     assert result.test_run.coverage_percent is None
+
+
+def test_lines_map_back_through_an_earlier_candidate_of_the_same_file(recorded):
+    repo, impact = recorded
+    # an earlier candidate inserted two lines above mul: mul's body is now line 10
+    earlier = ("diff --git a/shop/calc.py b/shop/calc.py\n--- a/shop/calc.py\n"
+               "+++ b/shop/calc.py\n@@ -5,1 +5,3 @@ def add(a, b):\n     return a + b\n"
+               "+\n+# sum\n")
+    later = MUL_DIFF.replace("@@ -8,2 +8,2 @@", "@@ -10,2 +10,2 @@")
+    stale = {"shop/calc.py": "0" * 64}  # the file differs from the recorded one: it was patched
+    chosen = select_tests(impact, patch(later), stale, set(), [earlier])
+    assert chosen.nodeids == ("tests/test_calc.py::test_mul",)
+    on_added = MUL_DIFF.replace("@@ -8,2 +8,2 @@ def add(a, b):\n def mul(a, b):\n"
+                                "-    return a * b\n+    return a * b + 1\n",
+                                "@@ -7,1 +7,1 @@\n-# sum\n+# the sum\n")
+    assert select_tests(impact, patch(on_added), stale, set(), [earlier]).nodeids is None
