@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from mendflow.core.errors import ToolError
+from mendflow.infra import busy
 from mendflow.infra.owned_processes import register_process, unregister_process
 
 SECRET_NAME = re.compile(
@@ -135,8 +136,10 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         unregister_process(registration)
     if keep_line_endings:
         stdout, stderr = (b.decode("utf-8", "replace") for b in (stdout, stderr))
+    end = time.monotonic()
+    busy.record("tool", start, end)
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
-                         time.monotonic() - start, timed_out)
+                         end - start, timed_out)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

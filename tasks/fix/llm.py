@@ -36,6 +36,7 @@ from typing import Any
 from mendflow.core.config import LLMBudget, LLMPolicy
 from mendflow.core.errors import LLMError, PatchRejected
 from mendflow.core.models import Finding, Patch, Proposal, Sandbox
+from mendflow.infra import busy
 from mendflow.infra.budget import Budget, Usage, mission_budget
 from mendflow.infra.timeouts import LLM_STEP, record_duration
 from mendflow.tasks.fix.context import build_context
@@ -233,7 +234,10 @@ class LLMFixer:
             PatchRejected: the body could not be parsed.
         """
         started = time.monotonic()
-        answer = self._call(user_text)
+        try:
+            answer = self._call(user_text)
+        finally:
+            busy.record("model", started, time.monotonic())
         record_duration(sandbox.repo_root, LLM_STEP, time.monotonic() - started,
                         state_dir=self.state_dir)
         return answer
