@@ -49,6 +49,7 @@ from mendflow.tasks.detect import (
     run_pytest,
     run_ruff,
 )
+from mendflow.tasks.detect.parallel import default_workers
 from mendflow.tasks.fix import plan_fixes, propose_patch
 from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
 from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
@@ -120,8 +121,9 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     tree = hash_tree(sandbox)
     tools = config.tools
     impact = config.validation.select_tests and tools.coverage.enabled
+    workers = config.validation.test_workers or default_workers()
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree, impact),
+        run_pytest.submit(sandbox, env, tools, tree, impact, workers),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),

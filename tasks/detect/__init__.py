@@ -33,6 +33,7 @@ from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect.bandit_run import measure_bandit
 from mendflow.tasks.detect.impact import impact_path
 from mendflow.tasks.detect.mypy_run import measure_mypy
+from mendflow.tasks.detect.parallel import measure_tests_spread
 from mendflow.tasks.detect.pytest_run import measure_tests
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
 from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
@@ -53,7 +54,7 @@ TODO_TASK_TIMEOUT_S = 600
       timeout_seconds=TEST_TASK_TIMEOUT_S,
       cache_policy=MISSION_STEP, persist_result=True)
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
-               impact: bool = False) -> ToolResult:
+               impact: bool = False, workers: int = 1) -> ToolResult:
     """Run the target's tests once under coverage (see :func:`measure_tests`).
 
     Args:
@@ -63,6 +64,8 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
         tree: content hash of the measured tree (cache-key input only).
         impact: also record which tests reach which lines, saved as
             :func:`~mendflow.tasks.detect.impact.impact_path` of the tree.
+        workers: spread the suite over this many pytest-xdist workers where the
+            suite allows it (:func:`~mendflow.tasks.detect.parallel.measure_tests_spread`).
 
     Returns:
         The ``pytest`` result with its :class:`~mendflow.core.models.TestRun`.
@@ -70,8 +73,8 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
     Raises:
         ToolError: pytest, coverage or the interpreter is missing from the target env.
     """
-    return measure_tests(sandbox, env, tools,
-                         impact_file=impact_path(sandbox, tree) if impact else None)
+    return measure_tests_spread(sandbox, env, tools, workers=workers,
+                                impact_file=impact_path(sandbox, tree) if impact else None)
 
 
 @task(name="run-selected-tests", retries=1, retry_delay_seconds=2,

@@ -21,6 +21,7 @@ from mendflow.core.models import Sandbox, TargetEnv, TestRun, ToolResult
 from mendflow.infra.runner import run_process, sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
 from mendflow.tasks.detect.impact import PLUGIN_MODULE, save_impact_map, write_plugin
+from mendflow.tasks.detect.parallel import with_workers
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
 
@@ -29,8 +30,8 @@ PYTEST_OK_CODES = frozenset({0, 1, 2, 5})
 COVERAGE_REPORT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 60.0
 _PROBE = ("import importlib.util as u, json; "
-          "print(json.dumps([m for m in ('pytest', 'coverage', 'pytest_timeout', 'pytest_cov') "
-          "if u.find_spec(m) is not None]))")
+          "print(json.dumps([m for m in ('pytest', 'coverage', 'pytest_timeout', 'pytest_cov', "
+          "'xdist') if u.find_spec(m) is not None]))")
 
 
 @lru_cache(maxsize=64)
@@ -132,7 +133,7 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
 
 def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
                   impact_file: Path | None = None,
-                  select: tuple[str, ...] | None = None) -> ToolResult:
+                  select: tuple[str, ...] | None = None, workers: int = 1) -> ToolResult:
     """Run the target's test suite once under coverage and report tests and coverage.
 
     Args:
@@ -145,6 +146,9 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
             None records none. Only with coverage enabled.
         select: run only these node ids (or test files), without coverage: the
             first validation of a candidate; None runs the whole suite.
+        workers: more than 1 spreads the suite over that many pytest-xdist workers,
+            each measured by coverage in parallel mode (needs xdist in the target
+            env and coverage enabled; see :mod:`mendflow.tasks.detect.parallel`).
 
     Returns:
         A ``pytest`` :class:`ToolResult` whose ``test_run`` holds every test case
@@ -179,6 +183,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
             command += ["--", *select]
         elif impact_file is not None and tools.coverage.enabled:
             command, environ = _with_contexts(command, environ, out_dir)
+        if workers > 1 and select is None and tools.coverage.enabled and "xdist" in available:
+            command, environ = with_workers(command, environ, out_dir, workers)
         proc = run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
                            env=environ)
         if proc.timed_out:
