@@ -5,9 +5,11 @@ The flow only composes tasks and branches on their typed results::
     resolve_target → snapshot_user_checkout → create_sandbox → prepare_target_env
     → measure baseline (pytest+coverage, ruff, mypy, bandit, TODOs: concurrently)
     → repeat up to max_iterations, until the target score:
-          plan_fixes → for each group: propose_patch → apply_patch → check_patch_syntax
-          → measure → judge_patch → commit_accepted_patch | reset_sandbox
-          (a rejected candidate's gate output goes back to the fixer, up to max_attempts)
+          plan_fixes (one group per defect) → for each group: propose_patch → apply_patch
+          → check_patch_syntax → the tests that reach the change + linters → judge_patch
+          → kept pending | reset_sandbox (the gate output goes back to the fixer, up to
+          max_attempts); per batch: one full measure → judge_patch → commit_accepted_patch
+          each, or bisect and blame (see flows/batch.py)
     → write_mission_reports → publish_report → verify_user_checkout
 
 Every git change happens in the sandbox worktree on ``mendflow/<mission-id>``;
