@@ -249,9 +249,10 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, doctor
+    from mendflow.cli import approvals, config, doctor
     from mendflow.deployments import serve
 
+    config.register(app)
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
