@@ -138,13 +138,13 @@ def part_one(source: Path, work: Path, count: int) -> None:
               f"{statistics.median(full):.1f} s: ratio {ratio:.2f}  (goal <= 0.25)")
 
 
-def part_two(work: Path, bugs: int) -> None:
+def part_two(work: Path, bugs: int, modes: tuple[bool, ...] = (False, True)) -> None:
     from oracle import generate, make_repo, oracle
 
     from tests.fakes import fake_messages_api as api
 
     files, generated = generate(bugs, 7)
-    for select in (False, True):
+    for select in modes:
         repo = make_repo(work / f"shop-{select}", files)
         env = {**os.environ, "MENDFLOW_HOME": str(work / f"home-{select}"),
                "PREFECT_HOME": str(work / "prefect"), "DO_NOT_TRACK": "1",
@@ -182,8 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patches", type=int, default=7)
     parser.add_argument("--mission-bugs", type=int, default=12)
     parser.add_argument("--no-mission", action="store_true")
+    parser.add_argument("--mission-only", choices=("both", "select", "full"),
+                        help="skip part 1; run the mission with selection on, off or both")
     opts = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="mendflow-bench-validate-"))
+    if opts.mission_only:
+        modes = {"both": (False, True), "select": (True,), "full": (False,)}[opts.mission_only]
+        part_two(work, opts.mission_bugs, modes)
+        return
     source = opts.repo or fetch_sdist(opts.package, work)
     part_one(source, work, opts.patches)
     if not opts.no_mission:
