@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({"MENDFLOW_HOME": str(work / "mendflow"),
                        "PREFECT_HOME": str(work / "prefect"), "DO_NOT_TRACK": "1",
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "ANTHROPIC_API_KEY": "sk-ant-bench-overhead-0000"})
+                       "ANTHROPIC_API_KEY": "sk-ant-bench-overhead-0000",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"})
     os.environ.pop("PREFECT_API_URL", None)
 
     from oracle import generate, make_repo, oracle
