@@ -304,7 +304,10 @@ def _validate_batched(state: MissionState, patch: Patch, before: dict[str, str |
             state.validation_timings.append(timing)
         item = Pending(patch, report, iteration)
     except BaseException:
-        restore(state, [*state.pending, Pending(patch, None, iteration)], state.pending)  # type: ignore[arg-type]
+        # never leave a half-validated tree behind: the pending candidates go too (a
+        # resumed mission replays them from the cache)
+        restore(state, [*state.pending, Pending(patch, None, iteration)], [])  # type: ignore[arg-type]
+        state.pending = []
         raise
     state.validations.append(report)
     if not report.accepted:
