@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import rank_findings
-from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
+from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect.bandit_run import measure_bandit
@@ -54,14 +54,17 @@ TODO_TASK_TIMEOUT_S = 600
       timeout_seconds=TEST_TASK_TIMEOUT_S,
       cache_policy=MISSION_STEP, persist_result=True)
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
-               impact: bool = False, workers: int = 1) -> ToolResult:
-    """Run the target's tests once under coverage (see :func:`measure_tests`).
+               plan: TestPlan | None = None, impact: bool = False,
+               workers: int = 1) -> ToolResult:
+    """Run the target's tests under coverage (see :func:`measure_tests`).
 
     Args:
         sandbox: the worktree to test.
         env: the target environment.
         tools: the ``tools`` config.
         tree: content hash of the measured tree (cache-key input only).
+        plan: per-test timeouts learned from the run this one is compared with
+            (None at baseline).
         impact: also record which tests reach which lines, saved as
             :func:`~mendflow.tasks.detect.impact.impact_path` of the tree.
         workers: spread the suite over this many pytest-xdist workers where the
@@ -73,7 +76,7 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
     Raises:
         ToolError: pytest, coverage or the interpreter is missing from the target env.
     """
-    return measure_tests_spread(sandbox, env, tools, workers=workers,
+    return measure_tests_spread(sandbox, env, tools, plan=plan, workers=workers,
                                 impact_file=impact_path(sandbox, tree) if impact else None)
 
 

@@ -79,7 +79,8 @@ def with_workers(command: list[str], environ: dict[str, str], out_dir: Path,
 
 
 def measure_tests_spread(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,
-                         impact_file: Path | None = None, workers: int = 1) -> ToolResult:
+                         plan=None, impact_file: Path | None = None,
+                         workers: int = 1) -> ToolResult:
     """Run the suite over ``workers`` xdist workers, else (or when unsafe) serially.
 
     Args:
@@ -98,11 +99,12 @@ def measure_tests_spread(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *
     """
     from mendflow.tasks.detect.pytest_run import measure_tests, target_modules
 
-    serial = dict(impact_file=impact_file)
+    serial = dict(plan=plan, impact_file=impact_file)
     if workers <= 1 or not tools.coverage.enabled or \
             "xdist" not in target_modules(env, sandbox.path):
         return measure_tests(sandbox, env, tools, **serial)
-    spread = measure_tests(sandbox, env, tools, impact_file=impact_file, workers=workers)
+    spread = measure_tests(sandbox, env, tools, plan=plan, impact_file=impact_file,
+                           workers=workers)
     if not spread.ok or spread.test_run is None or spread.test_run.timed_out:
         return measure_tests(sandbox, env, tools, **serial)
     failing = {c.nodeid for c in spread.test_run.cases if c.outcome in ("failed", "error")}
