@@ -27,7 +27,9 @@ It prints, and asserts nothing:
 (b) the wall time of one Prefect flow that submits ``run_pytest``,
     ``run_ruff``, ``run_mypy`` and ``run_bandit`` concurrently on the default
     ThreadPoolTaskRunner (after a warm-up flow run, reported separately, that
-    starts Prefect's ephemeral API);
+    starts Prefect's ephemeral API), pytest as a mission runs it by default
+    (test-impact contexts recorded, the suite spread over one pytest-xdist
+    worker per core where it allows it);
 the ratio (b)/(a) (the goal is <= 0.6), and Prefect's share of (b): the flow's
 wall time minus the longest task run, and minus the sum of the task runs, as a
 percentage of the flow's wall time. mypy's cache is emptied before (a) and (b)
@@ -55,7 +57,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mendflow.core.config import ToolsConfig
+from mendflow.core.config import MendflowConfig, ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv, ToolResult
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect import count_python_loc
@@ -66,6 +68,7 @@ from mendflow.tasks.detect.mypy_run import (
     mypy_command,
     mypy_config_sets_targets,
 )
+from mendflow.tasks.detect.parallel import default_workers
 from mendflow.tasks.detect.pytest_run import pytest_command, target_modules
 from mendflow.tasks.detect.ruff_run import ruff_config_args, ruff_executable
 
@@ -174,6 +177,12 @@ def warm_up_prefect() -> float:
     return time.perf_counter() - start
 
 
+# as a mission's detect step runs pytest by default: test-impact contexts recorded,
+# the suite spread over one xdist worker per core (see the `validation` config section)
+IMPACT = MendflowConfig().validation.select_tests
+WORKERS = MendflowConfig().validation.test_workers or default_workers()
+
+
 def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
     """(b): one flow submitting the four detect tasks concurrently.
 
@@ -191,7 +200,7 @@ def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
     @flow(name="bench-detect")
     def detect() -> tuple[list[Any], list[ToolResult], float]:
         start = time.perf_counter()
-        futures = [run_pytest.submit(sandbox, env, tools, tree),
+        futures = [run_pytest.submit(sandbox, env, tools, tree, IMPACT, WORKERS),
                    run_ruff.submit(sandbox, tools, tree),
                    run_mypy.submit(sandbox, env, tools, tree),
                    run_bandit.submit(sandbox, tools, tree)]

@@ -26,14 +26,25 @@ from mendflow.core.models import (
     LLMUsage,
     Measurement,
     OutputRejected,
+    Patch,
     Patched,
     PatchOutcome,
     Proposal,
     RepoTarget,
     Sandbox,
+    SuiteState,
     TargetEnv,
     TestPlan,
     ValidationReport,
+    ValidationTiming,
+)
+from mendflow.flows.batch import (
+    Pending,
+    confirm_batch,
+    file_hashes,
+    restore,
+    selection_enabled,
+    validate_selected,
 )
 from mendflow.flows.cycle_learning import GroupAttempts, first_failed_gate, no_patch_result
 from mendflow.infra.progress import report_progress
@@ -46,6 +57,7 @@ from mendflow.tasks.detect import (
     run_pytest,
     run_ruff,
 )
+from mendflow.tasks.detect.parallel import default_workers
 from mendflow.tasks.fix import plan_fixes, propose_patch
 from mendflow.tasks.learn.audit import audit_commit
 from mendflow.tasks.learn.strategy import planning_fixer, rank_queue
@@ -75,6 +87,10 @@ class MissionState:
     attempt_log: list[AttemptRecord] = field(default_factory=list)
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
+    validation_timings: list[ValidationTiming] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    batch_base: Measurement | None = None
+    baseline_s: float = 0.0
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)
     rejected_patches: set[str] = field(default_factory=set)
@@ -124,8 +140,11 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     report_progress("detect", f"measuring {label}")
     tree = hash_tree(sandbox)
     tools = config.tools
+    impact = config.validation.select_tests and tools.coverage.enabled
+    workers = config.validation.test_workers or default_workers()
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools)),
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools), impact,
+                          workers),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
@@ -156,31 +175,46 @@ def _test_plan(compared_with: Measurement | None, tools) -> TestPlan | None:
 
 
 def run_iterations(state: MissionState) -> MissionState:
-    """Repeat the M-T-D-V cycle until the target score, max iterations or no progress."""
+    """Repeat the M-T-D-V cycle until the target score, max iterations or no progress.
+
+    Failing tests are attempted even above the target score (a failing test is
+    a defect, not a point of score). Each cycle attempts at most
+    ``mission.max_patches_per_iteration`` candidates; a group whose findings an
+    earlier patch already fixed (or claimed) is skipped and spends no slot.
+    """
     mission = state.config.mission
+    state.batch_base = state.current
     for iteration in range(1, mission.max_iterations + 1):
         if _must_stop(state):
             break
-        if state.current.score >= mission.target_score:
+        queue = rank_queue(state.config, opaque(state.fixable(state.current.findings)),
+                           opaque(state.priors))
+        reached = state.current.score >= mission.target_score
+        if reached:  # a failing test is a defect whatever the score: it is still attempted
+            queue = [f for f in queue if f.category == "test-failure"]
+        groups = [g for g in plan_fixes(planning_fixer(state.config), opaque(queue))
+                  if frozenset(f.id for f in g) not in state.tried] if queue else []
+        if reached and not groups:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
         state.iterations = iteration
-        queue = rank_queue(state.config, opaque(state.fixable(state.current.findings)),
-                           opaque(state.priors))
-        groups = [g for g in plan_fixes(planning_fixer(state.config), opaque(queue))
-                  if frozenset(f.id for f in g) not in state.tried]
         if not groups:
             state.stop_reason = "no fixable findings left"
             break
-        accepted = 0
-        for group in groups[: mission.max_patches_per_iteration]:
+        accepted = attempted = 0
+        for group in groups:
+            if attempted >= mission.max_patches_per_iteration:
+                break
+            live = _live(state, group)
+            if not live:  # an earlier patch of this iteration fixed the group: no slot spent
+                continue
             if state.fixer_disabled or _must_stop(state):
                 break
             state.tried.add(frozenset(f.id for f in group))
-            present = {f.id for f in state.current.findings}
-            live = tuple(f for f in group if f.id in present)
-            if live:  # else an earlier patch of this iteration fixed the group already
-                accepted += fix_group(state, live, iteration)
+            attempted += 1
+            accepted += fix_group(state, live, iteration)
+        if state.pending:  # the iteration's last batch: one full run confirms it
+            confirm_batch(state, _commit_batch)
         if state.fixer_disabled:
             state.stop_reason = state.fixer_disabled
             break
@@ -194,6 +228,15 @@ def run_iterations(state: MissionState) -> MissionState:
     if not state.stop_reason:
         state.stop_reason = "finished"
     return state
+
+
+def _live(state: MissionState, group: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The findings of a group still present in the current tree and claimed by no
+    accepted patch (the cap of a cycle counts candidates really attempted)."""
+    present = {f.id for f in state.current.findings}
+    claimed = {i for o in state.outcomes if o.status == "accepted" for i in o.finding_ids}
+    claimed.update(i for item in state.pending for i in item.patch.finding_ids)
+    return tuple(f for f in group if f.id in present and f.id not in claimed)
 
 
 def _must_stop(state: MissionState) -> bool:
@@ -253,6 +296,7 @@ def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: i
             return 0
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
+        before = file_hashes(state.sandbox.path, patch.files)
         try:
             apply_patch(state.sandbox, patch)
         except PatchRejected as err:
@@ -260,8 +304,18 @@ def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: i
             log.note(proposal, "rejected", gate=err.reason, reason=str(err))
             feedback = str(err)
             continue
+        if selection_enabled(state):
+            verdict = _validate_batched(state, patch, before, iteration)
+            if verdict is None:
+                log.note(proposal, "accepted")  # passed its selected tests; its batch confirms it
+                return 1
+            log.note(proposal, "rejected", reason=verdict[:500])
+            feedback = verdict
+            continue
+        started = time.monotonic()
         try:
             report = _validate(state, patch)
+            state.validation_timings.append(_timing(state, report, time.monotonic() - started))
         except BaseException:
             reset_sandbox.fn(state.sandbox, patch)  # never leave a half-validated tree behind
             raise
@@ -276,6 +330,96 @@ def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: i
         log.note(proposal, "accepted", commit=state.outcomes[-1].commit)
         return 1
     return 0
+
+
+def _validate_batched(state: MissionState, patch: Patch, before: dict[str, str | None],
+                      iteration: int) -> str | None:
+    """Validate an applied candidate by selected tests (else a full run with its batch).
+
+    Returns:
+        None when the candidate was kept (pending its batch's full run, or
+        committed), else the feedback for the fixer's next attempt.
+    """
+    item = None
+    try:
+        syntax = check_patch_syntax(state.sandbox, patch)
+        tests = _test_files_gate(state, patch)
+        gates_ok = syntax.passed and tests.passed  # no test run for a refused patch
+        quick = validate_selected(state, patch, before, syntax) if gates_ok else None
+        if gates_ok and quick is None:  # no usable impact data: a full run, with its batch
+            placeholder = ValidationReport(patch_id=patch.id, accepted=True, gates=(syntax,))
+            state.pending.append(Pending(patch, placeholder, iteration))
+            confirm_batch(state, _commit_batch)
+            accepted = any(o.id == patch.id and o.status == "accepted" for o in state.outcomes)
+            refused = next((v for v in reversed(state.validations) if v.patch_id == patch.id), None)
+            return None if accepted else format_feedback(refused) if refused else "rejected"
+        if quick is None:
+            report = judge_patch(opaque(state.current), opaque(state.current), patch,
+                                 state.config.gates, syntax, tests)
+        else:
+            report, timing = quick
+            state.validation_timings.append(timing)
+        item = Pending(patch, report, iteration)
+    except BaseException:
+        # never leave a half-validated tree behind: the pending candidates go too (a
+        # resumed mission replays them from the cache)
+        restore(state, [*state.pending, Pending(patch, None, iteration)], [])  # type: ignore[arg-type]
+        state.pending = []
+        raise
+    state.validations.append(report)
+    if not report.accepted:
+        restore(state, [*state.pending, item], state.pending)
+        _reject(state, patch, report.reason, iteration, report)
+        return format_feedback(report)
+    state.pending.append(item)
+    if report.after is not None:
+        state.current = report.after
+    report_progress("validate", f"{patch.id} passed its selected tests; "
+                    f"{len(state.pending)} candidate(s) await a full run")
+    if len(state.pending) >= state.config.validation.batch_size:
+        confirm_batch(state, _commit_batch)
+    return None
+
+
+def _commit_batch(state: MissionState, items: list[Pending], after: Measurement) -> None:
+    """Commit the candidates a full run confirmed, one commit each, in order."""
+    restore(state, items, [])
+    for item in items:
+        if state.config.mission.dry_run:
+            state.outcomes.append(_outcome(item.patch, "accepted", "dry run: not committed",
+                                           item.iteration, item.report))
+            continue
+        apply_patch(state.sandbox, item.patch)
+        record = commit_accepted_patch(state.sandbox, item.patch, item.report.summary(),
+                                       state.backups_dir, state.started_at)
+        state.backups.extend(record.backups)
+        state.outcomes.append(_outcome(item.patch, "accepted", None, item.iteration,
+                                       item.report, record.commit))
+        report_progress("commit", f"accepted {item.patch.id} as {record.commit[:10]}")
+    if not state.config.mission.dry_run:
+        state.current = state.batch_base = after
+    else:
+        state.current = state.batch_base
+
+
+def _timing(state: MissionState, report: ValidationReport, duration_s: float) -> ValidationTiming:
+    """The wall time and test count of one validation (``timings.validations``)."""
+    baseline = state.baseline.test_run
+    after = report.after.test_run if report.after is not None else None
+    ran = sum(c.outcome in ("passed", "failed", "error") for c in after.cases) if after else 0
+    return ValidationTiming(patch_id=report.patch_id, duration_s=round(duration_s, 3),
+                            tests_run=ran, tests_total=baseline.collected if baseline else 0,
+                            full_run=report.after is not None)
+
+
+def suite_state(measurement: Measurement) -> SuiteState | None:
+    """Tests passed of those run, and coverage, of one measurement (None: no test run)."""
+    run = measurement.test_run
+    if run is None:
+        return None
+    ran = [c for c in run.cases if c.outcome in ("passed", "failed", "error")]
+    return SuiteState(passed=sum(c.outcome == "passed" for c in ran), total=len(ran),
+                      coverage_percent=run.coverage_percent)
 
 
 def _ask_fixer(state: MissionState, fixer: FixerConfig, group, feedback: str | None,
@@ -325,12 +469,17 @@ def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
     report_progress("validate", f"rejected {patch.id}: {reason}")
 
 
+def _test_files_gate(state: MissionState, patch):
+    """The ``test-files`` gate: the patch leaves the tests and their configuration alone."""
+    pytest_result = state.baseline.result_of("pytest")
+    return check_test_files(state.sandbox, patch,
+                            opaque(pytest_result.test_run if pytest_result else None),
+                            state.config.gates)
+
+
 def _validate(state: MissionState, patch) -> ValidationReport:
     syntax = check_patch_syntax(state.sandbox, patch)
-    pytest_result = state.baseline.result_of("pytest")
-    tests = check_test_files(state.sandbox, patch,
-                             opaque(pytest_result.test_run if pytest_result else None),
-                             state.config.gates)
+    tests = _test_files_gate(state, patch)
     if not syntax.passed or not tests.passed:  # no test run for a refused patch
         return judge_patch(opaque(state.current), opaque(state.current), patch,
                            state.config.gates, syntax, tests)

@@ -5,9 +5,11 @@ The flow only composes tasks and branches on their typed results::
     resolve_target → snapshot_user_checkout → create_sandbox → prepare_target_env
     → measure baseline (pytest+coverage, ruff, mypy, bandit, TODOs: concurrently)
     → repeat up to max_iterations, until the target score:
-          plan_fixes → for each group: propose_patch → apply_patch → check_patch_syntax
-          → measure → judge_patch → commit_accepted_patch | reset_sandbox
-          (a rejected candidate's gate output goes back to the fixer, up to max_attempts)
+          plan_fixes (one group per defect) → for each group: propose_patch → apply_patch
+          → check_patch_syntax → the tests that reach the change + linters → judge_patch
+          → kept pending | reset_sandbox (the gate output goes back to the fixer, up to
+          max_attempts); per batch: one full measure → judge_patch → commit_accepted_patch
+          each, or bisect and blame (see flows/batch.py)
     → write_mission_reports → publish_report → verify_user_checkout
 
 Every git change happens in the sandbox worktree on ``mendflow/<mission-id>``;
@@ -16,6 +18,7 @@ the user's checkout is verified untouched at the end.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,15 @@ from prefect.utilities.annotations import opaque
 from mendflow.core.config import MendflowConfig
 from mendflow.core.fleet import repository_key
 from mendflow.core.learning import choices_markdown
-from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget
+from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget, Timings
 from mendflow.flows.approval import approve_and_deliver
-from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
+from mendflow.flows.cycle import (
+    MissionState,
+    back_up_baseline,
+    measure,
+    run_iterations,
+    suite_state,
+)
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout, mission_dir, state_dir
@@ -185,13 +194,15 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
+    started = time.monotonic()
     baseline = measure(sandbox, env, config, label="baseline")
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
                          started_at=started_at, state_root=state_root,
                          priors=load_priors(config.learning, state_root, str(target.root),
-                                            mission_id))
+                                            mission_id),
+                         baseline_s=round(time.monotonic() - started, 3))
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -257,4 +268,6 @@ def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
         exit_code=state.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
+        timings=Timings(baseline_s=state.baseline_s, validations=tuple(state.validation_timings)),
+        tests_before=suite_state(baseline), tests_after=suite_state(state.current),
     )

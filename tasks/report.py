@@ -35,6 +35,7 @@ from mendflow.core.models import (
 )
 from mendflow.core.sarif import BaselineState, sarif_log
 from mendflow.core.score import ScoreBreakdown
+from mendflow.core.summary import delivered_text, suite_text
 from mendflow.infra.files import write_atomic
 
 REPORT_FILES = ("final_maintenance_report.md", "session_data.json", "validation_results.json",
@@ -141,6 +142,7 @@ def render_markdown(result: MissionResult, validations: Sequence[ValidationRepor
         _findings_section(result),
         _patches_section(result.patches, by_patch),
         _llm_section(result),
+        _timings_section(result),
         _remaining_section(result),
         _branch_section(result),
     ]
@@ -164,6 +166,22 @@ def _llm_section(result: MissionResult) -> str:
     return "\n".join(lines)
 
 
+def _timings_section(result: MissionResult) -> str:
+    """Wall time of the baseline and of each validation, with the tests each one ran."""
+    timings = result.timings
+    if not (timings.baseline_s or timings.validations):
+        return ""
+    lines = ["## Timings", "", f"- Baseline measurement: {timings.baseline_s:.1f} s"]
+    if timings.validations:
+        spent = sum(v.duration_s for v in timings.validations)
+        lines += [f"- Validations: {len(timings.validations)}, {spent:.1f} s in all", "",
+                  "| Patch | Seconds | Tests run | Full run |", "|---|---|---|---|"]
+        lines += [f"| `{_cell(v.patch_id)}` | {v.duration_s:.1f} | {v.tests_run} of "
+                  f"{v.tests_total} | {'yes' if v.full_run else 'no'} |"
+                  for v in timings.validations]
+    return "\n".join(lines)
+
+
 def _summary(result: MissionResult) -> str:
     counts = Counter(p.status for p in result.patches)
     mode = "dry run" if result.dry_run else "backup only" if result.backup_only else "fix"
@@ -178,10 +196,12 @@ def _summary(result: MissionResult) -> str:
         ("Worktree", f"`{result.worktree}`" if result.worktree else "removed"),
         ("Iterations", f"{result.iterations} ({result.stop_reason or 'no stop reason'})"),
         ("Quality score", f"{score.before:.1f} → {score.after:.1f} ({change:+.1f})"),
+        ("Tests", f"{suite_text(result.tests_before)} → {suite_text(result.tests_after)}"),
         ("Findings", f"{len(result.findings)} → {len(result.final_findings)}"),
         ("Patches", ", ".join(f"{counts[s]} {s}" for s in
                               ("accepted", "rejected", "pending_approval", "proposed",
                                "declined"))),
+        ("Delivered", delivered_text(result)),
     ]
     body = "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows)
     return (f"# mendflow maintenance report: {result.mission_id}\n\n"

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from mendflow.cli.supervisor import Supervisor
 from mendflow.core.errors import MendflowError
+from mendflow.core.summary import delivered_text, suite_text
 from mendflow.infra.prefect_api import EarlyServer, spawn_server
 from mendflow.infra.progress import PROGRESS_LOGGER
 
@@ -215,7 +216,14 @@ def _print_summary(result) -> None:
     table.add_row("findings", ", ".join(f"{k} {v}" for k, v in sorted(by_source.items())) or "none")
     table.add_row("patches", ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
     table.add_row("score", f"{result.quality_score.before} → {result.quality_score.after}")
+    table.add_row("tests", f"{suite_text(result.tests_before)} → {suite_text(result.tests_after)}")
+    timings = result.timings
+    if timings.baseline_s or timings.validations:
+        spent = sum(v.duration_s for v in timings.validations)
+        table.add_row("time", f"baseline {timings.baseline_s:.1f} s, "
+                              f"{len(timings.validations)} validation(s) {spent:.1f} s")
     table.add_row("stopped", result.stop_reason)
+    table.add_row("delivered", delivered_text(result))
     table.add_row("branch", result.branch)
     table.add_row("worktree", result.worktree or "")
     table.add_row("report", result.report_dir)

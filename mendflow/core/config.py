@@ -51,6 +51,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     TimeoutsConfig,
 )
 from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits  # noqa: F401  (re-exported)
+from mendflow.core.config_validation import ValidationConfig  # noqa: F401  (re-exported)
 from mendflow.core.errors import ConfigError
 
 # --- the target's Python environment -------------------------------------------------
@@ -199,6 +200,7 @@ class MendflowConfig(Section):
     deployment: DeploymentConfig = DeploymentConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    validation: ValidationConfig = ValidationConfig()
     sandbox: SandboxConfig = SandboxConfig()
     learning: LearningConfig = LearningConfig()
 

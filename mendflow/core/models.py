@@ -59,6 +59,9 @@ class Finding(Contract):
     sources: tuple[str, ...] = Field(
         default=(), description="every 'source:rule' that flagged this same defect, when "
         "several tools did (see mendflow.core.findings.merge_cross_tool); empty = only this one")
+    root_cause: str | None = Field(
+        default=None, description="failing tests: where the defect lives (`path::function` or "
+        "`path` in the code under test); tests sharing it are one defect, fixed by one candidate")
 
 
 class TestCase(Contract):
@@ -405,6 +408,31 @@ class ApprovalRecord(Contract):
     decided_at: str | None = Field(default=None, description="ISO 8601, UTC")
 
 
+class ValidationTiming(Contract):
+    """How long one validation of a candidate took, and how many tests it ran."""
+
+    patch_id: str
+    duration_s: float = Field(description="wall time of the validation, seconds")
+    tests_run: int = Field(description="test cases pytest ran on the patched tree")
+    tests_total: int = Field(description="test cases collected at baseline (the full suite)")
+    full_run: bool = Field(description="the whole suite with coverage and every linter ran")
+
+
+class Timings(Contract):
+    """Where a mission's wall time went (``timings`` of session_data.json)."""
+
+    baseline_s: float = Field(0.0, description="wall time of the baseline measurement, seconds")
+    validations: tuple[ValidationTiming, ...] = ()
+
+
+class SuiteState(Contract):
+    """The test suite at one point of a mission: for the summary table and the report."""
+
+    passed: int = 0
+    total: int = Field(0, description="test cases that ran (passed, failed or errored)")
+    coverage_percent: float | None = None
+
+
 class MissionResult(Contract):
     """The machine-readable result of a mission (``--json`` and session_data.json)."""
 
@@ -428,3 +456,6 @@ class MissionResult(Contract):
     llm_usage: LLMUsage = Field(default_factory=lambda: LLMUsage())
     approval: ApprovalRecord | None = Field(
         default=None, description="approval and delivery; None = autonomy not set")
+    timings: Timings = Field(default_factory=lambda: Timings())
+    tests_before: SuiteState | None = Field(default=None, description="the suite at baseline")
+    tests_after: SuiteState | None = Field(default=None, description="the suite at the end")

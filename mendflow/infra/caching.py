@@ -2,8 +2,9 @@
 
 Prefect's default cache policy includes the flow-run id, so a new run re-uses
 nothing (Prefect 3.8 and 3.9: the default policy hashes the run id). mendflow's
-expensive steps (each tool run, each model call) are cached by their real inputs instead: the task's source, the sandbox
-(which carries the mission id), and the content hash of the tree they look at
+expensive steps (each tool run, each model call) are cached by their real inputs
+instead: the task's source, the sandbox (which carries the mission id), and the
+content hash of the tree they look at
 (and, for a fixer, the findings, the feedback and the attempt number). Their
 results are persisted in Prefect's result storage, so a re-run of the same
 mission, after a crash or a suspend, shows them as Cached and repeats no tool

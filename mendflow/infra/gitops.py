@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import git
 
 from mendflow.core.errors import ConfigError, MendflowError, RepositoryError, SandboxError
 from mendflow.core.models import Sandbox
+from mendflow.infra import busy
 
 # Options passed before every git sub-command.
 GIT_OPTIONS = ("-c", "core.hooksPath=" + os.devnull, "-c", "commit.gpgsign=false",
@@ -135,6 +137,7 @@ def run_git(cwd: Path, *args: str, env: Mapping[str, str] | None = None,
         raise RepositoryError("directory does not exist", subject=str(cwd),
                               hint="check the path; it may have been removed")
     command = ["git", *GIT_OPTIONS, *args]
+    started = time.monotonic()
     try:
         return git.Git(str(cwd)).execute(
             command, env=dict(env) if env else None, strip_newline_in_stdout=False,
@@ -145,6 +148,8 @@ def run_git(cwd: Path, *args: str, env: Mapping[str, str] | None = None,
             return ""
         raise error(f"`git {' '.join(args)}` failed (exit {err.status}): {stderr_tail(err)}",
                     subject=str(cwd), hint=hint) from None
+    finally:
+        busy.record("git", started, time.monotonic())
 
 
 def git_succeeds(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> bool:

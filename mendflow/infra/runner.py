@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from mendflow.core.errors import ToolError
+from mendflow.infra import busy
 from mendflow.infra.owned_processes import register_process, unregister_process
 
 _LIVE: set[subprocess.Popen] = set()
@@ -158,8 +159,10 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         raise ToolsStopped(f"stopped: {argv[0]}")
     if keep_line_endings:
         stdout, stderr = (b.decode("utf-8", "replace") for b in (stdout, stderr))
+    end = time.monotonic()
+    busy.record("tool", start, end)
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
-                         time.monotonic() - start, timed_out)
+                         end - start, timed_out)
 
 
 def stop_all_processes(grace_s: float = 2.0) -> int:

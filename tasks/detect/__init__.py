@@ -31,7 +31,9 @@ from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResu
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect.bandit_run import measure_bandit
+from mendflow.tasks.detect.impact import impact_path
 from mendflow.tasks.detect.mypy_run import measure_mypy
+from mendflow.tasks.detect.parallel import measure_tests_spread
 from mendflow.tasks.detect.pytest_run import measure_tests
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
 from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
@@ -39,7 +41,7 @@ from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
 __all__ = [
     "count_python_loc", "find_todos", "measure_bandit", "measure_mypy", "measure_ruff",
     "measure_tests", "merge_findings", "ruff_config_args", "run_bandit", "run_mypy",
-    "run_pytest", "run_ruff", "scan_todos",
+    "run_pytest", "run_ruff", "run_selected_tests", "scan_todos",
 ]
 
 # Backstops in seconds; the configured per-tool timeouts fire first.
@@ -52,7 +54,8 @@ TODO_TASK_TIMEOUT_S = 600
       timeout_seconds=TEST_TASK_TIMEOUT_S,
       cache_policy=MISSION_STEP, persist_result=True)
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
-               plan: TestPlan | None = None) -> ToolResult:
+               plan: TestPlan | None = None, impact: bool = False,
+               workers: int = 1) -> ToolResult:
     """Run the target's tests under coverage (see :func:`measure_tests`).
 
     Args:
@@ -62,6 +65,10 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
         tree: content hash of the measured tree (cache-key input only).
         plan: per-test timeouts learned from the run this one is compared with
             (None at baseline).
+        impact: also record which tests reach which lines, saved as
+            :func:`~mendflow.tasks.detect.impact.impact_path` of the tree.
+        workers: spread the suite over this many pytest-xdist workers where the
+            suite allows it (:func:`~mendflow.tasks.detect.parallel.measure_tests_spread`).
 
     Returns:
         The ``pytest`` result with its :class:`~mendflow.core.models.TestRun`.
@@ -69,7 +76,31 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
     Raises:
         ToolError: pytest, coverage or the interpreter is missing from the target env.
     """
-    return measure_tests(sandbox, env, tools, plan)
+    return measure_tests_spread(sandbox, env, tools, plan=plan, workers=workers,
+                                impact_file=impact_path(sandbox, tree) if impact else None)
+
+
+@task(name="run-selected-tests", retries=1, retry_delay_seconds=2,
+      retry_condition_fn=retry_if_transient, timeout_seconds=TEST_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True)
+def run_selected_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
+                       select: tuple[str, ...]) -> ToolResult:
+    """Run only the selected tests, without coverage (see :func:`measure_tests`).
+
+    Args:
+        sandbox: the worktree to test.
+        env: the target environment.
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (cache-key input only).
+        select: node ids or test files (:func:`~mendflow.tasks.detect.impact.select_tests`).
+
+    Returns:
+        The ``pytest`` result of those tests only.
+
+    Raises:
+        ToolError: pytest or the interpreter is missing from the target env.
+    """
+    return measure_tests(sandbox, env, tools, select=select)
 
 
 @task(name="run-ruff", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,

@@ -10,6 +10,7 @@ tox.ini, pyproject.toml) apply because both run from the worktree root.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,9 @@ from mendflow.core.models import Sandbox, TargetEnv, TestCase, TestPlan, TestRun
 from mendflow.infra.isolation import run_isolated
 from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
+from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
+from mendflow.tasks.detect.impact import save_impact_map, write_plugin
+from mendflow.tasks.detect.parallel import with_workers
 from mendflow.tasks.detect.pytest_hangs import (
     PLUGIN_MODULE,
     STARTUP_SLACK_S,
@@ -41,8 +45,8 @@ PYTEST_OK_CODES = frozenset({0, 1, 2, 5})
 COVERAGE_REPORT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 60.0
 _PROBE = ("import importlib.util as u, json; "
-          "print(json.dumps([m for m in ('pytest', 'coverage', 'pytest_timeout', 'pytest_cov') "
-          "if u.find_spec(m) is not None]))")
+          "print(json.dumps([m for m in ('pytest', 'coverage', 'pytest_timeout', 'pytest_cov', "
+          "'xdist') if u.find_spec(m) is not None]))")
 
 
 @lru_cache(maxsize=64)
@@ -154,7 +158,8 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
 
 
 def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
-                  plan: TestPlan | None = None) -> ToolResult:
+                  plan: TestPlan | None = None, *, impact_file: Path | None = None,
+                  select: tuple[str, ...] | None = None, workers: int = 1) -> ToolResult:
     """Run the target's test suite under coverage and report tests and coverage.
 
     With pytest-timeout in the target env, hanging tests stay cheap (see
@@ -172,6 +177,14 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
         plan: per-test timeouts learned from an earlier run
             (:func:`mendflow.core.hangs.plan_test_timeouts`); None: ``first_timeout_s``
             for every test (a baseline).
+        impact_file: where to save the test-impact map (which tests reach which
+            lines: coverage.py contexts, see :mod:`mendflow.tasks.detect.impact`);
+            None records none. Only with coverage enabled.
+        select: run only these node ids (or test files), without coverage: the
+            first validation of a candidate; None runs the whole suite.
+        workers: more than 1 spreads the suite over that many pytest-xdist workers,
+            each measured by coverage in parallel mode (needs xdist in the target
+            env and coverage enabled; see :mod:`mendflow.tasks.detect.parallel`).
 
     Returns:
         A ``pytest`` :class:`ToolResult` whose ``test_run`` holds every test case
@@ -186,6 +199,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
     """
     if not tools.pytest.enabled:
         return ToolResult(tool="pytest", ok=True)
+    if select is not None and not select:  # no test reaches the change: nothing to run
+        return ToolResult(tool="pytest", ok=True, test_run=TestRun(collected=0))
     available = target_modules(env, sandbox.path)
     needed = ["pytest", *(["coverage"] if tools.coverage.enabled else [])]
     for module in needed:
@@ -200,6 +215,9 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
     with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
         out_dir = Path(tmp)
         environ = tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")})
+        if select is not None:
+            tools = tools.model_copy(update={"coverage": tools.coverage.model_copy(
+                update={"enabled": False})})
 
         def build(junit: Path, seconds: float | None = None) -> list[str]:
             return pytest_command(sandbox.path, env, tools, out_dir, available, junit=junit,
@@ -210,6 +228,12 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
         if timeouts:
             main_env = install_plugin(out_dir, "main", plan, environ)
             command += [f"--deselect={nodeid}" for nodeid in plan.hung]
+        if select is not None:
+            command += ["--", *select]
+        elif impact_file is not None and tools.coverage.enabled:
+            command, main_env = _with_contexts(command, main_env, out_dir)
+        if workers > 1 and select is None and tools.coverage.enabled and "xdist" in available:
+            command, main_env = with_workers(command, main_env, out_dir, workers)
         runner = partial(run_isolated, target_env=env, worktree=sandbox.path, writable=(out_dir,))
         proc, side = _main_and_known_hangs(sandbox, runner, command, main_env, tools, plan, build,
                                            out_dir, environ if timeouts else None)
@@ -229,7 +253,8 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             cases += known_hangs(side, plan)
         coverage, coverage_error = None, None
         if tools.coverage.enabled:
-            coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ)
+            coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ,
+                                                        impact_file)
             if not cases and coverage is None:
                 coverage_error = None  # no test ran, so there is no coverage data to report
     duration = round(time.monotonic() - start, 3)
@@ -280,8 +305,21 @@ def _with_second_chances(sandbox: Sandbox, build, cases: list[TestCase], tools: 
     return [again.get(case.nodeid, case) for case in cases]
 
 
-def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str]):
+def _with_contexts(command: list[str], environ: dict[str, str],
+                   out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Load the context-switching plugin (from ``out_dir``) into the test run."""
+    write_plugin(out_dir)
+    path = environ.get("PYTHONPATH")
+    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
+    at = command.index("pytest") + 1
+    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
+
+
+def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
+                     impact_file: Path | None = None):
     """Combine parallel data files if any, write ``coverage json`` and parse it.
+
+    With ``impact_file``, the report shows contexts and the impact map is saved there.
 
     Returns:
         ``(report, None)``, or ``(None, error text)`` when coverage failed.
@@ -292,11 +330,14 @@ def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: d
                      worktree=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ,
                      writable=(out_dir,))
     report = out_dir / "coverage.json"
-    proc = run_isolated([python, "-m", "coverage", "json", "-i", "-o", str(report)],
+    contexts = ["--show-contexts"] if impact_file is not None else []
+    proc = run_isolated([python, "-m", "coverage", "json", "-i", *contexts, "-o", str(report)],
                         target_env=env, worktree=sandbox.path,
                         timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
+    if impact_file is not None:
+        save_impact_map(report, sandbox.path, impact_file)
     try:
         return parse_coverage_json(report, sandbox.path), None
     except ToolError as err:

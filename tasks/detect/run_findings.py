@@ -11,6 +11,7 @@ from mendflow.core.findings import SourceIndex, disambiguate, make_finding
 from mendflow.core.models import Finding, TestCase, TestRun
 from mendflow.tasks.detect.common import is_library_path
 from mendflow.tasks.detect.pytest_reports import CollectionError, line_ranges
+from mendflow.tasks.detect.root_cause import RootCauses
 
 MESSAGE_CHARS = 300
 
@@ -31,6 +32,7 @@ def findings_from_test_run(root: Path, run: TestRun,
         The findings, ids made unique with :func:`mendflow.core.findings.disambiguate`.
     """
     index = SourceIndex(root)
+    causes = RootCauses(root)
     found: list[Finding] = []
     for error in collection_errors:
         found.append(make_finding(
@@ -39,7 +41,7 @@ def findings_from_test_run(root: Path, run: TestRun,
             message=_short(f"cannot collect {error.path}: {error.message}"),
             detail=error.detail or None))
     for case in run.cases:
-        finding = _case_finding(index, case, tools.pytest.slow_test_s)
+        finding = _case_finding(index, causes, case, tools.pytest.slow_test_s)
         if finding is not None:
             found.append(finding)
     for file in run.files:
@@ -56,7 +58,8 @@ def findings_from_test_run(root: Path, run: TestRun,
     return disambiguate(found)
 
 
-def _case_finding(index: SourceIndex, case: TestCase, slow_s: float) -> Finding | None:
+def _case_finding(index: SourceIndex, causes: RootCauses, case: TestCase,
+                  slow_s: float) -> Finding | None:
     path = case.path or case.nodeid.split("::", 1)[0]
     if case.timed_out:  # a hang is a bug (an infinite loop, a deadlock), not noise
         return make_finding(
@@ -71,7 +74,7 @@ def _case_finding(index: SourceIndex, case: TestCase, slow_s: float) -> Finding 
             index, source="pytest", rule=rule, path=path, line=case.line, key=case.nodeid,
             test_id=case.nodeid, severity="high", category="test-failure",
             message=_short(f"{case.nodeid} {verb}" + (f": {reason[0]}" if reason else "")),
-            detail=case.detail)
+            detail=case.detail, root_cause=causes.key(case))
     if case.outcome == "passed" and case.duration_s > slow_s:
         return make_finding(
             index, source="pytest", rule="slow-test", path=path, line=case.line,

@@ -44,6 +44,7 @@ from mendflow.core.models import (
     ProposalBase,
     Sandbox,
 )
+from mendflow.infra import busy
 from mendflow.infra.budget import Budget, Usage, mission_budget
 from mendflow.infra.timeouts import LLM_STEP, record_duration
 from mendflow.tasks.fix.context import build_context
@@ -51,6 +52,34 @@ from mendflow.tasks.fix.edits import edits_to_patch
 from mendflow.tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
 
 _RETRYABLE_STATUS = {408, 409, 429}
+MAX_GROUP = 8
+"""Failing tests of one defect shown to the model in one call (the prompt stays small)."""
+
+
+def group_by_root_cause(findings: Sequence[Finding],
+                        max_group: int = MAX_GROUP) -> list[tuple[Finding, ...]]:
+    """Group findings by ``root_cause``, keeping the order of each group's first finding.
+
+    Args:
+        findings: ranked findings; those without a root cause stay single.
+        max_group: the most findings in one group; a larger defect is split in order.
+
+    Returns:
+        The groups (tuples of findings), in order.
+    """
+    groups: list[list[Finding]] = []
+    open_group: dict[str, list[Finding]] = {}
+    for finding in findings:
+        key = finding.root_cause
+        current = open_group.get(key) if key else None
+        if current is None or len(current) >= max_group:
+            current = [finding]
+            groups.append(current)
+            if key:
+                open_group[key] = current
+        else:
+            current.append(finding)
+    return [tuple(group) for group in groups]
 
 
 P = TypeVar("P", bound=ProposalBase)
@@ -104,8 +133,13 @@ class LLMFixer:
         return self.budget or mission_budget(sandbox.mission_id, self.limits)
 
     def plan(self, findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
-        """One group per finding a model should look at; failing tests first.
+        """One group per defect a model should look at; failing tests first.
 
+        Failing tests that share a root cause (``Finding.root_cause``: the
+        definition in the code under test their tracebacks or calls lead to) are
+        one defect and so one group, of at most ``MAX_GROUP`` tests (the rest of
+        a larger one form further groups, which the mission skips once an earlier
+        patch fixed them). Every other finding is its own group.
         Left out: ruff findings ruff can fix itself (the offline fixer's),
         info-level findings (TODOs, slow tests), coverage gaps and notebooks.
 
@@ -113,13 +147,14 @@ class LLMFixer:
             findings: the ranked queue (most important first).
 
         Returns:
-            Single-finding groups, failing tests first, otherwise in queue order.
+            Groups, failing tests first, otherwise in the order of each group's
+            first finding in the queue.
         """
         chosen = [f for f in findings
                   if f.severity != "info" and f.source not in self.skip_sources
                   and not (f.source == "ruff" and f.fixable) and not f.path.endswith(".ipynb")]
         chosen.sort(key=lambda f: 0 if f.source in ("pytest", "runtime") else 1)
-        return [(f,) for f in chosen]
+        return group_by_root_cause(chosen)
 
     def propose(self, sandbox: Sandbox, group: Sequence[Finding], *, feedback: str | None = None,
                 attempt: int = 1) -> Proposal:
@@ -208,7 +243,10 @@ class LLMFixer:
             PatchRejected: the body could not be parsed.
         """
         started = time.monotonic()
-        answer = self._call(user_text)
+        try:
+            answer = self._call(user_text)
+        finally:
+            busy.record("model", started, time.monotonic())
         record_duration(sandbox.repo_root, LLM_STEP, time.monotonic() - started,
                         state_dir=self.state_dir)
         return answer

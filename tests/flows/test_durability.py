@@ -79,7 +79,8 @@ def test_sigint_stops_cleanly_with_130_and_the_mission_resumes(make_repo, tmp_pa
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
-        if not line or "measuring candidate" in line:
+        if not line or any(step in line for step in ("measuring candidate", "reach the change",
+                                                     "measuring batch")):
             break
     time.sleep(0.5)  # inside the candidate's validation
     proc.send_signal(signal.SIGINT)

@@ -1,0 +1,128 @@
+"""Test-impact data from a real coverage run with contexts, and selection's fallbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from mendflow.core.models import Patch
+from mendflow.tasks.detect import measure_tests
+from mendflow.tasks.detect.impact import (
+    changed_lines,
+    content_hash,
+    load_impact_map,
+    select_tests,
+)
+from tests.helpers.detect import TARGET_ENV, new_repo, only, sandbox_for, worktree_status
+
+FILES = {
+    "shop/__init__.py": "",
+    "shop/calc.py": """
+        LIMIT = 10
+
+
+        def add(a, b):
+            return a + b
+
+
+        def mul(a, b):
+            return a * b
+        """,
+    "tests/__init__.py": "",
+    "tests/test_calc.py": """
+        from shop.calc import add, mul
+
+
+        def test_add():
+            assert add(1, 2) == 3
+
+
+        def test_add_again():
+            assert add(0, 0) == 0
+
+
+        def test_mul():
+            assert mul(2, 3) == 7
+        """,
+}
+MUL_DIFF = """\
+diff --git a/shop/calc.py b/shop/calc.py
+--- a/shop/calc.py
++++ b/shop/calc.py
+@@ -8,2 +8,2 @@ def add(a, b):
+ def mul(a, b):
+-    return a * b
++    return a * b + 1
+"""
+ADD_DIFF = MUL_DIFF.replace("@@ -8,2 +8,2 @@ def add(a, b):\n def mul(a, b):\n-    return a * b\n"
+                            "+    return a * b + 1\n",
+                            "@@ -4,2 +4,2 @@\n def add(a, b):\n-    return a + b\n"
+                            "+    return b + a\n")
+LIMIT_DIFF = MUL_DIFF.replace("@@ -8,2 +8,2 @@ def add(a, b):\n def mul(a, b):\n-    return a * b\n"
+                              "+    return a * b + 1\n",
+                              "@@ -1,1 +1,1 @@\n-LIMIT = 10\n+LIMIT = 11\n")
+
+
+def patch(diff: str, files=("shop/calc.py",)) -> Patch:
+    return Patch(id="p", fixer="t", finding_ids=(), diff=diff, files=files, title="t")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    repo = new_repo(tmp_path_factory.mktemp("impact") / "repo", FILES)
+    target = tmp_path_factory.mktemp("impact-data") / "map.json"
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, only(pytest={}, coverage={}),
+                           impact_file=target)
+    assert result.ok and worktree_status(repo) == ""
+    return repo, load_impact_map(target)
+
+
+def test_a_change_selects_the_tests_that_reach_it_plus_the_failing_ones(recorded):
+    repo, impact = recorded
+    before = {"shop/calc.py": content_hash(repo / "shop/calc.py")}
+    assert changed_lines(patch(ADD_DIFF)) == {"shop/calc.py": {5}}
+    add = select_tests(impact, patch(ADD_DIFF), before, set())
+    assert add.nodeids == ("tests/test_calc.py::test_add", "tests/test_calc.py::test_add_again")
+    failing = {"tests/test_calc.py::test_mul"}
+    assert select_tests(impact, patch(ADD_DIFF), before, failing).nodeids == (
+        "tests/test_calc.py::test_add", "tests/test_calc.py::test_add_again",
+        "tests/test_calc.py::test_mul")
+    assert select_tests(impact, patch(MUL_DIFF), before, set()).nodeids == (
+        "tests/test_calc.py::test_mul",)
+
+
+def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded):
+    repo, impact = recorded
+    fresh = {"shop/calc.py": content_hash(repo / "shop/calc.py")}
+    missing = select_tests(None, patch(MUL_DIFF), fresh, set())
+    assert missing.nodeids is None and "no test-impact data" in missing.reason
+    stale = select_tests(impact, patch(MUL_DIFF), {"shop/calc.py": "0" * 64}, set())
+    assert stale.nodeids is None and "changed since" in stale.reason
+    unknown = select_tests(impact, patch(MUL_DIFF.replace("shop/calc.py", "shop/new.py"),
+                                         ("shop/new.py",)), {"shop/new.py": None}, set())
+    assert unknown.nodeids is None and "not in the test-impact data" in unknown.reason
+    import_time = select_tests(impact, patch(LIMIT_DIFF), fresh, set())
+    assert import_time.nodeids is None and "import time" in import_time.reason
+
+
+def test_the_selected_tests_run_alone_without_coverage(recorded):
+    repo, _ = recorded
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, only(pytest={}, coverage={}),
+                           select=("tests/test_calc.py::test_mul",))
+    assert [c.nodeid for c in result.test_run.cases] == ["tests/test_calc.py::test_mul"]
+    assert result.test_run.coverage_percent is None
+
+
+def test_lines_map_back_through_an_earlier_candidate_of_the_same_file(recorded):
+    repo, impact = recorded
+    # an earlier candidate inserted two lines above mul: mul's body is now line 10
+    earlier = ("diff --git a/shop/calc.py b/shop/calc.py\n--- a/shop/calc.py\n"
+               "+++ b/shop/calc.py\n@@ -5,1 +5,3 @@ def add(a, b):\n     return a + b\n"
+               "+\n+# sum\n")
+    later = MUL_DIFF.replace("@@ -8,2 +8,2 @@", "@@ -10,2 +10,2 @@")
+    stale = {"shop/calc.py": "0" * 64}  # the file differs from the recorded one: it was patched
+    chosen = select_tests(impact, patch(later), stale, set(), [earlier])
+    assert chosen.nodeids == ("tests/test_calc.py::test_mul",)
+    on_added = MUL_DIFF.replace("@@ -8,2 +8,2 @@ def add(a, b):\n def mul(a, b):\n"
+                                "-    return a * b\n+    return a * b + 1\n",
+                                "@@ -7,1 +7,1 @@\n-# sum\n+# the sum\n")
+    assert select_tests(impact, patch(on_added), stale, set(), [earlier]).nodeids is None

@@ -1,0 +1,124 @@
+"""Failing tests grouped by root cause: real pytest failures, one group per defect."""
+
+from __future__ import annotations
+
+import pytest
+
+from mendflow.core.config import LLMBudget, LLMPolicy
+from mendflow.tasks.detect import measure_tests
+from mendflow.tasks.fix.llm import LLMFixer, group_by_root_cause
+from tests.helpers.detect import TARGET_ENV, new_repo, only, sandbox_for
+
+# Four defects: add (found through the assertion's call), first (raises inside
+# the library: the innermost repository frame), mul (through a helper the test
+# calls: the one definition the test exercises) and fmt in another module.
+FILES = {
+    "shop/__init__.py": "",
+    "shop/calc.py": """
+        def add(a, b):
+            return a - b
+
+
+        def mul(a, b):
+            return a * b + 1
+
+
+        def first(items):
+            return items[len(items)]
+
+
+        def _index(items, i):
+            return items[i + 5]
+
+
+        def pick(items, i):
+            return _index(items, i)
+        """,
+    "shop/text.py": """
+        def fmt(value):
+            return "<" + str(value)
+        """,
+    "tests/__init__.py": "",
+    "tests/test_calc.py": """
+        from shop import calc
+        from shop.calc import add, first, mul, pick
+
+
+        def test_add_small():
+            assert add(1, 2) == 3
+
+
+        def test_add_negative():
+            total = 0
+            assert add(-1, total - 1) == -2
+
+
+        def test_mul():
+            got = [mul(x, 2) for x in (1, 2)]
+            assert got == [2, 4]
+
+
+        def test_first_one():
+            assert first([1]) == 1
+
+
+        def test_first_two():
+            assert calc.first([1, 2]) == 1
+
+
+        def test_pick():
+            assert pick([5, 6], 0) == 5
+
+
+        def test_ok():
+            assert add(0, 0) == 0
+        """,
+    "tests/test_text.py": """
+        from shop.text import fmt
+
+
+        def test_fmt():
+            assert fmt(1) == "<1>"
+
+
+        def test_fmt_zero():
+            assert fmt(0) == "<0>"
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def findings(tmp_path_factory):
+    repo = new_repo(tmp_path_factory.mktemp("roots") / "repo", FILES)
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, only(pytest={}))
+    return [f for f in result.findings if f.rule == "test-failure"]
+
+
+def test_each_failing_test_names_its_defect(findings):
+    causes = {f.test_id.split("::")[-1]: f.root_cause for f in findings}
+    assert causes == {
+        "test_add_small": "shop/calc.py::add",
+        "test_add_negative": "shop/calc.py::add",
+        "test_mul": "shop/calc.py::mul",
+        "test_first_one": "shop/calc.py::first",
+        "test_first_two": "shop/calc.py::first",
+        "test_pick": "shop/calc.py::_index",
+        "test_fmt": "shop/text.py::fmt",
+        "test_fmt_zero": "shop/text.py::fmt",
+    }
+
+
+def test_the_model_fixer_plans_one_group_per_defect(findings):
+    fixer = LLMFixer(LLMPolicy(), LLMBudget())
+    groups = fixer.plan(findings)
+    names = sorted(sorted(f.test_id.split("::")[-1] for f in g) for g in groups)
+    assert names == [["test_add_negative", "test_add_small"], ["test_first_one", "test_first_two"],
+                     ["test_fmt", "test_fmt_zero"], ["test_mul"], ["test_pick"]]
+
+
+def test_a_large_defect_is_split_in_order_and_unknown_causes_stay_single(findings):
+    unknown = findings[0].model_copy(update={"id": "x1", "root_cause": None})
+    same = [f for f in findings if f.root_cause == "shop/calc.py::add"]
+    groups = group_by_root_cause([*same, unknown, unknown.model_copy(update={"id": "x2"})],
+                                 max_group=1)
+    assert [[f.id for f in g] for g in groups] == [[same[0].id], [same[1].id], ["x1"], ["x2"]]
