@@ -27,7 +27,6 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from prefect import task
@@ -44,6 +43,7 @@ from mendflow.core.models import (
     TestRun,
     ValidationReport,
 )
+from mendflow.core.paths import matches_any
 from mendflow.tasks.validate_sandbox import gate_sandbox
 from mendflow.tasks.validate_tests import gate_test_files as test_files_gate
 
@@ -332,21 +332,12 @@ def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:
 
 
 def glob_match(path: str, pattern: str) -> bool:
-    """Match a POSIX path against a glob where ``**`` spans any number of directories.
+    """Match a POSIX path against one gitignore-style pattern (:func:`mendflow.core.paths.matches_any`).
 
-    ``*``, ``?`` and ``[...]`` match within one path segment (:func:`fnmatch.fnmatchcase`
-    per segment), so ``**/test_*.py`` matches ``test_a.py`` and ``pkg/test_a.py``
-    but not ``pkg/test_utils/helpers.py``; ``tests/**`` matches everything under ``tests/``.
+    ``**/test_*.py`` matches ``test_a.py`` and ``pkg/test_a.py`` but not
+    ``pkg/test_utils/helpers.py``; ``tests/**`` matches everything under ``tests/``.
     """
-    return _match_parts(path.strip("/").split("/"), pattern.strip("/").split("/"))
-
-
-def _match_parts(parts: list[str], pats: list[str]) -> bool:
-    if not pats:
-        return not parts
-    if pats[0] == "**":
-        return any(_match_parts(parts[i:], pats[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatchcase(parts[0], pats[0]) and _match_parts(parts[1:], pats[1:])
+    return matches_any(path, (pattern,))
 
 
 def describe_finding(finding: Finding) -> str:

@@ -27,12 +27,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
-import pathspec
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config import GatesConfig
 from mendflow.core.models import GateResult, Patch, Sandbox, TestRun
+from mendflow.core.paths import matches_any
 from mendflow.infra.gitops import run_git
 
 ALWAYS_TEST_CONFIG = frozenset({"pytest.ini", "tox.ini", "noxfile.py", ".coveragerc",
@@ -75,7 +75,7 @@ def why_test_file(path: str, *, collected: Iterable[str], globs: Sequence[str],
     if name == "conftest.py":
         return "a conftest.py"
     for glob in globs:
-        if pathspec.GitIgnoreSpec.from_lines([glob]).match_file(path):
+        if matches_any(path, (glob,)):
             return f"matches {glob}"
     if name in ALWAYS_TEST_CONFIG:
         return f"test configuration ({name})"
@@ -86,7 +86,7 @@ def why_test_file(path: str, *, collected: Iterable[str], globs: Sequence[str],
         return "test configuration (pyproject.toml [tool.pytest]/[tool.coverage]/[tool.mendflow])"
     if name == "setup.cfg" and _SETUP_CFG_TEST.search(texts):
         return "test configuration (setup.cfg [tool:pytest]/[coverage:*])"
-    if pathspec.GitIgnoreSpec.from_lines(CI_PATTERNS).match_file(path):
+    if matches_any(path, CI_PATTERNS):
         return "a CI file"
     return None
 

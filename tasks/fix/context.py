@@ -30,6 +30,7 @@ from pathlib import Path
 
 from mendflow.core.config import DEFAULT_LLM_DENYLIST
 from mendflow.core.models import Finding, Sandbox
+from mendflow.core.paths import matches_any
 from mendflow.infra.runner import SECRET_NAME
 from mendflow.tasks.fix import source_nav as nav
 
@@ -53,15 +54,11 @@ class _Snippet:
 def matches_denylist(path: str, globs: Sequence[str]) -> bool:
     """True when a repository-relative POSIX path matches one of the globs.
 
-    ``*`` also matches ``/`` (so ``secrets/**`` covers every depth), and a
-    glob starting with ``**/`` also matches at the root (``**/.env*`` covers ``.env``).
+    Gitignore-style patterns (:func:`mendflow.core.paths.matches_any`): ``secrets/``
+    or ``secrets/**`` cover every depth, ``**/.env*`` and ``.env*`` also match at
+    the root.
     """
-    for glob in globs:
-        if fnmatch.fnmatchcase(path, glob):
-            return True
-        if glob.startswith("**/") and fnmatch.fnmatchcase(path, glob[3:]):
-            return True
-    return False
+    return matches_any(path, globs)
 
 
 SECRET_FILES = (".env*", "*.pem", "*.key", "id_*")
