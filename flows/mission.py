@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
-from mendflow.core.models import MissionResult, QualityScore, RepoTarget
+from mendflow.core.models import BaselineTests, MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
@@ -180,4 +180,5 @@ def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
         exit_code=state.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
+        baseline_tests=BaselineTests.of(baseline.test_run),
     )

@@ -241,12 +241,13 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, doctor
+    from mendflow.cli import approvals, doctor, evolve
     from mendflow.deployments import serve
 
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
+    evolve.register(app)  # evolve serve | run | history | status
 
 
 _register_commands()
