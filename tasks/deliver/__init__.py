@@ -167,10 +167,11 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
         new, dupes = split_duplicates(plan_pulls(result, approved, config.group), open_pulls)
         done["dupes"] = [i for p in dupes for i in p.patch_ids]
         room, limit = capacity(len(open_pulls), opened_at, config.max_open_prs,
-                               config.max_prs_per_hour, datetime.now(timezone.utc))
+                               config.max_prs_per_hour, datetime.now(timezone.utc), len(new))
         if remote.forge is None:
             room, limit = len(new), None
         done["held"] = [i for p in new[room:] for i in p.patch_ids]
+        limit = limit if done["held"] else None
         if done["held"]:
             logger.warning("delivery limit: %s; %d patch(es) wait: %s", limit,
                            len(done["held"]), ", ".join(done["held"]))

@@ -90,8 +90,8 @@ def stale_pulls(open_pulls: Sequence[PullInfo], present: set[str]) -> list[PullI
 
 
 def capacity(open_count: int, opened_at: Sequence[str], max_open: int,
-             max_per_hour: int | None, now: datetime) -> tuple[int, str | None]:
-    """How many PRs this cycle may open, and which limit binds (None = no limit reached).
+             max_per_hour: int | None, now: datetime, wanted: int = 0) -> tuple[int, str | None]:
+    """How many PRs this cycle may open, and the limit that binds (None = none binds).
 
     Args:
         open_count: mendflow PRs open now.
@@ -99,16 +99,19 @@ def capacity(open_count: int, opened_at: Sequence[str], max_open: int,
         max_open: ``delivery.max_open_prs``.
         max_per_hour: ``delivery.max_prs_per_hour`` (None = no cap).
         now: the current time (aware).
+        wanted: PRs the cycle would open; a limit binds when the room is below it.
     """
     room = max(0, max_open - open_count)
-    reason = f"max_open_prs ({max_open}) reached: {open_count} open" if room == 0 else None
+    reason = None
+    if room < max(wanted, 1):
+        reason = f"max_open_prs ({max_open}) reached: {open_count} open"
     if max_per_hour is not None:
         hour_ago = now - timedelta(hours=1)
         recent = sum(1 for t in opened_at if datetime.fromisoformat(t) > hour_ago)
         hourly = max(0, max_per_hour - recent)
         if hourly < room:
             room = hourly
-            if hourly == 0 and reason is None:
+            if hourly < max(wanted, 1):
                 reason = (f"max_prs_per_hour ({max_per_hour}) reached: {recent} opened in "
                           "the last hour")
     return room, reason

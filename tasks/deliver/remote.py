@@ -47,13 +47,13 @@ def auth_env(url: str | None, token: SecretStr | None, forge: str | None) -> dic
 def _push_error(remote: str, branch: str, err: str) -> DeliveryError:
     text = err.strip()[-400:]
     lowered = text.lower()
-    if "protected" in lowered or "pre-receive hook declined" in lowered:
+    if ("does not appear to be a git repository" in lowered or "repository not found" in lowered
+            or "could not read from remote" in lowered):
+        reason, hint = "remote-gone", f"check `git remote get-url {remote}`"
+    elif "protected branch" in lowered or "pre-receive hook declined" in lowered:
         reason, hint = "protected", "the remote protects this branch: allow mendflow/* pushes"
     elif "non-fast-forward" in lowered or "fetch first" in lowered or "rejected" in lowered:
         reason, hint = "push-rejected", "the remote branch has other commits: nothing was forced"
-    elif ("does not appear to be a git repository" in lowered or "not found" in lowered
-          or "could not read from remote" in lowered):
-        reason, hint = "remote-gone", f"check `git remote get-url {remote}`"
     elif "403" in lowered or "401" in lowered or "authentication" in lowered:
         reason, hint = "push-auth", "the token may not push: check its scope"
     else:
