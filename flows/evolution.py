@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -61,6 +61,7 @@ from mendflow.tasks.evolve import (
     publish_cycle,
     thresholds_missed,
 )
+from mendflow.tasks.evolve.deployment import apply_interval, find_skipped
 
 DASHBOARD_TITLE = "mendflow dashboard"
 
@@ -109,6 +110,8 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
     config = load_config(config_file)
     cycle = Cycle(path, config, config_file)
     logger = get_run_logger()
+    if runtime.deployment.id:
+        _record_skipped(cycle, str(runtime.deployment.id))
     try:
         record = _run_cycle(cycle)
     except MendflowError as err:
@@ -117,6 +120,28 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
                               error=str(err).splitlines()[0])
         cycle.state = cycle.state.model_copy(update={"pending": True})
     return _finish(cycle, record)
+
+
+def _record_skipped(cycle: Cycle, deployment_id: str) -> None:
+    """Append a ``skipped`` record for each overlapping run Prefect cancelled (limit 1)."""
+    history = read_history(cycle.folder)
+    since = datetime.fromisoformat(history[-1].started_at) if history else \
+        datetime.now(timezone.utc) - timedelta(days=1)
+    try:
+        skipped = find_skipped(deployment_id, since - timedelta(seconds=1))
+    except Exception as err:  # the API is down: the next cycle looks again
+        get_run_logger().warning("could not read skipped cycles: %s", err)
+        return
+    known = set(cycle.state.skipped_runs)
+    for run_id, when in skipped:
+        if run_id in known:
+            continue
+        append_record(cycle.folder, CycleRecord(
+            cycle=1, started_at=when, duration_s=0.0, status="skipped", flow_run_id=run_id,
+            head_before=cycle.state.last_tip, head_after=cycle.state.last_tip,
+            note="skipped: the previous cycle was still running (deployment concurrency 1)"))
+        known.add(run_id)
+    cycle.state = cycle.state.model_copy(update={"skipped_runs": tuple(sorted(known))[-100:]})
 
 
 def _run_cycle(cycle: Cycle) -> CycleRecord:
@@ -279,7 +304,11 @@ def _finish(cycle: Cycle, record: CycleRecord) -> CycleRecord:
     """Back off or come back, save the state, append the record, publish, emit, notify."""
     config, logger = cycle.config, get_run_logger()
     delivery = cycle.delivery
+    before = cycle.state.interval_s or config.evolution.interval_s
     record = _apply_backoff(cycle, record, delivery)
+    if runtime.deployment.id and record.interval_s and record.interval_s != before:
+        logger.info("interval %g s → %g s", before, record.interval_s)
+        apply_interval(str(runtime.deployment.id), record.interval_s)
     record = append_record(cycle.folder, record)
     history = read_history(cycle.folder)
     dashboard = _dashboard(record, delivery)
@@ -318,12 +347,26 @@ def _apply_backoff(cycle: Cycle, record: CycleRecord, delivery: PullDelivery) ->
     opened += [now.isoformat()] * len(delivery.opened)
     open_prs = tuple(dict.fromkeys([*state.open_prs, *(p.number for p in delivery.opened)]))
     closed = {p.number for p in delivery.closed}
+    restart = bool(moved and record.head_before and cycle.root
+                   and (evo.auto_restart or runs_own_code(cycle.root)))
+    if restart:
+        get_run_logger().warning("the loop's own code changed (%s → %s): restart requested",
+                                 (record.head_before or "?")[:10], (record.head_after or "?")[:10])
     cycle.state = state.model_copy(update={
+        "restart_requested": restart or state.restart_requested,
         "last_tip": record.head_after or state.last_tip, "plateau": plateau,
         "interval_s": interval, "opened_at": tuple(opened),
         "open_prs": tuple(n for n in open_prs if n not in closed)})
     write_state(cycle.folder, cycle.state)
-    return record.model_copy(update={"interval_s": interval})
+    return record.model_copy(update={"interval_s": interval, "restarted": restart})
+
+
+def runs_own_code(root: Path) -> bool:
+    """Does the loop maintain the checkout its own code (the ``mendflow`` package) runs from?"""
+    import mendflow
+
+    code = Path(mendflow.__file__).resolve().parent
+    return code.is_relative_to(Path(root).resolve())
 
 
 def _dashboard(record: CycleRecord, delivery: PullDelivery) -> str:

@@ -78,3 +78,5 @@ class LoopState(Contract):
     plateau: int = Field(0, description="cycles in a row without an accepted patch")
     interval_s: float | None = None
     restart_requested: bool = False
+    skipped_runs: tuple[str, ...] = Field((), description="cancelled overlapping flow runs "
+                                          "already recorded as skipped (the newest 100)")

@@ -34,7 +34,7 @@ def _mission(tmp_path: Path, make_repo) -> MissionResult:
                              category="lint", path=n, message="unused") for n in ("a.py", "b.py"))
     patches = tuple(PatchOutcome(id=f"p-{n}", finding_ids=(f"f-{n}",), fixer="ruff",
                                  status="accepted", commit=c, title=f"fix {n}")
-                    for n, c in zip(("a.py", "b.py"), commits))
+                    for n, c in zip(("a.py", "b.py"), commits, strict=True))
     return MissionResult(mission_id="m-1", flow_run_id=None, status="completed",
                          repository=str(work), base_commit=base, branch="mendflow/m-1",
                          findings=findings, patches=patches,
