@@ -85,3 +85,21 @@ def test_served_evolution_loop(prefect_server, tmp_path):
     assert pushed.strip(), "the cycle's branch was not pushed"
     unchanged = [r for r in ran if r["status"] == "unchanged"]
     assert all(r["duration_s"] < 2.0 for r in unchanged), unchanged
+
+
+def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
+    server = prefect_server
+    server.run(sys.executable, "-m", "prefect", "work-pool", "create", "evolution-e2e",
+               "--type", "process")
+    done = server.run(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                      "deployments/evolution.prefect.yaml", "--all", "--pool", "evolution-e2e",
+                      env={"MENDFLOW_REPO": str(tmp_path),
+                           "MENDFLOW_GIT_URL": "https://git.example/mendflow.git"}, check=False)
+    output = done.stdout + done.stderr
+    assert "evolution-cycle/evolution' successfully created" in output, output
+    deployment = server.api("GET", "/deployments/name/evolution-cycle/evolution")
+    assert deployment["entrypoint"] == "mendflow.flows.evolution.evolution_cycle"
+    assert deployment["parameters"] == {"path": str(tmp_path), "config_file": None}
+    clone = deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]
+    assert clone["repository"] == "https://git.example/mendflow.git"
+    assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [300.0]

@@ -59,7 +59,7 @@ def _setup(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path, Path]:
         "delivery": {"remote": "origin", "forge": "github", "forge_url": github.root_url,
                      "repository": "acme/widgets", "labels": ["mendflow", "bot"],
                      "dashboard": True},
-        "evolution": {"autonomy": "autonomous", "bisect_timeout_s": 120},
+        "evolution": {"autonomy": "autonomous", "bisect_timeout_s": 120, "auto_restart": True},
     }), encoding="utf-8")
     return work, human, config
 
@@ -93,11 +93,13 @@ def test_evolution_cycles(tmp_path, monkeypatch):
         _human_commit(human, {"NOTES.md": "unrelated\n"}, "docs: notes")
         second = cycle()
         assert second.status == "completed" and second.prs_opened == 0
+        assert second.restarted and not first.restarted  # the code it runs moved
         assert len(github.pulls()) == 1, "the same fix was opened twice"
 
         third = cycle()
         assert third.status == "unchanged" and third.findings == 0
         assert third.duration_s < 2.0, third.duration_s
+        assert not third.restarted
 
         git(human, "pull", "-q", "--ff-only")
         git(human, "fetch", "-q", "origin", pull["head"]["ref"])
