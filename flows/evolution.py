@@ -27,6 +27,7 @@ import yaml
 from prefect import flow, get_run_logger, runtime
 
 from mendflow.core.config import Interpreter, MendflowConfig, load_config
+from mendflow.core.config_sources import effective_config
 from mendflow.core.errors import DeliveryError, MendflowError
 from mendflow.core.evolution import CycleRecord, LoopState, Regression
 from mendflow.core.models import MissionResult, Sandbox
@@ -34,6 +35,7 @@ from mendflow.flows.approval import approve_patches, approved_ids
 from mendflow.flows.mission import maintenance_mission
 from mendflow.infra.evolution_store import (
     append_record,
+    is_git_url,
     loop_dir,
     loop_key,
     read_history,
@@ -107,7 +109,7 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
     Raises:
         ConfigError: the config file is invalid (nothing is recorded then).
     """
-    config = load_config(config_file)
+    config = _load(path, config_file)
     cycle = Cycle(path, config, config_file)
     logger = get_run_logger()
     if runtime.deployment.id:
@@ -120,6 +122,15 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
                               error=str(err).splitlines()[0])
         cycle.state = cycle.state.model_copy(update={"pending": True})
     return _finish(cycle, record)
+
+
+def _load(path: str, config_file: str | None) -> MendflowConfig:
+    """The config: ``config_file`` over the repository's own (.mendflow.yaml, pyproject)."""
+    if is_git_url(path):
+        return load_config(config_file)
+    target = Path(path).expanduser().resolve()
+    root = next((p for p in (target, *target.parents) if (p / ".git").exists()), None)
+    return effective_config(config_file, root).config
 
 
 def _record_skipped(cycle: Cycle, deployment_id: str) -> None:
