@@ -18,6 +18,7 @@ Served by ``mendflow evolve serve`` (:mod:`mendflow.deployments.evolve`).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -171,8 +172,11 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
                     branch, tip[:10])
         return cycle.record("unchanged", tip, note="target branch unmoved")
     _watch_pulls(cycle, root)
+    # one mission per tip: a cycle killed half-way, or one whose delivery failed, is
+    # resumed by the next cycle on the same tip from the mission's cached steps
+    mission_id = f"evo-{tip[:12]}-{hashlib.sha256(cycle.folder.name.encode()).hexdigest()[:8]}"
     result = maintenance_mission(path=str(root), config_file=_mission_config(cycle),
-                                 fixer=config.evolution.provider)
+                                 fixer=config.evolution.provider, mission_id=mission_id)
     cycle.fields.update({k: v for k, v in cycle_metrics(result).items()})
     cycle.fields["mission_id"] = result.mission_id
     _count_detected(cycle, result)

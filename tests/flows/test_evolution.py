@@ -9,7 +9,8 @@ One scenario of six cycles (they share the repository, the remote and the server
 4. the human merges the PR and adds a test that the merged commit breaks →
    the watch sees the merge, bisects to mendflow's commit and proposes a revert PR;
 5. a human commit breaks a test → bisect names it, a finding is reported, nothing reverted;
-6. the GitHub answers 503 → the cycle records a resumable failure, nothing half-pushed.
+6. the GitHub answers 503 → the cycle records a resumable failure, nothing half-pushed;
+7. the next cycle on the same tip resumes that mission (cached steps) and succeeds.
 """
 
 from __future__ import annotations
@@ -138,6 +139,11 @@ def test_evolution_cycles(tmp_path, monkeypatch):
         assert sixth.error and "503" in sixth.error
         assert sixth.status == "completed"  # measured; delivery failed and stays pending
 
+        seventh = cycle()  # the tip has not moved, but the failed delivery is pending
+        assert seventh.status == "completed" and seventh.error is None, seventh
+        assert seventh.mission_id == sixth.mission_id  # the same mission, resumed
+        assert seventh.head_after == sixth.head_after
+
         dashboards = [i for i in github.issues() if i["title"] == "mendflow dashboard"]
         assert len(dashboards) == 1 and "Open pull requests" in dashboards[0]["body"]
 
@@ -148,8 +154,9 @@ def test_evolution_cycles(tmp_path, monkeypatch):
     assert out.exit_code == 0, out.output
     records = json.loads(out.stdout)
     assert [r["status"] for r in records] == ["completed", "completed", "unchanged",
-                                              "completed", "completed", "completed"]
-    assert [r["cycle"] for r in records] == [1, 2, 3, 4, 5, 6]
+                                              "completed", "completed", "completed",
+                                              "completed"]
+    assert [r["cycle"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
     assert all(CONTRACT_FIELDS <= set(r) for r in records)
     assert records[3]["regressions"][0]["action"] == "revert-proposed"
     assert records[2]["head_before"] == records[2]["head_after"] == records[1]["head_after"]
