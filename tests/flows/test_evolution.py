@@ -24,10 +24,12 @@ import yaml
 from typer.testing import CliRunner
 
 from mendflow.flows.evolution import evolution_cycle
+from mendflow.infra.evolution_store import loop_key
 from tests.fakes.fake_forges import FakeGitHub
 from tests.fakes.server import json_reply
 from tests.fixtures.sample_project import LIB, TESTS
 from tests.helpers.git import git, write_files
+from tests.helpers.prefect import read_artifact
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -146,6 +148,14 @@ def test_evolution_cycles(tmp_path, monkeypatch):
 
         dashboards = [i for i in github.issues() if i["title"] == "mendflow dashboard"]
         assert len(dashboards) == 1 and "Open pull requests" in dashboards[0]["body"]
+
+    key = "evolution-" + loop_key(str(work)).lower().replace("_", "-").replace(".", "-")
+    table = read_artifact(f"{key}-history")
+    assert [row["status"] for row in json.loads(table.data)][:3] == \
+        ["completed", "completed", "unchanged"]
+    trend = read_artifact(f"{key}-trend")
+    assert "Quality score by cycle" in trend.data and "█" in trend.data
+    assert "Open pull requests" in trend.data and "Revert " in trend.data  # the dashboard
 
     from mendflow.cli import app
 
