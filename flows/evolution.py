@@ -62,6 +62,7 @@ from mendflow.tasks.evolve import (
     head_branch,
     prepare_loop_repository,
     publish_cycle,
+    render_dashboard,
     thresholds_missed,
 )
 from mendflow.tasks.evolve.deployment import apply_interval, find_skipped
@@ -117,11 +118,16 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
         _record_skipped(cycle, str(runtime.deployment.id))
     try:
         record = _run_cycle(cycle)
-    except MendflowError as err:
+    except MendflowError as err:  # typed: recorded, resumable by the next cycle
         logger.error("evolution cycle failed: %s", err)
         record = cycle.record("failed", cycle.tip or cycle.state.last_tip,
                               error=str(err).splitlines()[0])
         cycle.state = cycle.state.model_copy(update={"pending": True})
+    except Exception as err:  # a bug: recorded too, and the flow run fails
+        cycle.state = cycle.state.model_copy(update={"pending": True})
+        _finish(cycle, cycle.record("failed", cycle.tip or cycle.state.last_tip,
+                                    error=f"unexpected {type(err).__name__}: {err}"[:300]))
+        raise
     return _finish(cycle, record)
 
 
@@ -326,7 +332,7 @@ def _finish(cycle: Cycle, record: CycleRecord) -> CycleRecord:
         apply_interval(str(runtime.deployment.id), record.interval_s)
     record = append_record(cycle.folder, record)
     history = read_history(cycle.folder)
-    dashboard = _dashboard(record, delivery)
+    dashboard = render_dashboard(record, delivery.open_pulls)
     key = "evolution-" + loop_key(cycle.target).lower().replace("_", "-").replace(".", "-")
     publish_cycle(key, history, dashboard)
     if record.status != "unchanged" and config.delivery.dashboard and cycle.root:
@@ -382,21 +388,6 @@ def runs_own_code(root: Path) -> bool:
 
     code = Path(mendflow.__file__).resolve().parent
     return code.is_relative_to(Path(root).resolve())
-
-
-def _dashboard(record: CycleRecord, delivery: PullDelivery) -> str:
-    lines = [f"### mendflow evolution: cycle {record.cycle} ({record.status})", "",
-             "**Open pull requests**"]
-    lines += [f"- #{p.number} [{p.title}]({p.url})" for p in delivery.open_pulls] or ["- none"]
-    lines += ["", "**Regressions**"]
-    lines += [f"- `{r.test}`: {(r.commit or '?')[:10]} → {r.action}" for r in record.regressions] \
-        or ["- none"]
-    lines += ["", "**Waiting behind a limit**"]
-    lines += ([f"- {record.limit}: " + ", ".join(f"`{p}`" for p in record.held)]
-              if record.held else ["- nothing"])
-    if record.error:
-        lines += ["", f"**Last error:** {record.error}"]
-    return "\n".join(lines)
 
 
 def _notify(cycle: Cycle, subject: str, body: str) -> None:

@@ -22,10 +22,11 @@ from mendflow.core.models import MissionResult
 from mendflow.infra.evolution_store import is_git_url
 from mendflow.infra.gitops import run_git
 from mendflow.tasks.approve.build import git_outcome
+from mendflow.tasks.deliver.forge import PullInfo
 from mendflow.tasks.evolve.watch import delivered_by_mendflow, first_bad_commit
 
 __all__ = ["cycle_metrics", "emit_cycle_events", "find_regressions", "prepare_loop_repository",
-           "publish_cycle", "thresholds_missed", "trend_chart"]
+           "publish_cycle", "render_dashboard", "thresholds_missed", "trend_chart"]
 
 BUG_CATEGORIES = {"test-failure", "lint", "style", "type", "security", "syntax", "runtime"}
 
@@ -199,6 +200,22 @@ def emit_cycle_events(repository: str, record: CycleRecord) -> int:
                        payload=regression.model_dump(mode="json"))
             count += 1
     return count
+
+
+def render_dashboard(record: CycleRecord, open_pulls: Sequence[PullInfo]) -> str:
+    """The dashboard (tracking issue and markdown artifact): open PRs, regressions, limits."""
+    lines = [f"### mendflow evolution: cycle {record.cycle} ({record.status})", "",
+             "**Open pull requests**"]
+    lines += [f"- #{p.number} [{p.title}]({p.url})" for p in open_pulls] or ["- none"]
+    lines += ["", "**Regressions**"]
+    lines += [f"- `{r.test}`: {(r.commit or '?')[:10]} → {r.action}" for r in record.regressions] \
+        or ["- none"]
+    lines += ["", "**Waiting behind a limit**"]
+    lines += ([f"- {record.limit}: " + ", ".join(f"`{p}`" for p in record.held)]
+              if record.held else ["- nothing"])
+    if record.error:
+        lines += ["", f"**Last error:** {record.error}"]
+    return "\n".join(lines)
 
 
 def head_branch(root: Path) -> str | None:
