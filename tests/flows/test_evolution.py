@@ -155,7 +155,7 @@ def test_evolution_cycles(tmp_path, monkeypatch):
         ["completed", "completed", "unchanged"]
     trend = read_artifact(f"{key}-trend")
     assert "Quality score by cycle" in trend.data and "█" in trend.data
-    assert "Open pull requests" in trend.data and "Revert " in trend.data  # the dashboard
+    assert "Open pull requests" in trend.data and "Regressions" in trend.data  # the dashboard
 
     from mendflow.cli import app
 
