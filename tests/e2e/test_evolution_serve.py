@@ -84,7 +84,8 @@ def test_served_evolution_loop(prefect_server, tmp_path):
     pushed = git(tmp_path / "remote.git", "branch", "--list", "mendflow/evolve-*")
     assert pushed.strip(), "the cycle's branch was not pushed"
     unchanged = [r for r in ran if r["status"] == "unchanged"]
-    assert all(r["duration_s"] < 2.0 for r in unchanged), unchanged
+    # nothing measured again (its cost is a benchmark's figure: bench/evolution.py)
+    assert all(r["mission_id"] is None and r["tests_total"] is None for r in unchanged)
 
 
 def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):

@@ -101,7 +101,7 @@ def test_evolution_cycles(tmp_path, monkeypatch):
 
         third = cycle()
         assert third.status == "unchanged" and third.findings == 0
-        assert third.duration_s < 2.0, third.duration_s
+        assert third.mission_id is None and third.tests_total is None  # nothing measured
         assert not third.restarted
 
         git(human, "pull", "-q", "--ff-only")
