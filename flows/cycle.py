@@ -16,16 +16,22 @@ from prefect.utilities.annotations import opaque
 from mendflow.core.config import MendflowConfig
 from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.core.findings import in_scope
+from mendflow.core.hangs import plan_test_timeouts
 from mendflow.core.models import (
     BackupEntry,
+    CallFailed,
+    Declined,
     Finding,
     LLMUsage,
     Measurement,
+    OutputRejected,
+    Patched,
     PatchOutcome,
     Proposal,
     RepoTarget,
     Sandbox,
     TargetEnv,
+    TestPlan,
     ValidationReport,
 )
 from mendflow.infra.progress import report_progress
@@ -42,6 +48,7 @@ from mendflow.tasks.fix import plan_fixes, propose_patch
 from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
 from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from mendflow.tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
+from mendflow.tasks.validate_tests import check_test_files
 from mendflow.tasks.vcs import commit_accepted_patch
 
 
@@ -95,8 +102,13 @@ class MissionState:
         return 2 if rejected or (below and not self.config.mission.backup_only) else 0
 
 
-def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str) -> Measurement:
+def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str,
+            compared_with: Measurement | None = None) -> Measurement:
     """Run every detector concurrently on the sandbox's current tree and combine them.
+
+    ``compared_with`` (a candidate's validation: the measurement it is judged
+    against) gives each test a timeout learned from its duration there, and
+    runs the tests that hung there with a short one (:mod:`mendflow.core.hangs`).
 
     Raises:
         ValidationUnavailable: the baseline test run could not complete.
@@ -105,7 +117,7 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     tree = hash_tree(sandbox)
     tools = config.tools
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree),
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools)),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
@@ -125,6 +137,14 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
             subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
     report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
     return measurement
+
+
+def _test_plan(compared_with: Measurement | None, tools) -> TestPlan | None:
+    if compared_with is None:
+        return None
+    result = compared_with.result_of("pytest")
+    run = result.test_run if result is not None and result.ok else None
+    return plan_test_timeouts(run, tools.pytest) if run is not None else None
 
 
 def run_iterations(state: MissionState) -> MissionState:
@@ -196,11 +216,11 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
     feedback: str | None = None
     for attempt in range(1, _max_attempts(state.config) + 1):
         proposal = _ask_fixer(state, group, feedback, attempt)
-        if proposal.rejected is not None:  # the fixer's output failed a guard
+        if isinstance(proposal, OutputRejected):  # the fixer's output failed a guard
             _reject_output(state, proposal, iteration)
-            feedback = proposal.declined
+            feedback = proposal.message
             continue
-        if proposal.patch is None or proposal.patch.id in state.rejected_patches:
+        if not isinstance(proposal, Patched) or proposal.patch.id in state.rejected_patches:
             return 0  # declined, failed, or the very diff that was already refused
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
@@ -234,34 +254,36 @@ def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -
         proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
                                  state.current.tree)
     except LLMError as err:  # permanent, or transient and still failing after every retry
-        proposal = Proposal(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
-                            attempt=attempt, error=err.message, auth_failed=err.auth,
-                            llm_calls=1)
+        proposal = CallFailed(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
+                              attempt=attempt, error=err.message, auth_failed=err.auth,
+                              llm_calls=1)
     state.llm_usage = state.llm_usage.add(proposal)
-    if proposal.error is not None:
-        failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {proposal.error}")
-        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
-        if proposal.auth_failed:
-            state.fixer_disabled = f"the model fixer is unusable: {proposal.error}"
-        logger.warning("fixer failed for %s: %s", ids, proposal.error)
-    if proposal.budget_exhausted and state.llm_usage.budget_exhausted is None:
-        state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": proposal.declined})
-        report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
-    elif proposal.patch is None and proposal.rejected is None and proposal.error is None:
-        logger.info("fixer declined %s: %s", ids, proposal.declined)
-        state.outcomes.append(PatchOutcome(
-            id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
-            fixer=proposal.fixer, status="declined", reason=proposal.declined,
-            iteration=state.iterations))
+    match proposal:
+        case CallFailed(error=error, auth_failed=auth_failed):
+            failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {error}")
+            state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
+            if auth_failed:
+                state.fixer_disabled = f"the model fixer is unusable: {error}"
+            logger.warning("fixer failed for %s: %s", ids, error)
+        case Declined(budget_exhausted=True, reason=reason):
+            if state.llm_usage.budget_exhausted is None:
+                state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": reason})
+                report_progress("fix", f"LLM budget exhausted: {reason}")
+        case Declined(reason=reason):
+            logger.info("fixer declined %s: %s", ids, reason)
+            state.outcomes.append(PatchOutcome(
+                id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
+                fixer=proposal.fixer, status="declined", reason=reason,
+                iteration=state.iterations))
     return proposal
 
 
-def _reject_output(state: MissionState, proposal: Proposal, iteration: int) -> None:
+def _reject_output(state: MissionState, proposal: OutputRejected, iteration: int) -> None:
     state.outcomes.append(PatchOutcome(
         id=f"{proposal.fixer}-output-{'-'.join(proposal.finding_ids)[:40]}-{proposal.attempt}",
         finding_ids=proposal.finding_ids, fixer=proposal.fixer, status="rejected",
-        reason=f"{proposal.rejected}: {proposal.declined}", iteration=iteration))
-    report_progress("fix", f"fixer output refused ({proposal.rejected}): {proposal.declined}")
+        reason=f"{proposal.guard}: {proposal.message}", iteration=iteration))
+    report_progress("fix", f"fixer output refused ({proposal.guard}): {proposal.message}")
 
 
 def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
@@ -272,11 +294,17 @@ def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
 
 def _validate(state: MissionState, patch) -> ValidationReport:
     syntax = check_patch_syntax(state.sandbox, patch)
-    if not syntax.passed:
+    pytest_result = state.baseline.result_of("pytest")
+    tests = check_test_files(state.sandbox, patch,
+                             opaque(pytest_result.test_run if pytest_result else None),
+                             state.config.gates)
+    if not syntax.passed or not tests.passed:  # no test run for a refused patch
         return judge_patch(opaque(state.current), opaque(state.current), patch,
-                           state.config.gates, syntax)
-    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")
-    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
+                           state.config.gates, syntax, tests)
+    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}",
+                    compared_with=state.current)
+    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax,
+                       tests)
 
 
 def _accept(state: MissionState, patch, report: ValidationReport, iteration: int) -> None:

@@ -22,11 +22,17 @@ from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
-from mendflow.core.models import BaselineTests, MissionResult, QualityScore, RepoTarget
+from mendflow.core.models import (
+    BaselineTests,
+    Isolation,
+    MissionResult,
+    QualityScore,
+    RepoTarget,
+)
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
-from mendflow.infra.layout import mission_dir
+from mendflow.infra.layout import mission_dir, state_dir
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import (
     close_mission,
@@ -47,6 +53,7 @@ from mendflow.tasks.preflight import (
 )
 from mendflow.tasks.report import publish_report, write_mission_reports
 from mendflow.tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
+from mendflow.tasks.sandbox.isolation import decide_sandbox_isolation
 from mendflow.tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
 
@@ -95,24 +102,31 @@ def maintenance_mission(
     target = resolve_target(path, config.mission.scope)
     if flow_run_id:
         name_flow_run(flow_run_id, mission_id, target.root)
+    # before anything is created: a model fixer without working isolation refuses to start
+    isolation = decide_sandbox_isolation(
+        config.sandbox, config.fixer,
+        [Path.home(), state_dir(config.mission.state_dir), target.root])
     parameters = {"path": str(path), "config_file": config_file, "scope": scope,
                   "dry_run": dry_run, "backup_only": backup_only,
                   "max_iterations": max_iterations, "target_score": target_score,
                   "fixer": fixer, "autonomy": autonomy}
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
+    report_progress("setup", f"mission {mission_id} on branch mendflow/{mission_id}",
+                    mission_id=mission_id)
     lock_repository(target.root, mission_id, config.mission.state_dir)
     try:
         low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)
         if low is not None:  # pause before any git operation could fail half-way
             return _paused_at_start(mission_id, flow_run_id, target, config, low.found)
-        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy)
+        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy,
+                    isolation)
     finally:
         unlock_repository(target.root, mission_id)
 
 
 def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: MendflowConfig,
-         started_at: str, autonomy: str | None) -> MissionResult:
+         started_at: str, autonomy: str | None, isolation: Isolation) -> MissionResult:
     """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
     logger = get_run_logger()
     before = snapshot_user_checkout(target.root)
@@ -121,6 +135,7 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
     env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+    env = env.model_copy(update={"isolation": isolation})  # every run of the target's code
     config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config),
                                        "fixer": plan_fixer_timeouts(mission_id, target.root, config)})
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,

@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
 from mendflow.core.config import MendflowConfig, ScoreConfig
-from mendflow.core.config_sources import effective_config
+from mendflow.core.config_sources import DEFAULTS, effective_config
+from mendflow.core.errors import ConfigError
 from mendflow.core.findings import path_in_scope
 from mendflow.core.models import (
     BackupEntry,
@@ -59,7 +60,16 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
             and the field).
     """
     root = find_repository_root(path) if path is not None else None
-    config = effective_config(config_file, root).config
+    effective = effective_config(config_file, root)
+    config = effective.config
+    origin = effective.origin("sandbox.isolation")
+    yours = {DEFAULTS, *([str(Path(config_file))] if config_file is not None else [])}
+    if config.sandbox.isolation == "none" and origin not in yours:
+        # the repository under test must not switch off the sandbox its own code runs in
+        raise ConfigError("sandbox.isolation: none may only come from your own --config file, "
+                          f"not from the repository ({origin})", subject="sandbox.isolation",
+                          hint="remove it from the repository's configuration and pass "
+                               "--config with `sandbox: {isolation: none}` if you mean it")
     return config.with_overrides(**mission_overrides).with_fixer(fixer)
 
 

@@ -29,6 +29,7 @@ LLMCategory = Literal["syntax", "import", "type", "attribute", "logic", "api", "
 DEFAULT_LLM_DENYLIST = (
     ".git/**", ".env*", "**/.env*", "secrets/**", ".github/**", ".gitlab-ci.yml",
     ".circleci/**", "Jenkinsfile", ".travis.yml", "azure-pipelines.yml",
+    "*.pem", "**/*.pem", "*.key", "**/*.key", "id_*", "**/id_*",
 )
 
 
