@@ -85,6 +85,31 @@ def approve_and_deliver(result: MissionResult, config: MendflowConfig, target: R
                          delivery=None, error=err)
         _notify_end(final, config)
         return final
+    needs, decision, request = approve_patches(result, config, level, branch)
+    final = _deliver(result, config, level, branch, needs, decision, request)
+    _notify_end(final, config)
+    return final
+
+
+def approve_patches(result: MissionResult, config: MendflowConfig, level: str, branch: str,
+                    ) -> tuple[tuple[ApprovalNeed, ...], Decision | None, ApprovalRequest | None]:
+    """Assess the deliverable patches at ``level`` and, if some need a human, ask and wait.
+
+    Shared by the mission's local delivery and the evolution cycle's pull requests
+    (the paused-run approval comes before any PR).
+
+    Args:
+        result: the mission's result.
+        config: the config (``approval`` section).
+        level: the autonomy level.
+        branch: the target branch named in the request.
+
+    Returns:
+        ``(needs, decision, request)``: the per-patch assessment (a need with no
+        reasons is approved by policy), the human's decision (None when nobody was
+        asked) and the published request (None likewise).
+    """
+    logger = get_run_logger()
     needs = assess_patches(result, level, config) if deliverable(result) else ()
     request: ApprovalRequest | None = None
     decision: Decision | None = None
@@ -101,9 +126,13 @@ def approve_and_deliver(result: MissionResult, config: MendflowConfig, target: R
         logger.info("approval of mission %s: %s by %s (%d approved, %d rejected)",
                     result.mission_id, decision.decision, decision.approver,
                     len(decision.approved_ids), len(decision.rejected_ids))
-    final = _deliver(result, config, level, branch, needs, decision, request)
-    _notify_end(final, config)
-    return final
+    return needs, decision, request
+
+
+def approved_ids(needs: tuple[ApprovalNeed, ...], decision: Decision | None) -> list[str]:
+    """The patches approved by policy (no reasons) or by the human's decision."""
+    approved = [n.patch_id for n in needs if not n.reasons]
+    return approved + (list(decision.approved_ids) if decision else [])
 
 
 def _ask(result: MissionResult, needs: tuple[ApprovalNeed, ...], branch: str, level: str,
@@ -167,9 +196,7 @@ def _form_description(request: ApprovalRequest) -> str:
 def _deliver(result: MissionResult, config: MendflowConfig, level: str, branch: str,
              needs: tuple[ApprovalNeed, ...], decision: Decision | None,
              request: ApprovalRequest | None) -> MissionResult:
-    approved = [n.patch_id for n in needs if not n.reasons]
-    approved += list(decision.approved_ids) if decision else []
-    commits = approved_commits(result, approved)
+    commits = approved_commits(result, approved_ids(needs, decision))
     approver = decision.approver if decision and decision.approved_ids else f"mendflow ({level})"
     delivery = error = None
     if commits:

@@ -28,7 +28,14 @@ from prefect.utilities.annotations import opaque
 from mendflow.core.config import MendflowConfig
 from mendflow.core.fleet import repository_key
 from mendflow.core.learning import choices_markdown
-from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget, Timings
+from mendflow.core.models import (
+    BaselineTests,
+    Isolation,
+    MissionResult,
+    QualityScore,
+    RepoTarget,
+    Timings,
+)
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import (
     MissionState,
@@ -270,4 +277,5 @@ def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
         final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
         timings=Timings(baseline_s=state.baseline_s, validations=tuple(state.validation_timings)),
         tests_before=suite_state(baseline), tests_after=suite_state(state.current),
+        baseline_tests=BaselineTests.of(baseline.test_run),
     )

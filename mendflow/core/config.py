@@ -29,6 +29,10 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from mendflow.core.config_base import Section
+from mendflow.core.config_evolution import (  # noqa: F401  (re-exported)
+    DeliveryConfig,
+    EvolutionConfig,
+)
 from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the config's public names)
     DEFAULT_LLM_DENYLIST,
     AnthropicFixerConfig,
@@ -203,6 +207,8 @@ class MendflowConfig(Section):
     validation: ValidationConfig = ValidationConfig()
     sandbox: SandboxConfig = SandboxConfig()
     learning: LearningConfig = LearningConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

@@ -16,6 +16,7 @@ clear line instead of a traceback::
     ├── LLMError                  exit 1   a model call failed (``retryable`` says if it may pass later)
     ├── ApprovalRejected          exit 2   a human rejected the mission's patches
     ├── DeliveryError             exit 1   approved commits could not reach the target branch
+    │   └── ForgeError            exit 1   a forge (GitHub, GitLab) refused or failed a request
     ├── ApprovalError             exit 1   an approve/reject command cannot act on the run
     ├── NotificationFailed        exit 1   a notification block could not send a message
     ├── UserStateChanged          exit 1   the user's checkout moved during the mission
@@ -162,6 +163,23 @@ class DeliveryError(MendflowError):
     def __init__(self, message: str, *, reason: str, **kwargs):
         super().__init__(message, **kwargs)
         self.reason = reason
+
+
+class ForgeError(DeliveryError):
+    """A forge API request failed: nothing was half-done, the cycle records it and can resume.
+
+    ``reason`` is ``auth`` (401), ``forbidden`` (403: token without the scope,
+    protected branch), ``not-found`` (404: the repository vanished, or a token
+    that may not see it), ``invalid`` (422), ``unavailable`` (5xx), ``timeout``
+    or ``no-token``; ``status`` is the HTTP status, if any; ``retryable`` says
+    whether the next cycle may succeed unchanged.
+    """
+
+    def __init__(self, message: str, *, reason: str, status: int | None = None,
+                 retryable: bool = False, **kwargs):
+        super().__init__(message, reason=reason, **kwargs)
+        self.status = status
+        self.retryable = retryable
 
 
 class ApprovalError(MendflowError):

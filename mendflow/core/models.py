@@ -433,6 +433,28 @@ class SuiteState(Contract):
     coverage_percent: float | None = None
 
 
+class BaselineTests(Contract):
+    """The baseline test run of a mission, in brief (for the evolution loop's watch and metrics)."""
+
+    passed: int = 0
+    total: int = 0
+    coverage_percent: float | None = None
+    passing: tuple[str, ...] = Field(default=(), description="node ids that passed")
+    failing: tuple[str, ...] = Field(default=(), description="node ids that failed or errored, "
+                                     "and the paths of test modules pytest could not collect")
+
+    @classmethod
+    def of(cls, run: TestRun | None) -> BaselineTests | None:
+        """The summary of a pytest run (None when there was none)."""
+        if run is None:
+            return None
+        passing = tuple(c.nodeid for c in run.cases if c.outcome in ("passed", "xfailed"))
+        failing = tuple(c.nodeid for c in run.cases if c.outcome in ("failed", "error")) \
+            + tuple(run.collection_errors)  # a module that no longer imports: its path
+        return cls(passed=len(passing), total=len(passing) + len(failing),
+                   coverage_percent=run.coverage_percent, passing=passing, failing=failing)
+
+
 class MissionResult(Contract):
     """The machine-readable result of a mission (``--json`` and session_data.json)."""
 
@@ -459,3 +481,5 @@ class MissionResult(Contract):
     timings: Timings = Field(default_factory=lambda: Timings())
     tests_before: SuiteState | None = Field(default=None, description="the suite at baseline")
     tests_after: SuiteState | None = Field(default=None, description="the suite at the end")
+    baseline_tests: BaselineTests | None = Field(
+        default=None, description="the baseline pytest run in brief; None = no test run")

@@ -53,7 +53,8 @@ class FakeServer:
     by the responder (:meth:`respond_with`), if any; else with a 400 error.
 
     Args:
-        path: the one POST path served (others get 404).
+        path: the one POST path served (others get 404); subclasses may serve more
+            paths and methods by overriding :meth:`matches`.
     """
 
     def __init__(self, path: str):
@@ -76,14 +77,15 @@ class FakeServer:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                request = RecordedRequest("POST", self.path, headers, raw)
+                request = RecordedRequest(self.command, self.path, headers, raw)
+                served = server.matches(request)
                 with server._lock:
                     server.requests.append(request)
                     reply = server._queue.pop(0) if server._queue else None
                     responder = server._responder
-                if reply is None and responder is not None and self.path == server.path:
+                if reply is None and responder is not None and served:
                     reply = responder(request)
-                if self.path != server.path:
+                if not served:
                     reply = json_reply({"error": {"message": f"no route {self.path}"}}, 404)
                 elif reply is None:
                     reply = json_reply({"type": "error", "error": {
@@ -105,10 +107,16 @@ class FakeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
+            do_GET = do_PATCH = do_PUT = do_DELETE = do_POST
+
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def matches(self, request: RecordedRequest) -> bool:
+        """Is this request one the server answers (default: a POST to ``path``)?"""
+        return request.method == "POST" and request.path == self.path
 
     @property
     def port(self) -> int:

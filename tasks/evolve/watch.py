@@ -1,0 +1,93 @@
+"""The post-merge watch: which commit made a test fail (``git bisect run``), and whose it is.
+
+The bisect runs in a temporary detached worktree under the state directory,
+with the target's interpreter and a scrubbed environment (no secrets), and is
+killed with its process group after a timeout. Each step overlays the failing
+tests' files from the new tip (a test a human added after the culprit must
+still be run against the older commits), runs them, and restores the tree.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mendflow.infra.gitops import run_git
+from mendflow.infra.runner import run_process, sandbox_environ
+from mendflow.tasks.approve.build import git_outcome
+
+MENDFLOW_TRAILER = re.compile(r"^Mendflow-(Patch|Revert|Mission): ", re.MULTILINE)
+
+STEP = r'''
+import subprocess, sys
+python, bad, files, tests = sys.argv[1], sys.argv[2], sys.argv[3].split("\0"), sys.argv[4:]
+added = []
+for name in files:
+    data = subprocess.run(["git", "show", f"{bad}:{name}"], capture_output=True).stdout
+    try:
+        with open(name, "rb") as handle:
+            existed = True
+    except OSError:
+        existed = False
+        added.append(name)
+    with open(name, "wb") as handle:
+        handle.write(data)
+code = subprocess.call([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+subprocess.call(["git", "checkout", "-q", "--", "."])
+for name in added:
+    subprocess.call(["rm", "-f", name])
+sys.exit(0 if code == 0 else 1 if code in (1, 2) else 125)  # 2: collection error
+'''
+
+
+def first_bad_commit(root: Path, good: str, bad: str, tests: Sequence[str], python: Path | str,
+                     timeout_s: float, work_parent: Path) -> str | None:
+    """Find the first commit of ``good..bad`` at which ``tests`` fail (``git bisect run``).
+
+    Args:
+        root: the repository.
+        good: the tip the previous cycle saw (the tests passed there).
+        bad: the new tip (they fail).
+        tests: pytest node ids.
+        python: the interpreter that runs pytest (the target's environment).
+        timeout_s: seconds for the whole bisect; its process group is killed after.
+        work_parent: where the temporary worktree goes.
+
+    Returns:
+        The first bad commit's sha, or None when bisect could not tell (every
+        step skipped, a timeout, or ``good`` is not an ancestor of ``bad``).
+    """
+    if git_outcome(root, "merge-base", "--is-ancestor", good, bad)[0] != 0:
+        return None
+    work_parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bisect-", dir=work_parent))
+    step = workdir.with_suffix(".step.py")
+    step.write_text(STEP, encoding="utf-8")
+    shutil.rmtree(workdir)
+    run_git(root, "worktree", "add", "-q", "--detach", str(workdir), bad)
+    files = sorted({t.split("::", 1)[0] for t in tests})
+    try:
+        run_git(workdir, "bisect", "start", bad, good)
+        result = run_process(["git", "bisect", "run", sys.executable, str(step), str(python), bad,
+                              "\0".join(files), *tests], cwd=workdir, timeout_s=timeout_s,
+                             env=sandbox_environ())
+        match = re.search(r"^([0-9a-f]{40}) is the first bad commit", result.stdout, re.MULTILINE)
+        return match.group(1) if match and not result.timed_out else None
+    finally:
+        run_git(workdir, "bisect", "reset", "-q", check=False)
+        run_git(root, "worktree", "remove", "--force", str(workdir), check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
+        step.unlink(missing_ok=True)
+        run_git(root, "worktree", "prune", check=False)
+
+
+def delivered_by_mendflow(root: Path, commit: str) -> tuple[bool, str]:
+    """``(is mendflow's, author)``: a commit carrying a ``Mendflow-Patch`` / ``-Revert`` trailer."""
+    message = run_git(root, "log", "-1", "--format=%B", commit)
+    author = run_git(root, "log", "-1", "--format=%an <%ae>", commit).strip()
+    return bool(MENDFLOW_TRAILER.search(message)), author
