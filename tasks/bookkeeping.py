@@ -32,7 +32,7 @@ from mendflow.core.score import quality_score
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.gitops import find_repository_root
 from mendflow.infra.missions import MissionRecord, finish_mission, start_mission
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect import count_python_loc
 
 
@@ -104,8 +104,8 @@ def flow_run_name(mission_id: str, repo_root: Path) -> str:
     return f"{mission_id}: {repo_root.name}"
 
 
-@task(name="name-flow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_if_transient, timeout_seconds=30)
+@task(name="name-flow-run", cache_policy=NO_CACHE, timeout_seconds=30,
+      **transient_retries(2, first_delay_s=1))
 def name_flow_run(flow_run_id: str, mission_id: str, repo_root: Path) -> str:
     """Rename the flow run after its mission and repository (instead of Prefect's random name).
 
@@ -173,8 +173,7 @@ def back_up_files(sandbox: Sandbox, target: RepoTarget, backups_dir: Path) -> li
     return entries
 
 
-@task(name="register-mission", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_if_transient)
+@task(name="register-mission", cache_policy=NO_CACHE, **transient_retries(2, first_delay_s=1))
 def register_mission(mission_id: str, repository: str, parameters: dict[str, Any],
                      flow_run_id: str | None, state_dir: Path | None = None) -> MissionRecord:
     """Record the mission (or this resumed run of it) in mendflow's registry.
@@ -192,8 +191,7 @@ def register_mission(mission_id: str, repository: str, parameters: dict[str, Any
     return start_mission(mission_id, repository, parameters, flow_run_id, state_dir)
 
 
-@task(name="close-mission", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_if_transient)
+@task(name="close-mission", cache_policy=NO_CACHE, **transient_retries(2, first_delay_s=1))
 def close_mission(result: MissionResult, state_dir: Path | None = None) -> None:
     """Record how the mission ended in mendflow's registry (see :mod:`mendflow.infra.missions`)."""
     finish_mission(result.mission_id, result.status, result.report_dir, result.worktree, state_dir)

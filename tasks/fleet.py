@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from mendflow.core.models import MissionResult
 from mendflow.infra.clones import push_branch, sync_clone
 from mendflow.infra.fleet_runs import label_flow_run, mission_labels
+from mendflow.infra.retry import transient_retries
 
 _TRANSIENT = ("could not resolve host", "connection", "timed out", "timeout", "early eof",
               "the remote end hung up", "http 5", "error: 5", "temporarily")
@@ -28,8 +29,8 @@ def retry_if_network(task, task_run, state) -> bool:
     return False
 
 
-@task(name="clone-repository", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_if_network, timeout_seconds=1800)
+@task(name="clone-repository", cache_policy=NO_CACHE,
+      timeout_seconds=1800, **transient_retries(2, condition=retry_if_network))
 def clone_repository(url: str, branch: str, state_root: Path) -> Path:
     """Clone (or fetch) ``url`` into this host's cache and check ``branch`` out (:func:`sync_clone`).
 
@@ -49,8 +50,8 @@ def clone_repository(url: str, branch: str, state_root: Path) -> Path:
     return path
 
 
-@task(name="push-mission-branch", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=retry_if_network, timeout_seconds=1800)
+@task(name="push-mission-branch", cache_policy=NO_CACHE,
+      timeout_seconds=1800, **transient_retries(2, condition=retry_if_network))
 def push_mission_branch(clone: Path, result: MissionResult) -> str | None:
     """Push the mission branch to the repository's remote (never forced), if it has commits.
 
@@ -73,7 +74,7 @@ def push_mission_branch(clone: Path, result: MissionResult) -> str | None:
     return tip
 
 
-@task(name="record-mission-labels", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="record-mission-labels", cache_policy=NO_CACHE, **transient_retries(2))
 def record_mission_labels(flow_run_id: str | None, url: str, branch: str,
                           result: MissionResult | None = None, mission_id: str | None = None) -> None:
     """Label the flow run with the mission (``mendflow.*`` keys; see :func:`mission_labels`).
@@ -89,7 +90,7 @@ def record_mission_labels(flow_run_id: str | None, url: str, branch: str,
         label_flow_run(flow_run_id, mission_labels(url, branch, result, mission_id))
 
 
-@task(name="record-slot", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="record-slot", cache_policy=NO_CACHE, **transient_retries(2))
 def record_slot(flow_run_id: str | None, event: str) -> None:
     """Label the flow run with when it took or gave back its repository's slot
     (``mendflow.slot_acquired_at`` / ``mendflow.slot_released_at``, ISO 8601 UTC): the

@@ -29,7 +29,7 @@ from mendflow.infra.flow_runs import heartbeat_crashes
 from mendflow.infra.layout import state_dir
 from mendflow.infra.lock import MissionLock
 from mendflow.infra.owned_processes import register_prefect_server
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 from mendflow.infra.system_checks import Check, check_disk_space
 from mendflow.infra.timeouts import adaptive_timeout, llm_timeout, record_duration
 
@@ -70,8 +70,8 @@ def unlock_repository(repo_root: Path, mission_id: str) -> bool:
     return bool(lock and lock.release())
 
 
-@task(name="check-free-disk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1,
-      retry_condition_fn=retry_if_transient, timeout_seconds=30)
+@task(name="check-free-disk", cache_policy=NO_CACHE, timeout_seconds=30,
+      **transient_retries(1, first_delay_s=1))
 def check_free_disk(paths: Sequence[Path], config: HealthConfig) -> Check | None:
     """The first failing free-disk check among ``paths`` (one statvfs call each), or None."""
     for path in paths:
@@ -179,8 +179,8 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
             record_duration(repo_root, result.tool, result.duration_s, state_dir=state)
 
 
-@task(name="check-crash-loop", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5],
-      retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient, timeout_seconds=60)
+@task(name="check-crash-loop", cache_policy=NO_CACHE, timeout_seconds=60,
+      **transient_retries(2, first_delay_s=1))
 def check_crash_loop(flow_run_id: str, max_auto_resumes: int) -> int:
     """Stop a flow run that the crash automation rescheduled too often.
 

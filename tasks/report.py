@@ -37,6 +37,7 @@ from mendflow.core.sarif import BaselineState, sarif_log
 from mendflow.core.score import ScoreBreakdown
 from mendflow.core.summary import delivered_text, suite_text
 from mendflow.infra.files import write_atomic
+from mendflow.infra.retry import transient_retries
 
 REPORT_FILES = ("final_maintenance_report.md", "session_data.json", "validation_results.json",
                 "backup_history.json", "findings.sarif")
@@ -327,8 +328,8 @@ def patch_table(result: MissionResult) -> list[dict[str, Any]]:
              "commit": p.commit or "", "findings": len(p.finding_ids)} for p in result.patches]
 
 
-@task(name="write-mission-reports", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2,
-      timeout_seconds=120)
+@task(name="write-mission-reports", cache_policy=NO_CACHE,
+      timeout_seconds=120, **transient_retries(1))
 def write_mission_reports(result: MissionResult, validations: Sequence[ValidationReport],
                           backups: Sequence[BackupEntry], report_dir: Path) -> str:
     """Write the report files (see :func:`write_reports`) and return the markdown report.
@@ -349,8 +350,8 @@ def write_mission_reports(result: MissionResult, validations: Sequence[Validatio
     return paths[0].read_text(encoding="utf-8")
 
 
-@task(name="publish-report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10],
-      timeout_seconds=60)
+@task(name="publish-report", cache_policy=NO_CACHE,
+      timeout_seconds=60, **transient_retries(2))
 def publish_report(result: MissionResult, markdown: str) -> None:
     """Publish the report as Prefect artifacts (markdown, and a table of patches).
 

@@ -70,3 +70,25 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
         return False
     exc = state.result(raise_on_failure=False)
     return isinstance(exc, BaseException) and is_transient(exc)
+
+
+def transient_retries(retries: int = 2, *, first_delay_s: float = 2.0,
+                      condition: Any = None) -> dict[str, Any]:
+    """The one retry preset of mendflow's tasks: ``@task(..., **transient_retries(2))``.
+
+    Only transient errors are retried (:func:`retry_if_transient`), with exponential
+    backoff (``first_delay_s``, then ×2 each attempt) and ±50 % jitter, so that
+    parallel tasks that failed together do not retry in lockstep.
+
+    Args:
+        retries: how many retries after the first attempt.
+        first_delay_s: seconds before the first retry.
+        condition: a narrower ``retry_condition_fn`` (default :func:`retry_if_transient`).
+
+    Returns:
+        The keyword arguments of Prefect's ``@task`` for retries.
+    """
+    return {"retries": retries,
+            "retry_delay_seconds": [first_delay_s * 2 ** n for n in range(retries)],
+            "retry_jitter_factor": 0.5,
+            "retry_condition_fn": condition or retry_if_transient}

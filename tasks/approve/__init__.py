@@ -33,7 +33,7 @@ from mendflow.core.errors import NotificationFailed
 from mendflow.core.models import ApprovalNeed, MissionResult
 from mendflow.infra.gitops import retry_on_sandbox_error, run_git
 from mendflow.infra.layout import state_dir
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.approve.build import ApprovedCommit, changed_lines
 from mendflow.tasks.approve.merge import Delivery, deliver, resolve_target_branch
 from mendflow.tasks.approve.outcome import approved_commits, awaiting, deliverable, finalize
@@ -63,8 +63,7 @@ __all__ = [
 ]
 
 
-@task(name="mark-running", retries=2, retry_delay_seconds=1,
-      retry_condition_fn=retry_if_transient, timeout_seconds=60, cache_policy=NO_CACHE)
+@task(name="mark-running", timeout_seconds=60, cache_policy=NO_CACHE, **transient_retries(2, first_delay_s=1))
 def mark_running(flow_run_id: str, message: str) -> None:
     """Set a flow run back to Running after its approval pause timed out.
 
@@ -86,8 +85,8 @@ def choose_target_branch(root: Path, configured: str | None, head_branch: str | 
     return resolve_target_branch(root, configured, head_branch)
 
 
-@task(name="assess-patches", retries=1, retry_delay_seconds=2, timeout_seconds=300,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="assess-patches", timeout_seconds=300,  cache_policy=NO_CACHE,
+      **transient_retries(1, condition=retry_on_sandbox_error))
 def assess_patches(result: MissionResult, level: str,
                    config: MendflowConfig) -> tuple[ApprovalNeed, ...]:
     """Decide, per accepted and committed patch, whether it needs approval at ``level``.
@@ -110,8 +109,8 @@ def assess_patches(result: MissionResult, level: str,
         for patch in deliverable(result))
 
 
-@task(name="publish-approval-request", retries=2, retry_delay_seconds=[2, 10],
-      timeout_seconds=120, cache_policy=NO_CACHE)
+@task(name="publish-approval-request",
+      timeout_seconds=120, cache_policy=NO_CACHE, **transient_retries(2))
 def publish_approval_request(result: MissionResult, needs: Sequence[ApprovalNeed],
                              request: ApprovalRequest) -> ApprovalRequest:
     """Publish the request: a markdown artifact, a record with the flow run, a pending report.
@@ -161,8 +160,8 @@ def _retry_notification(task, task_run, state) -> bool:
     return isinstance(data, NotificationFailed)
 
 
-@task(name="notify", retries=2, retry_delay_seconds=[5, 30], timeout_seconds=60,
-      retry_condition_fn=_retry_notification, cache_policy=NO_CACHE)
+@task(name="notify", timeout_seconds=60,  cache_policy=NO_CACHE,
+      **transient_retries(2, first_delay_s=5, condition=_retry_notification))
 def notify_once(block_name: str, subject: str, body: str, flow_run_id: str | None = None,
                 once_key: str | None = None) -> bool:
     """Send a message through a Prefect notification block (see :func:`mendflow.blocks.notify.notify`).
@@ -191,8 +190,8 @@ def notify_once(block_name: str, subject: str, body: str, flow_run_id: str | Non
     return True
 
 
-@task(name="deliver-approved", retries=1, retry_delay_seconds=5, timeout_seconds=900,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="deliver-approved", timeout_seconds=900,  cache_policy=NO_CACHE,
+      **transient_retries(1, first_delay_s=5, condition=retry_on_sandbox_error))
 def deliver_approved(result: MissionResult, commits: Sequence[ApprovedCommit], target_branch: str,
                      approver: str, comment: str, config: MendflowConfig) -> Delivery:
     """Prefect task around :func:`mendflow.tasks.approve.merge.deliver` (idempotent).

@@ -22,6 +22,7 @@ from mendflow.blocks.forge import resolve_forge_token
 from mendflow.core.config import DeliveryConfig
 from mendflow.core.errors import DeliveryError
 from mendflow.core.models import ApprovalNeed, Contract, MissionResult
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.approve.build import build_approved, git_outcome
 from mendflow.tasks.approve.outcome import approved_commits
 from mendflow.tasks.deliver.forge import Forge, PullInfo, open_forge
@@ -80,8 +81,8 @@ def connect(root: Path, config: DeliveryConfig) -> Remote:
     return Remote(root, config)
 
 
-@task(name="sync-with-remote", retries=2, retry_delay_seconds=[2, 10], timeout_seconds=300,
-      cache_policy=NO_CACHE)
+@task(name="sync-with-remote", timeout_seconds=300,
+      cache_policy=NO_CACHE, **transient_retries(2))
 def sync_with_remote(root: Path, config: DeliveryConfig, branch: str) -> str:
     """Fast-forward the local target branch to the remote's (see :func:`sync_target`).
 
@@ -246,8 +247,8 @@ def deliver_revert(root: Path, config: DeliveryConfig, target: str, tip: str, cu
     return commit, pull.url
 
 
-@task(name="update-dashboard", retries=1, retry_delay_seconds=2, timeout_seconds=120,
-      cache_policy=NO_CACHE)
+@task(name="update-dashboard", timeout_seconds=120,
+      cache_policy=NO_CACHE, **transient_retries(1))
 def update_dashboard(root: Path, config: DeliveryConfig, title: str, body: str) -> str | None:
     """Create or update the tracking issue (``delivery.dashboard``); its URL, or None."""
     if not config.dashboard or not config.forge:

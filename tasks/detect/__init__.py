@@ -29,7 +29,7 @@ from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import merge_cross_tool, rank_findings
 from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResult
 from mendflow.infra.caching import MISSION_STEP
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect.bandit_run import measure_bandit
 from mendflow.tasks.detect.impact import impact_path
 from mendflow.tasks.detect.mypy_run import measure_mypy
@@ -50,9 +50,9 @@ LINT_TASK_TIMEOUT_S = 3600
 TODO_TASK_TIMEOUT_S = 600
 
 
-@task(name="run-pytest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+@task(name="run-pytest",
       timeout_seconds=TEST_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
                plan: TestPlan | None = None, impact: bool = False,
                workers: int = 1) -> ToolResult:
@@ -80,9 +80,8 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
                                 impact_file=impact_path(sandbox, tree) if impact else None)
 
 
-@task(name="run-selected-tests", retries=1, retry_delay_seconds=2,
-      retry_condition_fn=retry_if_transient, timeout_seconds=TEST_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+@task(name="run-selected-tests", timeout_seconds=TEST_TASK_TIMEOUT_S,
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def run_selected_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
                        select: tuple[str, ...]) -> ToolResult:
     """Run only the selected tests, without coverage (see :func:`measure_tests`).
@@ -103,9 +102,9 @@ def run_selected_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tre
     return measure_tests(sandbox, env, tools, select=select)
 
 
-@task(name="run-ruff", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+@task(name="run-ruff",
       timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def run_ruff(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Lint the worktree with ruff (see :func:`measure_ruff`).
 
@@ -123,9 +122,9 @@ def run_ruff(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     return measure_ruff(sandbox, tools)
 
 
-@task(name="run-mypy", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+@task(name="run-mypy",
       timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def run_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
     """Type-check the worktree with mypy (see :func:`measure_mypy`).
 
@@ -144,9 +143,9 @@ def run_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) ->
     return measure_mypy(sandbox, env, tools)
 
 
-@task(name="run-bandit", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+@task(name="run-bandit",
       timeout_seconds=LINT_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def run_bandit(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Scan the worktree for security issues with bandit (see :func:`measure_bandit`).
 
@@ -161,9 +160,9 @@ def run_bandit(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     return measure_bandit(sandbox, tools)
 
 
-@task(name="find-todos", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+@task(name="find-todos",
       timeout_seconds=TODO_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True)
+      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
 def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     """Find TODO/FIXME-style comments in tracked Python files (see :func:`scan_todos`).
 
@@ -181,8 +180,8 @@ def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
     return scan_todos(sandbox, tools)
 
 
-@task(name="merge-findings", retries=1, retry_delay_seconds=1, timeout_seconds=120,
-      cache_policy=NO_CACHE)
+@task(name="merge-findings", timeout_seconds=120,
+      cache_policy=NO_CACHE, **transient_retries(1, first_delay_s=1))
 def merge_findings(results: Sequence[ToolResult]) -> list[Finding]:
     """Merge every tool's findings into one de-duplicated queue, most important first.
 

@@ -21,6 +21,7 @@ from mendflow.core.evolution import CycleRecord, Regression
 from mendflow.core.models import MissionResult
 from mendflow.infra.evolution_store import is_git_url
 from mendflow.infra.gitops import run_git
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.approve.build import git_outcome
 from mendflow.tasks.deliver.forge import PullInfo
 from mendflow.tasks.evolve.watch import delivered_by_mendflow, first_bad_commit
@@ -31,8 +32,8 @@ __all__ = ["cycle_metrics", "emit_cycle_events", "find_regressions", "prepare_lo
 BUG_CATEGORIES = {"test-failure", "lint", "style", "type", "security", "syntax", "runtime"}
 
 
-@task(name="prepare-loop-repository", retries=2, retry_delay_seconds=[2, 10],
-      timeout_seconds=1800, cache_policy=NO_CACHE)
+@task(name="prepare-loop-repository",
+      timeout_seconds=1800, cache_policy=NO_CACHE, **transient_retries(2))
 def prepare_loop_repository(target: str, folder: Path, branch: str | None) -> Path:
     """The repository the loop works in: ``target`` itself, or its clone for a git URL.
 
@@ -153,8 +154,8 @@ def trend_chart(records: Sequence[CycleRecord], width: int = 40) -> str:
     return "```text\n" + "\n".join(lines) + "\n```"
 
 
-@task(name="publish-cycle", retries=1, retry_delay_seconds=2, timeout_seconds=120,
-      cache_policy=NO_CACHE)
+@task(name="publish-cycle", timeout_seconds=120,
+      cache_policy=NO_CACHE, **transient_retries(1))
 def publish_cycle(key: str, records: Sequence[CycleRecord], dashboard: str) -> None:
     """The history as a Prefect table artifact, and a markdown artifact with the trend chart.
 

@@ -13,11 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 
 
-@task(name="apply-interval", retries=2, retry_delay_seconds=2, timeout_seconds=60,
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@task(name="apply-interval", timeout_seconds=60, cache_policy=NO_CACHE, **transient_retries(2))
 def apply_interval(deployment_id: str, seconds: float) -> bool:
     """Set the deployment's interval schedule(s) to ``seconds`` (the back-off); True if changed."""
     from prefect.client.schemas.schedules import IntervalSchedule
@@ -35,8 +34,7 @@ def apply_interval(deployment_id: str, seconds: float) -> bool:
     return changed
 
 
-@task(name="find-skipped-cycles", retries=2, retry_delay_seconds=2, timeout_seconds=60,
-      retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@task(name="find-skipped-cycles", timeout_seconds=60, cache_policy=NO_CACHE, **transient_retries(2))
 def find_skipped(deployment_id: str, since: datetime) -> list[tuple[str, str]]:
     """Flow runs of the deployment that Prefect cancelled since ``since`` (concurrency limit 1:
     a cycle that would overlap the running one); ``[(flow run id, ISO time)]``, oldest first."""

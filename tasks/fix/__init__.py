@@ -16,13 +16,12 @@ from collections.abc import Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from mendflow.core.config import FixerConfig
 from mendflow.core.errors import ConfigError, LLMError, PatchRejected
 from mendflow.core.models import Finding, OutputRejected, Proposal, Sandbox
 from mendflow.infra.caching import MISSION_STEP
-from mendflow.infra.retry import retry_if_transient
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.fix.base import Fixer
 
 __all__ = ["FIXERS", "Fixer", "build_fixer", "plan_fixes", "propose_patch"]
@@ -83,9 +82,8 @@ most ``timeouts.ceiling_s``). Prefect cannot interrupt a task in a worker thread
 lower backstop would fail a call that already succeeded, and its retry would pay twice."""
 
 
-@task(name="propose-patch", cache_policy=MISSION_STEP, persist_result=True, retries=3,
-      retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
-      retry_condition_fn=retry_if_transient, timeout_seconds=PROPOSE_BACKSTOP_S)
+@task(name="propose-patch", cache_policy=MISSION_STEP, persist_result=True,
+      timeout_seconds=PROPOSE_BACKSTOP_S, **transient_retries(3))
 def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[Finding],
                   feedback: str | None = None, attempt: int = 1, tree: str = "") -> Proposal:
     """Ask the configured fixer for one candidate patch against the sandbox's current tree.

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.models import Patch, RepoTarget, Sandbox
 from mendflow.infra.gitops import retry_on_sandbox_error
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.sandbox.backends import CopySandbox, WorktreeSandbox
 from mendflow.tasks.sandbox.patching import (
     apply_to_worktree,
@@ -83,8 +84,8 @@ class SandboxBackend(Protocol):
 BACKEND: SandboxBackend = WorktreeSandbox()
 
 
-@task(name="create-sandbox", retries=1, retry_delay_seconds=2, timeout_seconds=600,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="create-sandbox", timeout_seconds=600,  cache_policy=NO_CACHE,
+      **transient_retries(1, condition=retry_on_sandbox_error))
 def create_sandbox(target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
     """Prefect task: create or re-use the mission's worktree (:meth:`WorktreeSandbox.create`)."""
     return BACKEND.create(target, mission_id, state_dir)
@@ -96,36 +97,36 @@ def apply_patch(sandbox: Sandbox, patch: Patch) -> None:
     BACKEND.apply(sandbox, patch)
 
 
-@task(name="reset-sandbox", retries=2, retry_delay_seconds=2, timeout_seconds=300,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="reset-sandbox", timeout_seconds=300,  cache_policy=NO_CACHE,
+      **transient_retries(2, condition=retry_on_sandbox_error))
 def reset_sandbox(sandbox: Sandbox, patch: Patch | None = None) -> None:
     """Prefect task: restore the worktree to the branch HEAD (:func:`reset_worktree`)."""
     BACKEND.reset(sandbox, patch)
 
 
-@task(name="rewind-sandbox", retries=2, retry_delay_seconds=2, timeout_seconds=300,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="rewind-sandbox", timeout_seconds=300,  cache_policy=NO_CACHE,
+      **transient_retries(2, condition=retry_on_sandbox_error))
 def rewind_sandbox(sandbox: Sandbox, commit: str) -> None:
     """Prefect task: move the mission branch and worktree to ``commit`` (:func:`rewind_worktree`)."""
     rewind_worktree(sandbox, commit)
 
 
-@task(name="finish-replay", retries=2, retry_delay_seconds=2, timeout_seconds=120,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="finish-replay", timeout_seconds=120,  cache_policy=NO_CACHE,
+      **transient_retries(2, condition=retry_on_sandbox_error))
 def finish_replay(sandbox: Sandbox) -> bool:
     """Prefect task: drop the replay ref once the branch holds its commits (:func:`drop_replay_ref`)."""
     return drop_replay_ref(sandbox)
 
 
-@task(name="hash-tree", retries=1, retry_delay_seconds=2, timeout_seconds=600,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="hash-tree", timeout_seconds=600,  cache_policy=NO_CACHE,
+      **transient_retries(1, condition=retry_on_sandbox_error))
 def hash_tree(sandbox: Sandbox) -> str:
     """Prefect task: the content hash of the worktree (:func:`hash_worktree`)."""
     return BACKEND.tree_hash(sandbox)
 
 
-@task(name="remove-sandbox", retries=1, retry_delay_seconds=2, timeout_seconds=300,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="remove-sandbox", timeout_seconds=300,  cache_policy=NO_CACHE,
+      **transient_retries(1, condition=retry_on_sandbox_error))
 def remove_sandbox(sandbox: Sandbox) -> None:
     """Prefect task: remove the worktree, keep the branch (:meth:`WorktreeSandbox.remove`)."""
     BACKEND.remove(sandbox)

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.models import CommitRecord, Patch, RepoTarget, Sandbox, UserState
 from mendflow.infra.gitops import base_ref, check_mission_id, mission_branch, retry_on_sandbox_error
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.vcs.commit import commit_message, commit_patch, find_patch_commit, identity_env
 from mendflow.tasks.vcs.repository import (
     ScopeName,
@@ -54,8 +55,8 @@ def resolve_target(path: str | Path, scope: ScopeName = "auto") -> RepoTarget:
     return target
 
 
-@task(name="snapshot-user-checkout", retries=1, retry_delay_seconds=2, timeout_seconds=300,
-      cache_policy=NO_CACHE)
+@task(name="snapshot-user-checkout", timeout_seconds=300,
+      cache_policy=NO_CACHE, **transient_retries(1))
 def snapshot_user_checkout(root: Path) -> UserState:
     """Prefect task around :func:`snapshot_user_state`."""
     return snapshot_user_state(root)
@@ -67,8 +68,8 @@ def verify_user_checkout(root: Path, before: UserState) -> None:
     verify_user_state(root, before)
 
 
-@task(name="commit-accepted-patch", retries=2, retry_delay_seconds=2, timeout_seconds=300,
-      retry_condition_fn=retry_on_sandbox_error, cache_policy=NO_CACHE)
+@task(name="commit-accepted-patch", timeout_seconds=300,  cache_policy=NO_CACHE,
+      **transient_retries(2, condition=retry_on_sandbox_error))
 def commit_accepted_patch(sandbox: Sandbox, patch: Patch, summary: str,
                           backups_dir: Path, date: str | None = None) -> CommitRecord:
     """Prefect task around :func:`commit_patch` (idempotent, so retries are safe)."""

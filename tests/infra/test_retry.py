@@ -42,3 +42,27 @@ def test_permanent(exc):
 
 def test_completed_state_is_not_retried():
     assert not retry_if_transient(None, None, Completed(data=None))
+
+
+def test_every_retrying_task_uses_the_one_preset():
+    """Retries everywhere: only classified errors, exponential backoff, jitter."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import mendflow.tasks
+    from mendflow.infra.retry import transient_retries
+
+    retrying = []
+    for module in pkgutil.walk_packages(mendflow.tasks.__path__, "mendflow.tasks."):
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, Task) and value.retries:
+                retrying.append(value)
+    assert len(retrying) > 20
+    for task in retrying:
+        assert task.retry_jitter_factor == 0.5, task.name
+        assert task.retry_condition_fn is not None, task.name
+        delays = task.retry_delay_seconds
+        assert len(delays) == task.retries and delays == sorted(delays), task.name
+    assert transient_retries(3, first_delay_s=1)["retry_delay_seconds"] == [1, 2, 4]
