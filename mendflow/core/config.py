@@ -41,6 +41,7 @@ from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the confi
     OpenAICompatibleFixerConfig,
     RuffFixerConfig,
 )
+from mendflow.core.config_heal import HealConfig, LogsConfig
 from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HISTORY_SIZE,
     ApprovalConfig,
@@ -120,6 +121,7 @@ class ToolsConfig(Section):
     mypy: LinterConfig = LinterConfig()
     bandit: BanditConfig = BanditConfig()
     todo: TodoConfig = TodoConfig()
+    logs: LogsConfig = LogsConfig()
 
 
 # --- validation gates ----------------------------------------------------------------
@@ -185,6 +187,7 @@ class MendflowConfig(Section):
     deployment: DeploymentConfig = DeploymentConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    heal: HealConfig = HealConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

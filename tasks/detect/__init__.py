@@ -31,14 +31,16 @@ from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect.bandit_run import measure_bandit
+from mendflow.tasks.detect.log_scan import measure_logs
 from mendflow.tasks.detect.mypy_run import measure_mypy
 from mendflow.tasks.detect.pytest_run import measure_tests
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
 from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
 
 __all__ = [
-    "count_python_loc", "find_todos", "measure_bandit", "measure_mypy", "measure_ruff",
-    "measure_tests", "merge_findings", "ruff_config_args", "run_bandit", "run_mypy",
+    "count_python_loc", "find_todos", "measure_bandit", "measure_logs", "measure_mypy",
+    "measure_ruff", "measure_tests", "merge_findings", "read_logs", "ruff_config_args",
+    "run_bandit", "run_mypy",
     "run_pytest", "run_ruff", "scan_todos",
 ]
 
@@ -145,6 +147,24 @@ def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
         ToolError: the sandbox is not a git worktree.
     """
     return scan_todos(sandbox, tools)
+
+
+@task(name="read-logs", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
+      timeout_seconds=TODO_TASK_TIMEOUT_S, cache_policy=NO_CACHE)
+def read_logs(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Group the tracebacks of ``tools.logs.paths`` into findings (see :func:`measure_logs`).
+
+    Not cached: the logs change while the tree does not.
+
+    Args:
+        sandbox: the worktree (frames are mapped onto its files).
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (for symmetry with the other tools).
+
+    Returns:
+        The ``log`` result.
+    """
+    return measure_logs(sandbox, tools)
 
 
 @task(name="merge-findings", retries=1, retry_delay_seconds=1, timeout_seconds=120,

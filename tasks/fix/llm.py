@@ -76,9 +76,10 @@ class LLMFixer:
     """
 
     name = "llm"
-    skip_sources: tuple[str, ...] = ("coverage", "todo")
-    """Findings no model is asked about: covering code means writing tests
-    (which the gates refuse by default) and TODOs are notes, not defects."""
+    skip_sources: tuple[str, ...] = ("coverage", "todo", "log")
+    """Findings no model is asked about in a mission: covering code means writing
+    tests (which the gates refuse by default), TODOs are notes, not defects, and
+    logged errors are healed by the heal flow, which reproduces them first."""
 
     def __init__(self, policy: LLMPolicy, limits: LLMBudget, budget: Budget | None = None, *,
                  max_context_chars: int = 24000, state_dir: Path | None = None):
