@@ -241,12 +241,13 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, doctor
+    from mendflow.cli import approvals, doctor, heal
     from mendflow.deployments import serve
 
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
+    heal.register(app)  # heal scan, run, list, serve
 
 
 _register_commands()

@@ -184,6 +184,28 @@ class LLMFixer:
                         cache_creation_input_tokens=usage.cache_creation_input_tokens,
                         cache_read_input_tokens=usage.cache_read_input_tokens)
 
+    def call_model(self, sandbox: Sandbox, user_text: str) -> ModelAnswer | str:
+        """One budgeted model call with a prepared user message (the heal flow's).
+
+        Args:
+            sandbox: the worktree (its mission's budget is charged).
+            user_text: the whole user message.
+
+        Returns:
+            The answer, or the reason the budget declined (no call was made).
+
+        Raises:
+            LLMError: the call failed.
+            PatchRejected: the body could not be parsed.
+        """
+        budget = self.budget_for(sandbox)
+        reason = budget.reserve()
+        if reason is not None:
+            return reason
+        answer = self._timed_call(sandbox, user_text)
+        budget.record(answer.usage)
+        return answer
+
     @property
     def subject(self) -> str:
         """The fixer and model, for error messages."""
