@@ -84,8 +84,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
     """Heal one error group of the log: reproduce it, fix it, validate, commit."""
-    from mendflow.cli import _ProgressHandler, _prefect_defaults, _start_prefect_api, \
-        _wait_for_prefect_api
+    from mendflow.cli import _prefect_defaults, _ProgressHandler, _start_prefect_api, _wait_for_prefect_api
 
     _prefect_defaults(verbose)
     _start_prefect_api()

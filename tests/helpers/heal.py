@@ -109,3 +109,66 @@ def heal_config(tmp_path: Path, fake: api.FakeMessagesAPI, **sections: Any) -> P
     path = tmp_path / "mendflow.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+APP_FILES = {
+    "shop/__init__.py": "",
+    "shop/catalog.py": '''
+        """The catalog: plugins, titles, prices."""
+
+
+        def load_plugin():
+            """Import the pricing plugin named in the settings."""
+            import shop_pricing_plugin  # noqa: F401  (not installed in production)
+
+
+        def title(order):
+            """The order's title."""
+            return order.title.upper()
+
+
+        def price(prices, sku):
+            """The price of a product."""
+            return prices[sku]
+
+
+        def mean(values):
+            """The mean of the values."""
+            return sum(values) / len(values)
+    ''',
+}
+
+APP_MAIN = '''
+import asyncio, json, logging, os, sys, threading, time
+import mendflow.heal
+from shop import catalog
+
+hook = mendflow.heal.install(repository=os.environ["APP_REPO"],
+                             api_url=os.environ.get("APP_API") or None,
+                             spool_dir=os.environ["APP_SPOOL"], logging_handler=True,
+                             retry_s=0.5)
+log = logging.getLogger("app")
+
+
+def request(order):
+    try:
+        return catalog.title(order)
+    except AttributeError:
+        log.exception("request failed")   # AttributeError, reported by the logging handler
+        return "?"
+
+
+async def main():
+    hook.watch(asyncio.get_running_loop())
+    asyncio.get_running_loop().call_soon(catalog.load_plugin)   # ImportError in a callback
+    await asyncio.sleep(0.05)
+
+
+results = [request(None) for _ in range(3)]      # two repeats: rate-limited
+asyncio.run(main())
+worker = threading.Thread(target=catalog.price, args=({}, "sku-1"))   # KeyError in a thread
+worker.start(); worker.join()
+hook.flush(5)
+print(json.dumps({"results": results, "stats": vars(hook.stats)}), flush=True)
+catalog.mean([])                                 # ZeroDivisionError: uncaught
+'''
