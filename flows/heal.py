@@ -22,6 +22,7 @@ only adds to the group's count.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from mendflow.core.heal import HealRecord, HealResult, event_from_payload
 from mendflow.core.models import QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.heal_attempts import HealState, attempt_heals
-from mendflow.infra.heal_records import group_lock, read_record, try_lock
+from mendflow.infra.heal_records import group_lock, read_record, reserve_slot, try_lock
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.bookkeeping import load_mission_config
 from mendflow.tasks.detect.log_scan import repo_files
@@ -81,7 +82,15 @@ def heal(repo: str = ".", log_files: list[str] | None = None, fingerprint: str |
         group = load_error_group(log_files, target.root, fingerprint)
     else:
         group = group_events([event_from_payload(event or {})], repo_files(target.root))[0]
-    record = _merge_record(read_record(layout, group.fingerprint), group, str(target.root))
+    old = read_record(layout, group.fingerprint)
+    record = _merge_record(old, group, str(target.root))
+    if not log_files:  # started by an event (the trigger): repeats only count
+        record = record.model_copy(update={"count": record.count + int((event or {}).get(
+            "repeats") or 0)})
+        held = _held_back(old, config, layout)
+        if held:
+            save_heal_record(layout, record)
+            return _result(record, target, config, flow_run_id, reason=held)
     lock = group_lock(layout, group.fingerprint)
     if not try_lock(lock):  # another run heals this group: only count the repeat
         save_heal_record(layout, record)
@@ -92,6 +101,16 @@ def heal(repo: str = ".", log_files: list[str] | None = None, fingerprint: str |
                      config, layout, autonomy)
     finally:
         lock.release()
+
+
+def _held_back(old: HealRecord | None, config: MendflowConfig, layout: StateLayout) -> str | None:
+    """Why an event-started run must not heal (a recent repeat, or the hourly cap), or None."""
+    if old is not None and old.status != "open" and old.updated_at:
+        age = (datetime.now(timezone.utc) - datetime.fromisoformat(old.updated_at)).total_seconds()
+        if age < config.heal.repeat_window_s:
+            return (f"a repeat within heal.repeat_window_s of the last run ({old.status}): "
+                    "its count was incremented")
+    return reserve_slot(layout, "runs", config.heal.max_runs_per_hour)
 
 
 def _merge_record(old: HealRecord | None, group: ErrorGroup, repository: str) -> HealRecord:

@@ -141,4 +141,7 @@ def list_groups(
 
 def register(app: typer.Typer) -> None:
     """Add the ``heal`` command group to ``app``."""
+    from mendflow.deployments.heal_trigger import serve_heal_command
+
+    heal_app.command("serve")(serve_heal_command)
     app.add_typer(heal_app, name="heal")
