@@ -110,7 +110,7 @@ class Hook:
     _stop: threading.Event = field(default_factory=threading.Event)
     _restore: list[Any] = field(default_factory=list)
     _thread: threading.Thread | None = None
-    _inflight: dict[str, Any] | None = None
+    _inflight: list[dict[str, Any]] | None = None
 
     # --- in the application's thread: fast, never raises ----------------------------
     def report(self, exc: BaseException, source: str) -> None:
@@ -133,11 +133,13 @@ class Hook:
             self.stats.max_hook_s = max(self.stats.max_hook_s, spent)
 
     def _report(self, exc: BaseException, source: str) -> None:
-        from mendflow.core.error_groups import event_fingerprint
-        from mendflow.core.heal import event_from_payload
+        from mendflow.core.error_groups import fingerprint_of
 
-        payload = self.payload(exc)
-        fingerprint = event_fingerprint(event_from_payload(payload))
+        # the fingerprint first, from code objects only (no source lines read), so that a
+        # repeat held back by the rate limit costs little
+        frames = [(tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name)
+                  for tb in _walk(exc.__traceback__)]
+        fingerprint = fingerprint_of(_type_name(exc), frames)
         now = time.monotonic()
         with self._lock:
             last = self._last.get(fingerprint)
@@ -147,6 +149,7 @@ class Hook:
                 return
             self._last[fingerprint] = now
             repeats = self._held.pop(fingerprint, 0)
+        payload = self.payload(exc)
         payload.update(fingerprint=fingerprint, repeats=repeats, source=source,
                        repository=self.repository)
         event = {"id": str(uuid.uuid4()), "occurred": payload["timestamp"], "event": EVENT_NAME,
@@ -176,9 +179,7 @@ class Hook:
                 "timestamp": datetime.now(timezone.utc).isoformat()}
 
     def _record(self, exc: BaseException) -> dict[str, Any]:
-        kind = type(exc)
-        name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") \
-            else f"{kind.__module__}.{kind.__qualname__}"
+        name = _type_name(exc)
         frames = [{"file": f.filename, "line": f.lineno, "function": f.name,
                    "source": scrub(f.line or "", 300) or None}
                   for f in traceback.extract_tb(exc.__traceback__, limit=64)]
@@ -195,9 +196,16 @@ class Hook:
             except queue.Empty:
                 event = None
             if event is not None:
-                self._inflight = event
-                if not self._post([event]):
-                    self._spool(event)
+                batch = [event]
+                while len(batch) < 100:  # one request for what is queued
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._inflight = batch
+                if not self._post(batch):
+                    for item in batch:
+                        self._spool(item)
                 self._inflight = None
             if time.monotonic() >= next_retry:
                 self._deliver_spool()
@@ -260,7 +268,7 @@ class Hook:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
-        left = [self._inflight] if self._inflight is not None else []
+        left = list(self._inflight or [])
         while True:
             try:
                 left.append(self._queue.get_nowait())
@@ -300,8 +308,7 @@ def install(repository: str | os.PathLike[str], *, api_url: str | None = None,
     Returns:
         The :class:`Hook`.
     """
-    import mendflow.core.error_groups
-    import mendflow.core.heal  # noqa: F401  (imported now, not at the first exception)
+    import mendflow.core.error_groups  # noqa: F401  (imported now, not at the first exception)
 
     home = Path(os.environ.get("MENDFLOW_HOME") or Path.home() / ".mendflow")
     hook = Hook(repository=str(repository), api_url=api_url or os.environ.get("PREFECT_API_URL"),
@@ -320,6 +327,22 @@ def install(repository: str | os.PathLike[str], *, api_url: str | None = None,
     hook._thread.start()
     atexit.register(hook._at_exit)
     return hook
+
+
+def _type_name(exc: BaseException) -> str:
+    """The exception's class as Python prints it (``KeyError``, ``shop.errors.PricingError``)."""
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ in ("builtins", "__main__") \
+        else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _walk(tb: TracebackType | None):
+    """The traceback's entries, outermost first (at most 64, as the payload keeps)."""
+    entries = []
+    while tb is not None and len(entries) < 64:
+        entries.append(tb)
+        tb = tb.tb_next
+    return entries
 
 
 def _install_sys(hook: Hook) -> None:

@@ -45,15 +45,30 @@ def _parts(file: str) -> tuple[str, ...]:
     return tuple(p for p in PurePosixPath(file).parts if p != "/")
 
 
+def is_library_file(file: str) -> bool:
+    """Is the file in site-packages, dist-packages, the standard library or synthetic code?"""
+    return bool(_LIBRARY.search(file.replace("\\", "/")) or _SYNTHETIC.match(file))
+
+
 def is_library_frame(frame: Frame) -> bool:
-    """Is the frame in site-packages, dist-packages, the standard library or synthetic code?"""
-    file = frame.file.replace("\\", "/")
-    return bool(_LIBRARY.search(file) or _SYNTHETIC.match(frame.file))
+    """Is the frame's file a library's (see :func:`is_library_file`)?"""
+    return is_library_file(frame.file)
 
 
-def frame_key(frame: Frame) -> str:
+def frame_key(file: str, function: str) -> str:
     """The part of a frame that enters a fingerprint: ``<last two path parts>:<function>``."""
-    return f"{'/'.join(_parts(frame.file)[-2:])}:{frame.function}"
+    return f"{'/'.join(_parts(file)[-2:])}:{function}"
+
+
+def fingerprint_of(exception_type: str, frames: Iterable[tuple[str, str]]) -> str:
+    """The fingerprint of an exception type and its frames (``(file, function)``, outermost first).
+
+    Returns:
+        16 hex digits (see the module docstring).
+    """
+    app = [frame for frame in frames if not is_library_file(frame[0])]
+    keys = [frame_key(file, function) for file, function in app[-FINGERPRINT_FRAMES:]]
+    return hash_parts("traceback", exception_type, *keys)
 
 
 class RepoFiles:
@@ -120,9 +135,7 @@ def app_frames(event: TracebackEvent, repo: RepoFiles | None = None) -> list[Loc
 
 def event_fingerprint(event: TracebackEvent) -> str:
     """The event's group fingerprint (see the module docstring): 16 hex digits."""
-    frames = [f for f in event.last.frames if not is_library_frame(f)]
-    keys = [frame_key(f) for f in frames[-FINGERPRINT_FRAMES:]]
-    return hash_parts("traceback", event.last.type, *keys)
+    return fingerprint_of(event.last.type, ((f.file, f.function) for f in event.last.frames))
 
 
 class ErrorGroup(Contract):
