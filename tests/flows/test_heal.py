@@ -110,12 +110,15 @@ def test_an_external_error_is_reported_never_fixed(shop, tmp_path, fake_anthropi
     assert len(fake_anthropic.requests) == 1
 
 
-def test_refusals_no_reproduction_denylisted_file_and_low_confidence(
+def test_refusals_no_reproduction_denylisted_file_a_breaking_fix_and_low_confidence(
         shop, tmp_path, fake_anthropic, api_key):
     secret = {"path": "secrets/keys.py", "search": "", "replace": "KEY = 1\n"}
+    breaks = {"path": "shop/stats.py", "search": "    return max(values) - min(values)\n",
+              "replace": "    return max(values)\n"}
     fake_anthropic.enqueue(heal_reply([FIX]), heal_reply([GOOD_TEST, FIX, secret]),
+                           heal_reply([GOOD_TEST, FIX, breaks]),
                            heal_reply([GOOD_TEST, FIX], confidence="low"))
-    config = heal_config(tmp_path, fake_anthropic)
+    config = heal_config(tmp_path, fake_anthropic, heal={"max_attempts": 4})
     result = heal(repo=str(shop), log_files=[str(production_log(tmp_path))],
                   config_file=str(config))
 
@@ -123,7 +126,10 @@ def test_refusals_no_reproduction_denylisted_file_and_low_confidence(
     assert result.heal_status == "refused" and result.commit is None
     assert reasons[0].startswith("no-reproduction")
     assert reasons[1].startswith("denylisted")
-    assert "confidence low is below" in reasons[2]
+    assert reasons[2].startswith("gates: no-test-regression") and "test_spread" in reasons[2]
+    assert "confidence low is below" in reasons[3]
+    assert "test_spread" in user_text(fake_anthropic.requests[3])  # the gate output fed back
+    assert git(shop, "rev-parse", result.branch) == git(shop, "rev-parse", "HEAD")
 
 
 def test_without_a_model_fixer_the_group_is_recorded_and_nothing_guessed(
