@@ -7,7 +7,8 @@ each event of the live hook (:mod:`mendflow.heal`) starts a flow run whose
 JSON object). The flow keeps the rest in check: at most one open run per
 fingerprint (a file lock), a repeat within ``heal.repeat_window_s`` of a
 finished run only adds to the group's count, and ``heal.max_runs_per_hour``
-caps the runs (:mod:`mendflow.flows.heal`).
+caps the runs (:mod:`mendflow.flows.heal`). The deployment runs one flow run at
+a time (``concurrency_limit=1``): the others wait for a slot.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def build_heal_deployment(config_path: Path | str | None = None, *, name: str | 
         triggers=[heal_trigger(repository)],
         description="mendflow heal: reproduce, fix and validate an exception raised in the "
                     "application (started by mendflow.exception.raised events)",
-        tags=["mendflow", "heal"], entrypoint_type=EntrypointType.MODULE_PATH)
+        tags=["mendflow", "heal"], entrypoint_type=EntrypointType.MODULE_PATH,
+        # heal runs of one repository take turns (each holds the repository's mission lock);
+        # the others wait for a slot instead of failing
+        concurrency_limit=1)
 
 
 def serve_heal_command(

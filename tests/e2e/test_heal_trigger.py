@@ -1,6 +1,7 @@
 """The live hook and the trigger against a real ``prefect server start``: an application
-(a subprocess) raises four errors; their events reach the server, and the served heal
-deployment's trigger starts one heal run per error group."""
+(a subprocess) raises four errors; their events reach the server, the served heal
+deployment's trigger starts one heal run per error group, and each one ends, through the
+fake Messages API, in a validated commit with its reproduction test on its heal branch."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.fakes.fake_messages_api import FakeMessagesAPI
 from tests.helpers.e2e import Server, start, stop
 from tests.helpers.git import git
-from tests.helpers.heal import APP_FILES, APP_MAIN
+from tests.helpers.heal import APP_FILES, APP_FIXES, APP_MAIN, app_responder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,16 +42,20 @@ def heal_runs(server: Server, deployment_id: str) -> list[dict]:
         "deployments": {"id": {"any_": [deployment_id]}}, "limit": 50})
 
 
-def test_events_reach_the_server_and_the_trigger_starts_the_served_heal_deployment(
+def test_events_reach_the_server_and_the_trigger_heals_each_error_into_a_commit(
         prefect_server: Server, tmp_path):
     repo = app_repo(tmp_path / "app")
+    fake = FakeMessagesAPI().start()
+    fake.respond_with(app_responder)
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
-        "fixer": {"type": "ruff"}}))  # no model: each run records, groups and reports
+        "tools": {"mypy": {"enabled": False}},
+        "fixer": {"type": "anthropic", "base_url": fake.root_url, "model": "claude-test"}}))
     name = f"heal-{uuid.uuid4().hex[:6]}"
     serving = start([sys.executable, "-m", "mendflow.cli", "heal", "serve", "--config",
-                     str(config), "--name", name, "--path", str(repo)], prefect_server.env,
+                     str(config), "--name", name, "--path", str(repo)],
+                    {**prefect_server.env, "ANTHROPIC_API_KEY": "sk-ant-e2e-Rt5Yu7Io9Pa1"},
                     tmp_path / "serve.log")
     try:
         deadline = time.monotonic() + 120
@@ -85,7 +91,7 @@ def test_events_reach_the_server_and_the_trigger_starts_the_served_heal_deployme
         assert kinds == ["AttributeError", "KeyError", "ModuleNotFoundError",
                          "ZeroDivisionError"]
 
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while True:
             runs = heal_runs(prefect_server, deployment["id"])
             finished = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
@@ -98,11 +104,17 @@ def test_events_reach_the_server_and_the_trigger_starts_the_served_heal_deployme
                    (Path(prefect_server.env["MENDFLOW_HOME"]) / "heal").glob("*.json")
                    if p.stem in {e["payload"]["fingerprint"] for e in events}}
         assert len(records) == 4
-        assert {r["status"] for r in records.values()} == {"needs_model_fixer"}
         assert {(r["exception_type"], r["function"], r["path"]) for r in records.values()} == {
-            ("AttributeError", "title", "shop/catalog.py"),
-            ("ModuleNotFoundError", "load_plugin", "shop/catalog.py"),
-            ("KeyError", "price", "shop/catalog.py"),
-            ("ZeroDivisionError", "mean", "shop/catalog.py")}
+            (kind, function, "shop/catalog.py") for kind, (function, _) in APP_FIXES.items()}
+        for fingerprint, record in records.items():
+            assert record["status"] == "fixed", (record["exception_type"], record["reason"],
+                                                 record["attempts"])
+            branch = f"mendflow/heal-{fingerprint}"
+            assert git(repo, "rev-parse", branch) == record["commit"]
+            test_file = APP_FIXES[record["exception_type"]][1][0]["path"]
+            changed = git(repo, "show", "--name-only", "--format=", record["commit"]).split()
+            assert sorted(changed) == sorted(["shop/catalog.py", test_file])
+        assert git(repo, "status", "--porcelain") == ""
     finally:
         stop(serving)
+        fake.stop()

@@ -172,3 +172,46 @@ hook.flush(5)
 print(json.dumps({"results": results, "stats": vars(hook.stats)}), flush=True)
 catalog.mean([])                                 # ZeroDivisionError: uncaught
 '''
+
+
+APP_FIXES = {
+    "AttributeError": ("title", [
+        {"path": "tests/test_heal_title.py", "search": "", "replace":
+         "from shop.catalog import title\n\n\ndef test_title_without_order():\n"
+         "    assert title(None) == \"\"\n"},
+        {"path": "shop/catalog.py", "search": "    return order.title.upper()\n",
+         "replace": "    if order is None:\n        return \"\"\n    return order.title.upper()\n"}]),
+    "ModuleNotFoundError": ("load_plugin", [
+        {"path": "tests/test_heal_plugin.py", "search": "", "replace":
+         "from shop.catalog import load_plugin\n\n\ndef test_plugin_missing():\n"
+         "    assert load_plugin() is None\n"},
+        {"path": "shop/catalog.py",
+         "search": "    import shop_pricing_plugin  # noqa: F401  (not installed in production)\n",
+         "replace": "    try:\n        import shop_pricing_plugin  # noqa: F401\n"
+                    "    except ImportError:\n        return None\n    return True\n"}]),
+    "KeyError": ("price", [
+        {"path": "tests/test_heal_price.py", "search": "", "replace":
+         "from shop.catalog import price\n\n\ndef test_unknown_sku():\n"
+         "    assert price({}, \"sku-1\") is None\n"},
+        {"path": "shop/catalog.py", "search": "    return prices[sku]\n",
+         "replace": "    return prices.get(sku)\n"}]),
+    "ZeroDivisionError": ("mean", [
+        {"path": "tests/test_heal_mean.py", "search": "", "replace":
+         "from shop.catalog import mean\n\n\ndef test_mean_of_nothing():\n"
+         "    assert mean([]) == 0.0\n"},
+        {"path": "shop/catalog.py", "search": "    return sum(values) / len(values)\n",
+         "replace": "    if not values:\n        return 0.0\n"
+                    "    return sum(values) / len(values)\n"}]),
+}
+"""Per exception type of the application: the function it is raised in, and the model's
+edits (a reproduction test and a fix)."""
+
+
+def app_responder(request):
+    """The fake model: the reply for the exception named in the request's traceback."""
+    content = request.json["messages"][0]["content"]
+    text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+    for kind, (_, edits) in APP_FIXES.items():
+        if f"{kind}:" in text or f"\n{kind}\n" in text:
+            return heal_reply(edits, root_cause=f"{kind} not handled")
+    return None
