@@ -89,3 +89,11 @@ def test_messages_are_truncated_and_scrubbed_of_secrets():
                  "url=https://bob:pw@db.example.com key sk-ant-abcdefghijklmnop " + "word " * 150)
     assert "hunter2" not in text and "abc123" not in text and "bob:pw" not in text
     assert "sk-ant-abcdefghijklmnop" not in text and len(text) == 500
+
+
+def test_importing_the_hook_imports_neither_prefect_nor_pydantic():
+    code = ("import sys, mendflow.heal; "
+            "print(sorted(m for m in ('prefect', 'pydantic', 'httpx') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
