@@ -74,7 +74,7 @@ def heal(repo: str = ".", log_files: list[str] | None = None, fingerprint: str |
     Raises:
         MendflowError: bad input (no traceback in the log, unknown fingerprint, bad config).
     """
-    config = load_mission_config(config_file, fixer)
+    config = load_mission_config(config_file, fixer, path=repo)
     layout = StateLayout.resolve(config.mission.state_dir)
     flow_run_id = str(runtime.flow_run.id or "") or None
     target = resolve_target(repo, "project")

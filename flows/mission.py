@@ -28,7 +28,13 @@ from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_it
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.layout import mission_dir
 from mendflow.infra.progress import report_progress
-from mendflow.tasks.bookkeeping import close_mission, load_mission_config, new_mission_id, register_mission
+from mendflow.tasks.bookkeeping import (
+    close_mission,
+    load_mission_config,
+    name_flow_run,
+    new_mission_id,
+    register_mission,
+)
 from mendflow.tasks.environment import prepare_target_env
 from mendflow.tasks.preflight import (
     check_crash_loop,
@@ -79,7 +85,7 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    config = load_mission_config(config_file, fixer, scope=scope, dry_run=dry_run,
+    config = load_mission_config(config_file, fixer, path, scope=scope, dry_run=dry_run,
                                  backup_only=backup_only, max_iterations=max_iterations,
                                  target_score=target_score)
     flow_run_id = str(runtime.flow_run.id or "") or None
@@ -87,6 +93,8 @@ def maintenance_mission(
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
     target = resolve_target(path, config.mission.scope)
+    if flow_run_id:
+        name_flow_run(flow_run_id, mission_id, target.root)
     parameters = {"path": str(path), "config_file": config_file, "scope": scope,
                   "dry_run": dry_run, "backup_only": backup_only,
                   "max_iterations": max_iterations, "target_score": target_score,

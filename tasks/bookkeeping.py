@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import git
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 
-from mendflow.core.config import MendflowConfig, ScoreConfig, load_config
+from mendflow.core.config import MendflowConfig, ScoreConfig
+from mendflow.core.config_sources import effective_config
 from mendflow.core.findings import path_in_scope
 from mendflow.core.models import (
     BackupEntry,
@@ -26,28 +29,38 @@ from mendflow.core.models import (
 )
 from mendflow.core.score import quality_score
 from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.gitops import find_repository_root
 from mendflow.infra.missions import MissionRecord, finish_mission, start_mission
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect import count_python_loc
 
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
-def load_mission_config(config_file: str | None, fixer: str | None = None,
+def load_mission_config(config_file: str | None, fixer: str | None = None, path: str | None = None,
                         **mission_overrides) -> MendflowConfig:
-    """Load the YAML config and apply command-line overrides.
+    """Load the mission's configuration from its sources and apply command-line overrides.
+
+    The sources, highest precedence first: ``config_file``, ``.mendflow.yaml`` at the
+    root of the repository that contains ``path``, that repository's
+    ``[tool.mendflow]`` in ``pyproject.toml``, the defaults
+    (:func:`mendflow.core.config_sources.effective_config`).
 
     Args:
-        config_file: path of a YAML file, or None for the embedded defaults.
+        config_file: path of a YAML file, or None.
         fixer: a fixer type chosen with ``--fixer`` (ruff | anthropic | chain), or None.
+        path: the mission's path (a repository or a path inside one), or None.
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
         The validated config.
 
     Raises:
-        ConfigError: the file or an override is invalid (the message names the field).
+        ConfigError: a source or an override is invalid (the message names the file
+            and the field).
     """
-    return load_config(config_file).with_overrides(**mission_overrides).with_fixer(fixer)
+    root = find_repository_root(path) if path is not None else None
+    config = effective_config(config_file, root).config
+    return config.with_overrides(**mission_overrides).with_fixer(fixer)
 
 
 @task(name="new-mission-id", cache_policy=MISSION_STEP, persist_result=True)
@@ -67,6 +80,30 @@ def new_mission_id(flow_run_id: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
     suffix = (flow_run_id.replace("-", "") or hashlib.sha256(stamp.encode()).hexdigest())[:8]
     return f"m-{stamp}-{suffix.lower()}"
+
+
+def flow_run_name(mission_id: str, repo_root: Path) -> str:
+    """The flow run's name: the mission and the repository, ``m-20261201-1358-6ed1: acme-api``."""
+    return f"{mission_id}: {repo_root.name}"
+
+
+@task(name="name-flow-run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+      retry_condition_fn=retry_if_transient, timeout_seconds=30)
+def name_flow_run(flow_run_id: str, mission_id: str, repo_root: Path) -> str:
+    """Rename the flow run after its mission and repository (instead of Prefect's random name).
+
+    Args:
+        flow_run_id: the Prefect flow run id.
+        mission_id: the mission's id.
+        repo_root: the repository's root.
+
+    Returns:
+        The new name (:func:`flow_run_name`).
+    """
+    name = flow_run_name(mission_id, repo_root)
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(UUID(flow_run_id), name=name)
+    return name
 
 
 @task(name="compute-measurement", cache_policy=NO_CACHE)

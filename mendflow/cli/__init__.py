@@ -241,9 +241,10 @@ def rollback(
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, doctor, heal
+    from mendflow.cli import approvals, config, doctor, heal
     from mendflow.deployments import serve
 
+    config.register(app)
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)

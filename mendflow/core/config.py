@@ -270,8 +270,39 @@ def validate_config(data: Any, *, source: str = "config") -> MendflowConfig:
         ) from None
 
 
+def load_config_data(path: Path | str) -> Any:
+    """Read a YAML config file (not yet validated).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The parsed YAML (None for an empty file).
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not YAML.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", subject=str(path),
+                          hint="pass an existing file to --config") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file: {err}", subject=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"not valid YAML{where}: {problem}", subject=str(path),
+                          hint="fix the YAML syntax") from None
+
+
 def load_config(path: Path | str | None) -> MendflowConfig:
-    """Load and validate a YAML config file.
+    """Load and validate one YAML config file (no discovery; see
+    :func:`mendflow.core.config_sources.effective_config` for a repository's sources).
 
     Args:
         path: the YAML file, or None for the embedded defaults.
@@ -284,20 +315,4 @@ def load_config(path: Path | str | None) -> MendflowConfig:
     """
     if path is None:
         return MendflowConfig()
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", subject=str(path),
-                          hint="pass an existing file to --config") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file: {err}", subject=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"not valid YAML{where}: {problem}", subject=str(path),
-                          hint="fix the YAML syntax") from None
-    return validate_config(data, source=str(path))
+    return validate_config(load_config_data(path), source=str(path))

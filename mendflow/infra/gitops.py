@@ -49,6 +49,25 @@ def replay_ref(mission_id: str) -> str:
     return f"refs/mendflow/{mission_id}/replay"
 
 
+def find_repository_root(path: Path | str) -> Path | None:
+    """The working-tree root of the git repository that contains ``path`` (GitPython).
+
+    Args:
+        path: a repository, a directory inside one, or a file inside one.
+
+    Returns:
+        The absolute root, or None when ``path`` is not inside a non-bare repository
+        (the mission's own repository check reports that with a proper error).
+    """
+    start = Path(path).expanduser()
+    start = start if start.is_dir() else start.parent
+    try:
+        with git.Repo(start, search_parent_directories=True) as repo:
+            return Path(repo.working_tree_dir).resolve() if repo.working_tree_dir else None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
 def is_ancestor(cwd: Path, ancestor: str, descendant: str) -> bool:
     """True when ``ancestor`` is ``descendant`` or one of its ancestors (``git merge-base``)."""
     return git_succeeds(cwd, "merge-base", "--is-ancestor", ancestor, descendant)

@@ -16,8 +16,8 @@ import uuid
 import httpx
 import pytest
 
-from tests.helpers.e2e import Served, Server, free_port, mission_config, start, stop
-from tests.helpers.git import GIT_ENV
+from tests.helpers.e2e import USER_PROJECT, Served, Server, free_port, mission_config, start, stop
+from tests.helpers.git import GIT_ENV, write_files
 
 
 @pytest.fixture(scope="session")
@@ -58,13 +58,19 @@ def prefect_server(tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="session")
 def served(prefect_server: Server, tmp_path_factory) -> Served:
-    """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server."""
+    """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server.
+
+    It serves from the working directory of a user's project that has a ``tasks.py``
+    and a ``flows/`` package of its own (they raise when imported): every served flow
+    run of the e2e tests shows that they cannot shadow mendflow's namespace.
+    """
     work = tmp_path_factory.mktemp("served")
+    write_files(work, USER_PROJECT)
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     config = mission_config(work / "mendflow.yaml")
     process = start([sys.executable, "-m", "mendflow.deployments.serve", "--config", str(config),
                      "--name", name, "--timeout-sweep-s", "1"], prefect_server.env,
-                    work / "serve.log")
+                    work / "serve.log", cwd=work)
     prefect_server.processes.append(process)
     deadline = time.monotonic() + 120
     while True:

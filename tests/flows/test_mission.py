@@ -151,3 +151,22 @@ def test_misspelled_config_field_names_the_field(make_repo, tmp_path):
     config.write_text("mission:\n  max_iteratons: 2\n")
     with pytest.raises(ConfigError, match="max_iteratons"):
         maintenance_mission(path=str(repo), config_file=str(config), mission_id="t-badcfg")
+
+
+def test_mission_reads_the_repository_config_and_names_its_flow_run(make_repo, tmp_path):
+    """``.mendflow.yaml`` and ``[tool.mendflow]`` configure the mission; ``--config`` wins."""
+    from prefect.client.orchestration import get_client
+
+    repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": LIB, "tests/test_lib.py": TESTS,
+                      ".mendflow.yaml": "tools: {ruff: {enabled: false}}\n",
+                      "pyproject.toml": "[tool.mendflow]\ntools = {bandit = {enabled = false}}\n"
+                                        "mission = {dry_run = true}\n"})
+    config = write_config(tmp_path)  # the interpreter environment, mypy off
+
+    result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="t-cfg")
+
+    assert {f.source for f in result.findings} <= {"pytest", "coverage", "todo"}  # no ruff, bandit
+    assert result.dry_run is True
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(result.flow_run_id)
+    assert run.name == f"t-cfg: {repo.name}"

@@ -22,6 +22,17 @@ from tests.helpers.git import git, write_files
 ROOT = Path(__file__).resolve().parents[2]
 
 
+USER_PROJECT = {
+    "tasks.py": "raise SystemExit('the user project tasks.py was imported')\n",
+    "flows/__init__.py": "raise SystemExit('the user project flows/ was imported')\n",
+    "flows/mission.py": "raise SystemExit('the user project flows/mission.py was imported')\n",
+    "deployments.py": "raise SystemExit('the user project deployments.py was imported')\n",
+    "blocks/__init__.py": "raise SystemExit('the user project blocks/ was imported')\n",
+}
+"""A user's project whose own ``tasks.py`` / ``flows/`` would shadow generic top-level
+packages (each raises when imported)."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
