@@ -47,6 +47,7 @@ from mendflow.tasks.heal import (
     notify_heal,
     publish_heal_artifact,
     save_heal_record,
+    source_context,
 )
 from mendflow.tasks.preflight import lock_repository, unlock_repository
 from mendflow.tasks.sandbox import create_sandbox, rewind_sandbox
@@ -135,6 +136,10 @@ def _heal(record: HealRecord, group: ErrorGroup, target: RepoTarget, config: Men
                   f"{record.function}\nSeen {record.count}x ({record.first_seen} .. "
                   f"{record.last_seen})\n\n{record.traceback[-3000:]}")
     finding = group_finding(group, repo_files(target.root))
+    if finding is not None:
+        record = record.model_copy(update={"context": (
+            f"repository {target.root} at {target.head_commit}\n"
+            + source_context(target.root, finding.path, finding.line))})
     if finding is None:
         return _finish(record.model_copy(update={
             "status": "refused", "reason": "not located: no frame of the traceback maps to a "

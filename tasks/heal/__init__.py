@@ -25,7 +25,7 @@ from mendflow.tasks.detect.pytest_run import measure_tests
 from mendflow.tasks.heal.propose import HealProposal, propose_heal
 
 __all__ = ["HealProposal", "ask_heal", "load_error_group", "model_fixer", "notify_heal",
-           "publish_heal_artifact", "run_reproduction", "save_heal_record"]
+           "publish_heal_artifact", "run_reproduction", "save_heal_record", "source_context"]
 
 
 def model_fixer(config: FixerConfig):
@@ -140,6 +140,28 @@ def publish_heal_artifact(record: HealRecord) -> None:
                              description=f"heal {record.exception_type}: {record.status}")
 
 
+def source_context(root: Path, path: str, line: int | None, around: int = 5) -> str:
+    """The numbered source lines around a located frame (``  12 | text``), for the record.
+
+    Args:
+        root: the repository (or worktree) root.
+        path: the repository-relative file.
+        line: the frame's line (1-based); None = the first lines.
+        around: lines before and after.
+
+    Returns:
+        The snippet, or '' when the file cannot be read.
+    """
+    try:
+        lines = (root / path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    center = line or 1
+    start, end = max(center - around, 1), min(center + around, len(lines))
+    marked = [f"{'>' if n == line else ' '}{n:4d} | {lines[n - 1]}" for n in range(start, end + 1)]
+    return f"{path}:\n" + "\n".join(marked)
+
+
 def heal_markdown(record: HealRecord) -> str:
     """The record for people."""
     lines = [f"# Heal {record.exception_type} ({record.fingerprint})", "",
@@ -155,4 +177,6 @@ def heal_markdown(record: HealRecord) -> str:
         lines.append(f"{a.attempt}. ({category}) {verdict}"
                      + (f" — test `{a.reproduction_test}`" if a.reproduction_test else ""))
     lines += ["", "## Traceback", "", "```", record.traceback[-6000:], "```"]
+    if record.context:
+        lines += ["", "## Context", "", "```", record.context, "```"]
     return "\n".join(lines)

@@ -143,3 +143,4 @@ def test_without_a_model_fixer_the_group_is_recorded_and_nothing_guessed(
                          f"{result.fingerprint}.json").read_text())
     assert record["count"] == 5 and record["status"] == "needs_model_fixer"
     assert record["path"] == "shop/stats.py" and record["function"] == "mean"
+    assert ">   6 |     return sum(values) / len(values)" in record["context"]
