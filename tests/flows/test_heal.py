@@ -144,3 +144,39 @@ def test_without_a_model_fixer_the_group_is_recorded_and_nothing_guessed(
     assert record["count"] == 5 and record["status"] == "needs_model_fixer"
     assert record["path"] == "shop/stats.py" and record["function"] == "mean"
     assert ">   6 |     return sum(values) / len(values)" in record["context"]
+
+
+def test_event_started_runs_only_count_repeats_and_are_capped(shop, tmp_path, fake_anthropic):
+    from mendflow.infra.heal_records import group_lock, reserve_slot
+
+    payload = {"type": "ZeroDivisionError", "message": "division by zero", "repeats": 4,
+               "timestamp": "2024-06-01T09:00:00+00:00",
+               "frames": [{"file": "/srv/shop-release-9/shop/report.py", "line": 8,
+                           "function": "daily", "source": None},
+                          {"file": "/srv/shop-release-9/shop/stats.py", "line": 6,
+                           "function": "mean", "source": "return sum(values) / len(values)"}]}
+    config = heal_config(tmp_path, fake_anthropic, fixer={"type": "ruff"},
+                         heal={"max_runs_per_hour": 2})
+    first = heal(repo=str(shop), event=payload, config_file=str(config))
+    assert first.heal_status == "needs_model_fixer" and first.commit is None
+    layout = StateLayout.resolve()
+    assert read_record(layout, first.fingerprint).count == 5  # the event and its 4 repeats
+
+    again = heal(repo=str(shop), event=payload, config_file=str(config))  # within the window
+    assert "repeat within heal.repeat_window_s" in again.reason
+    assert read_record(layout, first.fingerprint).count == 10
+
+    lock = group_lock(layout, first.fingerprint)
+    lock.acquire()
+    try:  # another run holds the group: this one only counts
+        log = heal(repo=str(shop), log_files=[str(production_log(tmp_path, 2))],
+                   config_file=str(config))
+    finally:
+        lock.release()
+    # a logged error and a raised one of the same group share the fingerprint
+    assert log.fingerprint == first.fingerprint and "already open" in log.reason
+    assert read_record(layout, first.fingerprint).count == 12
+
+    # the hourly cap of runs (the first run took one slot)
+    assert reserve_slot(layout, "runs", 2) is None
+    assert "limit of 2 heal runs per hour" in reserve_slot(layout, "runs", 2)
