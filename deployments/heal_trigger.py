@@ -34,7 +34,7 @@ def heal_trigger(repository: str | None = None):
     """
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    match = {"prefect.resource.id": "mendflow.error.*"}
+    match: dict[str, str | list[str]] = {"prefect.resource.id": "mendflow.error.*"}
     if repository:
         match["mendflow.repository"] = repository
     return DeploymentEventTrigger(

@@ -338,7 +338,7 @@ def _type_name(exc: BaseException) -> str:
 
 def _walk(tb: TracebackType | None):
     """The traceback's entries, outermost first (at most 64, as the payload keeps)."""
-    entries = []
+    entries: list[TracebackType] = []
     while tb is not None and len(entries) < 64:
         entries.append(tb)
         tb = tb.tb_next

@@ -112,7 +112,7 @@ class LocatedFrame(Contract):
     """An application frame, with the repository file it maps to (if any)."""
 
     frame: Frame
-    path: str | None = Field(None, description="repository-relative POSIX path; None = unmapped")
+    path: str | None = Field(default=None, description="repository-relative POSIX path; None = unmapped")
 
 
 def app_frames(event: TracebackEvent, repo: RepoFiles | None = None) -> list[LocatedFrame]:
@@ -145,9 +145,9 @@ class ErrorGroup(Contract):
     exception_type: str
     message: str = Field(description="the message of the most recent event")
     count: int
-    first_seen: str | None = Field(None, description="ISO 8601; None when no time was logged")
+    first_seen: str | None = Field(default=None, description="ISO 8601; None when no time was logged")
     last_seen: str | None = None
-    path: str | None = Field(None, description="the innermost application frame's file "
+    path: str | None = Field(default=None, description="the innermost application frame's file "
                              "(repository-relative when mapped, else as printed)")
     function: str | None = None
     line: int | None = None

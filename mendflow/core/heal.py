@@ -41,8 +41,8 @@ class HealAttempt(Contract):
     attempt: int
     analysis: HealAnalysis | None = None
     accepted: bool = False
-    reason: str = Field("", description="why it was refused ('' when accepted)")
-    reproduction_test: str | None = Field(None, description="the test file the reply wrote")
+    reason: str = Field(default="", description="why it was refused ('' when accepted)")
+    reproduction_test: str | None = Field(default=None, description="the test file the reply wrote")
     patch_id: str | None = None
 
 
@@ -59,15 +59,15 @@ class HealRecord(Contract):
     path: str | None = None
     function: str | None = None
     line: int | None = None
-    traceback: str = Field("", description="the sample traceback, chain included")
-    context: str = Field("", description="the source around the located frame, as sent")
+    traceback: str = Field(default="", description="the sample traceback, chain included")
+    context: str = Field(default="", description="the source around the located frame, as sent")
     status: HealStatus = "open"
     reason: str = ""
     attempts: tuple[HealAttempt, ...] = ()
     branch: str | None = None
     commit: str | None = None
     flow_run_id: str | None = None
-    updated_at: str | None = Field(None, description="ISO 8601, UTC")
+    updated_at: str | None = Field(default=None, description="ISO 8601, UTC")
 
     @classmethod
     def of_group(cls, group: ErrorGroup, repository: str) -> HealRecord:
@@ -83,11 +83,11 @@ class HealResult(MissionResult):
     """``mendflow heal run --json``: the mission fields, plus the group and its test."""
 
     fingerprint: str
-    reproduction_test: str | None = Field(None, description="the committed test's path")
+    reproduction_test: str | None = Field(default=None, description="the committed test's path")
     heal_status: HealStatus = "open"
     reason: str = ""
     attempts: tuple[HealAttempt, ...] = ()
-    commit: str | None = Field(None, description="the commit on the heal branch")
+    commit: str | None = Field(default=None, description="the commit on the heal branch")
 
 
 class Reproduction(Contract):

@@ -53,8 +53,8 @@ class Frame(Contract):
 
     file: str = Field(description="the path as printed (another machine's, maybe)")
     line: int | None = None
-    function: str = Field("<module>", description="the function name ('<module>' at top level)")
-    source: str | None = Field(None, description="the source line Python printed, stripped")
+    function: str = Field(default="<module>", description="the function name ('<module>' at top level)")
+    source: str | None = Field(default=None, description="the source line Python printed, stripped")
 
 
 class ExceptionRecord(Contract):
@@ -62,15 +62,15 @@ class ExceptionRecord(Contract):
 
     type: str = Field(description="the exception's class, as printed (e.g. 'KeyError')")
     message: str = ""
-    frames: tuple[Frame, ...] = Field((), description="outermost first, as printed")
+    frames: tuple[Frame, ...] = Field(default=(), description="outermost first, as printed")
 
 
 class TracebackEvent(Contract):
     """One logged error: a traceback and the exceptions chained before it."""
 
     chain: tuple[ExceptionRecord, ...] = Field(description="oldest first; the last was raised")
-    timestamp: str | None = Field(None, description="ISO 8601, from the log line before it")
-    text: str = Field("", description="the traceback as it appeared (cut to MAX_SAMPLE_CHARS)")
+    timestamp: str | None = Field(default=None, description="ISO 8601, from the log line before it")
+    text: str = Field(default="", description="the traceback as it appeared (cut to MAX_SAMPLE_CHARS)")
 
     @property
     def last(self) -> ExceptionRecord:
