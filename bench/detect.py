@@ -142,7 +142,8 @@ def sequential_by_hand(sandbox: Sandbox, env: TargetEnv,
         available = target_modules(env, root)
         mypy_targets = [] if mypy_config_sets_targets(root) else discover_mypy_targets(root)
         steps = [
-            ("coverage run -m pytest", pytest_command(root, env, tools, out, available),
+            ("coverage run -m pytest", pytest_command(
+                root, env, tools, out, available, timeout_s=tools.pytest.per_test_timeout_s),
              tools.pytest.run_timeout_s),
             ("coverage json", [str(env.python), "-m", "coverage", "json", "-i", "-o",
                                str(out / "coverage.json")], 600.0),

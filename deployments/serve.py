@@ -33,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
+
 from mendflow.core.config import MendflowConfig, load_config
 from mendflow.core.errors import MendflowError
 

@@ -13,21 +13,29 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.utilities.annotations import opaque
 
-from mendflow.core.config import MendflowConfig
+from mendflow.core.config import FixerConfig, MendflowConfig
 from mendflow.core.errors import LLMError, PatchRejected, ValidationUnavailable
 from mendflow.core.findings import in_scope
+from mendflow.core.hangs import plan_test_timeouts
+from mendflow.core.learning import AttemptRecord, Choice, Prior
 from mendflow.core.models import (
     BackupEntry,
+    CallFailed,
+    Declined,
     Finding,
     LLMUsage,
     Measurement,
+    OutputRejected,
+    Patched,
     PatchOutcome,
     Proposal,
     RepoTarget,
     Sandbox,
     TargetEnv,
+    TestPlan,
     ValidationReport,
 )
+from mendflow.flows.cycle_learning import GroupAttempts, first_failed_gate, no_patch_result
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
 from mendflow.tasks.detect import (
@@ -40,9 +48,12 @@ from mendflow.tasks.detect import (
     run_ruff,
 )
 from mendflow.tasks.fix import plan_fixes, propose_patch
+from mendflow.tasks.learn.audit import audit_commit
+from mendflow.tasks.learn.strategy import planning_fixer, rank_queue
 from mendflow.tasks.preflight import check_free_disk, disk_paths, record_tool_durations
 from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
 from mendflow.tasks.validate import check_patch_syntax, format_feedback, glob_match, judge_patch
+from mendflow.tasks.validate_tests import check_test_files
 from mendflow.tasks.vcs import commit_accepted_patch
 
 
@@ -59,6 +70,10 @@ class MissionState:
     current: Measurement
     backups_dir: Path
     started_at: str | None = None
+    state_root: Path | None = None
+    priors: dict[tuple[str, str], Prior] = field(default_factory=dict)
+    choices: list[Choice] = field(default_factory=list)
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
     outcomes: list[PatchOutcome] = field(default_factory=list)
     validations: list[ValidationReport] = field(default_factory=list)
     backups: list[BackupEntry] = field(default_factory=list)
@@ -96,8 +111,13 @@ class MissionState:
         return 2 if rejected or (below and not self.config.mission.backup_only) else 0
 
 
-def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str) -> Measurement:
+def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str,
+            compared_with: Measurement | None = None) -> Measurement:
     """Run every detector concurrently on the sandbox's current tree and combine them.
+
+    ``compared_with`` (a candidate's validation: the measurement it is judged
+    against) gives each test a timeout learned from its duration there, and
+    runs the tests that hung there with a short one (:mod:`mendflow.core.hangs`).
 
     Raises:
         ValidationUnavailable: the baseline test run could not complete.
@@ -106,7 +126,7 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     tree = hash_tree(sandbox)
     tools = config.tools
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree),
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools)),
         run_ruff.submit(sandbox, tools, tree),
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
@@ -129,6 +149,14 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     return measurement
 
 
+def _test_plan(compared_with: Measurement | None, tools) -> TestPlan | None:
+    if compared_with is None:
+        return None
+    result = compared_with.result_of("pytest")
+    run = result.test_run if result is not None and result.ok else None
+    return plan_test_timeouts(run, tools.pytest) if run is not None else None
+
+
 def run_iterations(state: MissionState) -> MissionState:
     """Repeat the M-T-D-V cycle until the target score, max iterations or no progress."""
     mission = state.config.mission
@@ -139,8 +167,9 @@ def run_iterations(state: MissionState) -> MissionState:
             state.stop_reason = f"target score {mission.target_score} reached"
             break
         state.iterations = iteration
-        queue = state.fixable(state.current.findings)
-        groups = [g for g in plan_fixes(state.config.fixer, opaque(queue))
+        queue = rank_queue(state.config, opaque(state.fixable(state.current.findings)),
+                           opaque(state.priors))
+        groups = [g for g in plan_fixes(planning_fixer(state.config), opaque(queue))
                   if frozenset(f.id for f in g) not in state.tried]
         if not groups:
             state.stop_reason = "no fixable findings left"
@@ -189,27 +218,48 @@ def _must_stop(state: MissionState) -> bool:
 
 
 def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
-    """Propose, apply, validate and commit (or roll back) one group; 1 if accepted.
+    """Choose a strategy, then propose, apply, validate and commit (or roll back); 1 if accepted.
 
     A rejected candidate's gate output (or the guard that refused the fixer's
     output) is fed back to the fixer for another attempt, at most
-    ``max_attempts`` times (1 for a deterministic fixer).
+    ``max_attempts`` times (1 for a deterministic fixer). Every attempt is noted
+    and written to the outcome store when the group is done.
     """
+    log = GroupAttempts(state, group, iteration)
+    fixer = log.choose()
+    if fixer is None:
+        return 0  # skipped as hopeless (the plan line says why)
+    try:
+        return _attempt_group(state, group, iteration, fixer, log)
+    finally:
+        log.flush()
+
+
+def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: int,
+                   fixer: FixerConfig, log: GroupAttempts) -> int:
     feedback: str | None = None
-    for attempt in range(1, _max_attempts(state.config) + 1):
-        proposal = _ask_fixer(state, group, feedback, attempt)
-        if proposal.rejected is not None:  # the fixer's output failed a guard
+    for attempt in range(1, _max_attempts(fixer) + 1):
+        log.begin()
+        proposal = _ask_fixer(state, fixer, group, feedback, attempt)
+        if isinstance(proposal, OutputRejected):  # the fixer's output failed a guard
             _reject_output(state, proposal, iteration)
-            feedback = proposal.declined
+            log.note(proposal, "rejected", gate=proposal.guard, reason=proposal.message)
+            feedback = proposal.message
             continue
-        if proposal.patch is None or proposal.patch.id in state.rejected_patches:
-            return 0  # declined, failed, or the very diff that was already refused
+        if not isinstance(proposal, Patched):  # declined or failed
+            log.note(proposal, no_patch_result(proposal), reason=getattr(
+                proposal, "reason", None) or getattr(proposal, "error", None))
+            return 0
+        if proposal.patch.id in state.rejected_patches:  # the very diff already refused
+            log.note(proposal, "rejected", gate="repeated-diff")
+            return 0
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
         try:
             apply_patch(state.sandbox, patch)
         except PatchRejected as err:
             _reject(state, patch, err.reason, iteration)
+            log.note(proposal, "rejected", gate=err.reason, reason=str(err))
             feedback = str(err)
             continue
         try:
@@ -221,49 +271,54 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
         if not report.accepted:
             reset_sandbox(state.sandbox, patch)
             _reject(state, patch, report.reason, iteration, report)
+            log.note(proposal, "rejected", gate=first_failed_gate(report), reason=report.reason)
             feedback = format_feedback(report)
             continue
         _accept(state, patch, report, iteration)
+        log.note(proposal, "accepted", commit=state.outcomes[-1].commit)
         return 1
     return 0
 
 
-def _ask_fixer(state: MissionState, group, feedback: str | None, attempt: int) -> Proposal:
+def _ask_fixer(state: MissionState, fixer: FixerConfig, group, feedback: str | None,
+               attempt: int) -> Proposal:
     """One proposal (cached by the tree, so a resumed mission never asks again)."""
     logger = get_run_logger()
     ids = tuple(f.id for f in group)
     try:
-        proposal = propose_patch(state.config.fixer, state.sandbox, group, feedback, attempt,
+        proposal = propose_patch(fixer, state.sandbox, group, feedback, attempt,
                                  state.current.tree)
     except LLMError as err:  # permanent, or transient and still failing after every retry
-        proposal = Proposal(fixer=getattr(state.config.fixer, "type", "fixer"), finding_ids=ids,
-                            attempt=attempt, error=err.message, auth_failed=err.auth,
-                            llm_calls=1)
+        proposal = CallFailed(fixer=getattr(fixer, "type", "fixer"), finding_ids=ids,
+                              attempt=attempt, error=err.message, auth_failed=err.auth,
+                              llm_calls=1)
     state.llm_usage = state.llm_usage.add(proposal)
-    if proposal.error is not None:
-        failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {proposal.error}")
-        state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
-        if proposal.auth_failed:
-            state.fixer_disabled = f"the model fixer is unusable: {proposal.error}"
-        logger.warning("fixer failed for %s: %s", ids, proposal.error)
-    if proposal.budget_exhausted and state.llm_usage.budget_exhausted is None:
-        state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": proposal.declined})
-        report_progress("fix", f"LLM budget exhausted: {proposal.declined}")
-    elif proposal.patch is None and proposal.rejected is None and proposal.error is None:
-        logger.info("fixer declined %s: %s", ids, proposal.declined)
-        state.outcomes.append(PatchOutcome(
-            id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
-            fixer=proposal.fixer, status="declined", reason=proposal.declined,
-            iteration=state.iterations))
+    match proposal:
+        case CallFailed(error=error, auth_failed=auth_failed):
+            failures = (*state.llm_usage.failures, f"{', '.join(ids)}: {error}")
+            state.llm_usage = state.llm_usage.model_copy(update={"failures": failures})
+            if auth_failed:
+                state.fixer_disabled = f"the model fixer is unusable: {error}"
+            logger.warning("fixer failed for %s: %s", ids, error)
+        case Declined(budget_exhausted=True, reason=reason):
+            if state.llm_usage.budget_exhausted is None:
+                state.llm_usage = state.llm_usage.model_copy(update={"budget_exhausted": reason})
+                report_progress("fix", f"LLM budget exhausted: {reason}")
+        case Declined(reason=reason):
+            logger.info("fixer declined %s: %s", ids, reason)
+            state.outcomes.append(PatchOutcome(
+                id=f"{proposal.fixer}-declined-{'-'.join(ids)[:40]}-{attempt}", finding_ids=ids,
+                fixer=proposal.fixer, status="declined", reason=reason,
+                iteration=state.iterations))
     return proposal
 
 
-def _reject_output(state: MissionState, proposal: Proposal, iteration: int) -> None:
+def _reject_output(state: MissionState, proposal: OutputRejected, iteration: int) -> None:
     state.outcomes.append(PatchOutcome(
         id=f"{proposal.fixer}-output-{'-'.join(proposal.finding_ids)[:40]}-{proposal.attempt}",
         finding_ids=proposal.finding_ids, fixer=proposal.fixer, status="rejected",
-        reason=f"{proposal.rejected}: {proposal.declined}", iteration=iteration))
-    report_progress("fix", f"fixer output refused ({proposal.rejected}): {proposal.declined}")
+        reason=f"{proposal.guard}: {proposal.message}", iteration=iteration))
+    report_progress("fix", f"fixer output refused ({proposal.guard}): {proposal.message}")
 
 
 def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
@@ -274,11 +329,17 @@ def _reject(state: MissionState, patch, reason, iteration, report=None) -> None:
 
 def _validate(state: MissionState, patch) -> ValidationReport:
     syntax = check_patch_syntax(state.sandbox, patch)
-    if not syntax.passed:
+    pytest_result = state.baseline.result_of("pytest")
+    tests = check_test_files(state.sandbox, patch,
+                             opaque(pytest_result.test_run if pytest_result else None),
+                             state.config.gates)
+    if not syntax.passed or not tests.passed:  # no test run for a refused patch
         return judge_patch(opaque(state.current), opaque(state.current), patch,
-                           state.config.gates, syntax)
-    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}")
-    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
+                           state.config.gates, syntax, tests)
+    after = measure(state.sandbox, state.env, state.config, label=f"candidate {patch.id}",
+                    compared_with=state.current)
+    return judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax,
+                       tests)
 
 
 def _accept(state: MissionState, patch, report: ValidationReport, iteration: int) -> None:
@@ -292,6 +353,9 @@ def _accept(state: MissionState, patch, report: ValidationReport, iteration: int
                                    state.started_at)
     state.backups.extend(record.backups)
     state.outcomes.append(_outcome(patch, "accepted", None, iteration, report, record.commit))
+    if state.config.learning.audit and state.state_root is not None:
+        audit_commit(state.state_root, state.mission_id, str(state.target.root),
+                     state.sandbox.branch, state.outcomes[-1])
     if report.after is not None:
         state.current = report.after
     report_progress("commit", f"accepted {patch.id} as {record.commit[:10]}")
@@ -304,9 +368,9 @@ def back_up_baseline(state: MissionState) -> MissionState:
     return state
 
 
-def _max_attempts(config: MendflowConfig) -> int:
+def _max_attempts(fixer: FixerConfig) -> int:
     """The repair-loop bound: the largest ``policy.max_attempts`` of the fixer(s), else 1."""
-    fixers = getattr(config.fixer, "fixers", None) or [config.fixer]
+    fixers = getattr(fixer, "fixers", None) or [fixer]
     return max(int(getattr(getattr(f, "policy", None), "max_attempts", 1)) for f in fixers)
 
 

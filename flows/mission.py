@@ -17,16 +17,20 @@ the user's checkout is verified untouched at the end.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import MendflowConfig
-from mendflow.core.models import MissionResult, QualityScore, RepoTarget
+from mendflow.core.fleet import repository_key
+from mendflow.core.learning import choices_markdown
+from mendflow.core.models import Isolation, MissionResult, QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import MissionState, back_up_baseline, measure, run_iterations
 from mendflow.infra.budget import release_mission_budgets
-from mendflow.infra.layout import mission_dir
+from mendflow.infra.engine_limits import mission_slots
+from mendflow.infra.layout import StateLayout, mission_dir, state_dir
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import (
     close_mission,
@@ -36,6 +40,15 @@ from mendflow.tasks.bookkeeping import (
     register_mission,
 )
 from mendflow.tasks.environment import prepare_target_env
+from mendflow.tasks.fleet import (
+    clone_repository,
+    push_mission_branch,
+    record_mission_labels,
+    record_slot,
+)
+from mendflow.tasks.learn.audit import audit_config, audit_delivery
+from mendflow.tasks.learn.insights import analyze_codebase, append_report_sections, publish_insights
+from mendflow.tasks.learn.record import load_priors, record_mission
 from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
@@ -47,6 +60,7 @@ from mendflow.tasks.preflight import (
 )
 from mendflow.tasks.report import publish_report, write_mission_reports
 from mendflow.tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
+from mendflow.tasks.sandbox.isolation import decide_sandbox_isolation
 from mendflow.tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
 
@@ -62,6 +76,10 @@ def maintenance_mission(
     target_score: float | None = None,
     fixer: str | None = None,
     autonomy: str | None = None,
+    url: str | None = None,
+    branch: str = "main",
+    fleet: str | None = None,
+    config_overrides: dict[str, Any] | None = None,
 ) -> MissionResult:
     """Run one maintenance mission on the repository that contains ``path``.
 
@@ -78,6 +96,13 @@ def maintenance_mission(
         autonomy: interactive | semi_autonomous | autonomous | full_autonomous: deliver
             accepted patches to the target branch under that approval policy
             (default: the config's; none = only the mission branch is prepared).
+        url: a git URL (https, ssh, file://) or a path to clone: the mission runs on this
+            host's own clone (``<state>/clones/``), not on ``path``, holds the
+            repository's Prefect concurrency slot (and the fleet's), and pushes its
+            mission branch back (never forced). None = work on ``path``.
+        branch: the branch of ``url`` to maintain.
+        fleet: the fleet that submitted the run (its concurrency limit), or None.
+        config_overrides: a partial config merged over every config source, field by field.
 
     Returns:
         The :class:`MissionResult` (also written as session_data.json).
@@ -85,42 +110,76 @@ def maintenance_mission(
     Raises:
         MendflowError: a typed error for bad input or an unusable environment.
     """
-    config = load_mission_config(config_file, fixer, path, scope=scope, dry_run=dry_run,
-                                 backup_only=backup_only, max_iterations=max_iterations,
-                                 target_score=target_score)
+    mission_fields = {"scope": scope, "dry_run": dry_run, "backup_only": backup_only,
+                      "max_iterations": max_iterations, "target_score": target_score}
+    # a fleet mission's repository is not here yet: its own config is read after the clone
+    config = load_mission_config(config_file, fixer, None if url else path,
+                                 overrides=config_overrides, **mission_fields)
     flow_run_id = str(runtime.flow_run.id or "") or None
     if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
-    target = resolve_target(path, config.mission.scope)
-    if flow_run_id:
-        name_flow_run(flow_run_id, mission_id, target.root)
     parameters = {"path": str(path), "config_file": config_file, "scope": scope,
                   "dry_run": dry_run, "backup_only": backup_only,
                   "max_iterations": max_iterations, "target_score": target_score,
-                  "fixer": fixer, "autonomy": autonomy}
+                  "fixer": fixer, "autonomy": autonomy, "url": url, "branch": branch,
+                  "fleet": fleet, "config_overrides": config_overrides}
+    if url is None:
+        return _on_path(path, mission_id, flow_run_id, config, parameters, autonomy)
+    record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
+    # one mission per repository on every worker of the server (and the fleet's limit)
+    with mission_slots(repository_key(url), fleet, flow_run_id):
+        record_slot(flow_run_id, "acquired")
+        clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
+        config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
+                                     **mission_fields)
+        result = _on_path(str(clone), mission_id, flow_run_id, config,
+                          {**parameters, "path": str(clone)}, autonomy)
+        push_mission_branch(clone, result)
+        record_slot(flow_run_id, "released")
+    record_mission_labels(flow_run_id, url, branch, result)
+    return result
+
+
+def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: MendflowConfig,
+             parameters: dict[str, Any], autonomy: str | None) -> MissionResult:
+    """The mission on a local repository: this host's lock, then :func:`_run`."""
+    target = resolve_target(path, config.mission.scope)
+    if flow_run_id:
+        name_flow_run(flow_run_id, mission_id, target.root)
+    # before anything is created: a model fixer without working isolation refuses to start
+    isolation = decide_sandbox_isolation(
+        config.sandbox, config.fixer,
+        [Path.home(), state_dir(config.mission.state_dir), target.root])
     record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
                               config.mission.state_dir)
+    report_progress("setup", f"mission {mission_id} on branch mendflow/{mission_id}",
+                    mission_id=mission_id)
     lock_repository(target.root, mission_id, config.mission.state_dir)
     try:
         low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)
         if low is not None:  # pause before any git operation could fail half-way
             return _paused_at_start(mission_id, flow_run_id, target, config, low.found)
-        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy)
+        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy,
+                    isolation)
     finally:
         unlock_repository(target.root, mission_id)
 
 
 def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: MendflowConfig,
-         started_at: str, autonomy: str | None) -> MissionResult:
+         started_at: str, autonomy: str | None, isolation: Isolation) -> MissionResult:
     """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
     logger = get_run_logger()
+    state_root = StateLayout.resolve(config.mission.state_dir).root
+    if config.learning.audit:  # the config as loaded (before the learned timeouts)
+        audit_config(state_root, mission_id, str(target.root), config)
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
     # A resumed mission replays from its base commit: cached steps return at once
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
     env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+    env = env.model_copy(update={"isolation": isolation})  # every run of the target's code
     config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config),
                                        "fixer": plan_fixer_timeouts(mission_id, target.root, config)})
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
@@ -130,7 +189,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
-                         started_at=started_at)
+                         started_at=started_at, state_root=state_root,
+                         priors=load_priors(config.learning, state_root, str(target.root),
+                                            mission_id))
     if config.mission.backup_only:
         state = back_up_baseline(state)
     else:
@@ -149,8 +210,16 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
                                  autonomy)
+    if config.learning.audit:
+        audit_delivery(state_root, opaque(result))
+    record_mission(config.learning, state_root, opaque(result), started_at,
+                   len(state.attempt_log), sum(a.cost_usd for a in state.attempt_log))
     markdown = write_mission_reports(opaque(result), opaque(state.validations), state.backups,
                                      Path(result.report_dir))
+    sections = [choices_markdown(state.choices),
+                publish_insights(config.learning, state_root, opaque(result)),
+                analyze_codebase(sandbox.path) if config.learning.analyze else ""]
+    markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
     close_mission(result, config.mission.state_dir)
     return result

@@ -15,8 +15,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 
-from mendflow.core.config import MendflowConfig, ScoreConfig
-from mendflow.core.config_sources import effective_config
+from mendflow.core.config import MendflowConfig, ScoreConfig, validate_config
+from mendflow.core.config_sources import DEFAULTS, effective_config, merge_mappings
+from mendflow.core.errors import ConfigError
 from mendflow.core.findings import path_in_scope
 from mendflow.core.models import (
     BackupEntry,
@@ -37,6 +38,7 @@ from mendflow.tasks.detect import count_python_loc
 
 @task(name="load-mission-config", cache_policy=NO_CACHE)
 def load_mission_config(config_file: str | None, fixer: str | None = None, path: str | None = None,
+                        *, overrides: dict[str, Any] | None = None,
                         **mission_overrides) -> MendflowConfig:
     """Load the mission's configuration from its sources and apply command-line overrides.
 
@@ -49,6 +51,8 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
         config_file: path of a YAML file, or None.
         fixer: a fixer type chosen with ``--fixer`` (ruff | anthropic | chain), or None.
         path: the mission's path (a repository or a path inside one), or None.
+        overrides: a partial config merged over every source, field by field (a fleet
+            repository's ``config``), or None.
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
@@ -59,7 +63,20 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
             and the field).
     """
     root = find_repository_root(path) if path is not None else None
-    config = effective_config(config_file, root).config
+    effective = effective_config(config_file, root)
+    config = effective.config
+    origin = effective.origin("sandbox.isolation")
+    yours = {DEFAULTS, *([str(Path(config_file))] if config_file is not None else [])}
+    if config.sandbox.isolation == "none" and origin not in yours:
+        # the repository under test must not switch off the sandbox its own code runs in
+        raise ConfigError("sandbox.isolation: none may only come from your own --config file, "
+                          f"not from the repository ({origin})", subject="sandbox.isolation",
+                          hint="remove it from the repository's configuration and pass "
+                               "--config with `sandbox: {isolation: none}` if you mean it")
+    if overrides:
+        merged = merge_mappings(config.model_dump(mode="python", exclude_unset=True), overrides,
+                                "the fleet repository's config", {})
+        config = validate_config(merged, source="the fleet repository's config")
     return config.with_overrides(**mission_overrides).with_fixer(fixer)
 
 

@@ -11,11 +11,15 @@ A patch is judged by comparing the measurement of the patched tree
 6. ``no-new-findings``: no (source, rule, path, symbol) gained a finding.
 7. ``claimed-fixed``: every finding the patch claims to fix is gone.
 8. ``test-files``: the patch touches no test file (unless allowed).
+9. ``sandbox``: the patched code hit no limit of the isolation (network, read-only
+   filesystem, hidden paths, processes, memory, file size, CPU time); see
+   :mod:`mendflow.tasks.validate_sandbox`.
 
 Every gate's ``detail`` names concrete things (the failing test and its
 message, the new finding's location, coverage before and after), so that a
-person or a model can act on it. When the syntax gate fails the patched tree
-is not measured: only ``syntax`` and ``test-files`` are judged.
+person or a model can act on it. When the syntax or test-files gate fails the
+patched tree is not measured (the flow skips that test run): only ``syntax`` and
+``test-files`` are judged.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from mendflow.core.models import (
     TestRun,
     ValidationReport,
 )
+from mendflow.tasks.validate_sandbox import gate_sandbox
+from mendflow.tasks.validate_tests import gate_test_files as test_files_gate
 
 FEEDBACK_LIMIT = 4000
 """Characters of gate output handed to a fixer for its next attempt."""
@@ -83,7 +89,7 @@ def check_syntax(root: Path, files: Sequence[str]) -> GateResult:
 
 
 def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gates: GatesConfig,
-                   syntax: GateResult) -> ValidationReport:
+                   syntax: GateResult, test_files: GateResult | None = None) -> ValidationReport:
     """Judge one patch: run every gate on the baseline and patched measurements.
 
     Args:
@@ -92,13 +98,16 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
         patch: the candidate.
         gates: the ``gates`` section of the config.
         syntax: the result of :func:`check_syntax` on the patched tree.
+        test_files: the ``test-files`` gate from :func:`mendflow.tasks.validate_tests.check_test_files`
+            (None: judged from the patch's paths alone).
 
     Returns:
         The :class:`ValidationReport`: accepted when every gate passed; ``reason``
         names the failed gates (``"no-test-regression, coverage"``).
     """
-    if not syntax.passed:
-        return _report(patch, [syntax, gate_test_files(patch, gates)], baseline, None, ())
+    test_files = test_files or gate_test_files(patch, gates)
+    if not syntax.passed or not test_files.passed:  # refused without looking at the run
+        return _report(patch, [syntax, test_files], baseline, None, ())
     new = new_findings(baseline.findings, after.findings)
     results = [
         syntax,
@@ -108,14 +117,17 @@ def evaluate_gates(baseline: Measurement, after: Measurement, patch: Patch, gate
         gate_coverage(baseline.test_run, after.test_run, gates.coverage_tolerance),
         _new_findings_gate(new),
         gate_claimed_fixed(patch, after, baseline),
-        gate_test_files(patch, gates),
+        test_files,
+        gate_sandbox(baseline, after),
     ]
     return _report(patch, results, baseline, after, new)
 
 
 def _report(patch: Patch, results: list[GateResult], baseline: Measurement,
             after: Measurement | None, new: tuple[Finding, ...]) -> ValidationReport:
-    failed = [g.gate for g in results if not g.passed]
+    # a sandbox limit hit goes first: it says the code tried something it must not
+    failed = sorted((g.gate if g.gate != "sandbox" else f"sandbox ({g.detail.splitlines()[0]})"
+                     for g in results if not g.passed), key=lambda name: name[:8] != "sandbox ")
     fixed: tuple[str, ...] = ()
     if after is not None:
         after_ids = {f.id for f in after.findings}
@@ -311,16 +323,12 @@ def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) 
 
 
 def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:
-    """``test-files``: the patch touches no file matching ``gates.test_globs`` (unless allowed)."""
-    touched = [p for p in patch.files if any(glob_match(p, g) for g in gates.test_globs)]
-    if touched and not gates.allow_test_changes:
-        return GateResult(gate="test-files", passed=False,
-                          detail=_listing([f"touches test file {p}" for p in touched])
-                          + "\n(set gates.allow_test_changes to allow this)")
-    if touched:
-        return GateResult(gate="test-files", passed=True,
-                          detail=f"touches {len(touched)} test file(s); allowed by config")
-    return GateResult(gate="test-files", passed=True, detail="no test file touched")
+    """``test-files`` from the patch's paths alone (conftest, globs, test config names).
+
+    The full gate, with the files pytest collected tests from and the AST
+    comparison of allowed test changes, is :func:`mendflow.tasks.validate_tests.check_test_files`.
+    """
+    return test_files_gate(patch, gates)
 
 
 def glob_match(path: str, pattern: str) -> bool:
@@ -390,7 +398,7 @@ def check_patch_syntax(sandbox: Sandbox, patch: Patch) -> GateResult:
 
 @task(name="judge-patch", cache_policy=NO_CACHE, timeout_seconds=60)
 def judge_patch(baseline: Measurement, after: Measurement, patch: Patch, gates: GatesConfig,
-                syntax: GateResult) -> ValidationReport:
+                syntax: GateResult, test_files: GateResult | None = None) -> ValidationReport:
     """Run every gate and return the verdict (see :func:`evaluate_gates`).
 
     Args:
@@ -399,8 +407,9 @@ def judge_patch(baseline: Measurement, after: Measurement, patch: Patch, gates: 
         patch: the candidate.
         gates: the ``gates`` section of the config.
         syntax: the ``syntax`` gate result from :func:`check_patch_syntax`.
+        test_files: the ``test-files`` gate result from ``check_test_files``.
 
     Returns:
         The :class:`ValidationReport`.
     """
-    return evaluate_gates(baseline, after, patch, gates, syntax)
+    return evaluate_gates(baseline, after, patch, gates, syntax, test_files)

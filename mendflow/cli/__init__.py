@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mendflow.cli.supervisor import Supervisor
 from mendflow.core.errors import MendflowError
 from mendflow.infra.prefect_api import EarlyServer, spawn_server
 from mendflow.infra.progress import PROGRESS_LOGGER
@@ -47,6 +47,7 @@ def _prefect_defaults(verbose: bool) -> None:
 
 
 _EARLY_API: EarlyServer | None = None
+_ADOPTED_API: EarlyServer | None = None
 
 
 def _start_prefect_api() -> None:
@@ -59,21 +60,24 @@ def _start_prefect_api() -> None:
 
 def _wait_for_prefect_api() -> None:
     """Make the early server Prefect's own (no-op when none was started)."""
-    global _EARLY_API
+    global _EARLY_API, _ADOPTED_API
     if _EARLY_API is not None:
-        _EARLY_API.adopt()
+        if _EARLY_API.adopt():
+            _ADOPTED_API = _EARLY_API
         _EARLY_API = None
 
 
 class _ProgressHandler(logging.Handler):
-    """Renders mendflow progress events as lines on stderr."""
+    """Renders mendflow progress events as lines on stderr (and tells the supervisor)."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, supervisor: Supervisor):
         super().__init__(logging.INFO)
         self.console = console
+        self.supervisor = supervisor
 
     def emit(self, record: logging.LogRecord) -> None:
         stage = getattr(record, "stage", "mission")
+        self.supervisor.progress(stage, record.getMessage(), getattr(record, "mission_id", None))
         self.console.print(f"[dim]{stage:>9}[/] {escape(record.getMessage())}")
 
 
@@ -85,37 +89,36 @@ def _fail(error: MendflowError) -> typer.Exit:
 def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
     """Run the mission flow in this process, render progress, exit with its code."""
     _prefect_defaults(verbose)
-    handler = _ProgressHandler(err)
+    supervisor = Supervisor(err, mission_id=parameters.get("mission_id"))
+    handler = _ProgressHandler(err, supervisor)
     logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        from mendflow.flows.mission import maintenance_mission
+        with supervisor.signals():  # SIGINT/SIGTERM: a bounded stop, exit 130
+            from mendflow.flows.mission import maintenance_mission
 
-        _wait_for_prefect_api()
-        result = maintenance_mission(**parameters)
+            _wait_for_prefect_api()
+            supervisor.watch_api(_ADOPTED_API)  # its death: one line, exit within 15 s
+            result = maintenance_mission(**parameters)
     except MendflowError as error:
-        raise _fail(error) from None
+        failure = _fail(error)
+        supervisor.finish(error.exit_code)
+        raise failure from None
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] the sandbox was left consistent and every accepted "
-                  "commit is on the mission branch; `mendflow mission resume <id>` continues")
-        raise typer.Exit(130) from None
+        supervisor.interrupted()  # one line, exit 130 (os._exit: no exit-time drain)
     except Exception as error:  # the CLI boundary: one clear line, never a traceback
         err.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {escape(str(error))}\n"
                   "  hint: re-run with --verbose for Prefect's logs; the mission is resumable "
                   "with `mendflow mission resume <id>`")
+        supervisor.finish(1)
         raise typer.Exit(1) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
         logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
         _print_summary(result)
+    supervisor.finish(result.exit_code)
     raise typer.Exit(result.exit_code)
-
-
-def _sigterm_as_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @mission_app.command("run")
@@ -232,22 +235,37 @@ def rollback(
     try:
         record = read_mission(mission)
         worktree = Path(record.worktree) if record.worktree else worktree_dir(mission)
+        from mendflow.cli.audit import branch_tip, record_revert
+
+        old_tip = branch_tip(Path(record.repository), mission)
         tip = rollback_mission(Path(record.repository), mission, to,
                                worktree if worktree.exists() else None)
     except MendflowError as error:
         raise _fail(error) from None
     err.print(f"mendflow/{mission} now at {tip}")
+    for line in record_revert(Path(record.repository), mission, old_tip, tip):
+        err.print(escape(line))
+
+
+def learning_commands() -> None:
+    """``stats``, ``audit`` and ``analyze``: what mendflow learned, its audit trail, self-analysis."""
+    from mendflow.cli import analyze, audit, stats
+
+    for module in (stats, audit, analyze):
+        module.register(app)
 
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, config, doctor, heal
+    from mendflow.cli import approvals, config, doctor, fleet, heal
     from mendflow.deployments import serve
 
     config.register(app)
     doctor.register(app)
     approvals.register(app)  # approvals, approve, reject
     serve.register(app)
+    learning_commands()  # stats, audit verify/show, analyze (issue 15)
+    fleet.register(app)  # fleet deploy | run | status
     heal.register(app)  # heal scan, run, list, serve
 
 

@@ -31,6 +31,8 @@ def _api() -> ModuleType:
     its API server first; see :mod:`mendflow.infra.prefect_api`)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The temporary API server may migrate a new database first: 20 s is short on a busy box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     return importlib.import_module("mendflow.infra.approvals")
 
 

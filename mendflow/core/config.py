@@ -42,6 +42,7 @@ from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the confi
     RuffFixerConfig,
 )
 from mendflow.core.config_heal import HealConfig, LogsConfig
+from mendflow.core.config_learning import LearningConfig, StrategyConfig  # noqa: F401
 from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HISTORY_SIZE,
     ApprovalConfig,
@@ -50,6 +51,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HealthConfig,
     TimeoutsConfig,
 )
+from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits  # noqa: F401  (re-exported)
 from mendflow.core.errors import ConfigError
 
 # --- the target's Python environment -------------------------------------------------
@@ -87,7 +89,19 @@ EnvironmentConfig = Annotated[ManagedVenv | Interpreter, Field(discriminator="ty
 class PytestConfig(Section):
     enabled: bool = True
     args: list[str] = Field(default_factory=list, description="extra pytest arguments")
-    per_test_timeout_s: float = Field(120, gt=0, description="pytest-timeout per test, seconds")
+    per_test_timeout_s: float = Field(
+        120, gt=0, description="a test's second chance, seconds: a test that hits its first "
+                               "timeout runs again alone with this one; past it, it hangs")
+    first_timeout_s: float = Field(
+        2.0, gt=0, description="pytest-timeout per test in the whole-suite run, seconds")
+    hang_timeout_s: float = Field(
+        1.0, gt=0, description="validation: a test that hung at baseline runs with this "
+                               "timeout, seconds, and gets no second chance")
+    learned_timeout_factor: float = Field(
+        3.0, ge=1, description="validation: a test that passed at baseline in d seconds runs "
+                               "with max(first_timeout_s, factor x d), at most per_test_timeout_s")
+    second_chance_workers: int = Field(
+        32, ge=1, le=256, description="second chances run at once (one pytest process each)")
     run_timeout_s: float = Field(1800, gt=0, description="whole test run, seconds; kills the group")
     slow_test_s: float = Field(5.0, gt=0, description="a passing test slower than this is a finding")
 
@@ -188,6 +202,8 @@ class MendflowConfig(Section):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
     heal: HealConfig = HealConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    learning: LearningConfig = LearningConfig()
 
     def with_overrides(self, **mission_fields: Any) -> MendflowConfig:
         """Return a copy with ``mission`` fields replaced (None values are ignored).

@@ -29,6 +29,7 @@ LLMCategory = Literal["syntax", "import", "type", "attribute", "logic", "api", "
 DEFAULT_LLM_DENYLIST = (
     ".git/**", ".env*", "**/.env*", "secrets/**", ".github/**", ".gitlab-ci.yml",
     ".circleci/**", "Jenkinsfile", ".travis.yml", "azure-pipelines.yml",
+    "*.pem", "**/*.pem", "*.key", "**/*.key", "id_*", "**/id_*",
 )
 
 
@@ -104,6 +105,11 @@ class LLMFixerSection(Section):
     max_retry_after_s: float = Field(
         default=60, ge=0,
         description="wait at most this many seconds when the API says retry-after",
+    )
+    context_chars: int = Field(
+        default=24000, ge=1000,
+        description="characters of context (findings, feedback, source snippets) sent per call; "
+        "a strategy variant of the learning section may use a smaller or larger context",
     )
     policy: LLMPolicy = LLMPolicy()
     budget: LLMBudget = LLMBudget()

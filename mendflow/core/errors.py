@@ -21,7 +21,10 @@ clear line instead of a traceback::
     ├── UserStateChanged          exit 1   the user's checkout moved during the mission
     ├── MissionInterrupted        exit 130 SIGINT/SIGTERM; the sandbox is consistent
     ├── CrashLoop                 exit 1   a served run kept dying: auto-resume stopped
-    └── MissionLocked             exit 1   another live mission holds the repository's lock
+    ├── MissionLocked             exit 1   another live mission holds the repository's lock
+    ├── FleetError                exit 1   fleet.yaml is invalid, or a fleet cannot be submitted
+    ├── CloneError                exit 1   a fleet repository's URL cannot be cloned or fetched
+    └── EngineUnavailable         exit 1   the Prefect server (or its database) cannot be reached
 """
 
 from __future__ import annotations
@@ -198,3 +201,19 @@ class MissionLocked(MendflowError):
     def __init__(self, message: str, *, holder: object = None, **kwargs):
         super().__init__(message, **kwargs)
         self.holder = holder
+
+
+class FleetError(MendflowError):
+    """``fleet.yaml`` is invalid (the message names the field), or the fleet cannot be submitted."""
+
+
+class CloneError(RepositoryError):
+    """A repository's git URL cannot be cloned, fetched or pushed to (the message carries git's
+    own words)."""
+
+
+class EngineUnavailable(MendflowError):
+    """The Prefect server is unreachable, or answers that its database is (HTTP 5xx).
+
+    Shared state (concurrency limits, the mission registry, fleets) lives there.
+    """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -166,6 +167,94 @@ def rank_findings(findings: Iterable[Finding]) -> list[Finding]:
         key=lambda f: (-SEVERITY_RANK[f.severity], _SOURCE_PRIORITY.get(f.source, 9),
                        f.path, f.line or 0, f.rule),
     )
+
+
+# The same defect under two tools' names: (source, rule) pairs that mean one thing.
+_SAME_DEFECT: dict[tuple[str, str], str] = {
+    ("ruff", "F821"): "undefined-name", ("mypy", "name-defined"): "undefined-name",
+    ("ruff", "F811"): "redefined", ("mypy", "no-redef"): "redefined",
+    ("ruff", "E999"): "syntax", ("ruff", "syntax-error"): "syntax", ("mypy", "syntax"): "syntax",
+}
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)|^([^\s:][^:\n]*\.py):(\d+):', re.MULTILINE)
+
+
+def _defect_key(finding: Finding) -> tuple[str, ...] | None:
+    """What identifies the defect across tools, or None when only its own tool knows it.
+
+    ruff's flake8-bandit rules ``S<nnn>`` are bandit's ``B<nnn>``; a failing test and a log
+    or runtime traceback are one defect when their innermost frames are the same line.
+    """
+    if finding.source in ("pytest", "log", "runtime"):
+        frame = innermost_frame(finding.detail or "")
+        if frame is None and finding.source != "pytest" and finding.line is not None:
+            frame = (finding.path, finding.line)
+        return ("frame", *map(str, frame)) if frame else None
+    if finding.line is None:
+        return None
+    if finding.source == "ruff" and re.fullmatch(r"S\d{3}", finding.rule):
+        kind = "B" + finding.rule[1:]
+    elif finding.source == "bandit" and re.fullmatch(r"B\d{3}", finding.rule):
+        kind = finding.rule
+    else:
+        kind = _SAME_DEFECT.get((finding.source, finding.rule))
+    return None if kind is None else ("line", finding.path, str(finding.line), kind)
+
+
+def innermost_frame(traceback: str) -> tuple[str, int] | None:
+    """The last ``File "x.py", line N`` (or pytest's ``x.py:N:``) of a traceback, or None.
+
+    Absolute paths are kept as written; a repository-relative path matches a finding's path.
+    """
+    last = None
+    for match in _FRAME.finditer(traceback):
+        path = match.group(1) or match.group(3)
+        line = match.group(2) or match.group(4)
+        if "site-packages" not in path and "/lib/python" not in path:
+            last = (path, int(line))
+    return last
+
+
+def merge_cross_tool(findings: Iterable[Finding]) -> list[Finding]:
+    """Merge findings that several tools report for the same defect into one.
+
+    Pairs: ruff F821 and mypy ``name-defined`` on one line (and the other pairs of
+    ``_SAME_DEFECT``), ruff ``S<nnn>`` and bandit ``B<nnn>`` on one line, a failing test
+    and a log or runtime traceback whose innermost frames are the same line. The finding
+    that ranks first (a tool-fixable one, then severity, then source priority) stays, with ``sources`` listing
+    every ``source:rule``; the others are dropped. Findings of one tool never merge.
+
+    Args:
+        findings: findings of one measurement.
+
+    Returns:
+        The findings, duplicates merged, in their original order.
+    """
+    findings = list(findings)
+    groups: dict[tuple[str, ...], list[Finding]] = {}
+    for finding in findings:
+        key = _defect_key(finding)
+        if key is not None:
+            groups.setdefault(key, []).append(finding)
+    replace: dict[str, Finding | None] = {}
+    for members in groups.values():
+        if len({m.source for m in members}) < 2:
+            continue
+        ranked = sorted(members, key=lambda f: (not f.fixable, -SEVERITY_RANK[f.severity],
+                                                _SOURCE_PRIORITY.get(f.source, 9)))
+        keep = ranked[0]
+        tags = tuple(dict.fromkeys(f"{m.source}:{m.rule}" for m in ranked))
+        replace[keep.id] = keep.model_copy(update={"sources": tags})
+        for other in ranked[1:]:
+            replace.setdefault(other.id, None)
+    out = []
+    for finding in findings:
+        if finding.id in replace:
+            merged = replace[finding.id]
+            if merged is not None:
+                out.append(merged)
+        else:
+            out.append(finding)
+    return out
 
 
 def in_scope(finding: Finding, target) -> bool:

@@ -8,9 +8,11 @@ paths relative to the repository root unless a field says otherwise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mendflow.core.config_sandbox import SandboxLimits
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITY_RANK: dict[str, int] = {"critical": 4, "high": 3, "medium": 2, "low": 1, "info": 0}
@@ -54,6 +56,9 @@ class Finding(Contract):
     fixable: bool = False
     url: str | None = None
     detail: str | None = Field(default=None, description="long text: a traceback, missing lines")
+    sources: tuple[str, ...] = Field(
+        default=(), description="every 'source:rule' that flagged this same defect, when "
+        "several tools did (see mendflow.core.findings.merge_cross_tool); empty = only this one")
 
 
 class TestCase(Contract):
@@ -68,6 +73,26 @@ class TestCase(Contract):
     duration_s: float = 0.0
     message: str | None = None
     detail: str | None = None
+    timed_out: bool = Field(False, description="it hung: no result within its last timeout")
+
+
+class TestPlan(Contract):
+    """Per-test timeouts for one test run (pytest-timeout), learned from an earlier run.
+
+    Attributes:
+        default_s: the timeout of a test not listed, seconds.
+        timeouts: node id -> timeout in seconds.
+        hung: node ids that hung in the earlier run: they run with ``hang_s``,
+            apart from the others, and get no second chance.
+        hang_s: their timeout, seconds.
+    """
+
+    __test__ = False
+
+    default_s: float
+    timeouts: dict[str, float] = Field(default_factory=dict)
+    hung: tuple[str, ...] = ()
+    hang_s: float = 1.0
 
 
 class FileCoverage(Contract):
@@ -161,12 +186,29 @@ class Sandbox(Contract):
     repo_root: Path
 
 
+class Isolation(Contract):
+    """How the target's code is run: under bubblewrap with limits, or as is.
+
+    Resolved once per mission from the ``sandbox`` config and a probe of bubblewrap
+    (see :mod:`mendflow.infra.isolation`).
+    """
+
+    backend: Literal["bwrap", "none"] = "none"
+    limits: SandboxLimits = SandboxLimits()
+    hidden: tuple[Path, ...] = Field(
+        default=(), description="absolute directories the target's code must not see")
+    process_cgroup: bool = Field(
+        default=False, description="enforce max_processes with a pids cgroup (root)")
+
+
 class TargetEnv(Contract):
     """The Python environment in which the target's tests run."""
 
     python: Path
     kind: Literal["managed-venv", "interpreter"]
     fingerprint: str = Field(description="hash of interpreter + dependency files; cache key part")
+    isolation: Isolation = Field(default_factory=lambda: Isolation(),
+                                 description="how every run of the target's code is isolated")
 
 
 class Patch(Contract):
@@ -250,33 +292,58 @@ class QualityScore(Contract):
     after: float
 
 
-class Proposal(Contract):
-    """What a fixer answered for one group of findings.
+class ProposalBase(Contract):
+    """What every answer of a fixer for one group of findings carries.
 
-    At most one of ``patch``, ``declined``, ``rejected`` and ``error`` is
-    set: a patch to validate; the reason no patch was proposed (the model said
-    ``fixable: false``, the tool had nothing to change, a budget ran out ...);
-    the guard that refused the fixer's output (with ``declined`` holding the
-    message, fed back to the next attempt); or a model call that failed for
-    good. Failures are results, not exceptions, so that they are cached and
-    a resumed mission never asks the model again.
+    Failures are results, not exceptions, so that they are cached and a resumed
+    mission never asks the model again. Match on the case (``kind``):
+    :class:`Patched`, :class:`Declined`, :class:`OutputRejected`, :class:`CallFailed`.
     """
 
     fixer: str
     finding_ids: tuple[str, ...]
-    patch: Patch | None = None
-    declined: str | None = None
     attempt: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     llm_calls: int = Field(0, description="model calls this proposal cost (0 for offline fixers)")
+
+
+class Patched(ProposalBase):
+    """The fixer proposed a patch, to apply and validate."""
+
+    kind: Literal["patched"] = "patched"
+    patch: Patch
+
+
+class Declined(ProposalBase):
+    """The fixer proposed nothing: the model said ``fixable: false``, the tool had nothing
+    to change, the policy refused, or a budget ran out."""
+
+    kind: Literal["declined"] = "declined"
+    reason: str
     budget_exhausted: bool = Field(False, description="declined because a budget ran out")
-    rejected: str | None = Field(None, description="the fixer's output failed a guard: the "
-                                 "PatchRejected reason (malformed-reply, path-escape ...)")
-    error: str | None = Field(None, description="a model call failed for good (HTTP 400/401 ...)")
+
+
+class OutputRejected(ProposalBase):
+    """The fixer's output failed a guard; ``message`` is fed back to the next attempt."""
+
+    kind: Literal["output-rejected"] = "output-rejected"
+    guard: str = Field(description="the PatchRejected reason: malformed-reply, path-escape ...")
+    message: str = Field(description="what was wrong, for the report and the next attempt")
+
+
+class CallFailed(ProposalBase):
+    """A model call failed for good (HTTP 400/401, or transient errors past every retry)."""
+
+    kind: Literal["call-failed"] = "call-failed"
+    error: str
     auth_failed: bool = Field(False, description="the API refused the credentials")
+
+
+Proposal = Annotated[Patched | Declined | OutputRejected | CallFailed, Field(discriminator="kind")]
+"""What a fixer answered for one group of findings: one of four cases, told by ``kind``."""
 
 
 class LLMUsage(Contract):
@@ -290,7 +357,7 @@ class LLMUsage(Contract):
     budget_exhausted: str | None = Field(None, description="why the mission stopped asking")
     failures: tuple[str, ...] = Field((), description="findings a model call failed for, and why")
 
-    def add(self, proposal: Proposal) -> LLMUsage:
+    def add(self, proposal: ProposalBase) -> LLMUsage:
         return self.model_copy(update={
             "calls": self.calls + proposal.llm_calls,
             "input_tokens": self.input_tokens + proposal.input_tokens,

@@ -134,6 +134,8 @@ def listing(now: datetime | None = None) -> list[MissionListing]:
     The state comes from Prefect for runs that did not finish (crashed,
     paused for approval, failed), from the registry otherwise; a mission whose
     process is gone while its run is still RUNNING is reported as crashed.
+    With ``PREFECT_API_URL`` set (a shared server), the missions that other hosts
+    ran (fleet workers) are added from the server's flow runs (tags and labels).
     """
     now = now or datetime.now(timezone.utc)
     rows = []
@@ -147,7 +149,34 @@ def listing(now: datetime | None = None) -> list[MissionListing]:
                 mission_id=record.mission_id, repository=record.repository, status=status,
                 flow_run_id=last, age_s=(now - started_at).total_seconds(),
                 steps_done=done, steps_started=started))
+        if os.environ.get("PREFECT_API_URL"):  # a shared server: missions of every host
+            rows.extend(_server_missions(client, {row.mission_id for row in rows}, now))
     return rows
+
+
+_STATUS = {"PAUSED": "awaiting approval", "CRASHED": "crashed", "FAILED": "failed",
+           "CANCELLED": "crashed", "COMPLETED": "completed", "RUNNING": "running",
+           "PENDING": "running", "SCHEDULED": "scheduled", "CANCELLING": "running"}
+
+
+def _server_missions(client, known: set[str], now: datetime) -> list[MissionListing]:
+    """Missions known only to the Prefect server (run on other hosts), from their flow runs'
+    tags and labels (:mod:`mendflow.infra.fleet_runs`): the newest run of each mission."""
+    from mendflow.infra.fleet_runs import LABEL, TAG, read_runs
+
+    rows: dict[str, MissionListing] = {}
+    for run in read_runs(client, [TAG]):
+        labels = dict(run.labels or {})
+        mission_id = labels.get(f"{LABEL}mission_id")
+        if not mission_id or mission_id in known or mission_id in rows:
+            continue
+        state = run.state.type.value if run.state else "UNKNOWN"
+        since = run.start_time or run.expected_start_time or run.created or now
+        rows[mission_id] = MissionListing(
+            mission_id=str(mission_id), status=_STATUS.get(state, state.lower()),
+            repository=str(labels.get(f"{LABEL}repository") or run.parameters.get("path", "")),
+            flow_run_id=str(run.id), age_s=(now - since).total_seconds())
+    return list(rows.values())
 
 
 def _status(record: MissionRecord, state: str | None) -> str:

@@ -12,12 +12,20 @@ import; :meth:`EarlyServer.adopt` then hands it to Prefect's own singleton, so
 every client in this process, in every thread, uses it and Prefect stops it at
 exit. When a profile names a server, or the early start fails, the early
 server is stopped and Prefect behaves exactly as without it.
+
+The server runs in a session of its own (``start_new_session=True``): a
+terminal's Ctrl-C, which signals the whole foreground process group, does not
+reach it, so it outlives the flow long enough to record the flow run's final
+state; the CLI then stops it (:meth:`EarlyServer.stop`). :func:`drain_services`
+bounds the exit-time drain of Prefect's event and log workers, which otherwise
+waits without end when the server is gone.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -95,15 +103,49 @@ class EarlyServer:
                 time.sleep(0.05)
         return False
 
-    def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after 5 s) and reap it."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after ``grace_s``
+        seconds) and reap it."""
         if self.process.poll() is None:
-            self.process.terminate()
+            _signal_group(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # the server leads its own session and group
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def drain_services(timeout_s: float) -> bool:
+    """Flush Prefect's event and log workers, waiting at most ``timeout_s`` seconds.
+
+    Prefect drains them at interpreter exit (``_QueueServiceBase.drain`` from
+    ``threading._shutdown``) with no time limit: with its API server gone it
+    retries for minutes. Draining here first leaves that exit-time drain nothing
+    to do; a False return means the process should leave with ``os._exit``.
+
+    Args:
+        timeout_s: seconds to wait for all of them together.
+
+    Returns:
+        True when every worker finished its queue within the time.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    deadline = time.monotonic() + timeout_s
+    for service in (APILogWorker, EventsWorker):
+        left = max(0.0, deadline - time.monotonic())
+        _done, not_done = service.drain_all(timeout=left, at_exit=True)  # type: ignore[misc]
+        if not_done:
+            return False
+    return True
 
 
 def spawn_server() -> EarlyServer | None:
@@ -123,7 +165,7 @@ def spawn_server() -> EarlyServer | None:
                "--lifespan", "on"]
     try:
         process = subprocess.Popen(command, env={**os.environ, **SERVER_ENV},
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as err:
         log.info("could not start Prefect's API server early: %s", err)
         return None

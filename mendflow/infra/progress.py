@@ -17,11 +17,13 @@ _logger.addHandler(logging.NullHandler())
 _logger.setLevel(logging.INFO)
 
 
-def report_progress(stage: str, message: str) -> None:
+def report_progress(stage: str, message: str, *, mission_id: str | None = None) -> None:
     """Emit one progress event.
 
     Args:
         stage: the pipeline stage (setup, detect, fix, validate, commit, report).
         message: one human-readable line.
+        mission_id: the mission the event belongs to (the CLI uses it to say
+            which mission to resume after an interruption).
     """
-    _logger.info(message, extra={"stage": stage})
+    _logger.info(message, extra={"stage": stage, "mission_id": mission_id})

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,19 @@ import psutil
 
 from mendflow.core.errors import ToolError
 from mendflow.infra.owned_processes import register_process, unregister_process
+
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+class ToolsStopped(KeyboardInterrupt):
+    """Raised by :func:`run_process` in every thread once :func:`stop_all_processes` ran.
+
+    A ``KeyboardInterrupt`` (a ``BaseException``): a Prefect task that gets it
+    crashes instead of completing, so the output of a tool killed by an
+    interruption is never cached as a result.
+    """
 
 SECRET_NAME = re.compile(
     r"(KEY|TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE|DSN)",
@@ -104,6 +118,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         ToolError: the executable does not exist.
     """
     argv = tuple(str(a) for a in args)
+    if _STOPPING.is_set():
+        raise ToolsStopped(f"not started, mendflow is stopping: {argv[0]}")
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -121,6 +137,8 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
     timed_out = False
     # recorded in <state>/procs so that `mendflow doctor` finds it if mendflow is killed
     registration = register_process(proc.pid, argv)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     try:
         stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -132,11 +150,47 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
         proc.communicate()
         raise
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         unregister_process(registration)
+    if _STOPPING.is_set():  # killed by stop_all_processes: not a result of the tool
+        raise ToolsStopped(f"stopped: {argv[0]}")
     if keep_line_endings:
         stdout, stderr = (b.decode("utf-8", "replace") for b in (stdout, stderr))
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
                          time.monotonic() - start, timed_out)
+
+
+def stop_all_processes(grace_s: float = 2.0) -> int:
+    """Stop every tool process group this process runs, in every thread, for good.
+
+    Used on an interruption (Ctrl-C) or when Prefect's API is gone: tool runs
+    in Prefect's worker threads do not see the ``KeyboardInterrupt`` of the main
+    thread, and their groups are in sessions of their own (a terminal's Ctrl-C
+    does not reach them). Each group gets SIGTERM, then SIGKILL after
+    ``grace_s`` seconds. From then on :func:`run_process` starts nothing and
+    raises :class:`ToolsStopped` in the threads whose tool was stopped.
+
+    Args:
+        grace_s: seconds between SIGTERM and SIGKILL.
+
+    Returns:
+        How many process groups were running.
+    """
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in live:
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and time.monotonic() < deadline and \
+                any(p.poll() is None for p in live):
+            time.sleep(0.05)
+    return len(live)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

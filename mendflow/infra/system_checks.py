@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from mendflow.core.config import HealthConfig, MendflowConfig
 from mendflow.core.errors import MendflowError
 from mendflow.infra.gitops import list_worktrees, run_git
+from mendflow.infra.isolation import INSTALL_HINT, cgroup_root, probe_bwrap
 from mendflow.infra.layout import state_dir as resolve_state_dir
 from mendflow.infra.lock import is_stale, read_locks, remove_stale_lock
 from mendflow.infra.owned_processes import kill_orphan, orphans
@@ -355,6 +356,33 @@ def check_orphans(state_dir: Path | None = None, repair: bool = False) -> Check:
                  + _listing([f"pid {r.pid}" for r in stopped]))
 
 
+def check_isolation(config: MendflowConfig) -> Check:
+    """Does bubblewrap isolate the target's code here (``sandbox.isolation``)?
+
+    Runs the same ``bwrap`` command line a mission uses on ``true``.
+
+    Returns:
+        ``ok`` when it works (and how the process limit is enforced); ``fail`` when
+        ``isolation: bwrap`` and it does not; ``warn`` for ``auto`` without it (a
+        model fixer will refuse to run) and for ``none``.
+    """
+    sandbox = config.sandbox
+    if sandbox.isolation == "none":
+        return Check(name="isolation", status="warn",
+                     found="sandbox.isolation is none: the target's code runs unisolated",
+                     action="set sandbox.isolation: auto once bubblewrap is installed")
+    works, why = probe_bwrap(sandbox.limits)
+    if works:
+        pids = ("pids cgroup" if cgroup_root() is not None else
+                "RLIMIT_NPROC" if os.geteuid() != 0 else "not enforced (root, no pids cgroup)")
+        return Check(name="isolation", status="ok",
+                     found=f"{why}: no network, read-only machine, limits "
+                           f"(process count: {pids})")
+    status = "fail" if sandbox.isolation == "bwrap" else "warn"
+    return Check(name="isolation", status=status, found=f"bubblewrap does not work: {why}",
+                 action=INSTALL_HINT)
+
+
 def disk_checks(config: MendflowConfig, repos: list[Path]) -> list[Check]:
     """Check the free disk of the state dir and of each repository's filesystem (once per filesystem)."""
     state = resolve_state_dir(config.mission.state_dir)
@@ -377,15 +405,16 @@ def run_checks(config: MendflowConfig, repair: bool = False,
         repos: repositories whose disk is checked; None = those mendflow worked on.
 
     Returns:
-        The checks in order: disk, memory, tools, Prefect API, locks, worktrees, orphans.
+        The checks in order: disk, memory, tools, isolation, Prefect API, locks, worktrees, orphans.
     """
     state = config.mission.state_dir
     repos = known_repositories(state) if repos is None else repos
     return [*disk_checks(config, repos), check_memory(config.health), *check_tools(),
-            check_prefect_api(), check_locks(state, repair), check_state_worktrees(state, repair),
+            check_isolation(config), check_prefect_api(), check_locks(state, repair),
+            check_state_worktrees(state, repair),
             check_git_worktrees(state, repair), check_orphans(state, repair)]
 
 
-__all__ = ["Check", "check_disk_space", "check_git_worktrees", "check_locks",
+__all__ = ["Check", "check_disk_space", "check_isolation", "check_git_worktrees", "check_locks",
            "check_memory", "check_orphans", "check_prefect_api", "check_state_worktrees",
            "check_tool", "check_tools", "configured_api_url", "known_repositories", "run_checks"]

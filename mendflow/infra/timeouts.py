@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig
+from mendflow.infra import shared_history
 from mendflow.infra.layout import state_dir as resolve_state_dir
 from mendflow.infra.lock import repo_key
 
@@ -57,8 +58,13 @@ def load_history(repo_root: Path, state_dir: Path | None = None) -> dict[str, li
 
     Returns:
         Step name -> durations in seconds, oldest first. Empty when there is no
-        history yet or the file is corrupt (a warning is logged).
+        history yet or the file is corrupt (a warning is logged). With
+        ``$MENDFLOW_HISTORY_URL`` set, read from that shared database instead
+        (:mod:`mendflow.infra.shared_history`).
     """
+    url = shared_history.configured_url()
+    if url:
+        return shared_history.load(url, repo_root, HISTORY_SIZE)
     path = history_path(repo_root, state_dir)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -101,6 +107,10 @@ def record_duration(repo_root: Path, step: str, seconds: float, *,
     """
     if not _valid(seconds):
         log.warning("not recording the invalid duration %r of %s", seconds, step)
+        return
+    url = shared_history.configured_url()
+    if url:  # one database that every worker shares
+        shared_history.record(url, repo_root, step, seconds, HISTORY_SIZE)
         return
     path = history_path(repo_root, state_dir)
     history = load_history(repo_root, state_dir)

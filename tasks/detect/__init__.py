@@ -26,8 +26,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config import ToolsConfig
-from mendflow.core.findings import rank_findings
-from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
+from mendflow.core.findings import merge_cross_tool, rank_findings
+from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.detect.bandit_run import measure_bandit
@@ -53,14 +53,17 @@ TODO_TASK_TIMEOUT_S = 600
 @task(name="run-pytest", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
       timeout_seconds=TEST_TASK_TIMEOUT_S,
       cache_policy=MISSION_STEP, persist_result=True)
-def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) -> ToolResult:
-    """Run the target's tests once under coverage (see :func:`measure_tests`).
+def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
+               plan: TestPlan | None = None) -> ToolResult:
+    """Run the target's tests under coverage (see :func:`measure_tests`).
 
     Args:
         sandbox: the worktree to test.
         env: the target environment.
         tools: the ``tools`` config.
         tree: content hash of the measured tree (cache-key input only).
+        plan: per-test timeouts learned from the run this one is compared with
+            (None at baseline).
 
     Returns:
         The ``pytest`` result with its :class:`~mendflow.core.models.TestRun`.
@@ -68,7 +71,7 @@ def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str) 
     Raises:
         ToolError: pytest, coverage or the interpreter is missing from the target env.
     """
-    return measure_tests(sandbox, env, tools)
+    return measure_tests(sandbox, env, tools, plan)
 
 
 @task(name="run-ruff", retries=1, retry_delay_seconds=2, retry_condition_fn=retry_if_transient,
@@ -176,6 +179,7 @@ def merge_findings(results: Sequence[ToolResult]) -> list[Finding]:
         results: the tool results of one measurement.
 
     Returns:
-        The findings ranked by :func:`mendflow.core.findings.rank_findings`.
+        The findings ranked by :func:`mendflow.core.findings.rank_findings`, the same
+        defect reported by two tools merged into one (:func:`~mendflow.core.findings.merge_cross_tool`).
     """
-    return rank_findings(f for result in results for f in result.findings)
+    return rank_findings(merge_cross_tool(f for result in results for f in result.findings))

@@ -19,7 +19,7 @@ from typing import Any
 from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import SourceIndex, disambiguate, make_finding
 from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
-from mendflow.infra.runner import run_process
+from mendflow.infra.isolation import run_isolated
 from mendflow.tasks.detect.common import (
     NOT_LIBRARY_FILES,
     NOT_LIBRARY_TOP_DIRS,
@@ -131,8 +131,10 @@ def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolRe
     targets = [] if configured else discover_mypy_targets(sandbox.path)
     if not configured and not targets:
         return ToolResult(tool="mypy", ok=True)
-    proc = run_process(mypy_command(sandbox, env, tools, targets), cwd=sandbox.path,
-                       timeout_s=tools.mypy.timeout_s, env=tool_environ(sandbox))
+    # isolated too: a mypy plugin named by the repository's config is the target's code
+    proc = run_isolated(mypy_command(sandbox, env, tools, targets), target_env=env,
+                        worktree=sandbox.path, timeout_s=tools.mypy.timeout_s,
+                        env=tool_environ(sandbox))
     if proc.timed_out:
         return failed_result("mypy", proc, f"mypy exceeded {tools.mypy.timeout_s:g} s")
     records = _json_lines(proc.stdout)

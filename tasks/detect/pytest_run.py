@@ -11,14 +11,28 @@ from __future__ import annotations
 
 import json
 import tempfile
-from functools import lru_cache
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache, partial
 from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.errors import ToolError
-from mendflow.core.models import Sandbox, TargetEnv, TestRun, ToolResult
-from mendflow.infra.runner import run_process, sandbox_environ
+from mendflow.core.models import Sandbox, TargetEnv, TestCase, TestPlan, TestRun, ToolResult
+from mendflow.infra.isolation import run_isolated
+from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
+from mendflow.tasks.detect.pytest_hangs import (
+    PLUGIN_MODULE,
+    STARTUP_SLACK_S,
+    Runner,
+    SideRun,
+    hit_timeout,
+    install_plugin,
+    known_hangs,
+    run_side,
+    second_chances,
+)
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
 
@@ -32,9 +46,10 @@ _PROBE = ("import importlib.util as u, json; "
 
 
 @lru_cache(maxsize=64)
-def _probe(python: str, fingerprint: str, cwd: str) -> frozenset[str]:
-    proc = run_process([python, "-c", _PROBE], cwd=Path(cwd), timeout_s=PROBE_TIMEOUT_S,
-                       env=sandbox_environ())
+def _probe(env: TargetEnv, cwd: str) -> frozenset[str]:
+    python = str(env.python)
+    proc = run_isolated([python, "-c", _PROBE], target_env=env, worktree=Path(cwd),
+                        timeout_s=PROBE_TIMEOUT_S, env=sandbox_environ())
     if proc.returncode != 0:
         raise ToolError(f"the target interpreter does not run: {proc.tail(5)}", subject=python,
                         hint="check environment.python, or use the managed-venv environment")
@@ -58,7 +73,7 @@ def target_modules(env: TargetEnv, cwd: Path) -> frozenset[str]:
     Raises:
         ToolError: the interpreter is missing or does not run.
     """
-    return _probe(str(env.python), env.fingerprint, str(cwd))
+    return _probe(env, str(cwd))
 
 
 def coverage_config_sets_source(root: Path) -> bool:
@@ -94,7 +109,8 @@ def coverage_config_sets_source(root: Path) -> bool:
 
 
 def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path,
-                   available: frozenset[str]) -> list[str]:
+                   available: frozenset[str], *, junit: Path | None = None,
+                   timeout_s: float | None = None, plugin: bool = False) -> list[str]:
     """Build the command line of the one test run.
 
     ``--rootdir`` is the worktree, so node ids are relative to it even if a
@@ -106,19 +122,28 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
         tools: the ``tools`` config (pytest args and timeouts, coverage on/off).
         out_dir: a private directory for the JUnit XML.
         available: what the target env can import (:func:`target_modules`): with
-            ``pytest_timeout``, ``--timeout`` is passed; with ``pytest_cov`` and coverage
-            enabled, ``--no-cov``, because pytest-cov measuring inside ``coverage run``
-            would leave the outer run with no data.
+            ``pytest_timeout``, ``--timeout`` is passed (and, with ``plugin``, mendflow's
+            per-test timeout plugin is loaded: :mod:`mendflow.tasks.detect.pytest_hangs`); with
+            ``pytest_cov`` and coverage enabled, ``--no-cov``, because pytest-cov
+            measuring inside ``coverage run`` would leave the outer run with no data.
+        junit: the JUnit XML path (default ``out_dir / "junit.xml"``).
+        timeout_s: the default per-test timeout, seconds (default
+            ``tools.pytest.first_timeout_s``).
+        plugin: load mendflow's per-test timeout plugin (its environment comes from
+            :func:`mendflow.tasks.detect.pytest_hangs.install_plugin`).
 
     Returns:
         ``<python> -m coverage run [--source=.] -m pytest ...`` or, with coverage
         disabled, ``<python> -m pytest ...``.
     """
     pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={root}",
-                   f"--junit-xml={out_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
+                   f"--junit-xml={junit or out_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
                    "--continue-on-collection-errors"]
     if "pytest_timeout" in available:
-        pytest_args.append(f"--timeout={tools.pytest.per_test_timeout_s:g}")
+        seconds = tools.pytest.first_timeout_s if timeout_s is None else timeout_s
+        pytest_args.append(f"--timeout={seconds:g}")
+        if plugin:
+            pytest_args += ["-p", PLUGIN_MODULE]
     if tools.coverage.enabled and "pytest_cov" in available:
         pytest_args.append("--no-cov")
     pytest_args += tools.pytest.args
@@ -128,21 +153,32 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
     return [str(env.python), "-m", "coverage", "run", *source, *pytest_args]
 
 
-def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolResult:
-    """Run the target's test suite once under coverage and report tests and coverage.
+def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
+                  plan: TestPlan | None = None) -> ToolResult:
+    """Run the target's test suite under coverage and report tests and coverage.
+
+    With pytest-timeout in the target env, hanging tests stay cheap (see
+    :mod:`mendflow.tasks.detect.pytest_hangs`): each test first runs with its
+    timeout from ``plan``, a test that hits it gets a second chance alone with
+    ``per_test_timeout_s``, and one with no result then hangs (``timed_out``,
+    a ``hang`` finding). The tests that hung in the run ``plan`` was learned
+    from run apart, with ``plan.hang_s``, at the same time as the others.
 
     Args:
         sandbox: the worktree to test (the tools run in ``sandbox.path``).
         env: the target environment whose interpreter runs pytest and coverage.
         tools: the ``tools`` config; ``pytest.run_timeout_s`` (seconds) bounds the
-            whole run, ``pytest.per_test_timeout_s`` (seconds) each test.
+            main run, ``pytest.first_timeout_s`` / ``per_test_timeout_s`` each test.
+        plan: per-test timeouts learned from an earlier run
+            (:func:`mendflow.core.hangs.plan_test_timeouts`); None: ``first_timeout_s``
+            for every test (a baseline).
 
     Returns:
         A ``pytest`` :class:`ToolResult` whose ``test_run`` holds every test case
         (from pytest's JUnit XML) and the line coverage (from coverage.py's JSON);
-        findings for failing/erroring tests, collection errors, slow tests and
-        poorly covered source files. ``ok=False`` (with ``error``) when the run
-        timed out, crashed or its reports cannot be read.
+        findings for failing, erroring and hanging tests, collection errors, slow
+        tests and poorly covered source files. ``ok=False`` (with ``error``) when the
+        main run timed out, crashed or its reports cannot be read.
 
     Raises:
         ToolError: the interpreter is missing, or pytest (or coverage, when
@@ -157,12 +193,26 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
             raise ToolError(f"{module} is not installed in the target environment",
                             subject=str(env.python),
                             hint=f"install {module} there, or use the managed-venv environment")
+    plan = plan or TestPlan(default_s=tools.pytest.first_timeout_s,
+                            hang_s=tools.pytest.hang_timeout_s)
+    timeouts = "pytest_timeout" in available
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
         out_dir = Path(tmp)
         environ = tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")})
-        command = pytest_command(sandbox.path, env, tools, out_dir, available)
-        proc = run_process(command, cwd=sandbox.path, timeout_s=tools.pytest.run_timeout_s,
-                           env=environ)
+
+        def build(junit: Path, seconds: float | None = None) -> list[str]:
+            return pytest_command(sandbox.path, env, tools, out_dir, available, junit=junit,
+                                  timeout_s=seconds, plugin=timeouts)
+
+        command = build(out_dir / "junit.xml", plan.default_s)
+        main_env = environ
+        if timeouts:
+            main_env = install_plugin(out_dir, "main", plan, environ)
+            command += [f"--deselect={nodeid}" for nodeid in plan.hung]
+        runner = partial(run_isolated, target_env=env, worktree=sandbox.path, writable=(out_dir,))
+        proc, side = _main_and_known_hangs(sandbox, runner, command, main_env, tools, plan, build,
+                                           out_dir, environ if timeouts else None)
         if proc.timed_out:
             run = TestRun(collected=0, duration_s=proc.duration_s, timed_out=True)
             return failed_result("pytest", proc, f"the test run exceeded "
@@ -173,13 +223,18 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
             junit = parse_junit(out_dir / "junit.xml", sandbox.path)
         except ToolError as err:
             return failed_result("pytest", proc, err.message)
+        cases = list(junit.cases)
+        if timeouts:
+            cases = _with_second_chances(sandbox, build, cases, tools, out_dir, environ, runner)
+            cases += known_hangs(side, plan)
         coverage, coverage_error = None, None
         if tools.coverage.enabled:
             coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ)
-            if not junit.cases and coverage is None:
+            if not cases and coverage is None:
                 coverage_error = None  # no test ran, so there is no coverage data to report
+    duration = round(time.monotonic() - start, 3)
     run = TestRun(
-        collected=len(junit.cases), cases=junit.cases, duration_s=proc.duration_s,
+        collected=len(cases), cases=tuple(cases), duration_s=duration,
         coverage_percent=coverage.percent if coverage else None,
         files=coverage.files if coverage else (),
         collection_errors=tuple(e.path for e in junit.collection_errors),
@@ -188,9 +243,41 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolR
     if coverage_error is not None:
         return ToolResult(tool="pytest", findings=findings, test_run=run, ok=False,
                           error=coverage_error, command=proc.args, exit_code=proc.returncode,
-                          duration_s=proc.duration_s)
+                          duration_s=duration)
     return ToolResult(tool="pytest", findings=findings, test_run=run, command=proc.args,
-                      exit_code=proc.returncode, duration_s=proc.duration_s)
+                      exit_code=proc.returncode, duration_s=duration)
+
+
+def _main_and_known_hangs(sandbox: Sandbox, runner: Runner, command: list[str],
+                          main_env: dict[str, str],
+                          tools: ToolsConfig, plan: TestPlan, build, out_dir: Path,
+                          environ: dict[str, str] | None):
+    """Run the main run and, at the same time, the known hangs' process (if any).
+
+    Returns:
+        ``(main ProcessResult, SideRun of the known hangs or None)``.
+    """
+    if environ is None or not plan.hung:
+        return runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env), None
+    junit = out_dir / "hung.xml"
+    side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s), environ)
+    budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="known-hangs") as pool:
+        side = pool.submit(run_side, sandbox, build(junit, plan.hang_s), plan.hung, junit,
+                           side_env, budget, runner)
+        proc = runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env)
+        known: SideRun = side.result()
+    return proc, known
+
+
+def _with_second_chances(sandbox: Sandbox, build, cases: list[TestCase], tools: ToolsConfig,
+                         out_dir: Path, environ: dict[str, str], runner: Runner) -> list[TestCase]:
+    """The main run's cases, each one that hit its timeout replaced by its second chance."""
+    stopped = [case for case in cases if hit_timeout(case)]
+    if not stopped:
+        return cases
+    again = second_chances(sandbox, build, stopped, tools, out_dir, environ, runner)
+    return [again.get(case.nodeid, case) for case in cases]
 
 
 def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str]):
@@ -200,12 +287,14 @@ def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: d
         ``(report, None)``, or ``(None, error text)`` when coverage failed.
     """
     python = str(env.python)
-    if any(out_dir.glob(".coverage.*")):  # the repo's config sets parallel = True
-        run_process([python, "-m", "coverage", "combine"], cwd=sandbox.path,
-                    timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+    if any(out_dir.glob(".coverage.*")):  # side processes, or the repo's config sets parallel
+        run_isolated([python, "-m", "coverage", "combine", "--append"], target_env=env,
+                     worktree=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ,
+                     writable=(out_dir,))
     report = out_dir / "coverage.json"
-    proc = run_process([python, "-m", "coverage", "json", "-i", "-o", str(report)],
-                       cwd=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ)
+    proc = run_isolated([python, "-m", "coverage", "json", "-i", "-o", str(report)],
+                        target_env=env, worktree=sandbox.path,
+                        timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
     try:

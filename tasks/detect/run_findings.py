@@ -58,6 +58,11 @@ def findings_from_test_run(root: Path, run: TestRun,
 
 def _case_finding(index: SourceIndex, case: TestCase, slow_s: float) -> Finding | None:
     path = case.path or case.nodeid.split("::", 1)[0]
+    if case.timed_out:  # a hang is a bug (an infinite loop, a deadlock), not noise
+        return make_finding(
+            index, source="pytest", rule="hang", path=path, line=case.line, key=case.nodeid,
+            test_id=case.nodeid, severity="high", category="test-failure",
+            message=_short(f"{case.nodeid} {case.message or 'hangs'}"), detail=case.detail)
     if case.outcome in ("failed", "error"):
         rule = "test-failure" if case.outcome == "failed" else "test-error"
         verb = "fails" if case.outcome == "failed" else "errors"

@@ -20,7 +20,7 @@ from prefect.tasks import exponential_backoff
 
 from mendflow.core.config import FixerConfig
 from mendflow.core.errors import ConfigError, LLMError, PatchRejected
-from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.core.models import Finding, OutputRejected, Proposal, Sandbox
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import retry_if_transient
 from mendflow.tasks.fix.base import Fixer
@@ -120,8 +120,8 @@ def propose_patch(fixer_config: FixerConfig, sandbox: Sandbox, group: Sequence[F
     try:
         return fixer.propose(sandbox, group, feedback=feedback, attempt=attempt)
     except PatchRejected as err:
-        return Proposal(fixer=name, finding_ids=ids, attempt=attempt, rejected=err.reason,
-                        declined=err.message, llm_calls=getattr(err, "llm_calls", 0))
+        return OutputRejected(fixer=name, finding_ids=ids, attempt=attempt, guard=err.reason,
+                              message=err.message, llm_calls=getattr(err, "llm_calls", 0))
     except LLMError as err:
         # Raised, not returned: an API error is never cached, so a resumed mission
         # asks again once the key, the quota or the service is fixed.

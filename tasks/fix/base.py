@@ -44,13 +44,14 @@ class Fixer(Protocol):
             attempt: 1 for the first attempt, 2 for the next, ...
 
         Returns:
-            A :class:`Proposal` holding a patch, the reason it declined, or the
-            guard that refused its output (``rejected``).
+            A :data:`Proposal`: :class:`Patched` (a patch to validate),
+            :class:`Declined` (why not), :class:`OutputRejected` (the guard that
+            refused the fixer's output) or :class:`CallFailed`.
 
         Raises:
             PatchRejected: the fixer's output was unusable (a fixer may raise it
-                instead of returning ``rejected``; the mission's task turns it
-                into a rejected proposal).
+                instead of returning :class:`OutputRejected`; the mission's task
+                turns it into one).
             LLMError: a model call failed.
         """
         ...

@@ -75,7 +75,8 @@ class ClaudeFixer(LLMFixer):
 
     def __init__(self, config: AnthropicFixerConfig, *, budget: Budget | None = None,
                  client: anthropic.Anthropic | None = None):
-        super().__init__(config.policy, config.budget, budget, state_dir=config.state_dir)
+        super().__init__(config.policy, config.budget, budget, state_dir=config.state_dir,
+                         max_context_chars=config.context_chars)
         self.config = config
         self._client = client
 

@@ -64,8 +64,52 @@ def matches_denylist(path: str, globs: Sequence[str]) -> bool:
     return False
 
 
-def redact_secrets(text: str) -> str:
-    """Replace values of secret-looking environment variables and API-key-like tokens."""
+SECRET_FILES = (".env*", "*.pem", "*.key", "id_*")
+"""Names of files that hold secrets: their values never reach a prompt."""
+_SECRET_FILE_BYTES = 65536
+_SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv", ".tox"})
+
+
+def repo_secret_values(root: Path) -> list[str]:
+    """The secret values kept in a repository's secret files (``SECRET_FILES``).
+
+    From a ``.env*`` file, each ``NAME=value`` value (6 characters or more); from a
+    ``*.pem``, ``*.key`` or ``id_*`` file (``*.pub`` aside), each line of 16
+    characters or more that is not a ``-----BEGIN/END`` marker.
+
+    Args:
+        root: the worktree.
+
+    Returns:
+        The values, longest first (so a longer secret is redacted before its parts).
+    """
+    values: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        for name in filenames:
+            if name.endswith(".pub") or not any(fnmatch.fnmatchcase(name, g) for g in SECRET_FILES):
+                continue
+            try:
+                with open(os.path.join(dirpath, name), encoding="utf-8", errors="replace") as fh:
+                    text = fh.read(_SECRET_FILE_BYTES)
+            except OSError:
+                continue
+            for line in text.splitlines():
+                line = line.strip()
+                if name.startswith(".env"):
+                    value = line.partition("=")[2].strip().strip("'\"")
+                    if "=" in line and not line.startswith("#") and len(value) >= 6:
+                        values.add(value)
+                elif len(line) >= 16 and not line.startswith("-----"):
+                    values.add(line)
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_secrets(text: str, values: Sequence[str] = ()) -> str:
+    """Replace secret values: ``values`` (from the repo's secret files), secret-looking
+    environment variables, and API-key-like tokens."""
+    for value in values:
+        text = text.replace(value, "[redacted]")
     for name, value in os.environ.items():
         if SECRET_NAME.search(name) and len(value) >= 8 and value in text:
             text = text.replace(value, "[redacted]")
@@ -102,8 +146,10 @@ def build_context(sandbox: Sandbox, group: Sequence[Finding], feedback: str | No
         if len(text) > limit:
             text = "[...]\n" + text[-limit:]
         head.append("## Your previous attempt was rejected\n" + text)
-    rendered = [redact_secrets(text) for text in _render(root, _merge(snippets, denylist))]
-    return _fit(redact_secrets("\n\n".join(head)), rendered, max_chars)
+    secrets = repo_secret_values(root)
+    rendered = [redact_secrets(text, secrets)
+                for text in _render(root, _merge(snippets, denylist))]
+    return _fit(redact_secrets("\n\n".join(head), secrets), rendered, max_chars)
 
 
 def _describe(finding: Finding, number: int, total: int) -> str:

@@ -7,7 +7,8 @@ to the worktree; applying the patch is the job of the validation stage.
 
 Every refusal raises :class:`PatchRejected` with one of these reasons:
 ``no-edits``, ``path-escape``, ``denylisted``, ``search-not-found``,
-``search-ambiguous``, ``binary``, ``too-large``, ``syntax``, ``invalid-diff``.
+``search-ambiguous``, ``binary``, ``bidi``, ``too-large``, ``syntax``, ``dangerous-code``
+(see :mod:`mendflow.tasks.fix.code_guards`), ``invalid-diff``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mendflow.core.config import LLMPolicy
 from mendflow.core.errors import PatchRejected
 from mendflow.core.findings import fingerprint
 from mendflow.core.models import Finding, Patch, Sandbox
+from mendflow.tasks.fix.code_guards import added_dangerous_uses, bidi_characters
 from mendflow.tasks.fix.context import matches_denylist
 from mendflow.tasks.fix.llm_protocol import FileEdit, FixReply
 
@@ -194,6 +196,10 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
         rel = check_edit_path(root, edit.path, policy.denylist)
         if "\0" in edit.replace:
             raise _reject("binary", "the replacement text holds NUL bytes", rel)
+        if bidi := bidi_characters(edit.replace):
+            raise _reject("bidi", f"the replacement text holds bidirectional control "
+                          f"characters ({', '.join(bidi)}): code that reads differently "
+                          "from how it runs", rel)
         if rel not in originals:
             originals[rel] = current[rel] = _read_original(root, rel)
         current[rel] = apply_edit(current[rel], edit, rel)
@@ -203,6 +209,10 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
         if after == originals[rel]:
             continue
         _check_python(rel, originals[rel], after)
+        if rel.endswith((".py", ".pyi")) and (added := added_dangerous_uses(originals[rel], after)):
+            raise _reject("dangerous-code", f"the edits add {', '.join(added)}: a fix may not run "
+                          "commands, open connections or load code dynamically", rel,
+                          hint="model-written code runs sandboxed; such a change needs a human")
         diffs.append(file_diff(rel, originals[rel], after))
     if not diffs:
         raise _reject("no-edits", "the edits change nothing")

@@ -31,11 +31,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from mendflow.core.config import LLMBudget, LLMPolicy
 from mendflow.core.errors import LLMError, PatchRejected
-from mendflow.core.models import Finding, Patch, Proposal, Sandbox
+from mendflow.core.models import (
+    Declined,
+    Finding,
+    OutputRejected,
+    Patched,
+    Proposal,
+    ProposalBase,
+    Sandbox,
+)
 from mendflow.infra.budget import Budget, Usage, mission_budget
 from mendflow.infra.timeouts import LLM_STEP, record_duration
 from mendflow.tasks.fix.context import build_context
@@ -43,6 +51,9 @@ from mendflow.tasks.fix.edits import edits_to_patch
 from mendflow.tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
 
 _RETRYABLE_STATUS = {408, 409, 429}
+
+
+P = TypeVar("P", bound=ProposalBase)
 
 
 @dataclass(frozen=True)
@@ -134,27 +145,27 @@ class LLMFixer:
         """
         ids = tuple(f.id for f in group)
         if attempt > self.policy.max_attempts:
-            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt,
-                            declined=f"policy: attempt {attempt} exceeds "
-                                     f"max_attempts={self.policy.max_attempts}")
+            return Declined(fixer=self.name, finding_ids=ids, attempt=attempt,
+                            reason=f"policy: attempt {attempt} exceeds "
+                                   f"max_attempts={self.policy.max_attempts}")
         budget = self.budget_for(sandbox)
         reason = budget.reserve()
         if reason is not None:
-            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, declined=reason,
+            return Declined(fixer=self.name, finding_ids=ids, attempt=attempt, reason=reason,
                             budget_exhausted=True)
         context = build_context(sandbox, group, feedback, self.max_context_chars,
                                 denylist=self.policy.denylist)
         try:
             answer = self._timed_call(sandbox, user_message(context, attempt=attempt))
         except PatchRejected as err:  # a body the SDK could not even parse
-            return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, llm_calls=1,
-                            declined=err.message, rejected=err.reason)
+            return OutputRejected(fixer=self.name, finding_ids=ids, attempt=attempt, llm_calls=1,
+                                  guard=err.reason, message=err.message)
         budget.record(answer.usage)
         try:
             return self._judge(sandbox, group, ids, attempt, answer)
         except PatchRejected as err:  # an untrusted reply: recorded, with what it cost
-            return self._proposal(ids, attempt, answer.usage, declined=err.message,
-                                  rejected=err.reason)
+            return self._proposal(OutputRejected, ids, attempt, answer.usage, guard=err.reason,
+                                  message=err.message)
 
     def _judge(self, sandbox: Sandbox, group: Sequence[Finding], ids: tuple[str, ...],
                attempt: int, answer: ModelAnswer) -> Proposal:
@@ -170,19 +181,17 @@ class LLMFixer:
         reply = parse_reply(answer.tool_input, subject=self.subject)
         declined = policy_decline(reply, self.policy)
         if declined is not None:
-            return self._proposal(ids, attempt, answer.usage, declined=declined)
+            return self._proposal(Declined, ids, attempt, answer.usage, reason=declined)
         patch = edits_to_patch(sandbox, reply, group, self.name, self.policy)
-        return self._proposal(ids, attempt, answer.usage, patch=patch)
+        return self._proposal(Patched, ids, attempt, answer.usage, patch=patch)
 
-    def _proposal(self, ids: tuple[str, ...], attempt: int, usage: Usage, *,
-                  patch: Patch | None = None, declined: str | None = None,
-                  rejected: str | None = None) -> Proposal:
-        return Proposal(fixer=self.name, finding_ids=ids, attempt=attempt, patch=patch,
-                        declined=declined, rejected=rejected, llm_calls=1,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cache_creation_input_tokens=usage.cache_creation_input_tokens,
-                        cache_read_input_tokens=usage.cache_read_input_tokens)
+    def _proposal(self, case: type[P], ids: tuple[str, ...], attempt: int, usage: Usage,
+                  **fields: Any) -> P:
+        """One model call's proposal of the given case, with what the call cost."""
+        return case(fixer=self.name, finding_ids=ids, attempt=attempt, llm_calls=1,
+                    input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                    cache_creation_input_tokens=usage.cache_creation_input_tokens,
+                    cache_read_input_tokens=usage.cache_read_input_tokens, **fields)
 
     def call_model(self, sandbox: Sandbox, user_text: str) -> ModelAnswer | str:
         """One budgeted model call with a prepared user message (the heal flow's).

@@ -154,7 +154,8 @@ OPENAI_TOOL_CHOICE: dict[str, Any] = {"type": "function", "function": {"name": T
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: the JSON types of the schema, no coercion ("yes" is not a boolean)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class FixAnalysis(_Strict):

@@ -75,7 +75,8 @@ class OpenAICompatibleFixer(LLMFixer):
 
     def __init__(self, config: OpenAICompatibleFixerConfig, *, budget: Budget | None = None,
                  client: openai.OpenAI | None = None):
-        super().__init__(config.policy, config.budget, budget, state_dir=config.state_dir)
+        super().__init__(config.policy, config.budget, budget, state_dir=config.state_dir,
+                         max_context_chars=config.context_chars)
         self.config = config
         self._client = client
 

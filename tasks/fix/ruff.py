@@ -33,7 +33,7 @@ from unidiff.errors import UnidiffParseError
 
 from mendflow.core.config import RuffFixerConfig
 from mendflow.core.errors import ToolError
-from mendflow.core.models import Finding, Patch, Proposal, Sandbox
+from mendflow.core.models import Declined, Finding, Patch, Patched, Proposal, Sandbox
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import tool_environ
 from mendflow.tasks.detect.ruff_run import ruff_executable
@@ -88,7 +88,7 @@ class RuffFixer:
             attempt: 1 for the first attempt.
 
         Returns:
-            A :class:`Proposal` with the patch, or with ``declined`` set when ruff
+            A :class:`Patched` proposal, or :class:`Declined` when ruff
             had nothing to fix (no fix, only unsafe fixes, the repository's
             config excludes the files ...).
 
@@ -132,10 +132,10 @@ class RuffFixer:
             description=_describe(rule, claimed, self.config.unsafe_fixes, extra),
             confidence="high",
         )
-        return Proposal(fixer=self.name, finding_ids=fixed, patch=patch, attempt=attempt)
+        return Patched(fixer=self.name, finding_ids=fixed, patch=patch, attempt=attempt)
 
-    def _declined(self, ids: tuple[str, ...], attempt: int, reason: str) -> Proposal:
-        return Proposal(fixer=self.name, finding_ids=ids, declined=reason, attempt=attempt)
+    def _declined(self, ids: tuple[str, ...], attempt: int, reason: str) -> Declined:
+        return Declined(fixer=self.name, finding_ids=ids, reason=reason, attempt=attempt)
 
     def _ruff_rule_name(self, sandbox: Sandbox, rule: str) -> str | None:
         """Ask ``ruff rule <code> --output-format json`` for the rule's name."""

@@ -97,5 +97,16 @@ def test_rollback_moves_the_mission_branch_back(make_repo, tmp_path, cli_env):
 
     assert proc.returncode == 0, proc.stderr
     assert git(repo, "rev-parse", "mendflow/cli-rb") == data["base_commit"]
+    # the mission's commits, then the revert, are in the audit trail; the store marks them
+    from mendflow.infra import audit
+    from mendflow.infra.outcomes import OutcomeStore
+
+    home = Path(cli_env["MENDFLOW_HOME"])
+    whats = [e["what"] for e in audit.read(home, mission="cli-rb")]
+    assert whats[0] == "config-change" and whats[-1] == "revert" and "commit" in whats
+    assert audit.verify(home).ok
+    counts = OutcomeStore.open(None, home).outcome_counts(str(repo))
+    accepted = [p for p in data["patches"] if p["status"] == "accepted"]
+    assert counts.get("merge:reverted", 0) >= len(accepted) > 0  # a row per finding
     unknown = run_cli(["mission", "rollback", "no-such-mission"], cli_env)
     assert unknown.returncode == 1 and "no-such-mission" in unknown.stderr

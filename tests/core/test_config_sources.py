@@ -11,7 +11,6 @@ import pytest
 
 from mendflow.core.config_sources import effective_config, merge_mappings
 from mendflow.core.errors import ConfigError
-from tests.helpers.git import write_files
 
 PYPROJECT = """
 [project]

@@ -327,7 +327,9 @@ def test_test_run_never_sees_the_secrets(make_repo, tmp_path, fake_anthropic, ap
     monkeypatch.setenv("ENV_PROBE_OUT", str(probe))
     repo = make_repo(project_files("env_probe"))
     fake_anthropic.enqueue(reply(load_bug("env_probe").fix))
-    config = write_config(tmp_path, claude_section(fake_anthropic))
+    # the probe writes outside the worktree, which bubblewrap forbids (see
+    # tests/flows/test_sandbox_containment.py); what is tested here is the scrubbed environment
+    config = write_config(tmp_path, claude_section(fake_anthropic), sandbox={"isolation": "none"})
 
     result = run_mission(repo, config, "llm-secrets")
 

@@ -8,6 +8,7 @@ the namespace, ``import flows.mission`` from such a directory failed with
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -47,8 +48,11 @@ def fresh_venv(tmp_path_factory) -> Path:
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
     Path(purelib, "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    source = tmp_path_factory.mktemp("source") / "mendflow"  # setuptools builds in the tree
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
     build = tmp_path_factory.mktemp("build")
-    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)],
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(source)],
                           capture_output=True, text=True, cwd=build, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return python

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from mendflow.core.config import AnthropicFixerConfig, ChainFixerConfig, validate_config
 from mendflow.core.errors import ConfigError
-from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.core.models import Declined, Finding, Patched, Proposal, Sandbox
 from mendflow.infra.budget import Budget
 from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.chain import ChainFixer
@@ -34,8 +34,8 @@ class OfflineFixer:
 
     def propose(self, sandbox: Sandbox, group: Sequence[Finding], *, feedback: str | None = None,
                 attempt: int = 1) -> Proposal:
-        return Proposal(fixer=self.name, finding_ids=tuple(f.id for f in group),
-                        declined="offline: nothing to do")
+        return Declined(fixer=self.name, finding_ids=tuple(f.id for f in group),
+                        reason="offline: nothing to do")
 
 
 def test_the_chain_plans_offline_first_and_routes_each_group_to_its_fixer(fake_anthropic,
@@ -54,7 +54,7 @@ def test_the_chain_plans_offline_first_and_routes_each_group_to_its_fixer(fake_a
     assert chain.propose(sandbox, groups[0]).fixer == "offline"
     fake_anthropic.enqueue(api.tool_reply(api.analysis(), [GOOD_EDIT]))
     proposal = chain.propose(sandbox, groups[1])
-    assert proposal.fixer == "anthropic" and proposal.patch is not None
+    assert proposal.fixer == "anthropic" and isinstance(proposal, Patched)
     assert len(fake_anthropic.requests) == 1
 
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from mendflow.core.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
 from mendflow.core.errors import ConfigError, LLMError
-from mendflow.core.models import Finding, Proposal, Sandbox
+from mendflow.core.models import Declined, Finding, OutputRejected, Patched, Proposal, Sandbox
 from mendflow.infra.budget import Budget, release_mission_budgets
 from mendflow.infra.timeouts import LLM_STEP, history_path, load_history
 from mendflow.tasks.fix import propose_patch
@@ -70,7 +70,7 @@ def test_a_correct_edit_becomes_a_patch_that_git_accepts(fake_anthropic, calc, t
     fake_anthropic.enqueue(good_reply(input_tokens=812, output_tokens=95,
                                       cache_creation_input_tokens=640, cache_read_input_tokens=0))
     proposal = claude(fake_anthropic).propose(sandbox, [finding])
-    assert proposal.declined is None and proposal.patch is not None
+    assert isinstance(proposal, Patched), proposal
     patch = proposal.patch
     assert (proposal.fixer, patch.fixer, patch.confidence) == ("anthropic", "anthropic", "high")
     assert proposal.finding_ids == patch.finding_ids == (finding.id,)
@@ -134,7 +134,7 @@ def test_attempts_beyond_max_attempts_are_declined_without_a_call(fake_anthropic
     sandbox, finding = calc
     proposal = claude(fake_anthropic, policy=LLMPolicy(max_attempts=2)).propose(
         sandbox, [finding], attempt=3)
-    assert "max_attempts=2" in (proposal.declined or "")
+    assert isinstance(proposal, Declined) and "max_attempts=2" in proposal.reason
     assert fake_anthropic.requests == []
 
 
@@ -154,7 +154,7 @@ def test_the_model_or_the_policy_may_decline(fake_anthropic, calc, analysis, pol
     sandbox, finding = calc
     fake_anthropic.enqueue(api.tool_reply(analysis, [GOOD_EDIT], input_tokens=77))
     proposal = claude(fake_anthropic, policy=policy).propose(sandbox, [finding])
-    assert proposal.patch is None and proposal.declined == expected
+    assert isinstance(proposal, Declined) and proposal.reason == expected
     assert proposal.input_tokens == 77
     assert porcelain(sandbox.path) == ""
 
@@ -187,8 +187,8 @@ def test_unusable_replies_are_rejected_and_the_worktree_is_untouched(fake_anthro
     sandbox, finding = calc
     fake_anthropic.enqueue(reply)
     proposal = claude(fake_anthropic).propose(sandbox, [finding])
-    assert proposal.patch is None and proposal.rejected == reason
-    assert proposal.declined  # the message, fed back to the next attempt
+    assert isinstance(proposal, OutputRejected) and proposal.guard == reason
+    assert proposal.message  # the message, fed back to the next attempt
     assert proposal.llm_calls == 1  # what it cost is recorded
     assert porcelain(sandbox.path) == ""
 
@@ -225,7 +225,7 @@ def test_a_slow_reply_times_out_as_a_retryable_error(fake_anthropic, calc):
 def test_a_successful_call_records_its_wall_time_and_a_failed_one_does_not(fake_anthropic, calc):
     sandbox, finding = calc
     fake_anthropic.enqueue(api.slow(good_reply(), 0.2))
-    assert claude(fake_anthropic).propose(sandbox, [finding]).patch is not None
+    assert isinstance(claude(fake_anthropic).propose(sandbox, [finding]), Patched)
     (seconds,) = load_history(sandbox.repo_root)[LLM_STEP]  # the user's repo, not the worktree
     assert 0.2 <= seconds < 5
     assert history_path(sandbox.repo_root).is_relative_to(os.environ["MENDFLOW_HOME"])
@@ -276,7 +276,7 @@ def test_the_prefect_task_retries_an_overloaded_api_then_succeeds(prefect_harnes
     fake_anthropic.enqueue(api.overloaded(), good_reply())
     proposal = proposing_flow(task_config(fake_anthropic, monkeypatch), sandbox, (finding,),
                               fast=True)
-    assert proposal.patch is not None
+    assert isinstance(proposal, Patched)
     assert len(fake_anthropic.requests) == 2
     assert [r.headers["x-stainless-retry-count"] for r in fake_anthropic.requests] == ["0", "0"]
     release_mission_budgets(sandbox.mission_id)
@@ -288,17 +288,17 @@ def test_the_prefect_task_honors_retry_after_and_does_not_retry_a_bad_request(
     config = task_config(fake_anthropic, monkeypatch)
     fake_anthropic.enqueue(api.rate_limited("1"), good_reply())
     start = time.monotonic()
-    assert proposing_flow(config, sandbox, (finding,), fast=True).patch is not None
+    assert isinstance(proposing_flow(config, sandbox, (finding,), fast=True), Patched)
     assert time.monotonic() - start >= 1.0
     # the same question again is answered from Prefect's persisted cache: no new call
-    assert proposing_flow(config, sandbox, (finding,), fast=True).patch is not None
+    assert isinstance(proposing_flow(config, sandbox, (finding,), fast=True), Patched)
     assert len(fake_anthropic.requests) == 2
     fake_anthropic.enqueue(api.bad_request(), good_reply())
     with pytest.raises(LLMError, match="400"):
         proposing_flow(config, sandbox, (finding,), fast=True, attempt=2)
     assert len(fake_anthropic.requests) == 3  # 429, success, 400 (not retried)
     # an API error is not cached: asked again, the model answers
-    assert proposing_flow(config, sandbox, (finding,), fast=True, attempt=2).patch is not None
+    assert isinstance(proposing_flow(config, sandbox, (finding,), fast=True, attempt=2), Patched)
     assert len(fake_anthropic.requests) == 4
     release_mission_budgets(sandbox.mission_id)
 
@@ -309,10 +309,10 @@ def test_calls_per_hour_are_capped(fake_anthropic, calc):
     fake_anthropic.enqueue(api.overloaded(), good_reply(), good_reply())
     with pytest.raises(LLMError):
         fixer.propose(sandbox, [finding])  # a failed call counts too
-    assert fixer.propose(sandbox, [finding]).patch is not None
+    assert isinstance(fixer.propose(sandbox, [finding]), Patched)
     proposal = fixer.propose(sandbox, [finding])
-    assert proposal.patch is None and "budget" in (proposal.declined or "")
-    assert "max_llm_calls_per_hour=2" in (proposal.declined or "")
+    assert isinstance(proposal, Declined) and proposal.budget_exhausted and "budget" in proposal.reason
+    assert "max_llm_calls_per_hour=2" in proposal.reason
     assert len(fake_anthropic.requests) == 2
 
 
@@ -329,8 +329,8 @@ def test_token_and_cost_caps_are_exceeded_by_one_call_at_most(fake_anthropic, ca
     declined = []
     for _ in range(6):
         proposal = fixer.propose(sandbox, [finding])
-        if proposal.declined:
-            declined.append(proposal.declined)
+        if isinstance(proposal, Declined):
+            declined.append(proposal.reason)
     assert len(fake_anthropic.requests) == calls
     assert len(declined) == 6 - calls and all(d.startswith("budget: ") for d in declined)
 
@@ -342,9 +342,9 @@ def test_fixers_rebuilt_per_proposal_share_the_mission_budget(fake_anthropic, ca
     client = make_anthropic_client(cfg, SecretStr(FAKE_KEY), fake_anthropic.root_url)
     fake_anthropic.enqueue(good_reply(), good_reply())
     try:
-        assert ClaudeFixer(cfg, client=client).propose(sandbox, [finding]).patch is not None
+        assert isinstance(ClaudeFixer(cfg, client=client).propose(sandbox, [finding]), Patched)
         second = ClaudeFixer(cfg, client=client).propose(sandbox, [finding])
-        assert "budget" in (second.declined or "")
+        assert isinstance(second, Declined) and "budget" in second.reason
         assert len(fake_anthropic.requests) == 1
     finally:
         release_mission_budgets("budget-share-test")
@@ -356,7 +356,7 @@ def test_the_key_and_base_url_come_from_the_environment(fake_anthropic, calc, mo
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.root_url)
     fake_anthropic.enqueue(good_reply())
     fixer = ClaudeFixer(AnthropicFixerConfig(model="claude-test"), budget=Budget())
-    assert fixer.propose(sandbox, [finding]).patch is not None
+    assert isinstance(fixer.propose(sandbox, [finding]), Patched)
     assert fake_anthropic.requests[0].headers["x-api-key"] == FAKE_KEY
 
 

@@ -158,3 +158,37 @@ def test_the_context_is_bounded(make_repo, max_chars):
     assert len(text) <= max_chars
     assert "## Finding 6 of 6" in text
     assert "more snippet(s) left out" in text
+
+
+def test_secrets_kept_in_the_repository_never_reach_a_prompt(make_repo, tmp_path):
+    """.env values, *.pem and id_* keys: neither quoted as files nor leaked through a failure."""
+    token, pem_line = "tok-Vb83kQz1Lw0p", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
+    ssh_line = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU"
+    files = {
+        **CALC_FILES,
+        ".env": f"# local settings\nSERVICE_TOKEN={token}\nDEBUG=1\n",
+        "certs/server.pem": f"-----BEGIN PRIVATE KEY-----\n{pem_line}\n-----END PRIVATE KEY-----\n",
+        "deploy/id_ed25519": f"-----BEGIN OPENSSH PRIVATE KEY-----\n{ssh_line}\n-----END\n",
+        "tests/test_settings.py": """
+            from pathlib import Path
+
+
+            def test_token_is_set():
+                text = Path(__file__).parents[1].joinpath(".env").read_text()
+                pem = Path(__file__).parents[1].joinpath("certs/server.pem").read_text()
+                assert text + pem == ""
+        """,
+    }
+    repo = make_repo(files)
+    failures = failing_tests(repo, tmp_path / "junit")
+    nodeid = "tests/test_settings.py::test_token_is_set"
+    assert token in failures[nodeid] and pem_line in failures[nodeid]  # the test printed them
+    sandbox = git_worktree_sandbox(repo)
+    finding = pytest_finding(sandbox.path, nodeid, failures[nodeid], line=5)
+    feedback = f"gate no-test-regression: {token} {ssh_line}"
+    text = build_context(sandbox, [finding], feedback)
+    assert "test_token_is_set" in text and "[redacted]" in text
+    for secret in (token, pem_line, ssh_line):
+        assert secret not in text
+    for path in (".env", "certs/server.pem", "deploy/id_ed25519"):
+        assert matches_denylist(path, DEFAULT_LLM_DENYLIST), path

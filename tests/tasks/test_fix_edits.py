@@ -197,3 +197,26 @@ def test_a_file_this_interpreter_cannot_compile_before_is_left_to_validation(mak
     edit = {"path": "new_syntax.py", "search": "x = (\n", "replace": "x = (1,\n"}
     patch = edits_to_patch(sandbox, reply(edit), [], "anthropic", POLICY)
     check_applies(sandbox, patch.diff, tmp_path)
+
+
+# --- static guards on model-written code (tasks/fix/code_guards.py) ----------------------
+
+
+@pytest.mark.parametrize("code", [
+    "import os\nos.system('id')\n", "import subprocess\nsubprocess.run(['id'])\n",
+    "from subprocess import run\n", "import socket\n", "import urllib.request as u\nu.urlopen(1)\n",
+    "eval('1')\n", "__import__('os')\n", "import requests\n", "from os import system\n",
+    "import asyncio.subprocess\n", "import os\nos.fork()\n",
+])
+def test_dangerous_code_added_by_a_patch_is_found(code):
+    from mendflow.tasks.fix.code_guards import added_dangerous_uses
+
+    assert added_dangerous_uses("x = 1\n", "x = 1\n" + code)
+    assert added_dangerous_uses(code, code) == []  # already there: a fix may touch it
+
+
+def test_bidi_controls_are_named():
+    from mendflow.tasks.fix.code_guards import bidi_characters
+
+    assert bidi_characters("a = 'x\u202e' # \u2066") == ["U+202E", "U+2066"]
+    assert bidi_characters("plain ascii and é") == []

@@ -8,7 +8,7 @@ import pytest
 
 from mendflow.core.config import OpenAICompatibleFixerConfig, validate_config
 from mendflow.core.errors import ConfigError, LLMError
-from mendflow.core.models import Finding, Sandbox
+from mendflow.core.models import Declined, Finding, OutputRejected, Patched, Sandbox
 from mendflow.infra.budget import Budget
 from mendflow.infra.timeouts import LLM_STEP, load_history
 from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
@@ -53,7 +53,7 @@ def test_a_tool_call_becomes_a_patch_that_git_accepts(fake_openai, calc, monkeyp
     fake_openai.enqueue(chat.tool_call_reply(good_arguments(), prompt_tokens=900,
                                              completion_tokens=80, cached_tokens=600))
     proposal = fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
-    assert proposal.patch is not None and proposal.fixer == "openai-compatible"
+    assert isinstance(proposal, Patched) and proposal.fixer == "openai-compatible"
     assert (proposal.input_tokens, proposal.cache_read_input_tokens) == (300, 600)
     assert proposal.output_tokens == 80
     (tmp_path / "p.diff").write_text(proposal.patch.diff)
@@ -91,7 +91,7 @@ def test_unusable_replies_are_malformed(fake_openai, calc, monkeypatch, reply):
     sandbox, finding = calc
     fake_openai.enqueue(reply)
     proposal = fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
-    assert proposal.patch is None and proposal.rejected == "malformed-reply"
+    assert isinstance(proposal, OutputRejected) and proposal.guard == "malformed-reply"
     assert porcelain(sandbox.path) == ""
 
 
@@ -100,7 +100,8 @@ def test_declines_follow_the_same_policy(fake_openai, calc, monkeypatch):
     args = {**good_arguments(), "analysis": analysis(confidence="low")}
     fake_openai.enqueue(chat.tool_call_reply(json.dumps(args)))
     proposal = fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
-    assert proposal.declined == "policy: confidence low is below min_confidence=medium"
+    assert isinstance(proposal, Declined)
+    assert proposal.reason == "policy: confidence low is below min_confidence=medium"
 
 
 @pytest.mark.parametrize(("reply", "retryable", "auth", "retry_after"), [

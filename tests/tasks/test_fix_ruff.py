@@ -11,7 +11,7 @@ import pytest
 from mendflow.core.config import RuffFixerConfig, ToolsConfig
 from mendflow.core.errors import ConfigError, ToolError
 from mendflow.core.findings import SourceIndex, make_finding
-from mendflow.core.models import Finding, Sandbox
+from mendflow.core.models import Declined, Finding, Patched, Sandbox
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_executable
 from mendflow.tasks.fix import FIXERS, Fixer, build_fixer, plan_fixes, propose_patch
 from mendflow.tasks.fix.ruff import RuffFixer, git_format_diff
@@ -80,8 +80,8 @@ def test_unused_imports_in_two_files_make_one_applicable_patch(make_repo):
 
     proposal = fixer.propose(sandbox_of(root), group)
 
+    assert isinstance(proposal, Patched), proposal
     patch = proposal.patch
-    assert patch is not None and proposal.declined is None
     assert patch.fixer == "ruff" and patch.confidence == "high"
     assert patch.files == ("pkg/a.py", "pkg/b.py")
     assert set(patch.finding_ids) == {f.id for f in group} == set(proposal.finding_ids)
@@ -112,7 +112,7 @@ def test_fixes_what_the_ruff_detector_reports(make_repo):
 
     for group in groups:
         proposal = RuffFixer().propose(sandbox, group)
-        assert proposal.patch is not None, proposal.declined
+        assert isinstance(proposal, Patched), proposal
         applied = git_apply(root, proposal.patch.diff)
         assert applied.returncode == 0, applied.stderr
 
@@ -136,8 +136,8 @@ def test_rule_without_a_fix_is_declined(make_repo):
 
     proposal = RuffFixer().propose(sandbox_of(root), undefined)
 
-    assert proposal.patch is None
-    assert proposal.declined == "ruff had nothing to fix for F821"
+    assert isinstance(proposal, Declined)
+    assert proposal.reason == "ruff had nothing to fix for F821"
     assert proposal.finding_ids == tuple(f.id for f in undefined)
 
 
@@ -153,8 +153,8 @@ def test_unsafe_fix_only_with_unsafe_fixes(make_repo):
     safe = RuffFixer(RuffFixerConfig()).propose(sandbox_of(root), group)
     unsafe = RuffFixer(RuffFixerConfig(unsafe_fixes=True)).propose(sandbox_of(root), group)
 
-    assert safe.patch is None and safe.declined == "ruff had nothing to fix for F841"
-    assert unsafe.patch is not None and "-    unused = 1\n" in unsafe.patch.diff
+    assert isinstance(safe, Declined) and safe.reason == "ruff had nothing to fix for F841"
+    assert isinstance(unsafe, Patched) and "-    unused = 1\n" in unsafe.patch.diff
     assert git_apply(root, unsafe.patch.diff, "--check").returncode == 0
 
 
@@ -177,7 +177,7 @@ def test_repository_per_file_ignores_are_respected(make_repo):
 
     proposal = RuffFixer().propose(sandbox_of(root), (init_finding, a_finding))
 
-    assert proposal.patch is not None
+    assert isinstance(proposal, Patched)
     assert proposal.patch.files == ("pkg/a.py",)
     assert proposal.patch.finding_ids == (a_finding.id,)
     assert "pkg/__init__.py" not in proposal.patch.diff
@@ -212,8 +212,8 @@ def test_retry_with_feedback_is_declined_without_running_ruff(make_repo):
     group = RuffFixer().plan(ruff_findings(root))[0]
     proposal = RuffFixer().propose(sandbox_of(root), group, feedback="Gate 'coverage' failed",
                                    attempt=2)
-    assert proposal.patch is None and proposal.attempt == 2
-    assert "deterministic" in (proposal.declined or "")
+    assert isinstance(proposal, Declined) and proposal.attempt == 2
+    assert "deterministic" in proposal.reason
 
 
 def test_plan_groups_by_rule_in_queue_order():
@@ -255,7 +255,7 @@ def test_task_functions_delegate_to_the_fixer(make_repo):
     root = make_repo(TWO_FILES)
     groups = plan_fixes.fn(RuffFixerConfig(), ruff_findings(root))
     proposal = propose_patch.fn(RuffFixerConfig(), sandbox_of(root), groups[0])
-    assert proposal.patch is not None and proposal.patch.files == ("pkg/a.py", "pkg/b.py")
+    assert isinstance(proposal, Patched) and proposal.patch.files == ("pkg/a.py", "pkg/b.py")
 
 
 MODERN = {  # a py311 project with pyupgrade: UP006's safe fix strands the typing import
@@ -290,8 +290,8 @@ def test_fix_also_removes_the_import_it_made_unused(make_repo):
 
     proposal = RuffFixer().propose(sandbox, RuffFixer().plan(before.findings)[0])
 
+    assert isinstance(proposal, Patched), proposal
     patch = proposal.patch
-    assert patch is not None, proposal.declined
     assert "F401" in patch.title and "--select UP006,F401" in patch.description
     assert "-from typing import List\n" in patch.diff
     assert set(patch.finding_ids) == {f.id for f in before.findings}
@@ -362,4 +362,4 @@ def test_patch_claims_only_the_findings_its_fix_removes(make_repo):
     assert patch.finding_ids == (movable.id,)
     assert "+from collections.abc import Callable\n" in patch.diff
     declined = RuffFixer().propose(sandbox, (stays,))
-    assert declined.patch is None and declined.declined
+    assert isinstance(declined, Declined) and declined.reason

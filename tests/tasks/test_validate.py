@@ -30,7 +30,7 @@ from mendflow.tasks.validate import (
 
 OK_SYNTAX = GateResult(gate="syntax", passed=True, detail="1 changed Python file(s) parse")
 GATE_ORDER = ["syntax", "tools-ran", "no-test-regression", "tests-not-weakened", "coverage",
-              "no-new-findings", "claimed-fixed", "test-files"]
+              "no-new-findings", "claimed-fixed", "test-files", "sandbox"]
 
 
 def finding(fid: str, *, rule: str = "F401", path: str = "pkg/a.py", line: int = 1,
@@ -232,7 +232,8 @@ def test_test_files_gate_and_allow_test_changes():
     report = evaluate_gates(BASE, after, touching, GatesConfig(), OK_SYNTAX)
     assert report.reason == "test-files"
     detail = gate(report, "test-files").detail
-    assert "touches test file tests/test_a.py\ntouches test file conftest.py" in detail
+    assert ("touches test file tests/test_a.py (matches tests/**)\n"
+            "touches test file conftest.py (a conftest.py)") in detail
     assert "gates.allow_test_changes" in detail
     allowed = evaluate_gates(BASE, after, touching, GatesConfig(allow_test_changes=True), OK_SYNTAX)
     assert allowed.accepted
@@ -313,3 +314,22 @@ def test_coverage_gate_allows_removing_covered_code_only():
     bad = gate(evaluate_gates(base, measure([], run(*TESTS, coverage=60.0, files=lost)),
                               patch(), GatesConfig(), OK_SYNTAX), "coverage")
     assert not bad.passed
+
+
+def test_the_sandbox_gate_names_the_limit_the_patched_code_hit():
+    from mendflow.core.models import TestCase, TestRun, ToolResult
+
+    failing = TestCase(nodeid="tests/test_a.py::test_x", outcome="failed",
+                       message="BlockingIOError: [Errno 11] Resource temporarily unavailable")
+    after = measure([], TestRun(collected=1, cases=(failing,)))
+    report = evaluate_gates(BASE, after, patch(), GatesConfig(), OK_SYNTAX)
+    sandbox = gate(report, "sandbox")
+    assert not sandbox.passed
+    assert sandbox.detail.startswith("hit: process limit [sandbox.limits.max_processes]")
+    assert "tests/test_a.py::test_x: BlockingIOError" in sandbox.detail
+    assert (report.reason or "").startswith("sandbox (hit: process limit")
+    cpu = Measurement(tree="t", score=0, findings=(), results=(ToolResult(
+        tool="pytest", ok=False, exit_code=152, error="pytest failed to run (exit 152)"),))
+    assert "CPU-time limit" in gate(evaluate_gates(BASE, cpu, patch(), GatesConfig(), OK_SYNTAX),
+                                    "sandbox").detail
+    assert gate(evaluate_gates(BASE, BASE, patch(), GatesConfig(), OK_SYNTAX), "sandbox").passed

@@ -1,0 +1,1 @@
+CREATE DATABASE mendflow;  -- the shared duration history (MENDFLOW_HISTORY_URL)

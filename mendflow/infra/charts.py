@@ -1,0 +1,52 @@
+"""A PNG chart of score and accepted fixes over missions (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mendflow.core.learning import MissionRecord
+
+
+def write_progress_chart(missions: Sequence[MissionRecord], path: Path, title: str) -> Path:
+    """Plot the quality score after each mission (line) and its accepted fixes (bars).
+
+    Args:
+        missions: one repository's missions, oldest first (``OutcomeStore.missions``).
+        path: the PNG file to write (its folder is created).
+        title: the chart's title (the repository's name).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI
+
+    figure = Figure(figsize=(7, 3.5), dpi=100)
+    axis = figure.add_subplot()
+    numbers = list(range(1, len(missions) + 1))
+    bars = axis.twinx()
+    bars.bar(numbers, [m.accepted for m in missions], color="#9ecae1", alpha=0.7,
+             label="accepted fixes")
+    bars.set_ylabel("accepted fixes")
+    axis.plot(numbers, [m.score_after for m in missions], marker="o", color="#08519c",
+              label="score after")
+    axis.plot(numbers, [m.score_before for m in missions], linestyle="--", color="#6baed6",
+              label="score before")
+    axis.set_zorder(bars.get_zorder() + 1)
+    axis.patch.set_visible(False)
+    axis.set_xlabel("mission")
+    axis.set_ylabel("quality score (0-100)")
+    axis.set_ylim(0, 100)
+    axis.set_xticks(numbers)
+    axis.set_title(title)
+    axis.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path

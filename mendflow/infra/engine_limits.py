@@ -1,0 +1,131 @@
+"""Missions' locks as Prefect global concurrency limits (shared by every worker of a server).
+
+A fleet mission holds two slots for its whole run, taken in one request (all or
+nothing, so a mission waiting for its repository holds no fleet slot):
+
+* ``mendflow-repo-<repository key>``: limit 1, one mission per repository,
+  whichever worker, fleet or host runs it (created on demand);
+* ``mendflow-fleet-<fleet name>``: the fleet's ``limits.concurrent_missions``.
+
+The slots are held under a lease that the holder renews in the background
+(``prefect.concurrency.sync.concurrency``). A worker killed mid-mission stops
+renewing: the server's repossessor frees its slots when the lease expires
+(:data:`LEASE_S` seconds, Prefect's minimum, plus up to its 15 s loop), so the
+same mission, resumed on another worker, gets them back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+import httpx
+
+from mendflow.core.errors import EngineUnavailable
+
+LEASE_S = 60.0
+"""Lease of held slots, seconds (the API's minimum is 60); renewed while the mission lives."""
+REPO_PREFIX = "mendflow-repo-"
+FLEET_PREFIX = "mendflow-fleet-"
+
+
+def repository_limit(key: str) -> str:
+    """The concurrency limit name of a repository (``key``: :func:`~mendflow.core.fleet.repository_key`)."""
+    return f"{REPO_PREFIX}{key}"
+
+
+def fleet_limit(name: str) -> str:
+    """The concurrency limit name of a fleet."""
+    return f"{FLEET_PREFIX}{name}"
+
+
+def engine_error(error: Exception, what: str) -> EngineUnavailable:
+    """The typed error for a Prefect API that cannot be reached or cannot answer."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value() or "the ephemeral Prefect API"
+    return EngineUnavailable(
+        f"cannot {what}: {type(error).__name__}: {error}".strip(), subject=str(url),
+        hint="check that the Prefect server is running and that its database is reachable "
+             "(PREFECT_API_DATABASE_CONNECTION_URL on the server), then re-run; "
+             "`mendflow fleet status` shows what was already submitted")
+
+
+def ensure_limit(name: str, limit: int, *, update: bool = False) -> None:
+    """Create the global concurrency limit ``name`` with ``limit`` slots if it is missing.
+
+    Args:
+        name: the limit's name.
+        limit: its slots.
+        update: also change an existing limit's slot count to ``limit``.
+
+    Raises:
+        EngineUnavailable: the Prefect API cannot be reached or failed.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            if update:
+                client.upsert_global_concurrency_limit_by_name(name, limit)
+                return
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                try:
+                    client.create_global_concurrency_limit(
+                        GlobalConcurrencyLimitCreate(name=name, limit=limit))
+                except (ObjectAlreadyExists, httpx.HTTPStatusError):
+                    # another worker created it meanwhile (the server may answer that race
+                    # with a 500 on PostgreSQL's unique violation): it must exist now
+                    client.read_global_concurrency_limit_by_name(name)
+    except httpx.HTTPError as err:
+        raise engine_error(err, f"create the concurrency limit {name}") from None
+
+
+@contextmanager
+def mission_slots(repository_key: str, fleet: str | None, flow_run_id: str | None,
+                  *, timeout_s: float | None = None) -> Iterator[list[str]]:
+    """Hold the repository's slot (and the fleet's) for the ``with`` block.
+
+    Waits (polling the server) while another mission, on any worker, holds the
+    repository, or while the fleet is at its limit.
+
+    Args:
+        repository_key: the repository's key.
+        fleet: the fleet's name, or None (no fleet-wide limit).
+        flow_run_id: the holding flow run (recorded as the lease's holder), or None.
+        timeout_s: give up waiting after this many seconds (None: wait as long as it takes).
+
+    Yields:
+        The names of the limits held.
+
+    Raises:
+        EngineUnavailable: the Prefect API cannot be reached.
+        TimeoutError: ``timeout_s`` passed before the slots were free.
+    """
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.concurrency.sync import concurrency
+
+    names = [repository_limit(repository_key)]
+    ensure_limit(names[0], 1)
+    if fleet:
+        names.append(fleet_limit(fleet))
+        ensure_limit(names[1], 1)  # normally created by `fleet run` with the fleet's limit
+    holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
+    try:
+        slots = concurrency(names, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S,
+                            strict=True, holder=holder, raise_on_lease_renewal_failure=False)
+        slots.__enter__()
+    except httpx.HTTPError as err:
+        raise engine_error(err, "take the repository's concurrency slot") from None
+    try:
+        yield names
+    except BaseException as error:
+        if not slots.__exit__(type(error), error, error.__traceback__):
+            raise
+    else:
+        slots.__exit__(None, None, None)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the outcome store (see :mod:`mendflow.infra.outcomes`)."""

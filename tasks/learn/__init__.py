@@ -1,0 +1,1 @@
+"""Learn stage: record attempts and missions, choose strategies, audit, insights."""

@@ -1,0 +1,241 @@
+"""A fleet on a PostgreSQL-backed Prefect server with two workers standing in for two hosts.
+
+Shares nothing with the other e2e tests (it needs PostgreSQL): its own throwaway
+PostgreSQL 15 cluster, ``prefect server start`` on it (asyncpg), ``mendflow fleet
+deploy --pool``, two ``prefect worker start --pool`` processes with their own
+MENDFLOW_HOME and PREFECT_HOME, and 6 small repositories served from bare
+repositories through ``file://`` URLs. The result storage is one directory both
+workers use (what an S3 or NFS result storage is in production).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mendflow.core.fleet import repository_key
+from tests.helpers.fleet import (
+    Fleet,
+    make_bare_repos,
+    mission_overrides,
+    start_postgres,
+    start_server,
+    start_worker,
+    wait_workers,
+    write_fleet,
+)
+from tests.helpers.git import git
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
+POOL = "e2e-fleet"
+REFERENCE = """
+import json, subprocess, sys
+from mendflow.flows.mission import maintenance_mission
+out = {}
+for url, clone, overrides in json.loads(sys.argv[1]):
+    subprocess.run(["git", "clone", "-q", url, clone], check=True)
+    result = maintenance_mission(path=clone, config_overrides=overrides)
+    tree = subprocess.run(["git", "-C", clone, "rev-parse", result.branch + "^{tree}"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    out[url] = {"tree": tree, "score": result.quality_score.after,
+                "accepted": sum(p.status == "accepted" for p in result.patches)}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """PostgreSQL, the server, the pool's deployment and two workers; the 6 repositories."""
+    base = tmp_path_factory.mktemp("fleet")
+    postgres = start_postgres(base / "pg")
+    try:
+        server = start_server(base / "server", postgres.url())
+    except BaseException:
+        postgres.stop()
+        raise
+    running = Fleet(postgres=postgres, server=server, pool=POOL, base=base)
+    try:
+        repos = make_bare_repos(base / "repos", 6)
+        running.repos = repos  # type: ignore[attr-defined]
+        running.reference = _start_reference(base, repos)  # type: ignore[attr-defined]
+        running.mendflow("fleet", "deploy", "--pool", POOL)
+        shared = base / "results"
+        shared.mkdir()
+        running.shared = shared  # type: ignore[attr-defined]
+        for name in ("host-a", "host-b"):
+            running.workers.append(start_worker(server, POOL, name, base / "hosts", shared,
+                                                postgres.url("mendflow", "psycopg")))
+        wait_workers(server, POOL, 2)
+        yield running
+    finally:
+        running.close()
+
+
+def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:
+    """The same missions one by one, in one local process (ephemeral Prefect, its own homes)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MENDFLOW_"))}
+    env.update({"PREFECT_HOME": str(base / "ref-prefect"), "MENDFLOW_HOME": str(base / "ref-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"})
+    jobs = [(repo.as_uri(), str(base / "ref" / repo.stem), mission_overrides()) for repo in repos]
+    return subprocess.Popen([sys.executable, "-c", REFERENCE, json.dumps(jobs)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _reference(fleet) -> dict:
+    """The one-by-one results: ``{url: {"tree", "score", "accepted"}}``."""
+    if not hasattr(fleet, "reference_out"):
+        out, errors = fleet.reference.communicate(timeout=900)
+        assert fleet.reference.returncode == 0, errors[-3000:]
+        fleet.reference_out = json.loads(out.strip().splitlines()[-1])
+    return fleet.reference_out
+
+
+def _slot_intervals(fleet, run_ids: list[str]) -> list[tuple[datetime, datetime, str]]:
+    """When each run held its repository's slot: the labels the mission writes on its flow run
+    right after taking the slot and right before giving it back (the server's record)."""
+    intervals = []
+    for run_id in run_ids:
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+        intervals.append((datetime.fromisoformat(labels["mendflow.slot_acquired_at"]),
+                          datetime.fromisoformat(labels["mendflow.slot_released_at"]), run_id))
+    return sorted(intervals)
+
+
+def test_fleet_of_six_completes_like_one_by_one_and_never_overlaps(fleet, tmp_path):
+    urls = [repo.as_uri() for repo in fleet.repos]
+    main = write_fleet(tmp_path / "nightly.yaml", urls, concurrent=4)
+    # a second fleet naming two of the same repositories, and a URL no worker can clone
+    other = write_fleet(tmp_path / "other.yaml", [urls[0], urls[1], "file:///nonexistent/x.git"])
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mendflow.cli", "fleet", "run", str(main), "--pool", POOL, "--wait",
+         "--json"], env=fleet.server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = fleet.mendflow("fleet", "run", str(other), "--pool", POOL, "--wait", "--json",
+                            check=False, timeout=900)
+    out, errors = first.communicate(timeout=900)
+    assert first.returncode == 0, errors[-3000:]
+    runs = json.loads(out)["runs"]
+    assert [run["repository"] for run in runs] == urls
+    assert {tuple(run) for run in runs} == {("repository", "flow_run_id", "state", "mission_id",
+                                             "quality_score", "patches_accepted")}
+    assert all(run["state"] == "COMPLETED" for run in runs), runs
+
+    reference = _reference(fleet)
+    for run, repo in zip(runs, fleet.repos, strict=True):
+        expected = reference[repo.as_uri()]
+        assert (run["quality_score"], run["patches_accepted"]) == (expected["score"],
+                                                                   expected["accepted"])
+        pushed = git(repo, "rev-parse", f"mendflow/{run['mission_id']}^{{tree}}")
+        assert pushed == expected["tree"]  # the mission branch, pushed back, has the same tree
+        assert git(repo, "rev-parse", "main") == git(repo, "rev-parse",
+                                                     f"mendflow/{run['mission_id']}~2")
+
+    assert second.returncode == 1  # one run failed: the unclonable URL
+    others = json.loads(second.stdout)["runs"]
+    assert [run["state"] for run in others] == ["COMPLETED", "COMPLETED", "FAILED"]
+    failed = fleet.server.api("GET", f"/flow_runs/{others[2]['flow_run_id']}")
+    assert "git" in failed["state"]["message"] and "nonexistent" in failed["state"]["message"]
+
+    # never two missions on one repository at once (the server's run history)
+    for index in (0, 1):
+        ids = [runs[index]["flow_run_id"], others[index]["flow_run_id"]]
+        held = _slot_intervals(fleet, ids)
+        assert held[0][1] <= held[1][0], held
+    # both hosts worked
+    hosts = {path.parent.parent.parent.name
+             for path in (fleet.base / "hosts").glob("*/mendflow/clones/*")}
+    assert hosts == {"host-a", "host-b"}
+
+    status = json.loads(fleet.mendflow("fleet", "status", str(main), "--json").stdout)["runs"]
+    assert [(row["repository"], row["state"]) for row in status][2:] == [
+        (url, "COMPLETED") for url in urls[2:]]
+    # the registry is the server: the CLI's host (its own, empty MENDFLOW_HOME) lists every mission
+    listed = json.loads(fleet.mendflow("mission", "list", "--json").stdout)
+    assert {run["mission_id"] for run in runs} <= {row["mission_id"] for row in listed}
+    # the learned durations of both hosts went to the one shared database
+    assert set(_history_rows(fleet)) == {repository_key(url) for url in urls}
+
+
+def _history_rows(fleet) -> dict[str, int]:
+    """Rows per repository key of the shared duration history (PostgreSQL, psql)."""
+    done = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-h", "127.0.0.1", "-p", str(fleet.postgres.port),
+         "-U", "postgres", "-d", "mendflow", "-At", "-c",
+         "select repo_key, count(*) from mendflow_step_durations where step = 'pytest' "
+         "group by repo_key"], capture_output=True, text=True, check=True)
+    return {key: int(count) for key, count in
+            (line.split("|") for line in done.stdout.splitlines() if line)}
+
+
+def _state(fleet, run_id: str) -> str | None:
+    """The run's state type; None while the server answers an error (it is restarting)."""
+    try:
+        return fleet.server.state(run_id)[0]
+    except httpx.HTTPError:
+        return None
+
+
+def _server_log(fleet) -> str:
+    return (fleet.server.home / "server.log").read_text(errors="replace")[-4000:]
+
+
+def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
+    url = fleet.repos[5].as_uri()
+    spec = write_fleet(tmp_path / "crash.yaml", [url])
+    submitted = json.loads(fleet.mendflow("fleet", "run", str(spec), "--pool", POOL,
+                                          "--json").stdout)["runs"]
+    run_id = submitted[0]["flow_run_id"]
+    deadline = time.monotonic() + 300
+    while True:  # mid-mission: its sandbox exists on the host that runs it
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+        mission_id = labels.get("mendflow.mission_id")
+        hosts = [worker for worker in fleet.workers if mission_id and
+                 (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()]
+        if hosts and _state(fleet, run_id) == "RUNNING":
+            break
+        assert time.monotonic() < deadline, _state(fleet, run_id)
+        time.sleep(0.2)
+    victim = hosts[0]
+    victim.kill()
+    survivor = next(worker for worker in fleet.workers if worker is not victim)
+
+    deadline = time.monotonic() + 480
+    while _state(fleet, run_id) != "COMPLETED":
+        assert time.monotonic() < deadline, (_state(fleet, run_id), _server_log(fleet))
+        time.sleep(2)
+    states = [s["type"] for s in fleet.server.api("GET", f"/flow_run_states/?flow_run_id={run_id}")]
+    assert "CRASHED" in states, states  # marked by the crash automation, then rescheduled
+    assert states.index("CRASHED") < len(states) - 1
+    assert fleet.server.api("GET", f"/flow_runs/{run_id}")["run_count"] >= 2
+    # finished on the surviving host, with the steps of the first attempt from the cache
+    assert run_id in survivor.log.read_text(errors="replace")
+    assert any(t["state_name"] == "Cached" for t in fleet.server.task_runs(run_id))
+    labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+    assert int(labels["mendflow.patches_accepted"]) == 2
+    pushed = git(fleet.repos[5], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
+    assert pushed == _reference(fleet)[url]["tree"]  # the same result as one by one
+
+
+def test_database_unreachable_is_a_clear_error(fleet, tmp_path):
+    """Last (it stops PostgreSQL): the server answers, its database does not."""
+    spec = write_fleet(tmp_path / "late.yaml", [fleet.repos[0].as_uri()])
+    fleet.postgres.stop()
+    started = time.monotonic()
+    done = fleet.server.run(sys.executable, "-m", "mendflow.cli", "fleet", "status", str(spec),
+                            "--json", check=False, timeout=300,
+                            env={"PREFECT_CLIENT_MAX_RETRIES": "1"})
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert "Prefect server" in done.stderr and "database" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 240

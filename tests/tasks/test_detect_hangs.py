@@ -1,0 +1,117 @@
+"""Hanging tests: a short first timeout, a second chance, learned timeouts, known hangs.
+
+Real pytest runs (under coverage, with pytest-timeout) on a small repository
+with a test that loops forever, an honest slow test that waits on a
+subprocess, and quick ones, with timeouts of about a second so that it stays quick.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mendflow.core.hangs import plan_test_timeouts
+from mendflow.core.models import TestCase, TestRun
+from mendflow.tasks.detect import measure_tests
+from mendflow.tasks.validate import gate_no_test_regression
+from tests.helpers.detect import TARGET_ENV, new_repo, sandbox_for, tools_config, worktree_status
+
+pytestmark = pytest.mark.slow
+
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/spin.py": "def spin():\n    n = 0\n    while n >= 0:\n        n += 1\n",
+    "tests/test_spin.py": "from pkg.spin import spin\n\n\ndef test_loops_forever():\n"
+                          "    spin()\n",
+    "tests/test_slow.py": "import subprocess\nimport sys\n\n\ndef test_waits_honestly():\n"
+                          "    subprocess.run([sys.executable, '-c', 'import time; "
+                          "time.sleep(2.5)'], check=True)\n",
+    "tests/test_fast.py": "def test_one():\n    assert 1 + 1 == 2\n\n\n"
+                          "def test_two():\n    assert 'a'.upper() == 'A'\n",
+}
+SPIN = "tests/test_spin.py::test_loops_forever"
+SLOW = "tests/test_slow.py::test_waits_honestly"
+TIMEOUTS = {"first_timeout_s": 1.0, "per_test_timeout_s": 8.0, "hang_timeout_s": 0.5}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return new_repo(tmp_path_factory.mktemp("hangs") / "repo", FILES)
+
+
+@pytest.fixture(scope="module")
+def baseline(repo):
+    return measure_tests(sandbox_for(repo), TARGET_ENV, tools_config(pytest=TIMEOUTS))
+
+
+def case(result, nodeid: str) -> TestCase:
+    return next(c for c in result.test_run.cases if c.nodeid == nodeid)
+
+
+def test_a_test_that_loops_forever_is_a_hang_finding(baseline):
+    assert baseline.ok, baseline.error
+    spin = case(baseline, SPIN)
+    assert spin.timed_out and spin.outcome == "failed"
+    assert "no result within 8 s" in spin.message
+    hangs = [f for f in baseline.findings if f.rule == "hang"]
+    assert [(f.source, f.test_id, f.severity) for f in hangs] == [("pytest", SPIN, "high")]
+    assert not any(f.rule == "test-failure" and f.test_id == SPIN for f in baseline.findings)
+
+
+def test_an_honest_slow_test_passes_on_its_second_chance(baseline):
+    slow = case(baseline, SLOW)
+    assert slow.outcome == "passed" and not slow.timed_out
+    assert slow.duration_s >= 2.5
+    assert {c.nodeid: c.outcome for c in baseline.test_run.cases} == {
+        SPIN: "failed", SLOW: "passed", "tests/test_fast.py::test_one": "passed",
+        "tests/test_fast.py::test_two": "passed"}
+    assert baseline.test_run.collected == 4
+    # the loop's second chance ran it too: its line is covered
+    spin_file = next(f for f in baseline.test_run.files if f.path == "pkg/spin.py")
+    assert spin_file.percent == 100.0
+
+
+def test_validation_learns_timeouts_and_a_known_hang_is_no_regression(repo, baseline):
+    plan = plan_test_timeouts(baseline.test_run, tools_config(pytest=TIMEOUTS).pytest)
+    assert plan.hung == (SPIN,) and plan.hang_s == 0.5
+    assert 7.5 <= plan.timeouts[SLOW] <= 8.0  # 3 x its baseline duration, at most 8 s
+    assert "tests/test_fast.py::test_one" not in plan.timeouts  # fast: the first timeout
+
+    after = measure_tests(sandbox_for(repo), TARGET_ENV, tools_config(pytest=TIMEOUTS), plan)
+
+    assert after.ok, after.error
+    spin = case(after, SPIN)
+    assert spin.timed_out and "no result within 0.5 s" in spin.message
+    assert case(after, SLOW).outcome == "passed"
+    assert after.test_run.collected == 4
+    assert [f.id for f in after.findings if f.rule == "hang"] == \
+        [f.id for f in baseline.findings if f.rule == "hang"]
+    gate = gate_no_test_regression(baseline.test_run, after.test_run)
+    assert gate.passed, gate.detail
+    # no second chance for the known hang, and the slow test did not wait for a second one
+    assert after.duration_s < baseline.duration_s
+    assert worktree_status(repo) == ""
+
+
+def test_a_patch_that_makes_a_passing_test_hang_is_a_regression(tmp_path, baseline):
+    files = dict(FILES)
+    files["tests/test_fast.py"] = FILES["tests/test_fast.py"].replace(
+        "assert 'a'.upper() == 'A'", "from pkg.spin import spin\n    spin()")
+    patched = new_repo(tmp_path / "patched", files)
+    plan = plan_test_timeouts(baseline.test_run, tools_config(pytest=TIMEOUTS).pytest)
+
+    after = measure_tests(sandbox_for(patched), TARGET_ENV, tools_config(pytest=TIMEOUTS), plan)
+
+    two = case(after, "tests/test_fast.py::test_two")
+    assert two.timed_out and "no result within 8 s" in two.message  # after its second chance
+    gate = gate_no_test_regression(baseline.test_run, after.test_run)
+    assert not gate.passed and "tests/test_fast.py::test_two" in gate.detail
+
+
+def test_the_plan_of_no_run_is_the_first_timeout():
+    pytest_config = tools_config(pytest=TIMEOUTS).pytest
+    plan = plan_test_timeouts(None, pytest_config)
+    assert plan.default_s == 1.0 and plan.timeouts == {} and plan.hung == ()
+    run = TestRun(collected=2, cases=(
+        TestCase(nodeid="a.py::t", outcome="passed", duration_s=100.0),
+        TestCase(nodeid="a.py::u", outcome="failed", duration_s=0.9)))
+    assert plan_test_timeouts(run, pytest_config).timeouts == {"a.py::t": 8.0}
