@@ -52,6 +52,7 @@ from mendflow.tasks.bookkeeping import back_up_files, compute_measurement
 from mendflow.tasks.detect import (
     find_todos,
     merge_findings,
+    read_logs,
     run_bandit,
     run_mypy,
     run_pytest,
@@ -149,6 +150,7 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
         run_mypy.submit(sandbox, env, tools, tree),
         run_bandit.submit(sandbox, tools, tree),
         find_todos.submit(sandbox, tools, tree),
+        *([read_logs.submit(sandbox, tools, tree)] if tools.logs.enabled else []),
     ]
     results = [f.result() for f in futures]
     # opaque(): Prefect links the upstream task runs but does not walk through

@@ -265,7 +265,7 @@ def learning_commands() -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own modules."""
-    from mendflow.cli import approvals, config, doctor, evolve, fleet
+    from mendflow.cli import approvals, config, doctor, evolve, fleet, heal
     from mendflow.deployments import serve
 
     config.register(app)
@@ -275,6 +275,7 @@ def _register_commands() -> None:
     learning_commands()  # stats, audit verify/show, analyze (issue 15)
     fleet.register(app)  # fleet deploy | run | status
     evolve.register(app)  # evolve serve | run | history | status
+    heal.register(app)  # heal scan, run, list, serve
 
 
 _register_commands()

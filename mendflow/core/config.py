@@ -45,6 +45,7 @@ from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the confi
     OpenAICompatibleFixerConfig,
     RuffFixerConfig,
 )
+from mendflow.core.config_heal import HealConfig, LogsConfig
 from mendflow.core.config_learning import LearningConfig, StrategyConfig  # noqa: F401
 from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
     HISTORY_SIZE,
@@ -139,6 +140,7 @@ class ToolsConfig(Section):
     mypy: LinterConfig = LinterConfig()
     bandit: BanditConfig = BanditConfig()
     todo: TodoConfig = TodoConfig()
+    logs: LogsConfig = LogsConfig()
 
 
 # --- validation gates ----------------------------------------------------------------
@@ -205,6 +207,7 @@ class MendflowConfig(Section):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
     validation: ValidationConfig = ValidationConfig()
+    heal: HealConfig = HealConfig()
     sandbox: SandboxConfig = SandboxConfig()
     learning: LearningConfig = LearningConfig()
     delivery: DeliveryConfig = DeliveryConfig()

@@ -23,7 +23,7 @@ class RuffFixerConfig(Section):
 
 
 LLMCategory = Literal["syntax", "import", "type", "attribute", "logic", "api", "config",
-                      "security", "test", "other"]
+                      "security", "test", "other", "external"]
 """The categories a model may give a fix (the ``propose_fix`` tool's ``analysis.category``)."""
 
 DEFAULT_LLM_DENYLIST = (

@@ -131,7 +131,7 @@ class TestRun(Contract):
 class ToolResult(Contract):
     """The normalized output of one detection tool run."""
 
-    tool: Literal["pytest", "ruff", "mypy", "bandit", "todo"]
+    tool: Literal["pytest", "ruff", "mypy", "bandit", "todo", "log"]
     findings: tuple[Finding, ...] = ()
     test_run: TestRun | None = None
     duration_s: float = 0.0

@@ -32,6 +32,7 @@ from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect.bandit_run import measure_bandit
 from mendflow.tasks.detect.impact import impact_path
+from mendflow.tasks.detect.log_scan import measure_logs
 from mendflow.tasks.detect.mypy_run import measure_mypy
 from mendflow.tasks.detect.parallel import measure_tests_spread
 from mendflow.tasks.detect.pytest_run import measure_tests
@@ -39,9 +40,9 @@ from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
 from mendflow.tasks.detect.todo_scan import count_python_loc, scan_todos
 
 __all__ = [
-    "count_python_loc", "find_todos", "measure_bandit", "measure_mypy", "measure_ruff",
-    "measure_tests", "merge_findings", "ruff_config_args", "run_bandit", "run_mypy",
-    "run_pytest", "run_ruff", "run_selected_tests", "scan_todos",
+    "count_python_loc", "find_todos", "measure_bandit", "measure_logs", "measure_mypy",
+    "measure_ruff", "measure_tests", "merge_findings", "read_logs", "ruff_config_args",
+    "run_bandit", "run_mypy", "run_pytest", "run_ruff", "run_selected_tests", "scan_todos",
 ]
 
 # Backstops in seconds; the configured per-tool timeouts fire first.
@@ -178,6 +179,24 @@ def find_todos(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
         ToolError: the sandbox is not a git worktree.
     """
     return scan_todos(sandbox, tools)
+
+
+@task(name="read-logs", timeout_seconds=TODO_TASK_TIMEOUT_S, cache_policy=NO_CACHE,
+      **transient_retries(1))
+def read_logs(sandbox: Sandbox, tools: ToolsConfig, tree: str) -> ToolResult:
+    """Group the tracebacks of ``tools.logs.paths`` into findings (see :func:`measure_logs`).
+
+    Not cached: the logs change while the tree does not.
+
+    Args:
+        sandbox: the worktree (frames are mapped onto its files).
+        tools: the ``tools`` config.
+        tree: content hash of the measured tree (for symmetry with the other tools).
+
+    Returns:
+        The ``log`` result.
+    """
+    return measure_logs(sandbox, tools)
 
 
 @task(name="merge-findings", timeout_seconds=120,

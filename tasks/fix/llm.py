@@ -116,9 +116,10 @@ class LLMFixer:
     """
 
     name = "llm"
-    skip_sources: tuple[str, ...] = ("coverage", "todo")
-    """Findings no model is asked about: covering code means writing tests
-    (which the gates refuse by default) and TODOs are notes, not defects."""
+    skip_sources: tuple[str, ...] = ("coverage", "todo", "log")
+    """Findings no model is asked about in a mission: covering code means writing
+    tests (which the gates refuse by default), TODOs are notes, not defects, and
+    logged errors are healed by the heal flow, which reproduces them first."""
 
     def __init__(self, policy: LLMPolicy, limits: LLMBudget, budget: Budget | None = None, *,
                  max_context_chars: int = 24000, state_dir: Path | None = None):
@@ -226,6 +227,28 @@ class LLMFixer:
                     input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                     cache_creation_input_tokens=usage.cache_creation_input_tokens,
                     cache_read_input_tokens=usage.cache_read_input_tokens, **fields)
+
+    def call_model(self, sandbox: Sandbox, user_text: str) -> ModelAnswer | str:
+        """One budgeted model call with a prepared user message (the heal flow's).
+
+        Args:
+            sandbox: the worktree (its mission's budget is charged).
+            user_text: the whole user message.
+
+        Returns:
+            The answer, or the reason the budget declined (no call was made).
+
+        Raises:
+            LLMError: the call failed.
+            PatchRejected: the body could not be parsed.
+        """
+        budget = self.budget_for(sandbox)
+        reason = budget.reserve()
+        if reason is not None:
+            return reason
+        answer = self._timed_call(sandbox, user_text)
+        budget.record(answer.usage)
+        return answer
 
     @property
     def subject(self) -> str:

@@ -18,6 +18,7 @@ other field is allowed)::
         "fixable": true,                 # false: the model declines (say why in root_cause)
         "category": "logic",             # syntax | import | type | attribute | logic | api
                                          # | config | security | test | other
+                                         # | external (not a code defect: never fixed)
         "root_cause": "add() subtracts",  # one or two sentences
         "affected_files": ["calc.py"],   # repository-relative POSIX paths
         "confidence": "high"             # high | medium | low
@@ -61,7 +62,9 @@ from mendflow.core.errors import PatchRejected
 
 TOOL_NAME = "propose_fix"
 CATEGORIES: tuple[str, ...] = ("syntax", "import", "type", "attribute", "logic", "api",
-                               "config", "security", "test", "other")
+                               "config", "security", "test", "other", "external")
+"""``external`` (a service down, the network, permissions) is for errors the heal
+flow reports and never fixes in code."""
 CONFIDENCE_RANK = {"low": 0, "medium": 1, "high": 2}
 
 SYSTEM_PROMPT = """\

@@ -1,0 +1,160 @@
+"""The attempts of a heal run: reproduce first, then fix and validate (composed tasks only).
+
+Each attempt asks the model once (:func:`mendflow.tasks.heal.ask_heal`); a refusal's
+reason is fed back to the next attempt, up to ``heal.max_attempts``:
+
+1. the reply must hold a reproduction test and a fix (else ``no-reproduction``/``no-fix``),
+   and pass the edit guards (a denylisted file, a bad path ...);
+2. the test alone, on the unfixed tree, must fail with the group's exception raised
+   from the group's innermost frame;
+3. the test with the fix must pass;
+4. the patch (test + fix) must pass every mission gate; the reproduction is the one
+   test change the ``test-files`` gate allows.
+
+An ``external`` analysis, a policy decline (not fixable, low confidence, a
+category not allowed) or the hourly call cap ends the run without a fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefect.utilities.annotations import opaque
+
+from mendflow.core.config import LLMPolicy, MendflowConfig
+from mendflow.core.error_groups import ErrorGroup
+from mendflow.core.heal import HealAttempt, HealRecord, judge_reproduction
+from mendflow.core.models import Finding, Measurement, PatchOutcome, Sandbox, TargetEnv
+from mendflow.flows.cycle import measure
+from mendflow.infra.heal_records import reserve_slot
+from mendflow.infra.layout import StateLayout
+from mendflow.tasks.detect.log_scan import repo_files
+from mendflow.tasks.heal import HealProposal, ask_heal, run_reproduction
+from mendflow.tasks.sandbox import apply_patch, reset_sandbox
+from mendflow.tasks.validate import check_patch_syntax, format_feedback, judge_patch
+from mendflow.tasks.vcs import commit_accepted_patch
+
+
+@dataclass
+class HealState:
+    """What a heal run accumulates (flow-local)."""
+
+    record: HealRecord
+    group: ErrorGroup
+    finding: Finding
+    sandbox: Sandbox
+    env: TargetEnv
+    config: MendflowConfig
+    layout: StateLayout
+    baseline: Measurement | None = None
+    outcomes: list[PatchOutcome] = field(default_factory=list)
+    reproduction_test: str | None = None
+    baseline_score: float = 0.0
+    score: float = 0.0
+
+
+def heal_policy(config: MendflowConfig) -> LLMPolicy:
+    """The fixer's policy, with the heal section's confidence, categories and denylist."""
+    heal = config.heal
+    base = getattr(config.fixer, "policy", None) or LLMPolicy()
+    for member in getattr(config.fixer, "fixers", []):  # a chain: its model member's policy
+        base = getattr(member, "policy", None) or base
+    return base.model_copy(update={
+        "min_confidence": heal.min_confidence, "allowed_categories": list(heal.allowed_categories),
+        "denied_categories": [], "denylist": [*base.denylist, *heal.denylist],
+        "max_attempts": heal.max_attempts})
+
+
+def attempt_heals(state: HealState) -> HealState:
+    """Up to ``heal.max_attempts`` attempts; the record says how it ended.
+
+    Raises:
+        LLMError: a model call failed for good.
+    """
+    config = state.config
+    state.baseline = measure(state.sandbox, state.env, config, label="baseline")
+    state.baseline_score = state.score = state.baseline.score
+    policy = heal_policy(config)
+    feedback: str | None = None
+    attempts: list[HealAttempt] = []
+    for number in range(1, config.heal.max_attempts + 1):
+        capped = reserve_slot(state.layout, "calls", config.heal.max_calls_per_hour)
+        if capped:
+            return _end(state, attempts, "refused", capped)
+        proposal = ask_heal(config.fixer, state.sandbox, state.finding, policy, config.gates,
+                            feedback, number)
+        if proposal.kind == "external":
+            attempts.append(_attempt(number, proposal, proposal.reason))
+            return _end(state, attempts, "external", proposal.reason)
+        if proposal.kind in ("declined", "budget"):
+            attempts.append(_attempt(number, proposal, proposal.reason))
+            return _end(state, attempts, "refused", proposal.reason)
+        reason = proposal.reason if proposal.kind == "refused" else _try(state, proposal)
+        attempts.append(_attempt(number, proposal, reason or ""))
+        if not reason:
+            commit = commit_accepted_patch(state.sandbox, proposal.patch,
+                                           f"heal {state.group.fingerprint}: reproduced by "
+                                           f"{', '.join(proposal.test_files)}",
+                                           state.layout.root / "heal" / "backups")
+            state.reproduction_test = proposal.test_files[0]
+            state.outcomes[-1] = state.outcomes[-1].model_copy(update={"commit": commit.commit})
+            state.record = state.record.model_copy(update={
+                "commit": commit.commit, "branch": state.sandbox.branch})
+            return _end(state, attempts, "fixed", "")
+        feedback = reason
+    return _end(state, attempts, "refused", f"no valid reproduction and fix in "
+                f"{config.heal.max_attempts} attempt(s); last: {feedback}")
+
+
+def _try(state: HealState, proposal: HealProposal) -> str | None:
+    """Reproduce, fix, validate one proposal; None when accepted (left applied), else why not."""
+    assert proposal.test_patch is not None and proposal.patch is not None
+    repo = repo_files(state.sandbox.path)
+    tools, tests = state.config.tools, proposal.test_files
+    apply_patch(state.sandbox, proposal.test_patch)
+    try:
+        before = run_reproduction(state.sandbox, state.env, tools, tests)
+    finally:
+        reset_sandbox(state.sandbox, proposal.test_patch)
+    verdict = judge_reproduction(before, state.group, repo, fixed=False)
+    if not verdict.ok:
+        return f"reproduction-invalid: {verdict.reason}"
+    patch = proposal.patch
+    apply_patch(state.sandbox, patch)
+    accepted = False
+    try:
+        after = run_reproduction(state.sandbox, state.env, tools, tests)
+        verdict = judge_reproduction(after, state.group, repo, fixed=True)
+        if not verdict.ok:
+            return f"fix-invalid: {verdict.reason}"
+        gates = state.config.gates.model_copy(update={"allow_test_changes": True})
+        syntax = check_patch_syntax(state.sandbox, patch)
+        assert state.baseline is not None
+        measured = measure(state.sandbox, state.env, state.config, label=f"heal {patch.id}") \
+            if syntax.passed else state.baseline
+        report = judge_patch(opaque(state.baseline), opaque(measured), patch, gates, syntax)
+        state.outcomes.append(PatchOutcome(
+            id=patch.id, finding_ids=patch.finding_ids, fixer=patch.fixer,
+            status="accepted" if report.accepted else "rejected", reason=report.reason,
+            title=patch.title, files=patch.files, confidence=patch.confidence,
+            validation=report.model_copy(update={"after": None})))
+        if not report.accepted:
+            return f"gates: {report.reason}\n{format_feedback(report)}"
+        state.score = measured.score
+        accepted = True
+        return None
+    finally:
+        if not accepted:
+            reset_sandbox(state.sandbox, patch)
+
+
+def _attempt(number: int, proposal: HealProposal, reason: str) -> HealAttempt:
+    return HealAttempt(attempt=number, analysis=proposal.analysis, accepted=not reason,
+                       reason=reason, patch_id=proposal.patch.id if proposal.patch else None,
+                       reproduction_test=proposal.test_files[0] if proposal.test_files else None)
+
+
+def _end(state: HealState, attempts: list[HealAttempt], status: str, reason: str) -> HealState:
+    state.record = state.record.model_copy(update={
+        "status": status, "reason": reason, "attempts": (*state.record.attempts, *attempts)})
+    return state
