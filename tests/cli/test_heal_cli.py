@@ -65,6 +65,7 @@ def test_list_prints_the_recorded_groups(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # a whole heal run through the CLI; minutes on a busy CI
 def test_run_heals_the_largest_group_and_prints_the_mission_fields(make_repo, tmp_path):
     repo = make_repo(SHOP_FILES, name="shop")
     with FakeMessagesAPI() as fake:

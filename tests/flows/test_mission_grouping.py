@@ -88,6 +88,7 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m"},
         "mission": {"max_iterations": 1, "max_patches_per_iteration": 2, "target_score": 100},
+        "validation": {"select_tests": True},
     }), encoding="utf-8")
 
     result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="groups")

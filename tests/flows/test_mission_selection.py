@@ -85,6 +85,7 @@ def test_the_batch_run_refuses_what_selection_missed_and_blames_the_right_candid
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m",
                   "policy": {"max_attempts": 1}},
         "mission": {"max_iterations": 1, "target_score": 100},
+        "validation": {"select_tests": True},
     }), encoding="utf-8")
 
     result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="select")

@@ -72,7 +72,10 @@ def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
     assert worktree_status(repo) == ""
 
 
-def test_a_suite_that_breaks_under_workers_runs_serially(make_repo):
+def test_a_suite_that_breaks_under_workers_runs_serially(make_repo, monkeypatch):
+    # this suite itself may run under pytest-xdist: the target must not inherit its worker id
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     repo = make_repo({**FILES, "tests/test_env.py": """
         import os
 
