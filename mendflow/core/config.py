@@ -57,7 +57,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
 )
 from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits  # noqa: F401  (re-exported)
 from mendflow.core.config_validation import ValidationConfig  # noqa: F401  (re-exported)
-from mendflow.core.errors import ConfigError
+from mendflow.core.errors import ConfigError, MendflowError
 
 # --- the target's Python environment -------------------------------------------------
 
@@ -294,34 +294,47 @@ def validate_config(data: Any, *, source: str = "config") -> MendflowConfig:
         ) from None
 
 
-def load_config_data(path: Path | str) -> Any:
-    """Read a YAML config file (not yet validated).
+def read_yaml(path: Path | str, *, error: type[MendflowError] = ConfigError,
+              what: str = "config file", hint: str = "pass an existing file to --config") -> Any:
+    """Read a YAML file (not yet validated), with one clear error for each way it can fail.
 
     Args:
         path: the YAML file.
+        error: the error class to raise (a config file, a fleet file ...).
+        what: how messages name the file ("config file", "fleet file").
+        hint: what to do when the file does not exist.
 
     Returns:
         The parsed YAML (None for an empty file).
 
     Raises:
-        ConfigError: the file is missing, unreadable or not YAML.
+        MendflowError: ``error``: the file is missing, unreadable or not YAML (the
+            message gives the line and column of a syntax error).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("config file not found", subject=str(path),
-                          hint="pass an existing file to --config") from None
+        raise error(f"{what} not found", subject=str(path), hint=hint) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read config file: {err}", subject=str(path)) from None
+        raise error(f"cannot read {what}: {err}", subject=str(path)) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"not valid YAML{where}: {problem}", subject=str(path),
-                          hint="fix the YAML syntax") from None
+        raise error(f"not valid YAML{where}: {problem}", subject=str(path),
+                    hint="fix the YAML syntax") from None
+
+
+def load_config_data(path: Path | str) -> Any:
+    """Read a YAML config file (not yet validated); see :func:`read_yaml`.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not YAML.
+    """
+    return read_yaml(path)
 
 
 def load_config(path: Path | str | None) -> MendflowConfig:

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mendflow.core.config import validate_config
+from mendflow.core.config import read_yaml, validate_config
 from mendflow.core.errors import ConfigError, FleetError
 
 _SAFE = re.compile(r"[^a-z0-9]+")
@@ -206,18 +205,5 @@ def load_fleet(path: Path | str) -> Fleet:
         FleetError: the file is missing, unreadable, not YAML, or not a valid fleet.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FleetError("fleet file not found", subject=str(path),
-                         hint="pass an existing fleet.yaml") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FleetError(f"cannot read the fleet file: {err}", subject=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise FleetError(f"not valid YAML{where}", subject=str(path),
-                         hint="fix the YAML syntax") from None
+    data = read_yaml(path, error=FleetError, what="fleet file", hint="pass an existing fleet.yaml")
     return parse_fleet(data, source=str(path), default_name=path.stem)
