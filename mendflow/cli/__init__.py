@@ -9,8 +9,6 @@ log line (Prefect's included) go to stderr.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -19,107 +17,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mendflow.cli.supervisor import Supervisor
+from mendflow.cli.running import (
+    err,  # stderr: progress and errors
+    prefect_defaults,
+    run_flow,
+    start_prefect_api,
+    wait_for_prefect_api,
+)
+from mendflow.cli.running import fail as _fail
 from mendflow.core.errors import MendflowError
 from mendflow.core.summary import delivered_text, suite_text
-from mendflow.infra.prefect_api import EarlyServer, spawn_server
-from mendflow.infra.progress import PROGRESS_LOGGER
 
 app = typer.Typer(help="mendflow: maintenance missions for Python repositories, on Prefect.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 mission_app = typer.Typer(help="Run, inspect and roll back maintenance missions.",
                           no_args_is_help=True)
 app.add_typer(mission_app, name="mission")
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-"""stderr: progress and errors. Lines are never wrapped (a path or a command in
-an error stays one piece, to copy), and text from outside is printed with
-:func:`rich.markup.escape`, so a ``[`` in a message is not taken for markup."""
-
-
-def _prefect_defaults(verbose: bool) -> None:
-    """Offline-friendly Prefect settings, applied before Prefect is imported."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    # The ephemeral API migrates a new database on first use: 20 s is too short on a busy box.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    if not verbose:
-        # Logs still reach the Prefect API (and the UI); only the console is quiet.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-
-
-_EARLY_API: EarlyServer | None = None
-_ADOPTED_API: EarlyServer | None = None
-
-
-def _start_prefect_api() -> None:
-    """Boot Prefect's temporary API server now, while the flows import (see
-    :mod:`mendflow.infra.prefect_api`); :func:`_wait_for_prefect_api` hands it to Prefect."""
-    global _EARLY_API
-    if _EARLY_API is None:
-        _EARLY_API = spawn_server()
-
-
-def _wait_for_prefect_api() -> None:
-    """Make the early server Prefect's own (no-op when none was started)."""
-    global _EARLY_API, _ADOPTED_API
-    if _EARLY_API is not None:
-        if _EARLY_API.adopt():
-            _ADOPTED_API = _EARLY_API
-        _EARLY_API = None
-
-
-class _ProgressHandler(logging.Handler):
-    """Renders mendflow progress events as lines on stderr (and tells the supervisor)."""
-
-    def __init__(self, console: Console, supervisor: Supervisor):
-        super().__init__(logging.INFO)
-        self.console = console
-        self.supervisor = supervisor
-
-    def emit(self, record: logging.LogRecord) -> None:
-        stage = getattr(record, "stage", "mission")
-        self.supervisor.progress(stage, record.getMessage(), getattr(record, "mission_id", None))
-        self.console.print(f"[dim]{stage:>9}[/] {escape(record.getMessage())}")
-
-
-def _fail(error: MendflowError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(error))}")
-    return typer.Exit(error.exit_code)
-
-
-def _run_flow(parameters: dict, *, as_json: bool, verbose: bool) -> None:
-    """Run the mission flow in this process, render progress, exit with its code."""
-    _prefect_defaults(verbose)
-    supervisor = Supervisor(err, mission_id=parameters.get("mission_id"))
-    handler = _ProgressHandler(err, supervisor)
-    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
-    try:
-        with supervisor.signals():  # SIGINT/SIGTERM: a bounded stop, exit 130
-            from mendflow.flows.mission import maintenance_mission
-
-            _wait_for_prefect_api()
-            supervisor.watch_api(_ADOPTED_API)  # its death: one line, exit within 15 s
-            result = maintenance_mission(**parameters)
-    except MendflowError as error:
-        failure = _fail(error)
-        supervisor.finish(error.exit_code)
-        raise failure from None
-    except KeyboardInterrupt:
-        supervisor.interrupted()  # one line, exit 130 (os._exit: no exit-time drain)
-    except Exception as error:  # the CLI boundary: one clear line, never a traceback
-        err.print(f"[bold red]error:[/] unexpected {type(error).__name__}: {escape(str(error))}\n"
-                  "  hint: re-run with --verbose for Prefect's logs; the mission is resumable "
-                  "with `mendflow mission resume <id>`")
-        supervisor.finish(1)
-        raise typer.Exit(1) from None
-    finally:
-        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-    else:
-        _print_summary(result)
-    supervisor.finish(result.exit_code)
-    raise typer.Exit(result.exit_code)
 
 
 @mission_app.command("run")
@@ -140,10 +53,10 @@ def run_mission(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
     """Run one maintenance mission (one Prefect flow run) on PATH."""
-    _prefect_defaults(verbose)
-    _start_prefect_api()
+    prefect_defaults(verbose)
+    start_prefect_api()
     err.print(f"[bold]mendflow[/] mission on {escape(str(path.resolve()))}")
-    _run_flow(dict(path=str(path), config_file=str(config) if config else None,
+    _run_mission(dict(path=str(path), config_file=str(config) if config else None,
                    mission_id=mission_id, scope=scope, dry_run=dry_run or None,
                    backup_only=backup_only or None, max_iterations=max_iterations,
                    target_score=target_score, fixer=fixer, autonomy=autonomy),
@@ -157,18 +70,18 @@ def resume_mission(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
     """Resume an interrupted mission: completed steps are re-used (Cached), the rest runs."""
-    _prefect_defaults(verbose)
+    prefect_defaults(verbose)
     from mendflow.infra.missions import read_mission
 
     try:
         record = read_mission(mission)
     except MendflowError as error:
         raise _fail(error) from None
-    _start_prefect_api()
+    start_prefect_api()
     import mendflow.flows.mission  # noqa: F401  (imported while the Prefect API starts)
     from mendflow.infra.flow_runs import mark_crashed_if_dead, resume_parameters
 
-    _wait_for_prefect_api()
+    wait_for_prefect_api()
     try:
         crashed = mark_crashed_if_dead(record)
         parameters = resume_parameters(mission)
@@ -177,7 +90,7 @@ def resume_mission(
     if crashed:
         err.print(f"flow run {crashed} had no live process: marked Crashed")
     err.print(f"[bold]mendflow[/] resuming mission {escape(mission)}")
-    _run_flow(parameters, as_json=as_json, verbose=verbose)
+    _run_mission(parameters, as_json=as_json, verbose=verbose)
 
 
 @mission_app.command("list")
@@ -185,7 +98,7 @@ def list_missions_command(
     as_json: bool = typer.Option(False, "--json", help="print a JSON list on stdout"),
 ) -> None:
     """List missions with their state, age, repository and progress."""
-    _prefect_defaults(False)
+    prefect_defaults(False)
     from mendflow.infra.flow_runs import listing
 
     rows = listing()
@@ -199,6 +112,18 @@ def list_missions_command(
         steps = f"{row.steps_done}/{row.steps_started}" if row.steps_started else "-"
         table.add_row(row.mission_id, row.status, _age(row.age_s), steps, row.repository)
     Console().print(table)
+
+
+def _run_mission(parameters: dict, *, as_json: bool, verbose: bool) -> None:
+    """Run the mission flow in this process under the CLI's supervisor (see :func:`run_flow`)."""
+
+    def load():
+        from mendflow.flows.mission import maintenance_mission
+
+        return lambda: maintenance_mission(**parameters)
+
+    run_flow(load, as_json=as_json, verbose=verbose, render=_print_summary,
+             mission_id=parameters.get("mission_id"))
 
 
 def _age(seconds: float) -> str:

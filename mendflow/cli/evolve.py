@@ -17,7 +17,9 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
+from mendflow.cli.running import err, prefect_defaults, run_flow, start_prefect_api
 from mendflow.core.config import load_config
 from mendflow.core.errors import MendflowError
 
@@ -65,19 +67,23 @@ def run_command(
     target: str = typer.Argument(".", help="the repository: a path, or a git URL to clone"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     as_json: bool = typer.Option(False, "--json", help="print the cycle's record as JSON"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs on stderr"),
 ) -> None:
     """Run one evolution cycle now, in this process."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    try:
+    prefect_defaults(verbose)
+    start_prefect_api()
+
+    def load():
         from mendflow.flows.evolution import evolution_cycle
 
-        record = evolution_cycle(path=target, config_file=str(config) if config else None)
-    except MendflowError as error:
-        raise _fail(error) from None
-    typer.echo(record.model_dump_json(indent=2) if as_json else
-               f"cycle {record.cycle}: {record.status} in {record.duration_s:.2f} s")
-    raise typer.Exit(1 if record.status == "failed" else 0)
+        return lambda: evolution_cycle(path=target, config_file=str(config) if config else None)
+
+    run_flow(load, as_json=as_json, verbose=verbose, render=_print_cycle)
+
+
+def _print_cycle(record) -> None:
+    err.print(f"cycle {record.cycle}: {record.status} in {record.duration_s:.2f} s"
+              + (f"\n[bold red]error:[/] {escape(record.error)}" if record.error else ""))
 
 
 @evolve_app.command("history")

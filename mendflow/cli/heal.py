@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 from pathlib import Path
 
@@ -23,17 +22,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mendflow.cli.running import err, fail, prefect_defaults, run_flow, start_prefect_api
 from mendflow.core.errors import MendflowError
-from mendflow.infra.progress import PROGRESS_LOGGER
 
 heal_app = typer.Typer(help="Heal errors from logs or a live application: reproduce, fix, "
                             "validate, commit.", no_args_is_help=True)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def _fail(error: MendflowError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(str(error))}")
-    return typer.Exit(error.exit_code)
+_fail = fail
 
 
 def _git_root(start: Path) -> Path | None:
@@ -84,34 +78,24 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Prefect's logs"),
 ) -> None:
     """Heal one error group of the log: reproduce it, fix it, validate, commit."""
-    from mendflow.cli import _prefect_defaults, _ProgressHandler, _start_prefect_api, _wait_for_prefect_api
+    prefect_defaults(verbose)
+    start_prefect_api()
+    logs = [str(Path(p).resolve()) if Path(p).exists() else p for p in log]
 
-    _prefect_defaults(verbose)
-    _start_prefect_api()
-    handler = _ProgressHandler(err)
-    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
-    try:
+    def load():
         from mendflow.flows.heal import heal
 
-        _wait_for_prefect_api()
-        result = heal(repo=str(repo), log_files=[str(Path(p).resolve()) if Path(p).exists()
-                                                 else p for p in log],
-                      fingerprint=fingerprint, config_file=str(config) if config else None,
-                      fixer=fixer, autonomy=autonomy)
-    except MendflowError as error:
-        raise _fail(error) from None
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-    finally:
-        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
-    if as_json:
-        typer.echo(result.model_dump_json(indent=2))
-    else:
-        err.print(f"{result.heal_status}: {escape(result.reason or '')}\nbranch {result.branch}"
-                  + (f", commit {result.commit}" if result.commit else "")
-                  + (f", test {result.reproduction_test}" if result.reproduction_test else ""))
-    raise typer.Exit(result.exit_code)
+        return lambda: heal(repo=str(repo), log_files=logs, fingerprint=fingerprint,
+                            config_file=str(config) if config else None, fixer=fixer,
+                            autonomy=autonomy)
+
+    run_flow(load, as_json=as_json, verbose=verbose, render=_print_heal)
+
+
+def _print_heal(result) -> None:
+    err.print(f"{result.heal_status}: {escape(result.reason or '')}\nbranch {result.branch}"
+              + (f", commit {result.commit}" if result.commit else "")
+              + (f", test {result.reproduction_test}" if result.reproduction_test else ""))
 
 
 @heal_app.command("list")

@@ -65,6 +65,11 @@ class CycleRecord(Contract):
     error: str | None = None
     note: str = ""
 
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this cycle: 1 when it failed, else 0."""
+        return 1 if self.status == "failed" else 0
+
 
 class LoopState(Contract):
     """What the loop remembers between cycles (``evolution_state.json``)."""

@@ -23,6 +23,8 @@ waits without end when the server is gone.
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import logging
 import os
 import signal
@@ -30,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -165,8 +168,24 @@ def spawn_server() -> EarlyServer | None:
                "--lifespan", "on"]
     try:
         process = subprocess.Popen(command, env={**os.environ, **SERVER_ENV},
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   preexec_fn=_death_signal())
     except OSError as err:
         log.info("could not start Prefect's API server early: %s", err)
         return None
-    return EarlyServer(port=port, process=process)
+    server = EarlyServer(port=port, process=process)
+    atexit.register(server.stop, 2.0)  # whatever way this process ends, the server goes too
+    return server
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the server when the CLI dies, even by
+    SIGKILL (``prctl(PR_SET_PDEATHSIG)``), so no orphaned server keeps the CLI's pipes
+    open. libc is looked up here, in the parent: nothing but the call runs after fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1

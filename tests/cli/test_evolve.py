@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -35,3 +38,17 @@ def test_history_and_status(make_repo):
     assert "interval 600 s" in status.stdout and "open PRs [4]" in status.stdout
     bad = runner.invoke(app, ["evolve", "history", str(repo), "--config", str(repo / "nope.yaml")])
     assert bad.exit_code == 1 and "config file not found" in bad.output
+
+
+def test_run_outside_a_repository_records_a_failed_cycle(tmp_path):
+    """`evolve run` goes through the CLI's flow runner: a bad target is a failed cycle, exit 1."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [sys.executable, "-m", "mendflow.cli", "evolve", "run", str(tmp_path / "nowhere")]
+    done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    record = json.loads(done.stdout)
+    assert record["status"] == "failed" and "not inside a git repository" in record["error"]
+    text = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert text.returncode == 1 and "Traceback" not in text.stderr
+    assert "error: " in text.stderr and "not inside a git repository" in text.stderr
