@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil
 
-from mendflow.infra.layout import state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import MissionLock
 from mendflow.infra.owned_processes import read_records, register_prefect_server
 from mendflow.infra.timeouts import record_duration
@@ -127,7 +127,7 @@ def sample(repo: Path) -> dict[str, float]:
     me = psutil.Process()
     children = me.children(recursive=True)
     servers = [c for c in children if _is_prefect_server(c)]
-    state = state_dir()
+    state = StateLayout.resolve().root
     worktrees = state / "worktrees"
     entries = list(worktrees.iterdir()) if worktrees.is_dir() else []
     return {
@@ -139,7 +139,7 @@ def sample(repo: Path) -> dict[str, float]:
         "tool_dirs": len([p for p in entries if p.name.endswith(".mendflow-tools")]),
         "git_worktrees": len(git(repo, "worktree", "list", "--porcelain").split("\n\n")),
         "locks": len(list((state / "locks").glob("*.json"))) if (state / "locks").is_dir() else 0,
-        "procs": len(read_records()),
+        "procs": len(read_records(StateLayout.resolve())),
     }
 
 
@@ -169,7 +169,7 @@ def run(cycles: int, every: int, keep_sandboxes: bool) -> None:
 
     repo = make_repo(_TMP / "repo")
     config = write_config(_TMP / "config.yaml")
-    print(f"soak: {cycles} missions on {repo} (state {state_dir()}, PREFECT_HOME "
+    print(f"soak: {cycles} missions on {repo} (state {StateLayout.resolve().root}, PREFECT_HOME "
           f"{os.environ['PREFECT_HOME']})")
     print(f"{'cycle':>5} {'secs':>6} {'rss MiB':>8} {'fds':>4} {'child':>5} {'srv':>3} "
           f"{'wt(state)':>9} {'tools':>5} {'wt(git)':>7} {'locks':>5} {'procs':>5} {'status':>10}")
@@ -182,9 +182,9 @@ def run(cycles: int, every: int, keep_sandboxes: bool) -> None:
             result = maintenance_mission(path=str(repo), config_file=str(config),
                                          mission_id=mission_id)
         durations.append(time.monotonic() - start)
-        record_duration(repo, "mission", durations[-1])
+        record_duration(repo, "mission", durations[-1], layout=StateLayout.resolve())
         if cycle == 1:
-            register_prefect_server()
+            register_prefect_server(StateLayout.resolve())
         if not keep_sandboxes:
             drop_sandbox(repo, result)
         figures = sample(repo)
@@ -212,7 +212,7 @@ def report(repo: Path, rss: list[tuple[int, float]], durations: list[float],
             final["children"] - final["servers"],
         "lock files": final["locks"],
         "process records (besides the Prefect server's)":
-            final["procs"] - sum(r.kind == "prefect-server" for r in read_records()),
+            final["procs"] - sum(r.kind == "prefect-server" for r in read_records(StateLayout.resolve())),
     }
     if not keep_sandboxes:
         leftovers["worktree dirs under the state dir"] = final["state_worktrees"]

@@ -23,7 +23,6 @@ only adds to the group's count.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -76,7 +75,7 @@ def heal(repo: str = ".", log_files: list[str] | None = None, fingerprint: str |
         MendflowError: bad input (no traceback in the log, unknown fingerprint, bad config).
     """
     config = load_mission_config(config_file, fixer, path=repo)
-    layout = StateLayout.resolve(config.mission.state_dir)
+    layout = StateLayout.of(config.mission.state_dir)  # resolved once by load_mission_config
     flow_run_id = str(runtime.flow_run.id or "") or None
     target = resolve_target(repo, "project")
     if log_files:
@@ -151,12 +150,12 @@ def _heal(record: HealRecord, group: ErrorGroup, target: RepoTarget, config: Men
             "recorded and grouped; configure fixer.type anthropic (or openai-compatible) "
             "to heal it"}), target, config, layout, notifier)
     mission_id = f"heal-{record.fingerprint}"
-    lock_repository(target.root, mission_id, config.mission.state_dir)
+    lock_repository(target.root, mission_id, layout)
     try:
         before = snapshot_user_checkout(target.root)
-        sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
+        sandbox = create_sandbox(target, mission_id, layout)
         rewind_sandbox(sandbox, config.heal.deployed_commit or sandbox.base_commit)
-        env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+        env = prepare_target_env(sandbox, config.environment, layout)
         measured = config.model_copy(update={"tools": config.tools.model_copy(update={
             "logs": config.tools.logs.model_copy(update={"enabled": False})})})
         state = HealState(record=record, group=group, finding=finding, sandbox=sandbox,
@@ -219,17 +218,13 @@ def _result(record: HealRecord, target: RepoTarget, config: MendflowConfig,
         patches=tuple(state.outcomes) if state else (),
         quality_score=QualityScore(before=state.baseline_score, after=state.score)
         if state else QualityScore(before=0.0, after=0.0),
-        report_dir=str(layout_dir(config)), stop_reason=reason or record.reason,
+        report_dir=str(StateLayout.of(config.mission.state_dir).root / "heal"),
+        stop_reason=reason or record.reason,
         exit_code=0 if record.status == "fixed" else 2, worktree=str(sandbox.path) if sandbox
         else None, fingerprint=record.fingerprint,
         reproduction_test=state.reproduction_test if state else None,
         heal_status=record.status, reason=reason or record.reason, attempts=record.attempts,
         commit=record.commit)
-
-
-def layout_dir(config: MendflowConfig) -> Path:
-    """Where the heal records are (``<state>/heal``)."""
-    return StateLayout.resolve(config.mission.state_dir).root / "heal"
 
 
 class Notifier:

@@ -46,7 +46,7 @@ from mendflow.flows.cycle import (
 )
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.engine_limits import mission_slots
-from mendflow.infra.layout import StateLayout, mission_dir, state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import (
     close_mission,
@@ -140,16 +140,19 @@ def maintenance_mission(
                   "max_iterations": max_iterations, "target_score": target_score,
                   "fixer": fixer, "autonomy": autonomy, "url": url, "branch": branch,
                   "fleet": fleet, "config_overrides": config_overrides}
+    # the state directory, resolved once by load_mission_config: every step below gets it
+    layout = StateLayout.of(config.mission.state_dir)
     if url is None:
-        return _on_path(path, mission_id, flow_run_id, config, parameters, autonomy)
+        return _on_path(path, mission_id, flow_run_id, config, layout, parameters, autonomy)
     record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
     # one mission per repository on every worker of the server (and the fleet's limit)
     with mission_slots(repository_key(url), fleet, flow_run_id):
         record_slot(flow_run_id, "acquired")
-        clone = clone_repository(url, branch, StateLayout.resolve(config.mission.state_dir).root)
+        clone = clone_repository(url, branch, layout.root)
         config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
                                      **mission_fields)
         result = _on_path(str(clone), mission_id, flow_run_id, config,
+                          StateLayout.of(config.mission.state_dir),
                           {**parameters, "path": str(clone)}, autonomy)
         push_mission_branch(clone, result)
         record_slot(flow_run_id, "released")
@@ -158,7 +161,8 @@ def maintenance_mission(
 
 
 def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: MendflowConfig,
-             parameters: dict[str, Any], autonomy: str | None) -> MissionResult:
+             layout: StateLayout, parameters: dict[str, Any],
+             autonomy: str | None) -> MissionResult:
     """The mission on a local repository: this host's lock, then :func:`_run`."""
     target = resolve_target(path, config.mission.scope)
     if flow_run_id:
@@ -166,38 +170,39 @@ def _on_path(path: str, mission_id: str, flow_run_id: str | None, config: Mendfl
     # before anything is created: a model fixer without working isolation refuses to start
     isolation = decide_sandbox_isolation(
         config.sandbox, config.fixer,
-        [Path.home(), state_dir(config.mission.state_dir), target.root])
-    record = register_mission(mission_id, str(target.root), parameters, flow_run_id,
-                              config.mission.state_dir)
+        [Path.home(), layout.root, target.root])
+    record = register_mission(mission_id, str(target.root), parameters, flow_run_id, layout)
     report_progress("setup", f"mission {mission_id} on branch mendflow/{mission_id}",
                     mission_id=mission_id)
-    lock_repository(target.root, mission_id, config.mission.state_dir)
+    lock_repository(target.root, mission_id, layout)
     try:
-        low = check_free_disk(disk_paths(target.root, config.mission.state_dir), config.health)
+        low = check_free_disk(disk_paths(target.root, layout), config.health)
         if low is not None:  # pause before any git operation could fail half-way
-            return _paused_at_start(mission_id, flow_run_id, target, config, low.found)
-        return _run(mission_id, flow_run_id, target, config, record.started_at, autonomy,
-                    isolation)
+            return _paused_at_start(mission_id, flow_run_id, target, layout, low.found)
+        return _run(mission_id, flow_run_id, target, config, layout, record.started_at,
+                    autonomy, isolation)
     finally:
         unlock_repository(target.root, mission_id)
 
 
 def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: MendflowConfig,
-         started_at: str, autonomy: str | None, isolation: Isolation) -> MissionResult:
+         layout: StateLayout, started_at: str, autonomy: str | None,
+         isolation: Isolation) -> MissionResult:
     """Baseline, the M-T-D-V cycles, approval, reports: the locked part of a mission."""
     logger = get_run_logger()
-    state_root = StateLayout.resolve(config.mission.state_dir).root
+    state_root = layout.root
     if config.learning.audit:  # the config as loaded (before the learned timeouts)
         audit_config(state_root, mission_id, str(target.root), config)
     before = snapshot_user_checkout(target.root)
-    sandbox = create_sandbox(target, mission_id, config.mission.state_dir)
+    sandbox = create_sandbox(target, mission_id, layout)
     # A resumed mission replays from its base commit: cached steps return at once
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
-    env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+    env = prepare_target_env(sandbox, config.environment, layout)
     env = env.model_copy(update={"isolation": isolation})  # every run of the target's code
-    config = config.model_copy(update={"tools": plan_timeouts(mission_id, target.root, config),
-                                       "fixer": plan_fixer_timeouts(mission_id, target.root, config)})
+    config = config.model_copy(update={
+        "tools": plan_timeouts(mission_id, target.root, config, layout),
+        "fixer": plan_fixer_timeouts(mission_id, target.root, config, layout)})
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
@@ -205,7 +210,7 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     baseline = measure(sandbox, env, config, label="baseline")
     state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
-                         backups_dir=mission_dir(mission_id, config.mission.state_dir) / "backups",
+                         backups_dir=layout.mission(mission_id) / "backups",
                          started_at=started_at, state_root=state_root,
                          priors=load_priors(config.learning, state_root, str(target.root),
                                             mission_id),
@@ -226,7 +231,7 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # approval, is the one thing that may move the target branch, and the user may
     # commit during a long approval wait: it is checked by delivery itself.)
     verify_user_checkout(target.root, before)
-    result = approve_and_deliver(_result(state, flow_run_id), config, target, sandbox,
+    result = approve_and_deliver(_result(state, flow_run_id, layout), config, target, sandbox,
                                  autonomy)
     if config.learning.audit:
         audit_delivery(state_root, opaque(result))
@@ -239,12 +244,12 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                 analyze_codebase(sandbox.path) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
-    close_mission(result, config.mission.state_dir)
+    close_mission(result, layout)
     return result
 
 
 def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,
-                     config: MendflowConfig, found: str) -> MissionResult:
+                     layout: StateLayout, found: str) -> MissionResult:
     """The result of a mission paused before it started (low disk): resumable, nothing done."""
     reason = (f"paused: low disk space ({found}); free space, then "
               f"`mendflow mission resume {mission_id}`")
@@ -254,17 +259,17 @@ def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarge
         repository=str(target.root), base_commit=target.head_commit,
         branch=f"mendflow/{mission_id}", findings=(), patches=(),
         quality_score=QualityScore(before=0.0, after=0.0),
-        report_dir=str(mission_dir(mission_id, config.mission.state_dir) / "report"),
+        report_dir=str(layout.mission(mission_id) / "report"),
         stop_reason=reason, exit_code=3)
-    close_mission(result, config.mission.state_dir)
+    close_mission(result, layout)
     return result
 
 
-def _result(state: MissionState, flow_run_id: str | None) -> MissionResult:
+def _result(state: MissionState, flow_run_id: str | None, layout: StateLayout) -> MissionResult:
     """The machine-readable result of the mission's state."""
     config, sandbox, baseline = state.config, state.sandbox, state.baseline
     report_dir = Path(config.mission.report_dir or
-                      mission_dir(state.mission_id, config.mission.state_dir) / "report")
+                      layout.mission(state.mission_id) / "report")
     return MissionResult(
         mission_id=state.mission_id, flow_run_id=flow_run_id,
         status="paused" if state.paused else "completed", repository=str(state.target.root),

@@ -31,6 +31,7 @@ from mendflow.core.models import (
 from mendflow.core.score import quality_score
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.gitops import find_repository_root
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.missions import MissionRecord, finish_mission, start_mission
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect import count_python_loc
@@ -56,7 +57,10 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
         **mission_overrides: ``mission`` fields (None values are ignored).
 
     Returns:
-        The validated config.
+        The validated config. Its ``mission.state_dir`` is the state directory resolved
+        once here (:meth:`mendflow.infra.layout.StateLayout.resolve`: the configured one,
+        else ``$MENDFLOW_HOME``, else ``~/.mendflow``; absolute, created), so every step
+        of the mission uses the same place.
 
     Raises:
         ConfigError: a source or an override is invalid (the message names the file
@@ -77,7 +81,8 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
         merged = merge_mappings(config.model_dump(mode="python", exclude_unset=True), overrides,
                                 "the fleet repository's config", {})
         config = validate_config(merged, source="the fleet repository's config")
-    return config.with_overrides(**mission_overrides).with_fixer(fixer)
+    config = config.with_overrides(**mission_overrides).with_fixer(fixer)
+    return config.with_overrides(state_dir=StateLayout.resolve(config.mission.state_dir).root)
 
 
 @task(name="new-mission-id", cache_policy=MISSION_STEP, persist_result=True)
@@ -175,7 +180,7 @@ def back_up_files(sandbox: Sandbox, target: RepoTarget, backups_dir: Path) -> li
 
 @task(name="register-mission", cache_policy=NO_CACHE, **transient_retries(2, first_delay_s=1))
 def register_mission(mission_id: str, repository: str, parameters: dict[str, Any],
-                     flow_run_id: str | None, state_dir: Path | None = None) -> MissionRecord:
+                     flow_run_id: str | None, layout: StateLayout) -> MissionRecord:
     """Record the mission (or this resumed run of it) in mendflow's registry.
 
     Args:
@@ -183,15 +188,15 @@ def register_mission(mission_id: str, repository: str, parameters: dict[str, Any
         repository: the repository root.
         parameters: the flow parameters, so that ``mendflow mission resume`` can re-run them.
         flow_run_id: this flow run.
-        state_dir: the configured state directory, or None.
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The record; ``started_at`` is the first run's start (it dates every commit).
     """
-    return start_mission(mission_id, repository, parameters, flow_run_id, state_dir)
+    return start_mission(mission_id, repository, parameters, flow_run_id, layout)
 
 
 @task(name="close-mission", cache_policy=NO_CACHE, **transient_retries(2, first_delay_s=1))
-def close_mission(result: MissionResult, state_dir: Path | None = None) -> None:
+def close_mission(result: MissionResult, layout: StateLayout) -> None:
     """Record how the mission ended in mendflow's registry (see :mod:`mendflow.infra.missions`)."""
-    finish_mission(result.mission_id, result.status, result.report_dir, result.worktree, state_dir)
+    finish_mission(result.mission_id, result.status, result.report_dir, result.worktree, layout)

@@ -26,7 +26,7 @@ from mendflow.core.errors import CrashLoop
 from mendflow.core.models import ToolResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.flow_runs import heartbeat_crashes
-from mendflow.infra.layout import state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import MissionLock
 from mendflow.infra.owned_processes import register_prefect_server
 from mendflow.infra.retry import transient_retries
@@ -37,7 +37,7 @@ _HELD: dict[tuple[str, str], MissionLock] = {}
 
 
 @task(name="lock-repository", cache_policy=NO_CACHE, timeout_seconds=60)
-def lock_repository(repo_root: Path, mission_id: str, state: Path | None = None) -> str:
+def lock_repository(repo_root: Path, mission_id: str, layout: StateLayout) -> str:
     """Take the repository's mission lock (one mission per repository at a time).
 
     A lock left by a dead process is taken over. Also records the temporary
@@ -47,7 +47,7 @@ def lock_repository(repo_root: Path, mission_id: str, state: Path | None = None)
     Args:
         repo_root: the repository.
         mission_id: the mission taking the lock.
-        state: the configured state directory, or None.
+        layout: mendflow's state directory, resolved (the lock goes in ``locks/``).
 
     Returns:
         A short note: "locked", or "took over a stale lock of mission X".
@@ -55,10 +55,10 @@ def lock_repository(repo_root: Path, mission_id: str, state: Path | None = None)
     Raises:
         MissionLocked: another live mission holds the lock (the message names it).
     """
-    lock = MissionLock(repo_root, mission_id, state)
+    lock = MissionLock(repo_root, mission_id, layout)
     lock.acquire()
     _HELD[(str(repo_root), mission_id)] = lock
-    register_prefect_server(state)
+    register_prefect_server(layout)
     stale = getattr(lock, "stale", None)
     return f"took over a stale lock of mission {stale.mission_id}" if stale else "locked"
 
@@ -82,7 +82,8 @@ def check_free_disk(paths: Sequence[Path], config: HealthConfig) -> Check | None
 
 
 @task(name="plan-timeouts", cache_policy=MISSION_STEP, persist_result=True, timeout_seconds=30)
-def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> ToolsConfig:
+def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig,
+                  layout: StateLayout) -> ToolsConfig:
     """Each tool's timeout for this mission, from the repository's own history.
 
     A high percentile of past durations times a factor, between a floor and a
@@ -94,14 +95,15 @@ def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> T
         mission_id: the mission (a cache-key part).
         repo_root: the repository whose history is used.
         config: the mission's config.
+        layout: mendflow's state directory, resolved (where the history is).
 
     Returns:
         The ``tools`` section with ``run_timeout_s`` / ``timeout_s`` replaced.
     """
-    tools, limits, home = config.tools, config.timeouts, config.mission.state_dir
+    tools, limits = config.tools, config.timeouts
 
     def pick(step: str, default: float) -> float:
-        return adaptive_timeout(repo_root, step, default_s=default, config=limits, state_dir=home)
+        return adaptive_timeout(repo_root, step, default_s=default, config=limits, layout=layout)
 
     return tools.model_copy(update={
         "pytest": tools.pytest.model_copy(update={
@@ -114,39 +116,40 @@ def plan_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> T
 
 
 def adapt_fixer_timeouts(fixer: FixerConfig, repo_root: Path, limits: TimeoutsConfig,
-                         state: Path | None = None) -> FixerConfig:
+                         layout: StateLayout) -> FixerConfig:
     """The fixer section with each model fixer's ``timeout_s`` learned from the history.
 
     An ``anthropic`` or ``openai-compatible`` section, and each such section
     inside a ``chain``, gets ``timeout_s = llm_timeout(...)`` (step ``llm``:
     the durations of earlier successful calls on this repository, see
-    :func:`mendflow.infra.timeouts.llm_timeout`) and ``state_dir = state``, where its
+    :func:`mendflow.infra.timeouts.llm_timeout`) and ``state_dir = layout.root``, where its
     calls record their own durations. Offline fixers are returned unchanged.
 
     Args:
         fixer: the ``fixer`` section.
         repo_root: the repository whose history is used.
         limits: the ``timeouts`` section.
-        state: mendflow's state directory (``mission.state_dir``; None = the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         A copy of the section with the timeouts replaced.
     """
     if isinstance(fixer, ChainFixerConfig):
         return fixer.model_copy(update={"fixers": [
-            adapt_fixer_timeouts(item, repo_root, limits, state) for item in fixer.fixers]})
+            adapt_fixer_timeouts(item, repo_root, limits, layout) for item in fixer.fixers]})
     if isinstance(fixer, LLMFixerSection):
         return fixer.model_copy(update={
             "timeout_s": llm_timeout(repo_root, default_s=fixer.timeout_s, config=limits,
-                                     state_dir=state),
-            "state_dir": state,
+                                     layout=layout),
+            "state_dir": layout.root,
         })
     return fixer
 
 
 @task(name="plan-fixer-timeouts", cache_policy=MISSION_STEP, persist_result=True,
       timeout_seconds=30)
-def plan_fixer_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig) -> FixerConfig:
+def plan_fixer_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig,
+                        layout: StateLayout) -> FixerConfig:
     """Each model call's timeout for this mission, from the repository's own history.
 
     See :func:`adapt_fixer_timeouts`. Cached per mission like
@@ -157,26 +160,33 @@ def plan_fixer_timeouts(mission_id: str, repo_root: Path, config: MendflowConfig
         mission_id: the mission (a cache-key part).
         repo_root: the repository whose history is used.
         config: the mission's config.
+        layout: mendflow's state directory, resolved (where the history is).
 
     Returns:
         The ``fixer`` section with each model fixer's ``timeout_s`` (seconds) replaced.
     """
-    return adapt_fixer_timeouts(config.fixer, repo_root, config.timeouts,
-                                config.mission.state_dir)
+    return adapt_fixer_timeouts(config.fixer, repo_root, config.timeouts, layout)
 
 
 @task(name="record-tool-durations", cache_policy=MISSION_STEP, persist_result=True,
       timeout_seconds=30)
 def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
-                          state: Path | None = None) -> None:
+                          layout: StateLayout | Path | None) -> None:
     """Add each tool run's wall time (seconds) to the repository's timeout history.
 
     Cached by its inputs: a resumed mission replaying cached tool runs finds
     this step Cached too, so no duration is recorded twice.
+
+    Args:
+        repo_root: the repository.
+        results: the tool runs.
+        layout: mendflow's state directory, resolved; or the resolved root
+            (``config.mission.state_dir``), see :meth:`StateLayout.of`.
     """
+    where = StateLayout.of(layout)
     for result in results:
         if result.ok and result.duration_s > 0:
-            record_duration(repo_root, result.tool, result.duration_s, state_dir=state)
+            record_duration(repo_root, result.tool, result.duration_s, layout=where)
 
 
 @task(name="check-crash-loop", cache_policy=NO_CACHE, timeout_seconds=60,
@@ -210,6 +220,12 @@ def check_crash_loop(flow_run_id: str, max_auto_resumes: int) -> int:
     return crashes
 
 
-def disk_paths(repo_root: Path, state: Path | None) -> list[Path]:
-    """Where a mission writes: mendflow's state directory and the repository."""
-    return [state_dir(state), repo_root]
+def disk_paths(repo_root: Path, layout: StateLayout | Path | None) -> list[Path]:
+    """Where a mission writes: mendflow's state directory and the repository.
+
+    Args:
+        repo_root: the repository.
+        layout: mendflow's state directory, resolved; or the resolved root
+            (``config.mission.state_dir``), see :meth:`StateLayout.of`.
+    """
+    return [StateLayout.of(layout).root, repo_root]

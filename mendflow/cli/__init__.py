@@ -71,10 +71,12 @@ def resume_mission(
 ) -> None:
     """Resume an interrupted mission: completed steps are re-used (Cached), the rest runs."""
     prefect_defaults(verbose)
+    from mendflow.infra.layout import StateLayout
     from mendflow.infra.missions import read_mission
 
+    layout = StateLayout.resolve()
     try:
-        record = read_mission(mission)
+        record = read_mission(mission, layout)
     except MendflowError as error:
         raise _fail(error) from None
     start_prefect_api()
@@ -84,7 +86,7 @@ def resume_mission(
     wait_for_prefect_api()
     try:
         crashed = mark_crashed_if_dead(record)
-        parameters = resume_parameters(mission)
+        parameters = resume_parameters(mission, layout)
     except MendflowError as error:
         raise _fail(error) from None
     if crashed:
@@ -100,8 +102,9 @@ def list_missions_command(
     """List missions with their state, age, repository and progress."""
     prefect_defaults(False)
     from mendflow.infra.flow_runs import listing
+    from mendflow.infra.layout import StateLayout
 
-    rows = listing()
+    rows = listing(StateLayout.resolve())
     if as_json:
         typer.echo(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return
@@ -161,13 +164,14 @@ def rollback(
     to: str | None = typer.Option(None, "--to", help="commit to move the branch back to"),
 ) -> None:
     """Move the mission branch back (to its base commit by default)."""
-    from mendflow.infra.layout import worktree_dir
+    from mendflow.infra.layout import StateLayout
     from mendflow.infra.missions import read_mission
     from mendflow.tasks.vcs import rollback_mission
 
+    layout = StateLayout.resolve()
     try:
-        record = read_mission(mission)
-        worktree = Path(record.worktree) if record.worktree else worktree_dir(mission)
+        record = read_mission(mission, layout)
+        worktree = Path(record.worktree) if record.worktree else layout.worktree(mission)
         from mendflow.cli.audit import branch_tip, record_revert
 
         old_tip = branch_tip(Path(record.repository), mission)

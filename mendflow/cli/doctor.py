@@ -23,6 +23,7 @@ from rich.text import Text
 
 from mendflow.core.config import load_config
 from mendflow.core.errors import MendflowError
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.system_checks import Check, run_checks
 
 _LABELS = {"ok": ("[ok]", "green"), "warn": ("[warn]", "yellow"), "fail": ("[FAIL]", "bold red")}
@@ -52,7 +53,7 @@ def doctor(repair: bool = False, as_json: bool = False, config_file: Path | None
     stdout = Console(file=sys.stdout, highlight=False, soft_wrap=True)
     try:
         config = load_config(config_file)
-        checks = run_checks(config, repair=repair)
+        checks = run_checks(config, StateLayout.resolve(config.mission.state_dir), repair=repair)
     except MendflowError as error:
         Console(stderr=True, highlight=False, soft_wrap=True).print(
             Text(f"error: {error}", style="red"))

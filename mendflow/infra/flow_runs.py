@@ -21,6 +21,7 @@ from prefect.states import Crashed
 from pydantic import BaseModel
 
 from mendflow.core.errors import RepositoryError
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.missions import MissionRecord, list_missions, read_mission
 
 CRASH_MARK = "(mendflow crash automation)"
@@ -115,20 +116,24 @@ def heartbeat_crashes(flow_run_id: str) -> int:
                if state.is_crashed() and (state.message or "").endswith(CRASH_MARK))
 
 
-def resume_parameters(mission_id: str) -> dict[str, Any]:
+def resume_parameters(mission_id: str, layout: StateLayout) -> dict[str, Any]:
     """The flow parameters to re-run a mission with (its own, plus its id).
+
+    Args:
+        mission_id: the mission.
+        layout: mendflow's state directory, resolved (where the registry is).
 
     Raises:
         RepositoryError: no such mission.
     """
-    record = read_mission(mission_id)
+    record = read_mission(mission_id, layout)
     params = {k: v for k, v in record.parameters.items() if v is not None}
     params["mission_id"] = record.mission_id
     params.setdefault("path", record.repository)
     return params
 
 
-def listing(now: datetime | None = None) -> list[MissionListing]:
+def listing(layout: StateLayout, now: datetime | None = None) -> list[MissionListing]:
     """Every known mission with its state, for ``mendflow mission list``.
 
     The state comes from Prefect for runs that did not finish (crashed,
@@ -140,7 +145,7 @@ def listing(now: datetime | None = None) -> list[MissionListing]:
     now = now or datetime.now(timezone.utc)
     rows = []
     with get_client(sync_client=True) as client:
-        for record in list_missions():
+        for record in list_missions(layout):
             last = record.flow_run_ids[-1] if record.flow_run_ids else None
             status = _status(record, _flow_run_state(client, last))
             done, started = _progress(client, last)

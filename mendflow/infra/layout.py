@@ -1,11 +1,16 @@
 """Where mendflow keeps its own state (never inside the user's repository).
 
-Layout under the state directory (``$MENDFLOW_HOME``, default ``~/.mendflow``)::
+Layout under the state directory (``mission.state_dir``, else ``$MENDFLOW_HOME``, default
+``~/.mendflow``)::
 
     envs/<fingerprint>/            cached target venvs
     worktrees/<mission-id>/        sandboxes (git worktrees)
     missions/<mission-id>/report/  reports of one mission
     missions/<mission-id>/backups/ copies of files before they were changed
+    locks/ history/ procs/         repository locks, learned durations, owned processes
+
+It is resolved once, at the flow or command boundary (:meth:`StateLayout.resolve`), and
+the :class:`StateLayout` value is passed down; nothing below resolves it again.
 """
 
 from __future__ import annotations
@@ -14,39 +19,6 @@ import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-
-
-def state_dir(override: Path | None = None) -> Path:
-    """Return the state directory, creating it.
-
-    Args:
-        override: a configured directory (``mission.state_dir``), or None.
-
-    Returns:
-        The absolute path of the state directory.
-    """
-    base = override or Path(os.environ.get("MENDFLOW_HOME") or Path.home() / ".mendflow")
-    base = Path(base).expanduser().resolve()
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
-def mission_dir(mission_id: str, override: Path | None = None) -> Path:
-    path = state_dir(override) / "missions" / mission_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def worktree_dir(mission_id: str, override: Path | None = None) -> Path:
-    path = state_dir(override) / "worktrees"
-    path.mkdir(parents=True, exist_ok=True)
-    return path / mission_id
-
-
-def envs_dir(override: Path | None = None) -> Path:
-    path = state_dir(override) / "envs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def tool_state_path(worktree: Path) -> Path:
@@ -88,7 +60,32 @@ class StateLayout(BaseModel):
         Returns:
             The layout; its root exists.
         """
-        return cls(root=state_dir(Path(override) if override else None))
+        base = Path(override) if override else Path(
+            os.environ.get("MENDFLOW_HOME") or Path.home() / ".mendflow")
+        base = base.expanduser().resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        return cls(root=base)
+
+    @classmethod
+    def of(cls, value: StateLayout | Path | str | None) -> StateLayout:
+        """The layout a caller passed: a layout as is, an absolute (resolved) root wrapped.
+
+        For callers that still hand down ``config.mission.state_dir`` (which
+        :func:`mendflow.tasks.bookkeeping.load_mission_config` sets to the resolved
+        root); None (a config that was never loaded by a flow, e.g. in a test) is
+        resolved as :meth:`resolve` does.
+
+        Args:
+            value: a layout, the absolute state directory, or None.
+
+        Returns:
+            The layout.
+        """
+        if isinstance(value, StateLayout):
+            return value
+        if value is not None and Path(value).is_absolute():
+            return cls(root=Path(value))
+        return cls.resolve(value)
 
     @property
     def missions(self) -> Path:

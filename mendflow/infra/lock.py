@@ -31,7 +31,7 @@ from types import TracebackType
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mendflow.core.errors import MissionLocked
-from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.owned_processes import current_process, is_alive
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,15 @@ def repo_key(repo_root: Path) -> str:
     return hashlib.sha256(os.path.realpath(repo_root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def locks_dir(state_dir: Path | None = None) -> Path:
+def locks_dir(layout: StateLayout) -> Path:
     """Return ``<state>/locks``, creating it."""
-    path = resolve_state_dir(state_dir) / "locks"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    layout.locks.mkdir(parents=True, exist_ok=True)
+    return layout.locks
 
 
-def lock_path(repo_root: Path, state_dir: Path | None = None) -> Path:
+def lock_path(repo_root: Path, layout: StateLayout) -> Path:
     """Return the lock file of a repository (it may not exist)."""
-    return locks_dir(state_dir) / f"{repo_key(repo_root)}.json"
+    return locks_dir(layout) / f"{repo_key(repo_root)}.json"
 
 
 def is_stale(info: LockInfo) -> bool:
@@ -107,17 +106,17 @@ def _read(path: Path) -> LockInfo | None:
         raise ValueError(f"unreadable lock file {path}: {err}") from None
 
 
-def read_locks(state_dir: Path | None = None) -> list[LockInfo]:
+def read_locks(layout: StateLayout) -> list[LockInfo]:
     """Return every readable lock of the state directory (live and stale).
 
     Args:
-        state_dir: mendflow's state directory (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The locks, ordered by start time. Unreadable files are skipped with a warning.
     """
     locks = []
-    for path in sorted(locks_dir(state_dir).glob("*.json")):
+    for path in sorted(locks_dir(layout).glob("*.json")):
         try:
             info = _read(path)
         except ValueError as err:
@@ -129,9 +128,9 @@ def read_locks(state_dir: Path | None = None) -> list[LockInfo]:
 
 
 @contextlib.contextmanager
-def guarded(state_dir: Path | None = None) -> Iterator[Path]:
+def guarded(layout: StateLayout) -> Iterator[Path]:
     """Hold the exclusive ``flock`` on ``<state>/locks/.guard``; yield the locks directory."""
-    directory = locks_dir(state_dir)
+    directory = locks_dir(layout)
     with open(directory / _GUARD, "a+b") as guard:
         fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
         try:
@@ -140,19 +139,19 @@ def guarded(state_dir: Path | None = None) -> Iterator[Path]:
             fcntl.flock(guard.fileno(), fcntl.LOCK_UN)
 
 
-def remove_stale_lock(info: LockInfo, state_dir: Path | None = None) -> bool:
+def remove_stale_lock(info: LockInfo, layout: StateLayout) -> bool:
     """Delete a lock file if it is (still) stale: the same content, and its process gone.
 
     Args:
         info: the lock, from :func:`read_locks`.
-        state_dir: mendflow's state directory.
+        layout: mendflow's state directory, resolved.
 
     Returns:
         True if the file was removed.
     """
     if info.path is None:
         return False
-    with guarded(state_dir):
+    with guarded(layout):
         try:
             current = _read(info.path)
         except ValueError:
@@ -179,18 +178,18 @@ class MissionLock:
     Args:
         repo_root: the repository (its real path names the lock).
         mission_id: the mission taking the lock.
-        state_dir: mendflow's state directory (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+        layout: mendflow's state directory, resolved.
 
     Attributes:
         info: the lock held (after :meth:`acquire`).
         stale: the stale lock that was taken over, or None.
     """
 
-    def __init__(self, repo_root: Path, mission_id: str, state_dir: Path | None = None):
+    def __init__(self, repo_root: Path, mission_id: str, layout: StateLayout):
         self.repo = os.path.realpath(repo_root)
         self.mission_id = mission_id
-        self.state_dir = state_dir
-        self.path = lock_path(Path(self.repo), state_dir)
+        self.layout = layout
+        self.path = lock_path(Path(self.repo), layout)
         self.info: LockInfo | None = None
         self.stale: LockInfo | None = None
         self._owned = False
@@ -206,7 +205,7 @@ class MissionLock:
                 it; the message names its mission, pid and start time.
         """
         pid, created = current_process()
-        with guarded(self.state_dir):
+        with guarded(self.layout):
             try:
                 held = _read(self.path)
             except ValueError as err:  # written under the guard, so never half-written: corrupt
@@ -256,7 +255,7 @@ class MissionLock:
         if not self._owned or self.info is None:
             return False
         self._owned = False
-        with guarded(self.state_dir):
+        with guarded(self.layout):
             try:
                 held = _read(self.path)
             except ValueError:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mendflow.core.errors import RepositoryError
 from mendflow.infra.files import write_atomic
-from mendflow.infra.layout import mission_dir, state_dir
+from mendflow.infra.layout import StateLayout
 
 RECORD = "mission.json"
 
@@ -51,13 +51,17 @@ def _write(path: Path, record: MissionRecord) -> None:
     write_atomic(path, record.model_dump_json(indent=2))
 
 
-def read_mission(mission_id: str, override: Path | None = None) -> MissionRecord:
+def read_mission(mission_id: str, layout: StateLayout) -> MissionRecord:
     """Read a mission's record.
+
+    Args:
+        mission_id: the mission.
+        layout: mendflow's state directory, resolved.
 
     Raises:
         RepositoryError: no mission with that id is known.
     """
-    path = state_dir(override) / "missions" / mission_id / RECORD
+    path = layout.missions / mission_id / RECORD
     try:
         return MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -69,7 +73,7 @@ def read_mission(mission_id: str, override: Path | None = None) -> MissionRecord
 
 
 def start_mission(mission_id: str, repository: str, parameters: dict[str, Any],
-                  flow_run_id: str | None, override: Path | None = None) -> MissionRecord:
+                  flow_run_id: str | None, layout: StateLayout) -> MissionRecord:
     """Create the record, or, for a resumed mission, add this flow run to it.
 
     The start time of the first run is kept: it dates every commit of the mission.
@@ -77,7 +81,7 @@ def start_mission(mission_id: str, repository: str, parameters: dict[str, Any],
     Returns:
         The record as written.
     """
-    path = mission_dir(mission_id, override) / RECORD
+    path = layout.mission(mission_id) / RECORD
     try:
         record = MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -92,9 +96,9 @@ def start_mission(mission_id: str, repository: str, parameters: dict[str, Any],
 
 
 def finish_mission(mission_id: str, status: str, report_dir: str | None, worktree: str | None,
-                   override: Path | None = None) -> None:
+                   layout: StateLayout) -> None:
     """Record how the mission ended (completed, failed, awaiting_approval, ...)."""
-    path = mission_dir(mission_id, override) / RECORD
+    path = layout.mission(mission_id) / RECORD
     try:
         record = MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
@@ -104,10 +108,10 @@ def finish_mission(mission_id: str, status: str, report_dir: str | None, worktre
                                            "updated_at": _now()}))
 
 
-def list_missions(override: Path | None = None) -> list[MissionRecord]:
+def list_missions(layout: StateLayout) -> list[MissionRecord]:
     """Every readable mission record, newest first."""
     records = []
-    for path in (state_dir(override) / "missions").glob(f"*/{RECORD}"):
+    for path in layout.missions.glob(f"*/{RECORD}"):
         try:
             records.append(MissionRecord.model_validate_json(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):

@@ -28,7 +28,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mendflow.infra.files import write_atomic
-from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ def current_process() -> tuple[int, float]:
     return pid, _owner_cache[pid]
 
 
-def procs_dir(state_dir: Path | None = None) -> Path:
+def procs_dir(layout: StateLayout) -> Path:
     """Return ``<state>/procs`` (not created)."""
-    return resolve_state_dir(state_dir) / "procs"
+    return layout.procs
 
 
 def _now() -> str:
@@ -127,7 +127,7 @@ def _write_record(directory: Path, record: ProcRecord) -> Path:
 
 
 def register_process(pid: int, argv: Sequence[str], *, kind: Literal["tool", "prefect-server"] = "tool",
-                     state_dir: Path | None = None) -> ProcRecord | None:
+                     layout: StateLayout | None = None) -> ProcRecord | None:
     """Record a process this mendflow process started (one small file write).
 
     Never raises for a registry problem: a tool run must not fail because the
@@ -137,7 +137,9 @@ def register_process(pid: int, argv: Sequence[str], *, kind: Literal["tool", "pr
         pid: the started process (for a tool, the leader of its own session/group).
         argv: its command line (the first three words are kept).
         kind: ``tool`` or ``prefect-server``.
-        state_dir: mendflow's state directory (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+        layout: mendflow's state directory; None for the process's default one
+            (``$MENDFLOW_HOME`` or ``~/.mendflow``): the tool runner, which serves every
+            layer and knows no mission, registers there.
 
     Returns:
         The record (pass it to :func:`unregister_process`), or None when the
@@ -151,7 +153,7 @@ def register_process(pid: int, argv: Sequence[str], *, kind: Literal["tool", "pr
         record = ProcRecord(pid=pid, pgid=os.getpgid(pid), create_time=created,
                             owner_pid=owner_pid, owner_create_time=owner_created,
                             argv=tuple(str(a) for a in argv[:3]), started_at=_now(), kind=kind)
-        path = _write_record(procs_dir(state_dir), record)
+        path = _write_record(procs_dir(layout or StateLayout.resolve()), record)
     except ProcessLookupError:
         return None
     except (OSError, psutil.Error) as err:
@@ -179,7 +181,7 @@ def unregister_process(record: ProcRecord | None) -> None:
         log.warning("could not remove %s from mendflow's process registry: %s", record.path, err)
 
 
-def register_prefect_server(state_dir: Path | None = None) -> list[ProcRecord]:
+def register_prefect_server(layout: StateLayout) -> list[ProcRecord]:
     """Record the temporary Prefect servers this process started (Prefect's ephemeral mode).
 
     Prefect 3 starts them as ``python -m uvicorn ... prefect.server.api.server:create_app``
@@ -187,7 +189,7 @@ def register_prefect_server(state_dir: Path | None = None) -> list[ProcRecord]:
     command line. Call it after the first flow run started. Idempotent.
 
     Args:
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The records written (empty when no temporary server runs).
@@ -199,7 +201,7 @@ def register_prefect_server(state_dir: Path | None = None) -> list[ProcRecord]:
         except psutil.Error:
             continue
         if any("uvicorn" in word for word in cmdline) and any("prefect" in word for word in cmdline):
-            record = register_process(child.pid, cmdline, kind="prefect-server", state_dir=state_dir)
+            record = register_process(child.pid, cmdline, kind="prefect-server", layout=layout)
             if record is not None:
                 records.append(record)
     return records
@@ -215,16 +217,16 @@ def _read_record(path: Path) -> ProcRecord | None:
         return None
 
 
-def read_records(state_dir: Path | None = None) -> list[ProcRecord]:
+def read_records(layout: StateLayout) -> list[ProcRecord]:
     """Return every readable record of the registry (running, orphaned or stale).
 
     Args:
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The records, ordered by pid.
     """
-    directory = procs_dir(state_dir)
+    directory = procs_dir(layout)
     if not directory.is_dir():
         return []
     records = [r for p in directory.glob("*.json") if (r := _read_record(p)) is not None]
@@ -238,7 +240,7 @@ def _drop(path: Path) -> None:
         log.warning("could not remove stale process record %s: %s", path, err)
 
 
-def orphans(state_dir: Path | None = None) -> list[ProcRecord]:
+def orphans(layout: StateLayout) -> list[ProcRecord]:
     """Return the recorded processes that still run although their mendflow owner died.
 
     An orphan's owner is dead (or its pid now belongs to another process) and
@@ -247,12 +249,12 @@ def orphans(state_dir: Path | None = None) -> list[ProcRecord]:
     deleted on the way.
 
     Args:
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The orphans' records, ordered by pid.
     """
-    directory = procs_dir(state_dir)
+    directory = procs_dir(layout)
     if not directory.is_dir():
         return []
     found = []

@@ -29,7 +29,7 @@ from mendflow.core.config import HealthConfig, MendflowConfig
 from mendflow.core.errors import MendflowError
 from mendflow.infra.gitops import list_worktrees, run_git
 from mendflow.infra.isolation import INSTALL_HINT, cgroup_root, probe_bwrap
-from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import is_stale, read_locks, remove_stale_lock
 from mendflow.infra.owned_processes import kill_orphan, orphans
 from mendflow.infra.runner import run_process, sandbox_environ
@@ -173,20 +173,20 @@ def check_prefect_api(url: str | None = None, timeout_s: float = PREFECT_TIMEOUT
     return Check(name="prefect api", status="ok", found=f"{url} reachable")
 
 
-def known_repositories(state_dir: Path | None = None) -> list[Path]:
+def known_repositories(layout: StateLayout) -> list[Path]:
     """Return the repositories mendflow worked on that still exist.
 
     They are read from the missions' ``report/session_data.json`` and
     ``mission.json`` (field ``repository``) and from the locks.
 
     Args:
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         Real paths, sorted, without duplicates.
     """
-    base = resolve_state_dir(state_dir)
-    names = {info.repo for info in read_locks(state_dir)}
+    base = layout.root
+    names = {info.repo for info in read_locks(layout)}
     for pattern in ("missions/*/report/session_data.json", "missions/*/mission.json"):
         for path in base.glob(pattern):
             try:
@@ -198,9 +198,9 @@ def known_repositories(state_dir: Path | None = None) -> list[Path]:
     return sorted({Path(os.path.realpath(n)) for n in names if Path(n).is_dir()})
 
 
-def check_locks(state_dir: Path | None = None, repair: bool = False) -> Check:
+def check_locks(layout: StateLayout, repair: bool = False) -> Check:
     """Report the mission locks: live ones (missions running), and stale ones (removed with repair)."""
-    locks = read_locks(state_dir)
+    locks = read_locks(layout)
     stale = [info for info in locks if is_stale(info)]
     live = [info for info in locks if info not in stale]
     running = ", ".join(f"{i.mission_id} (pid {i.pid}, {i.hostname})" for i in live)
@@ -211,13 +211,13 @@ def check_locks(state_dir: Path | None = None, repair: bool = False) -> Check:
     if not repair:
         return Check(name="locks", status="warn", found=found,
                      action="run `mendflow doctor --repair` to remove the stale locks")
-    removed = [i.mission_id for i in stale if remove_stale_lock(i, state_dir)]
+    removed = [i.mission_id for i in stale if remove_stale_lock(i, layout)]
     return Check(name="locks", status="ok" if len(removed) == len(stale) else "warn", found=found,
                  action=f"removed the stale locks of {', '.join(removed) or 'none'}")
 
 
-def _live_missions(state_dir: Path | None) -> set[str]:
-    return {info.mission_id for info in read_locks(state_dir) if not is_stale(info)}
+def _live_missions(layout: StateLayout) -> set[str]:
+    return {info.mission_id for info in read_locks(layout) if not is_stale(info)}
 
 
 def _listing(names: list[str], limit: int = 10) -> str:
@@ -269,16 +269,16 @@ def _stale_state_dirs(root: Path, live: set[str]) -> list[Path]:
     return found
 
 
-def check_state_worktrees(state_dir: Path | None = None, repair: bool = False) -> Check:
+def check_state_worktrees(layout: StateLayout, repair: bool = False) -> Check:
     """Find directories under ``<state>/worktrees`` that git no longer knows and no live lock holds.
 
     A mission's tool-state directory (``.<mission>.mendflow-tools``) is stale
     with its worktree. With ``repair`` they are deleted (a symbolic link is
     unlinked, never followed).
     """
-    root = resolve_state_dir(state_dir) / "worktrees"
+    root = layout.worktrees
     found, done, failed = [], [], []
-    for path in _stale_state_dirs(root, _live_missions(state_dir)):
+    for path in _stale_state_dirs(root, _live_missions(layout)):
         found.append(path.name)
         if repair:
             try:
@@ -296,7 +296,7 @@ def _is_mendflow_entry(entry: dict[str, str], worktrees_root: Path) -> bool:
         path.parent.resolve() == worktrees_root.resolve()
 
 
-def check_git_worktrees(state_dir: Path | None = None, repair: bool = False) -> Check:
+def check_git_worktrees(layout: StateLayout, repair: bool = False) -> Check:
     """Find git worktree records whose directory is missing, in repositories mendflow worked on.
 
     With ``repair`` the records of mendflow's own worktrees (branch
@@ -306,10 +306,10 @@ def check_git_worktrees(state_dir: Path | None = None, repair: bool = False) -> 
     Locked worktrees and those of running missions are left alone.
     """
 
-    worktrees_root = resolve_state_dir(state_dir) / "worktrees"
-    live = _live_missions(state_dir)
+    worktrees_root = layout.worktrees
+    live = _live_missions(layout)
     found, done, failed, foreign = [], [], [], []
-    for repo in known_repositories(state_dir):
+    for repo in known_repositories(layout):
         try:
             entries = list_worktrees(repo)[1:]  # the first one is the main worktree
         except MendflowError as err:
@@ -337,12 +337,12 @@ def check_git_worktrees(state_dir: Path | None = None, repair: bool = False) -> 
     return check
 
 
-def check_orphans(state_dir: Path | None = None, repair: bool = False) -> Check:
+def check_orphans(layout: StateLayout, repair: bool = False) -> Check:
     """Find processes mendflow started whose mendflow process died (``owned_processes.orphans``).
 
     With ``repair`` each is stopped (:func:`mendflow.infra.owned_processes.kill_orphan`).
     """
-    records = orphans(state_dir)
+    records = orphans(layout)
     if not records:
         return Check(name="orphaned processes", status="ok", found="none")
     names = [f"pid {r.pid} ({r.kind}: {' '.join(r.argv)})" for r in records]
@@ -383,9 +383,9 @@ def check_isolation(config: MendflowConfig) -> Check:
                  action=INSTALL_HINT)
 
 
-def disk_checks(config: MendflowConfig, repos: list[Path]) -> list[Check]:
+def disk_checks(config: MendflowConfig, layout: StateLayout, repos: list[Path]) -> list[Check]:
     """Check the free disk of the state dir and of each repository's filesystem (once per filesystem)."""
-    state = resolve_state_dir(config.mission.state_dir)
+    state = layout.root
     checks, seen = [check_disk_space(state, config.health, name="disk: state dir")], {state.stat().st_dev}
     for repo in repos:
         device = _existing(repo).stat().st_dev
@@ -395,24 +395,24 @@ def disk_checks(config: MendflowConfig, repos: list[Path]) -> list[Check]:
     return checks
 
 
-def run_checks(config: MendflowConfig, repair: bool = False,
+def run_checks(config: MendflowConfig, layout: StateLayout, repair: bool = False,
                repos: list[Path] | None = None) -> list[Check]:
     """Run every health check (and, with ``repair``, clean mendflow's leftovers).
 
     Args:
-        config: the configuration (``health`` thresholds, ``mission.state_dir``).
+        config: the configuration (``health`` thresholds).
+        layout: mendflow's state directory, resolved (from ``mission.state_dir``).
         repair: remove stale locks and worktrees, forget missing mendflow worktrees, stop orphans.
         repos: repositories whose disk is checked; None = those mendflow worked on.
 
     Returns:
         The checks in order: disk, memory, tools, isolation, Prefect API, locks, worktrees, orphans.
     """
-    state = config.mission.state_dir
-    repos = known_repositories(state) if repos is None else repos
-    return [*disk_checks(config, repos), check_memory(config.health), *check_tools(),
-            check_isolation(config), check_prefect_api(), check_locks(state, repair),
-            check_state_worktrees(state, repair),
-            check_git_worktrees(state, repair), check_orphans(state, repair)]
+    repos = known_repositories(layout) if repos is None else repos
+    return [*disk_checks(config, layout, repos), check_memory(config.health), *check_tools(),
+            check_isolation(config), check_prefect_api(), check_locks(layout, repair),
+            check_state_worktrees(layout, repair),
+            check_git_worktrees(layout, repair), check_orphans(layout, repair)]
 
 
 __all__ = ["Check", "check_disk_space", "check_isolation", "check_git_worktrees", "check_locks",

@@ -29,7 +29,7 @@ from pathlib import Path
 from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig
 from mendflow.infra import shared_history
 from mendflow.infra.files import write_atomic
-from mendflow.infra.layout import state_dir as resolve_state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import repo_key
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,9 @@ LLM_STEP = "llm"
 """The history step of one model HTTP call (recorded by :mod:`mendflow.tasks.fix.llm`)."""
 
 
-def history_path(repo_root: Path, state_dir: Path | None = None) -> Path:
+def history_path(repo_root: Path, layout: StateLayout) -> Path:
     """Return ``<state>/history/<repo key>.json`` (see :func:`mendflow.infra.lock.repo_key`)."""
-    return resolve_state_dir(state_dir) / "history" / f"{repo_key(repo_root)}.json"
+    return layout.history / f"{repo_key(repo_root)}.json"
 
 
 def _valid(value: object) -> bool:
@@ -48,12 +48,12 @@ def _valid(value: object) -> bool:
         and math.isfinite(value) and value >= 0
 
 
-def load_history(repo_root: Path, state_dir: Path | None = None) -> dict[str, list[float]]:
+def load_history(repo_root: Path, layout: StateLayout) -> dict[str, list[float]]:
     """Read the recorded durations of a repository.
 
     Args:
         repo_root: the repository.
-        state_dir: mendflow's state directory (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         Step name -> durations in seconds, oldest first. Empty when there is no
@@ -64,7 +64,7 @@ def load_history(repo_root: Path, state_dir: Path | None = None) -> dict[str, li
     url = shared_history.configured_url()
     if url:
         return shared_history.load(url, repo_root, HISTORY_SIZE)
-    path = history_path(repo_root, state_dir)
+    path = history_path(repo_root, layout)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -84,7 +84,7 @@ def _write_atomic(path: Path, data: dict[str, list[float]]) -> None:
 
 
 def record_duration(repo_root: Path, step: str, seconds: float, *,
-                    state_dir: Path | None = None) -> None:
+                    layout: StateLayout) -> None:
     """Add one duration of ``step`` to the repository's history (the newest 50 are kept).
 
     Never raises for a problem of the history: a negative or non-finite
@@ -94,7 +94,7 @@ def record_duration(repo_root: Path, step: str, seconds: float, *,
         repo_root: the repository the step ran on.
         step: the step's name (``pytest``, ``ruff``, ``mypy``, ``bandit``, ``llm`` ...).
         seconds: its wall time, seconds.
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
     """
     if not _valid(seconds):
         log.warning("not recording the invalid duration %r of %s", seconds, step)
@@ -103,8 +103,8 @@ def record_duration(repo_root: Path, step: str, seconds: float, *,
     if url:  # one database that every worker shares
         shared_history.record(url, repo_root, step, seconds, HISTORY_SIZE)
         return
-    path = history_path(repo_root, state_dir)
-    history = load_history(repo_root, state_dir)
+    path = history_path(repo_root, layout)
+    history = load_history(repo_root, layout)
     history[step] = [*history.get(step, []), float(seconds)][-HISTORY_SIZE:]
     try:
         _write_atomic(path, history)
@@ -142,7 +142,7 @@ def clamp(value: float, config: TimeoutsConfig) -> float:
 
 
 def adaptive_timeout(repo_root: Path, step: str, *, default_s: float, config: TimeoutsConfig,
-                     state_dir: Path | None = None) -> float:
+                     layout: StateLayout) -> float:
     """Return the timeout of ``step`` on a repository, in seconds.
 
     Args:
@@ -150,7 +150,7 @@ def adaptive_timeout(repo_root: Path, step: str, *, default_s: float, config: Ti
         step: the step's name (as given to :func:`record_duration`).
         default_s: the configured timeout of the step, seconds.
         config: the ``timeouts`` section.
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         ``default_s`` when ``config.adaptive`` is off; ``default_s`` clamped to
@@ -159,21 +159,21 @@ def adaptive_timeout(repo_root: Path, step: str, *, default_s: float, config: Ti
     """
     if not config.adaptive:
         return default_s
-    samples = load_history(repo_root, state_dir).get(step, [])
+    samples = load_history(repo_root, layout).get(step, [])
     if len(samples) < config.min_samples:
         return clamp(default_s, config)
     return clamp(percentile(samples, config.percentile) * config.factor, config)
 
 
 def llm_timeout(repo_root: Path, *, default_s: float, config: TimeoutsConfig,
-                state_dir: Path | None = None) -> float:
+                layout: StateLayout) -> float:
     """Return the timeout of one model HTTP call on a repository, in seconds.
 
     Args:
         repo_root: the repository the fixer works on.
         default_s: the fixer's configured ``timeout_s``, seconds.
         config: the ``timeouts`` section.
-        state_dir: mendflow's state directory (None: the default).
+        layout: mendflow's state directory, resolved.
 
     Returns:
         ``default_s`` when ``config.adaptive`` is off; else
@@ -184,5 +184,5 @@ def llm_timeout(repo_root: Path, *, default_s: float, config: TimeoutsConfig,
     if not config.adaptive:
         return default_s
     learned = adaptive_timeout(repo_root, LLM_STEP, default_s=default_s, config=config,
-                               state_dir=state_dir)
+                               layout=layout)
     return max(learned, config.llm_floor_s)

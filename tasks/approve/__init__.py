@@ -32,7 +32,7 @@ from mendflow.core.config import MendflowConfig
 from mendflow.core.errors import NotificationFailed
 from mendflow.core.models import ApprovalNeed, MissionResult
 from mendflow.infra.gitops import retry_on_sandbox_error, run_git
-from mendflow.infra.layout import state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.approve.build import ApprovedCommit, changed_lines
 from mendflow.tasks.approve.merge import Delivery, deliver, resolve_target_branch
@@ -202,7 +202,8 @@ def deliver_approved(result: MissionResult, commits: Sequence[ApprovedCommit], t
         target_branch: the branch that receives them.
         approver: the ``Approved-by`` value.
         comment: the ``Approval-comment`` value.
-        config: the config (``approval.push_remote``, ``mission.state_dir``).
+        config: the config (``approval.push_remote``, ``mission.state_dir``: the state
+            directory resolved by :func:`mendflow.tasks.bookkeeping.load_mission_config`).
 
     Returns:
         The :class:`Delivery`.
@@ -210,7 +211,7 @@ def deliver_approved(result: MissionResult, commits: Sequence[ApprovedCommit], t
     Raises:
         DeliveryError: conflict, dirty checkout, target moved ...; nothing was changed.
     """
-    work = state_dir(config.mission.state_dir) / "delivery"
+    work = StateLayout.of(config.mission.state_dir).delivery
     return deliver(Path(result.repository), result.mission_id, result.base_commit, commits,
                    target_branch, approver=approver, comment=comment, work_parent=work,
                    push_remote=config.approval.push_remote)

@@ -49,7 +49,7 @@ from prefect.exceptions import MissingContextError
 from mendflow.core.config import EnvironmentConfig, Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError, ToolError
 from mendflow.core.models import Sandbox, TargetEnv
-from mendflow.infra.layout import envs_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
 from mendflow.tasks.environment.plan import find_test_extras, install_plan, is_installable, venv_key
 
@@ -79,13 +79,13 @@ _PROBE = (
 
 
 def prepare_environment(sandbox: Sandbox, config: EnvironmentConfig,
-                        state_dir: Path | None = None) -> TargetEnv:
+                        layout: StateLayout) -> TargetEnv:
     """Return the Python environment in which the target's tests run.
 
     Args:
         sandbox: the mission's worktree (installs run there).
         config: ``environment`` section: :class:`ManagedVenv` or :class:`Interpreter`.
-        state_dir: mendflow's state directory (venvs go in ``<state>/envs``).
+        layout: mendflow's state directory, resolved (venvs go in ``<state>/envs``).
 
     Returns:
         The :class:`TargetEnv`: the python executable, its kind, and a fingerprint.
@@ -97,7 +97,7 @@ def prepare_environment(sandbox: Sandbox, config: EnvironmentConfig,
     """
     if isinstance(config, Interpreter):
         return use_interpreter(config)
-    return managed_venv(sandbox, config, state_dir)
+    return managed_venv(sandbox, config, layout)
 
 
 def use_interpreter(config: Interpreter) -> TargetEnv:
@@ -122,13 +122,13 @@ def use_interpreter(config: Interpreter) -> TargetEnv:
     return TargetEnv(python=python, kind="interpreter", fingerprint=_digest(str(python), version))
 
 
-def managed_venv(sandbox: Sandbox, config: ManagedVenv, state_dir: Path | None = None) -> TargetEnv:
+def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> TargetEnv:
     """Create (or re-use from the cache) the target's venv and install it there.
 
     Args:
         sandbox: the mission's worktree; the target is installed from it.
         config: the ``managed-venv`` environment.
-        state_dir: mendflow's state directory.
+        layout: mendflow's state directory, resolved.
 
     Returns:
         The :class:`TargetEnv`; its fingerprint is the venv's cache key.
@@ -142,7 +142,8 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, state_dir: Path | None =
     base_version = _python_version(base)
     plan = install_plan(sandbox.path, config)
     key = venv_key(sandbox, base, base_version, config)
-    venv = envs_dir(state_dir) / key
+    layout.envs.mkdir(parents=True, exist_ok=True)
+    venv = layout.envs / key
     python = venv_python(venv)
     marker = read_marker(venv)
     if marker is not None and _is_healthy(python):
@@ -334,10 +335,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 @task(name="prepare-target-env", retries=0, retry_delay_seconds=10, timeout_seconds=3600,
       cache_policy=NO_CACHE)
 def prepare_target_env(sandbox: Sandbox, config: EnvironmentConfig,
-                       state_dir: Path | None = None) -> TargetEnv:
+                       layout: StateLayout | Path | None) -> TargetEnv:
     """Prefect task around :func:`prepare_environment`.
 
     No task-level retries: pip already retries network errors itself, and a
     failed install (a missing dependency ...) fails the same way again.
+
+    Args:
+        sandbox: the mission's worktree.
+        config: the ``environment`` section.
+        layout: the resolved state layout; a resolved root (``config.mission.state_dir``
+            after :func:`mendflow.tasks.bookkeeping.load_mission_config`) is accepted
+            for the callers that still pass the config's value (see :meth:`StateLayout.of`).
     """
-    return prepare_environment(sandbox, config, state_dir)
+    return prepare_environment(sandbox, config, StateLayout.of(layout))

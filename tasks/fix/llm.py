@@ -46,6 +46,7 @@ from mendflow.core.models import (
 )
 from mendflow.infra import busy
 from mendflow.infra.budget import Budget, Usage, mission_budget
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, record_duration
 from mendflow.tasks.fix.context import build_context
 from mendflow.tasks.fix.edits import edits_to_patch
@@ -111,8 +112,10 @@ class LLMFixer:
             (:func:`mendflow.infra.budget.mission_budget` keyed by ``Sandbox.mission_id``),
             shared by every fixer object of the mission.
         max_context_chars: bound of the context sent per call, in characters.
-        state_dir: mendflow's state directory, where each successful call's
-            wall time is recorded (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+        state_dir: mendflow's state directory as the mission resolved it (the fixer
+            section's ``state_dir``), where each successful call's wall time is
+            recorded; None (a fixer made outside a mission): ``$MENDFLOW_HOME`` or
+            ``~/.mendflow``, resolved once here.
     """
 
     name = "llm"
@@ -127,7 +130,7 @@ class LLMFixer:
         self.limits = limits
         self.budget = budget
         self.max_context_chars = max_context_chars
-        self.state_dir = state_dir
+        self.layout = StateLayout.of(state_dir)
 
     def budget_for(self, sandbox: Sandbox) -> Budget:
         """The budget charged for calls on this sandbox's mission."""
@@ -271,7 +274,7 @@ class LLMFixer:
         finally:
             busy.record("model", started, time.monotonic())
         record_duration(sandbox.repo_root, LLM_STEP, time.monotonic() - started,
-                        state_dir=self.state_dir)
+                        layout=self.layout)
         return answer
 
     def _call(self, user_text: str) -> ModelAnswer:

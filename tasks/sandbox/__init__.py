@@ -12,7 +12,6 @@ as a test double. Patch application is guarded (see :mod:`mendflow.tasks.sandbox
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from prefect import task
@@ -20,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.models import Patch, RepoTarget, Sandbox
 from mendflow.infra.gitops import retry_on_sandbox_error
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.sandbox.backends import CopySandbox, WorktreeSandbox
 from mendflow.tasks.sandbox.patching import (
@@ -43,13 +43,13 @@ __all__ = [
 class SandboxBackend(Protocol):
     """Where candidate patches are applied, measured, and undone."""
 
-    def create(self, target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+    def create(self, target: RepoTarget, mission_id: str, layout: StateLayout) -> Sandbox:
         """Create (or re-use) the mission's sandbox at the target's committed HEAD.
 
         Args:
             target: the resolved repository.
             mission_id: the mission id (``[a-z0-9][a-z0-9-]{2,63}``).
-            state_dir: mendflow's state directory, None for the default.
+            layout: mendflow's state directory, resolved.
 
         Returns:
             The :class:`Sandbox`, checked out on ``mendflow/<mission_id>``.
@@ -86,9 +86,9 @@ BACKEND: SandboxBackend = WorktreeSandbox()
 
 @task(name="create-sandbox", timeout_seconds=600,  cache_policy=NO_CACHE,
       **transient_retries(1, condition=retry_on_sandbox_error))
-def create_sandbox(target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+def create_sandbox(target: RepoTarget, mission_id: str, layout: StateLayout) -> Sandbox:
     """Prefect task: create or re-use the mission's worktree (:meth:`WorktreeSandbox.create`)."""
-    return BACKEND.create(target, mission_id, state_dir)
+    return BACKEND.create(target, mission_id, layout)
 
 
 @task(name="apply-patch", retries=0, timeout_seconds=300, cache_policy=NO_CACHE)

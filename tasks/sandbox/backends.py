@@ -16,8 +16,7 @@ from mendflow.infra.gitops import (
     rev_parse,
     run_git,
 )
-from mendflow.infra.layout import state_dir as resolve_state_dir
-from mendflow.infra.layout import tool_state_path, worktree_dir
+from mendflow.infra.layout import StateLayout, tool_state_path
 from mendflow.tasks.sandbox.patching import apply_to_worktree, hash_worktree, reset_worktree
 
 log = logging.getLogger(__name__)
@@ -49,13 +48,13 @@ class WorktreeSandbox(_GitTreeOps):
     user's repository.
     """
 
-    def create(self, target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+    def create(self, target: RepoTarget, mission_id: str, layout: StateLayout) -> Sandbox:
         """Create the worktree, or re-use it (idempotent; re-attaches a pruned one).
 
         Args:
             target: the resolved repository (its ``head_commit`` is the base).
             mission_id: the mission id.
-            state_dir: mendflow's state directory (None: ``$MENDFLOW_HOME`` or ``~/.mendflow``).
+            layout: mendflow's state directory, resolved (the worktree goes in ``worktrees/``).
 
         Returns:
             The sandbox. On a re-run the base recorded in
@@ -68,7 +67,7 @@ class WorktreeSandbox(_GitTreeOps):
         """
         check_mission_id(mission_id)
         root = target.root.resolve()
-        path = worktree_dir(mission_id, state_dir)
+        path = layout.worktree(mission_id)
         if path.resolve().is_relative_to(root):
             raise SandboxError("the sandbox would be inside the repository", subject=str(path),
                                hint="set MENDFLOW_HOME (or mission.state_dir) to a directory "
@@ -109,7 +108,7 @@ class CopySandbox(_GitTreeOps):
     :class:`~mendflow.tasks.sandbox.SandboxBackend`.
     """
 
-    def create(self, target: RepoTarget, mission_id: str, state_dir: Path | None = None) -> Sandbox:
+    def create(self, target: RepoTarget, mission_id: str, layout: StateLayout) -> Sandbox:
         """Clone the repository into ``<state>/copies/<mission-id>`` on the mission branch.
 
         Raises:
@@ -117,7 +116,7 @@ class CopySandbox(_GitTreeOps):
             SandboxError: the directory is taken by something else, or git failed.
         """
         check_mission_id(mission_id)
-        path = resolve_state_dir(state_dir) / "copies" / mission_id
+        path = layout.copies / mission_id
         branch = mission_branch(mission_id)
         if not (path / ".git").is_dir():
             if path.exists() and any(path.iterdir()):

@@ -14,7 +14,10 @@ import yaml
 from typer.testing import CliRunner
 
 from mendflow.cli.doctor import register
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import LockInfo, lock_path, read_locks
+
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
 
 
 @pytest.fixture
@@ -43,7 +46,7 @@ def stale_lock(repo) -> None:
     proc = subprocess.Popen(["true"])
     created = psutil.Process(proc.pid).create_time()
     proc.wait()
-    lock_path(repo).write_text(LockInfo(
+    lock_path(repo, home()).write_text(LockInfo(
         mission_id="m-crashed", pid=proc.pid, hostname=socket.gethostname(), create_time=created,
         started_at="2020-01-01T00:00:00+00:00", repo=os.path.realpath(repo)).model_dump_json())
 
@@ -93,4 +96,4 @@ def test_repair_removes_a_stale_lock(app, runner, make_repo):
     repaired = runner.invoke(app, ["doctor", "--repair"])
     assert repaired.exit_code == 0
     assert "[ok] locks: " in repaired.output and "removed the stale locks of m-crashed" in repaired.output
-    assert read_locks() == []
+    assert read_locks(home()) == []

@@ -223,6 +223,6 @@ def approvals_app():
 
 
 def approvals_report_dir(mission: Mission) -> str:
-    from mendflow.infra.layout import mission_dir
+    from mendflow.infra.layout import StateLayout
 
-    return str(mission_dir(mission.mission_id) / "report")
+    return str(StateLayout.resolve().mission(mission.mission_id) / "report")

@@ -50,8 +50,9 @@ def test_second_mission_on_a_repository_is_refused_naming_the_first(
     repo = make_repo(FILES)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
+        from mendflow.infra.layout import StateLayout
         from mendflow.infra.lock import MissionLock
-        with MissionLock({str(repo)!r}, "first-mission"):
+        with MissionLock({str(repo)!r}, "first-mission", StateLayout.resolve()):
             print("held", flush=True)
             time.sleep(120)
         """)], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -110,7 +111,8 @@ def test_low_disk_pauses_and_the_mission_resumes_when_space_is_back(
     assert paused.patches == ()
     config.write_text(config.read_text().replace("1000000000", "1"))
     from mendflow.infra.flow_runs import resume_parameters
+    from mendflow.infra.layout import StateLayout
 
-    resumed = maintenance_mission(**resume_parameters("low-disk"))
+    resumed = maintenance_mission(**resume_parameters("low-disk", StateLayout.resolve()))
     assert resumed.status == "completed" and resumed.exit_code in (0, 2)
     assert any(p.status == "accepted" for p in resumed.patches)

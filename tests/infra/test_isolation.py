@@ -156,11 +156,13 @@ def test_chains_holding_a_model_count_as_model_fixers():
 
 def test_doctor_reports_whether_isolation_works(tmp_path, monkeypatch):
     from mendflow.core.config import MendflowConfig, validate_config
+    from mendflow.infra.layout import StateLayout
     from mendflow.infra.system_checks import check_isolation, run_checks
 
     check = check_isolation(MendflowConfig())
     assert check.status == "ok" and check.found.startswith("bubblewrap ")
-    assert "isolation" in [c.name for c in run_checks(MendflowConfig(), repos=[])]
+    checks = run_checks(MendflowConfig(), StateLayout.resolve(), repos=[])
+    assert "isolation" in [c.name for c in checks]
     none = check_isolation(validate_config({"sandbox": {"isolation": "none"}}))
     assert none.status == "warn" and "unisolated" in none.found
     monkeypatch.setenv("PATH", str(tmp_path))  # bubblewrap missing

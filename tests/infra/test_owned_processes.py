@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.owned_processes import (
     ProcRecord,
     is_alive,
@@ -91,21 +92,21 @@ def test_a_killed_owner_leaves_an_orphan_that_is_found_and_killed(tmp_path, reap
     owner = subprocess.Popen([sys.executable, "-c", OWNER], cwd=tmp_path, stdout=subprocess.PIPE,
                              text=True)
     assert owner.stdout is not None and owner.stdout.readline().strip() == "running"
-    (record,) = wait_for(lambda: [r for r in read_records() if r.argv[:1] == ("sleep",)])
+    (record,) = wait_for(lambda: [r for r in read_records(home()) if r.argv[:1] == ("sleep",)])
     reap.append(record.pid)
     assert record.owner_pid == owner.pid
-    assert orphans() == []  # its owner still runs: not an orphan
+    assert orphans(home()) == []  # its owner still runs: not an orphan
     assert kill_orphan(record) is False and is_alive(record.pid, record.create_time)
 
     owner.send_signal(signal.SIGKILL)
     owner.wait()
-    (orphan,) = orphans()
+    (orphan,) = orphans(home())
     assert orphan.pid == record.pid and orphan.argv == ("sleep", "600")
     assert is_alive(orphan.pid, orphan.create_time)
 
     assert kill_orphan(orphan, grace_s=5) is True
     assert not is_alive(orphan.pid, orphan.create_time)
-    assert read_records() == [] and orphans() == []
+    assert read_records(home()) == [] and orphans(home()) == []
 
 
 def test_a_pid_alive_with_another_create_time_is_never_killed(tmp_path, reap):
@@ -113,7 +114,7 @@ def test_a_pid_alive_with_another_create_time_is_never_killed(tmp_path, reap):
     reap.append(victim.pid)
     owner_pid, owner_created = dead_pid()
     created = psutil.Process(victim.pid).create_time()
-    directory = procs_dir()
+    directory = procs_dir(home())
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{victim.pid}.json"
     record = ProcRecord(pid=victim.pid, pgid=victim.pid, create_time=created - 500,
@@ -124,7 +125,7 @@ def test_a_pid_alive_with_another_create_time_is_never_killed(tmp_path, reap):
     assert kill_orphan(record, grace_s=0.5) is False
     assert victim.poll() is None  # still running: a reused pid is never signalled
     path.write_text(record.model_dump_json())
-    assert orphans() == []  # not the recorded process: the record is stale and dropped
+    assert orphans(home()) == []  # not the recorded process: the record is stale and dropped
     assert not path.exists()
     assert victim.poll() is None
     victim.kill()
@@ -134,20 +135,20 @@ def test_a_pid_alive_with_another_create_time_is_never_killed(tmp_path, reap):
 def test_a_record_of_an_ended_process_is_cleaned(tmp_path):
     pid, created = dead_pid()
     me = psutil.Process()
-    directory = procs_dir()
+    directory = procs_dir(home())
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{pid}.json"
     path.write_text(ProcRecord(pid=pid, pgid=pid, create_time=created, owner_pid=me.pid,
                                owner_create_time=me.create_time(), argv=("true",),
                                started_at="2020-01-01T00:00:00+00:00").model_dump_json())
-    assert orphans() == []
+    assert orphans(home()) == []
     assert not path.exists()
 
 
 def test_unregister_leaves_a_record_that_a_reused_pid_wrote(tmp_path):
     pid, created = dead_pid()
     me = psutil.Process()
-    directory = procs_dir()
+    directory = procs_dir(home())
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{pid}.json"
     ours = ProcRecord(pid=pid, pgid=pid, create_time=created, owner_pid=me.pid,
@@ -162,24 +163,27 @@ def test_unregister_leaves_a_record_that_a_reused_pid_wrote(tmp_path):
 
 
 def test_the_session_prefect_server_is_registered_and_not_an_orphan(prefect_harness):
-    records = register_prefect_server()
+    records = register_prefect_server(home())
     assert records, "prefect_test_harness runs a temporary uvicorn server as a child"
     assert all(r.kind == "prefect-server" and r.owner_pid == os.getpid() for r in records)
     assert any("uvicorn" in " ".join(psutil.Process(r.pid).cmdline()) for r in records)
-    assert orphans() == []
+    assert orphans(home()) == []
     for record in records:
         unregister_process(record)
-    assert read_records() == []
+    assert read_records(home()) == []
 
 
 SERVER_OWNER = textwrap.dedent("""
     import time
     from prefect.server.api.server import SubprocessASGIServer
+    from mendflow.infra.layout import StateLayout
     from mendflow.infra.owned_processes import register_prefect_server
     SubprocessASGIServer().start(timeout=120)
-    print(len(register_prefect_server()), flush=True)
+    print(len(register_prefect_server(StateLayout.resolve())), flush=True)
     time.sleep(600)
 """)
+
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
 
 
 @pytest.mark.slow
@@ -191,13 +195,13 @@ def test_the_temporary_prefect_server_of_a_killed_mendflow_is_found_and_stopped(
                              text=True)
     try:
         assert owner.stdout is not None and owner.stdout.readline().strip() == "1"
-        (record,) = read_records()
+        (record,) = read_records(home())
         assert record.kind == "prefect-server" and record.pgid != record.pid
     finally:
         owner.send_signal(signal.SIGKILL)
         owner.wait()
-    (orphan,) = orphans()
+    (orphan,) = orphans(home())
     assert orphan.pid == record.pid
     assert kill_orphan(orphan, grace_s=10) is True
     assert not is_alive(record.pid, record.create_time)
-    assert read_records() == []
+    assert read_records(home()) == []

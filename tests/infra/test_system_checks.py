@@ -16,7 +16,7 @@ import pytest
 from mendflow.core.config import HealthConfig, MendflowConfig
 from mendflow.core.models import RepoTarget
 from mendflow.infra.gitops import list_worktrees
-from mendflow.infra.layout import state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.lock import LockInfo, MissionLock, lock_path, read_locks
 from mendflow.infra.owned_processes import ProcRecord, is_alive, procs_dir
 from mendflow.infra.system_checks import (
@@ -34,6 +34,8 @@ from mendflow.infra.system_checks import (
 )
 from tests.helpers.git import git
 
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
+
 
 @pytest.fixture
 def repo(make_repo) -> Path:
@@ -47,7 +49,7 @@ def target(root: Path) -> RepoTarget:
 
 def record_session(mission_id: str, repo: Path) -> None:
     """What a finished mission leaves: its session_data.json naming the repository."""
-    report = state_dir() / "missions" / mission_id / "report"
+    report = home().missions / mission_id / "report"
     report.mkdir(parents=True)
     (report / "session_data.json").write_text(json.dumps({"mission_id": mission_id,
                                                           "repository": str(repo)}))
@@ -141,21 +143,21 @@ def test_without_an_api_url_prefect_runs_ephemeral(tmp_path):
 def test_a_deleted_sandbox_is_found_and_forgotten_on_repair(repo):
     from mendflow.tasks.sandbox import WorktreeSandbox
 
-    sandbox = WorktreeSandbox().create(target(repo), "m-gone")
+    sandbox = WorktreeSandbox().create(target(repo), "m-gone", home())
     record_session("m-gone", repo)
-    assert known_repositories() == [repo.resolve()]
-    assert check_git_worktrees().status == "ok"
+    assert known_repositories(home()) == [repo.resolve()]
+    assert check_git_worktrees(home()).status == "ok"
     shutil.rmtree(sandbox.path)
 
-    found = check_git_worktrees()
+    found = check_git_worktrees(home())
     assert found.status == "warn" and str(sandbox.path) in found.found and "--repair" in found.action
     assert any(Path(e["worktree"]) == sandbox.path for e in list_worktrees(repo))
 
-    repaired = check_git_worktrees(repair=True)
+    repaired = check_git_worktrees(home(), repair=True)
     assert repaired.status == "ok" and "removed" in repaired.action
     assert [Path(e["worktree"]) for e in list_worktrees(repo)] == [repo]
     assert git(repo, "rev-parse", "--verify", "refs/heads/mendflow/m-gone")  # the branch stays
-    assert check_git_worktrees().status == "ok"
+    assert check_git_worktrees(home()).status == "ok"
 
 
 def test_a_missing_worktree_that_is_not_mendflows_is_left_alone(repo, tmp_path):
@@ -163,7 +165,7 @@ def test_a_missing_worktree_that_is_not_mendflows_is_left_alone(repo, tmp_path):
     theirs = tmp_path / "their-worktree"
     git(repo, "worktree", "add", "-q", str(theirs), "-b", "feature")
     shutil.rmtree(theirs)
-    check = check_git_worktrees(repair=True)
+    check = check_git_worktrees(home(), repair=True)
     assert check.status == "ok" and "left alone" in check.action and str(theirs) in check.action
     assert any(Path(e["worktree"]) == theirs for e in list_worktrees(repo))
 
@@ -171,8 +173,8 @@ def test_a_missing_worktree_that_is_not_mendflows_is_left_alone(repo, tmp_path):
 def test_leftover_worktree_dirs_are_removed_unless_git_or_a_live_lock_holds_them(repo):
     from mendflow.tasks.sandbox import WorktreeSandbox
 
-    valid = WorktreeSandbox().create(target(repo), "m-valid")
-    root = state_dir() / "worktrees"
+    valid = WorktreeSandbox().create(target(repo), "m-valid", home())
+    root = home().worktrees
     ghost = root / "m-ghost"
     (ghost / "pkg").mkdir(parents=True)
     (ghost / "pkg" / "a.py").write_text("x = 1\n")
@@ -183,18 +185,18 @@ def test_leftover_worktree_dirs_are_removed_unless_git_or_a_live_lock_holds_them
                                                                   "m-removed")}
     for path in tools.values():
         (path / "home").mkdir(parents=True)
-    with MissionLock(repo, "m-held"):
-        found = check_state_worktrees()
+    with MissionLock(repo, "m-held", home()):
+        found = check_state_worktrees(home())
         assert found.status == "warn"
         assert found.found == ("3 stale: .m-ghost.mendflow-tools, .m-removed.mendflow-tools, "
                                "m-ghost")
-        repaired = check_state_worktrees(repair=True)
+        repaired = check_state_worktrees(home(), repair=True)
         assert repaired.status == "ok" and repaired.action.startswith("removed ")
-        assert check_state_worktrees().found == "none stale"
+        assert check_state_worktrees(home()).found == "none stale"
     assert not ghost.exists() and held.exists() and (valid.path / "pkg" / "a.py").is_file()
     assert [p.exists() for p in tools.values()] == [True, False, True, False]
     # once its lock is released, the held directory is an ordinary leftover
-    assert check_state_worktrees().found == "2 stale: .m-held.mendflow-tools, m-held"
+    assert check_state_worktrees(home()).found == "2 stale: .m-held.mendflow-tools, m-held"
 
 
 # --- locks and orphans ------------------------------------------------------------------
@@ -205,14 +207,14 @@ def test_stale_locks_are_reported_and_removed_on_repair(repo, make_repo):
     stale = LockInfo(mission_id="m-dead", pid=pid, hostname=socket.gethostname(),
                      create_time=created, started_at="2020-01-01T00:00:00+00:00",
                      repo=os.path.realpath(repo))
-    lock_path(repo).write_text(stale.model_dump_json())
+    lock_path(repo, home()).write_text(stale.model_dump_json())
     other = make_repo({"b.py": "y = 2\n"}, name="other")
-    with MissionLock(other, "m-live"):
-        check = check_locks()
+    with MissionLock(other, "m-live", home()):
+        check = check_locks(home())
         assert check.status == "warn" and "m-dead" in check.found and "m-live" in check.found
-        repaired = check_locks(repair=True)
+        repaired = check_locks(home(), repair=True)
         assert repaired.status == "ok" and "m-dead" in repaired.action
-        assert [i.mission_id for i in read_locks()] == ["m-live"]
+        assert [i.mission_id for i in read_locks(home())] == ["m-live"]
 
 
 def test_orphans_are_reported_and_stopped_on_repair():
@@ -220,18 +222,18 @@ def test_orphans_are_reported_and_stopped_on_repair():
     try:
         owner_pid, owner_created = dead_pid()
         created = psutil.Process(orphan.pid).create_time()
-        procs_dir().mkdir(parents=True, exist_ok=True)
-        (procs_dir() / f"{orphan.pid}.json").write_text(ProcRecord(
+        procs_dir(home()).mkdir(parents=True, exist_ok=True)
+        (procs_dir(home()) / f"{orphan.pid}.json").write_text(ProcRecord(
             pid=orphan.pid, pgid=orphan.pid, create_time=created, owner_pid=owner_pid,
             owner_create_time=owner_created, argv=("sleep", "600"),
             started_at="2020-01-01T00:00:00+00:00").model_dump_json())
-        check = check_orphans()
+        check = check_orphans(home())
         assert check.status == "warn" and f"pid {orphan.pid}" in check.found
         assert is_alive(orphan.pid, created)
-        repaired = check_orphans(repair=True)
+        repaired = check_orphans(home(), repair=True)
         assert repaired.status == "ok" and f"pid {orphan.pid}" in repaired.action
         assert orphan.wait(timeout=10) == -15  # SIGTERM
-        assert check_orphans().found == "none"
+        assert check_orphans(home()).found == "none"
     finally:
         orphan.kill()
         orphan.wait()
@@ -239,7 +241,7 @@ def test_orphans_are_reported_and_stopped_on_repair():
 
 def test_run_checks_on_a_clean_state(repo):
     record_session("m-clean", repo)
-    checks = run_checks(MendflowConfig(), repair=False)
+    checks = run_checks(MendflowConfig(), home(), repair=False)
     names = [c.name for c in checks]
     assert names[0] == "disk: state dir" and "memory" in names and "prefect api" in names
     assert names[-4:] == ["locks", "worktrees: state dir", "worktrees: git", "orphaned processes"]

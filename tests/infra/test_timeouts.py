@@ -13,6 +13,7 @@ import pytest
 
 from mendflow.core.config import HISTORY_SIZE, TimeoutsConfig, validate_config
 from mendflow.core.errors import ConfigError
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import (
     LLM_STEP,
     adaptive_timeout,
@@ -22,6 +23,8 @@ from mendflow.infra.timeouts import (
     percentile,
     record_duration,
 )
+
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
 
 
 @pytest.fixture
@@ -44,8 +47,8 @@ def test_percentile_interpolates_between_ranks():
 
 
 def test_history_lives_in_the_state_dir_not_the_repo(repo):
-    record_duration(repo, "pytest", 12.5)
-    path = history_path(repo)
+    record_duration(repo, "pytest", 12.5, layout=home())
+    path = history_path(repo, home())
     assert path.is_relative_to(Path(os.environ["MENDFLOW_HOME"]).resolve())
     assert json.loads(path.read_text()) == {"pytest": [12.5]}
     assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True,
@@ -54,89 +57,91 @@ def test_history_lives_in_the_state_dir_not_the_repo(repo):
 
 def test_the_newest_fifty_durations_are_kept_per_step(repo):
     for i in range(HISTORY_SIZE + 10):
-        record_duration(repo, "ruff", float(i))
-    record_duration(repo, "mypy", 3.0)
-    history = load_history(repo)
+        record_duration(repo, "ruff", float(i), layout=home())
+    record_duration(repo, "mypy", 3.0, layout=home())
+    history = load_history(repo, home())
     assert history["ruff"] == [float(i) for i in range(10, HISTORY_SIZE + 10)]
     assert history["mypy"] == [3.0]
 
 
 def test_invalid_durations_are_not_recorded(repo, caplog):
     for bad in (-1.0, float("nan"), float("inf")):
-        record_duration(repo, "bandit", bad)
-    assert load_history(repo) == {}
+        record_duration(repo, "bandit", bad, layout=home())
+    assert load_history(repo, home()) == {}
     assert "invalid duration" in caplog.text
 
 
 def test_default_is_used_and_clamped_below_min_samples(repo):
     config = TimeoutsConfig(min_samples=3, floor_s=30, ceiling_s=600)
-    assert adaptive_timeout(repo, "pytest", default_s=1800, config=config) == 600
-    record_duration(repo, "pytest", 5.0)
-    record_duration(repo, "pytest", 5.0)
-    assert adaptive_timeout(repo, "pytest", default_s=120, config=config) == 120
-    assert adaptive_timeout(repo, "pytest", default_s=10, config=config) == 30
+    assert adaptive_timeout(repo, "pytest", default_s=1800, config=config, layout=home()) == 600
+    record_duration(repo, "pytest", 5.0, layout=home())
+    record_duration(repo, "pytest", 5.0, layout=home())
+    assert adaptive_timeout(repo, "pytest", default_s=120, config=config, layout=home()) == 120
+    assert adaptive_timeout(repo, "pytest", default_s=10, config=config, layout=home()) == 30
 
 
 def test_percentile_times_factor_once_enough_samples(repo):
     config = TimeoutsConfig(percentile=95, factor=3.0, floor_s=30, ceiling_s=7200, min_samples=3)
     for seconds in (20.0, 22.0, 40.0, 21.0):
-        record_duration(repo, "pytest", seconds)
+        record_duration(repo, "pytest", seconds, layout=home())
     expected = percentile([20.0, 22.0, 40.0, 21.0], 95) * 3.0
-    assert adaptive_timeout(repo, "pytest", default_s=1800, config=config) == pytest.approx(expected)
+    learned = adaptive_timeout(repo, "pytest", default_s=1800, config=config, layout=home())
+    assert learned == pytest.approx(expected)
     # other steps and other repositories have their own history
-    assert adaptive_timeout(repo, "mypy", default_s=600, config=config) == 600
+    assert adaptive_timeout(repo, "mypy", default_s=600, config=config, layout=home()) == 600
 
 
 def test_the_learned_timeout_is_clamped(repo):
     config = TimeoutsConfig(floor_s=30, ceiling_s=100, min_samples=3)
     for _ in range(3):
-        record_duration(repo, "ruff", 0.2)
-        record_duration(repo, "llm", 500.0)
-    assert adaptive_timeout(repo, "ruff", default_s=600, config=config) == 30
-    assert adaptive_timeout(repo, "llm", default_s=120, config=config) == 100
+        record_duration(repo, "ruff", 0.2, layout=home())
+        record_duration(repo, "llm", 500.0, layout=home())
+    assert adaptive_timeout(repo, "ruff", default_s=600, config=config, layout=home()) == 30
+    assert adaptive_timeout(repo, "llm", default_s=120, config=config, layout=home()) == 100
 
 
 def test_a_model_call_timeout_is_never_below_the_llm_floor(repo):
     config = TimeoutsConfig(floor_s=30, llm_floor_s=60, ceiling_s=7200, min_samples=3)
-    assert llm_timeout(repo, default_s=120, config=config) == 120  # no history yet
-    assert llm_timeout(repo, default_s=10, config=config) == 60
+    assert llm_timeout(repo, default_s=120, config=config, layout=home()) == 120  # no history yet
+    assert llm_timeout(repo, default_s=10, config=config, layout=home()) == 60
     for seconds in (4.0, 5.0, 6.0):
-        record_duration(repo, LLM_STEP, seconds)
-    assert adaptive_timeout(repo, LLM_STEP, default_s=120, config=config) == 30
-    assert llm_timeout(repo, default_s=120, config=config) == 60
+        record_duration(repo, LLM_STEP, seconds, layout=home())
+    assert adaptive_timeout(repo, LLM_STEP, default_s=120, config=config, layout=home()) == 30
+    assert llm_timeout(repo, default_s=120, config=config, layout=home()) == 60
     learned = percentile([4.0, 5.0, 6.0], 95) * 3
     assert llm_timeout(repo, default_s=120, config=config.model_copy(
-        update={"llm_floor_s": 1.0, "floor_s": 1.0})) == pytest.approx(learned)
+        update={"llm_floor_s": 1.0, "floor_s": 1.0}), layout=home()) == pytest.approx(learned)
     # adaptive off: the configured timeout, even below the floor
-    assert llm_timeout(repo, default_s=10, config=TimeoutsConfig(adaptive=False)) == 10
+    assert llm_timeout(repo, default_s=10, config=TimeoutsConfig(adaptive=False), layout=home()) == 10
 
 
 def test_adaptive_off_returns_the_configured_timeout(repo):
     for _ in range(5):
-        record_duration(repo, "pytest", 1.0)
+        record_duration(repo, "pytest", 1.0, layout=home())
     config = TimeoutsConfig(adaptive=False)
-    assert adaptive_timeout(repo, "pytest", default_s=1800, config=config) == 1800
+    assert adaptive_timeout(repo, "pytest", default_s=1800, config=config, layout=home()) == 1800
 
 
 def test_a_corrupt_history_is_empty_with_a_warning_and_is_rewritten(repo, caplog):
-    path = history_path(repo)
+    path = history_path(repo, home())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('{"pytest": [1.0, 2.0')
-    assert load_history(repo) == {}
+    assert load_history(repo, home()) == {}
     assert "corrupt duration history" in caplog.text
-    assert adaptive_timeout(repo, "pytest", default_s=90, config=TimeoutsConfig()) == 90
-    record_duration(repo, "pytest", 4.0)
-    assert load_history(repo) == {"pytest": [4.0]}
+    assert adaptive_timeout(repo, "pytest", default_s=90, config=TimeoutsConfig(), layout=home()) == 90
+    record_duration(repo, "pytest", 4.0, layout=home())
+    assert load_history(repo, home()) == {"pytest": [4.0]}
     path.write_text('["not", "a", "mapping"]')
-    assert load_history(repo) == {}
+    assert load_history(repo, home()) == {}
 
 
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
+    from mendflow.infra.layout import StateLayout
     from mendflow.infra.timeouts import record_duration
     for i in range(200):
-        record_duration(Path(sys.argv[1]), sys.argv[2], float(i))
+        record_duration(Path(sys.argv[1]), sys.argv[2], float(i), layout=StateLayout.resolve())
 """)
 
 
@@ -144,11 +149,11 @@ def test_two_processes_writing_at_once_never_corrupt_the_file(repo, caplog):
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(repo), step])
                for step in ("pytest", "ruff")]
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
-    data = json.loads(history_path(repo).read_text())  # valid JSON: never half-written
+    data = json.loads(history_path(repo, home()).read_text())  # valid JSON: never half-written
     assert set(data) <= {"pytest", "ruff"} and data  # last writer wins: a step may be lost
     for values in data.values():
         assert values == sorted(values) and len(values) <= HISTORY_SIZE
-    assert list(history_path(repo).parent.glob("*.tmp")) == []
+    assert list(history_path(repo, home()).parent.glob("*.tmp")) == []
 
 
 @pytest.mark.parametrize("field", [

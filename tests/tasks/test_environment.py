@@ -10,7 +10,7 @@ import pytest
 
 from mendflow.core.config import Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError
-from mendflow.infra.layout import envs_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.tasks.environment import (
     MARKER,
     find_test_extras,
@@ -45,10 +45,12 @@ TINY_PACKAGE = {
                           "    assert answer() == 42\n",
 }
 
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
+
 
 def _sandbox(make_repo, files, name="repo", mission="m-env-1"):
     root = make_repo(files, name=name)
-    return WorktreeSandbox().create(resolve_repository(root), mission)
+    return WorktreeSandbox().create(resolve_repository(root), mission, home())
 
 
 # --- interpreter ------------------------------------------------------------------------
@@ -56,23 +58,23 @@ def _sandbox(make_repo, files, name="repo", mission="m-env-1"):
 
 def test_interpreter_with_test_tools(make_repo):
     box = _sandbox(make_repo, {"a.py": "x = 1\n"})
-    env = prepare_environment(box, Interpreter(python=sys.executable))
+    env = prepare_environment(box, Interpreter(python=sys.executable), home())
     assert env.kind == "interpreter"
     assert env.python == Path(sys.executable).absolute()  # a venv's python is not resolved away
-    assert prepare_target_env.fn(box, Interpreter(python=sys.executable)).fingerprint == \
+    assert prepare_target_env.fn(box, Interpreter(python=sys.executable), home()).fingerprint == \
         env.fingerprint
 
 
 def test_bogus_interpreter(make_repo, tmp_path):
     box = _sandbox(make_repo, {"a.py": "x = 1\n"})
     with pytest.raises(EnvironmentSetupError, match="not found") as info:
-        prepare_environment(box, Interpreter(python=str(tmp_path / "no" / "python")))
+        prepare_environment(box, Interpreter(python=str(tmp_path / "no" / "python")), home())
     assert "environment.python" in info.value.hint
     not_python = tmp_path / "fake-python"
     not_python.write_text("#!/bin/sh\nexit 3\n")
     not_python.chmod(0o755)
     with pytest.raises(EnvironmentSetupError, match="does not run"):
-        prepare_environment(box, Interpreter(python=str(not_python)))
+        prepare_environment(box, Interpreter(python=str(not_python)), home())
 
 
 def test_interpreter_without_test_tools(make_repo, tmp_path):
@@ -80,7 +82,7 @@ def test_interpreter_without_test_tools(make_repo, tmp_path):
     bare = tmp_path / "bare-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     with pytest.raises(EnvironmentSetupError) as info:
-        prepare_environment(box, Interpreter(python=str(bare / "bin" / "python")))
+        prepare_environment(box, Interpreter(python=str(bare / "bin" / "python")), home())
     assert "pytest, coverage, pytest-timeout" in info.value.message
     assert "pip install pytest coverage pytest-timeout" in info.value.hint
     assert "managed-venv" in info.value.hint
@@ -167,9 +169,9 @@ def test_install_environ_keeps_pip_index_and_drops_secrets(monkeypatch):
 def test_managed_venv_installs_caches_and_repoints(make_repo):
     box = _sandbox(make_repo, TINY_PACKAGE)
     config = ManagedVenv(base_python=sys.executable)
-    env = prepare_environment(box, config)
+    env = prepare_environment(box, config, home())
     assert env.kind == "managed-venv"
-    assert env.python.is_relative_to(envs_dir())
+    assert env.python.is_relative_to(home().envs)
     code = "import tinypkg, pytest_timeout, coverage; print(tinypkg.__file__)"
     where = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True,
                            check=True)
@@ -180,11 +182,11 @@ def test_managed_venv_installs_caches_and_repoints(make_repo):
 
     sentinel = venv / "sentinel"
     sentinel.write_text("a rebuild would delete me\n")
-    assert prepare_environment(box, config) == env
+    assert prepare_environment(box, config, home()) == env
     assert sentinel.exists() and read_marker(venv) == marker  # cache hit: nothing reinstalled
 
-    other = WorktreeSandbox().create(resolve_repository(box.repo_root), "m-env-2")
-    assert prepare_environment(other, config) == env  # same deps: same venv
+    other = WorktreeSandbox().create(resolve_repository(box.repo_root), "m-env-2", home())
+    assert prepare_environment(other, config, home()) == env  # same deps: same venv
     assert sentinel.exists()
     assert read_marker(venv)["worktree"] == str(other.path)
     where = subprocess.run([str(env.python), "-c", "import tinypkg; print(tinypkg.__file__)"],
@@ -200,9 +202,9 @@ def test_managed_venv_install_failure(make_repo):
     box = _sandbox(make_repo, broken)
     config = ManagedVenv(base_python=sys.executable)
     with pytest.raises(EnvironmentSetupError) as info:
-        prepare_environment(box, config)
+        prepare_environment(box, config, home())
     assert "this-package-does-not-exist-mendflow" in info.value.output_tail
     assert "environment.install" in info.value.hint
     assert "install the target" in info.value.message
-    assert list(envs_dir().iterdir()) == []  # the failed venv is gone
-    assert not any((path / MARKER).exists() for path in envs_dir().iterdir())
+    assert list(home().envs.iterdir()) == []  # the failed venv is gone
+    assert not any((path / MARKER).exists() for path in home().envs.iterdir())

@@ -17,6 +17,7 @@ from mendflow.core.config import AnthropicFixerConfig, LLMBudget, LLMPolicy
 from mendflow.core.errors import ConfigError, LLMError
 from mendflow.core.models import Declined, Finding, OutputRejected, Patched, Proposal, Sandbox
 from mendflow.infra.budget import Budget, release_mission_budgets
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, history_path, load_history
 from mendflow.tasks.fix import propose_patch
 from mendflow.tasks.fix.claude import ClaudeFixer, make_anthropic_client
@@ -226,12 +227,13 @@ def test_a_successful_call_records_its_wall_time_and_a_failed_one_does_not(fake_
     sandbox, finding = calc
     fake_anthropic.enqueue(api.slow(good_reply(), 0.2))
     assert isinstance(claude(fake_anthropic).propose(sandbox, [finding]), Patched)
-    (seconds,) = load_history(sandbox.repo_root)[LLM_STEP]  # the user's repo, not the worktree
+    home = StateLayout.resolve()
+    (seconds,) = load_history(sandbox.repo_root, home)[LLM_STEP]  # the user's repo, not the worktree
     assert 0.2 <= seconds < 5
-    assert history_path(sandbox.repo_root).is_relative_to(os.environ["MENDFLOW_HOME"])
+    assert history_path(sandbox.repo_root, home).is_relative_to(os.environ["MENDFLOW_HOME"])
     propose_error(fake_anthropic, calc, api.slow(good_reply(), 2.0), timeout_s=0.3)
     propose_error(fake_anthropic, calc, api.overloaded())
-    assert load_history(sandbox.repo_root)[LLM_STEP] == [seconds]  # no timeout poisons it
+    assert load_history(sandbox.repo_root, home)[LLM_STEP] == [seconds]  # no timeout poisons it
     assert porcelain(sandbox.repo_root) == "" and porcelain(sandbox.path) == ""
 
 

@@ -10,6 +10,7 @@ from mendflow.core.config import OpenAICompatibleFixerConfig, validate_config
 from mendflow.core.errors import ConfigError, LLMError
 from mendflow.core.models import Declined, Finding, OutputRejected, Patched, Sandbox
 from mendflow.infra.budget import Budget
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, load_history
 from mendflow.tasks.fix.llm_protocol import PROPOSE_FIX_SCHEMA, SYSTEM_PROMPT
 from mendflow.tasks.fix.openai_compat import OpenAICompatibleFixer, make_openai_client
@@ -127,9 +128,9 @@ def test_only_successful_calls_are_recorded_in_the_duration_history(fake_openai,
     fake_openai.enqueue(chat.error_reply(503), chat.tool_call_reply(good_arguments()))
     with pytest.raises(LLMError):
         fixer(fake_openai, monkeypatch).propose(sandbox, [finding])
-    assert LLM_STEP not in load_history(sandbox.repo_root)
+    assert LLM_STEP not in load_history(sandbox.repo_root, StateLayout.resolve())
     assert fixer(fake_openai, monkeypatch).propose(sandbox, [finding]).patch is not None
-    (seconds,) = load_history(sandbox.repo_root)[LLM_STEP]
+    (seconds,) = load_history(sandbox.repo_root, StateLayout.resolve())[LLM_STEP]
     assert 0 < seconds < 5
 
 

@@ -19,6 +19,7 @@ from mendflow.core.config import AnthropicFixerConfig, FixerConfig, MendflowConf
 from mendflow.core.errors import LLMError
 from mendflow.core.models import Finding, Sandbox
 from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, load_history, percentile, record_duration
 from mendflow.tasks.fix import propose_patch
 from mendflow.tasks.preflight import adapt_fixer_timeouts, plan_fixer_timeouts
@@ -29,10 +30,12 @@ FAST_CALLS = (4.0, 5.0, 6.0)
 OPENAI = {"type": "openai-compatible", "base_url": "http://127.0.0.1:9/v1", "model": "local",
           "timeout_s": 300}
 
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
 
-def mission_config(fixer: dict, state: Path, **timeouts) -> MendflowConfig:
+
+def mission_config(fixer: dict, state: StateLayout, **timeouts) -> MendflowConfig:
     return validate_config({"fixer": fixer, "timeouts": timeouts,
-                            "mission": {"state_dir": str(state)}})
+                            "mission": {"state_dir": str(state.root)}})
 
 
 @pytest.fixture
@@ -41,14 +44,14 @@ def repo(make_repo) -> Path:
 
 
 @pytest.fixture
-def state(tmp_path) -> Path:
+def state(tmp_path) -> StateLayout:
     """A configured mission.state_dir (not $MENDFLOW_HOME): the history must be read there."""
-    return tmp_path / "state"
+    return StateLayout.resolve(tmp_path / "state")
 
 
-def learn(repo: Path, state: Path, durations=FAST_CALLS) -> None:
+def learn(repo: Path, state: StateLayout, durations=FAST_CALLS) -> None:
     for seconds in durations:
-        record_duration(repo, LLM_STEP, seconds, state_dir=state)
+        record_duration(repo, LLM_STEP, seconds, layout=state)
 
 
 def test_the_model_call_timeout_is_learned_from_fast_calls(repo, state):
@@ -56,10 +59,10 @@ def test_the_model_call_timeout_is_learned_from_fast_calls(repo, state):
     expected = percentile(FAST_CALLS, 95) * 3.0  # 17.7 s
     config = mission_config({"type": "anthropic", "timeout_s": 300}, state,
                             floor_s=1, llm_floor_s=2)
-    planned = plan_fixer_timeouts.fn("m1", repo, config)
+    planned = plan_fixer_timeouts.fn("m1", repo, config, state)
     assert isinstance(planned, AnthropicFixerConfig)
     assert planned.timeout_s == pytest.approx(expected)
-    assert planned.state_dir == state  # where its calls record their own durations
+    assert planned.state_dir == state.root  # where its calls record their own durations
     assert planned.model_copy(update={"timeout_s": 300, "state_dir": None}) == config.fixer
 
 
@@ -67,16 +70,16 @@ def test_a_learned_model_timeout_is_never_below_the_llm_floor(repo, state):
     learn(repo, state)
     config = mission_config({"type": "anthropic", "timeout_s": 300}, state)
     assert config.timeouts.llm_floor_s == 60 and config.timeouts.floor_s == 30
-    assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == 60
+    assert plan_fixer_timeouts.fn("m1", repo, config, state).timeout_s == 60
     learn(repo, state, [5000.0] * 50)  # slower than the ceiling
-    assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == config.timeouts.ceiling_s
+    assert plan_fixer_timeouts.fn("m1", repo, config, state).timeout_s == config.timeouts.ceiling_s
 
 
 def test_without_enough_history_the_configured_timeout_is_kept_within_bounds(repo, state):
     learn(repo, state, FAST_CALLS[:2])  # below min_samples
     for configured, planned in ((300, 300), (10, 60), (100_000, 7200)):
         config = mission_config({"type": "anthropic", "timeout_s": configured}, state)
-        assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == planned
+        assert plan_fixer_timeouts.fn("m1", repo, config, state).timeout_s == planned
 
 
 def test_with_adaptive_off_the_configured_timeout_is_kept(repo, state):
@@ -84,7 +87,7 @@ def test_with_adaptive_off_the_configured_timeout_is_kept(repo, state):
     for configured in (300, 10):
         config = mission_config({"type": "anthropic", "timeout_s": configured}, state,
                                 adaptive=False)
-        assert plan_fixer_timeouts.fn("m1", repo, config).timeout_s == configured
+        assert plan_fixer_timeouts.fn("m1", repo, config, state).timeout_s == configured
 
 
 def test_each_model_fixer_of_a_chain_is_adapted_and_offline_fixers_are_kept(repo, state):
@@ -92,18 +95,18 @@ def test_each_model_fixer_of_a_chain_is_adapted_and_offline_fixers_are_kept(repo
     chain = {"type": "chain", "fixers": [{"type": "ruff"}, {"type": "anthropic", "timeout_s": 10},
                                          OPENAI]}
     config = mission_config(chain, state)
-    planned = plan_fixer_timeouts.fn("m1", repo, config)
+    planned = plan_fixer_timeouts.fn("m1", repo, config, state)
     ruff, claude, local = planned.fixers
     assert ruff == config.fixer.fixers[0]
     assert claude.timeout_s == local.timeout_s == pytest.approx(120.0)  # 40 s x 3
-    assert claude.state_dir == local.state_dir == state
+    assert claude.state_dir == local.state_dir == state.root
     offline = mission_config({"type": "ruff"}, state)
-    assert plan_fixer_timeouts.fn("m1", repo, offline) == offline.fixer
+    assert plan_fixer_timeouts.fn("m1", repo, offline, state) == offline.fixer
 
 
 @flow(name="plan-fixer-timeouts-test")
 def planning_flow(mission_id: str, repo: Path, config: MendflowConfig) -> FixerConfig:
-    return plan_fixer_timeouts(mission_id, repo, config)
+    return plan_fixer_timeouts(mission_id, repo, config, StateLayout.of(config.mission.state_dir))
 
 
 def test_a_resumed_mission_keeps_the_timeouts_it_started_with(prefect_harness, repo, state):
@@ -148,7 +151,7 @@ def test_a_call_slower_than_the_learned_timeout_is_cut_as_a_transient_error(
     assert propose_patch.fn(planned, sandbox, (finding,)).patch is not None
     recorded = load_history(sandbox.repo_root, state)[LLM_STEP]
     assert len(recorded) == 4 and 0 < recorded[-1] < 0.5  # in the mission's state dir
-    assert LLM_STEP not in load_history(sandbox.repo_root)  # not in $MENDFLOW_HOME
+    assert LLM_STEP not in load_history(sandbox.repo_root, home())  # not in $MENDFLOW_HOME
 
 
 @flow(name="crash-loop-probe")

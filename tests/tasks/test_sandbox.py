@@ -11,7 +11,7 @@ from prefect.states import Failed
 
 from mendflow.core.errors import ConfigError, PatchRejected, SandboxError, ValidationUnavailable
 from mendflow.infra.gitops import list_worktrees, retry_on_sandbox_error
-from mendflow.infra.layout import worktree_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.tasks.sandbox import (
     CopySandbox,
     SandboxBackend,
@@ -29,6 +29,8 @@ from tests.helpers.sandbox import FILES, git_diff, make_patch
 
 MISSION = "m-sandbox-1"
 
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
+
 
 @pytest.fixture
 def repo(make_repo):
@@ -37,7 +39,7 @@ def repo(make_repo):
 
 @pytest.fixture
 def box(repo):
-    return WorktreeSandbox().create(resolve_repository(repo), MISSION)
+    return WorktreeSandbox().create(resolve_repository(repo), MISSION, home())
 
 
 def _rejected(box, diff, files=("x",)) -> PatchRejected:
@@ -50,7 +52,7 @@ def _rejected(box, diff, files=("x",)) -> PatchRejected:
 
 
 def test_create_makes_a_worktree_on_the_mission_branch(repo, box):
-    assert box.path == worktree_dir(MISSION)
+    assert box.path == home().worktree(MISSION)
     assert not box.path.is_relative_to(repo)
     assert box.branch == f"mendflow/{MISSION}"
     assert box.base_commit == git(repo, "rev-parse", "HEAD")
@@ -61,11 +63,11 @@ def test_create_makes_a_worktree_on_the_mission_branch(repo, box):
 
 def test_create_is_idempotent_and_reattaches(repo, box):
     (box.path / "marker.txt").write_text("still here\n")
-    again = WorktreeSandbox().create(resolve_repository(repo), MISSION)
+    again = WorktreeSandbox().create(resolve_repository(repo), MISSION, home())
     assert again == box
     assert (box.path / "marker.txt").read_text() == "still here\n"  # re-used, not re-made
     shutil.rmtree(box.path)  # the worktree directory vanished (pruned by hand)
-    third = WorktreeSandbox().create(resolve_repository(repo), MISSION)
+    third = WorktreeSandbox().create(resolve_repository(repo), MISSION, home())
     assert third == box and (box.path / "pkg/core.py").is_file()
     holders = [e for e in list_worktrees(repo) if e.get("branch", "").endswith(MISSION)]
     assert len(holders) == 1
@@ -75,19 +77,19 @@ def test_create_keeps_recorded_base_when_head_moves(repo, box):
     (repo / "more.py").write_text("m = 1\n")
     git(repo, "add", "more.py")
     git(repo, "commit", "-q", "-m", "more")
-    again = WorktreeSandbox().create(resolve_repository(repo), MISSION)
+    again = WorktreeSandbox().create(resolve_repository(repo), MISSION, home())
     assert again.base_commit == box.base_commit != git(repo, "rev-parse", "HEAD")
 
 
 def test_create_rejects_bad_ids_and_taken_directories(repo):
     target = resolve_repository(repo)
     with pytest.raises(ConfigError, match="invalid mission id"):
-        WorktreeSandbox().create(target, "../Escape")
-    taken = worktree_dir("m-taken-1")
+        WorktreeSandbox().create(target, "../Escape", home())
+    taken = home().worktree("m-taken-1")
     taken.mkdir(parents=True)
     (taken / "file.txt").write_text("someone else's\n")
     with pytest.raises(SandboxError, match="exists"):
-        WorktreeSandbox().create(target, "m-taken-1")
+        WorktreeSandbox().create(target, "m-taken-1", home())
     assert (taken / "file.txt").read_text() == "someone else's\n"
 
 
@@ -95,7 +97,7 @@ def test_create_refuses_branch_checked_out_elsewhere(repo, box, tmp_path):
     WorktreeSandbox().remove(box)
     git(repo, "worktree", "add", "-q", str(tmp_path / "elsewhere"), box.branch)
     with pytest.raises(SandboxError, match="already checked out") as info:
-        WorktreeSandbox().create(resolve_repository(repo), MISSION)
+        WorktreeSandbox().create(resolve_repository(repo), MISSION, home())
     assert "git worktree remove" in info.value.hint
 
 
@@ -147,7 +149,7 @@ def test_apply_rejects_write_through_symlink(make_repo, tmp_path):
     (root / "link").symlink_to(outside, target_is_directory=True)
     git(root, "add", "link")
     git(root, "commit", "-q", "-m", "a symlink")
-    box = WorktreeSandbox().create(resolve_repository(root), "m-link-1")
+    box = WorktreeSandbox().create(resolve_repository(root), "m-link-1", home())
     diff = ("diff --git a/link/evil.py b/link/evil.py\nnew file mode 100644\n--- /dev/null\n"
             "+++ b/link/evil.py\n@@ -0,0 +1 @@\n+print('owned')\n")
     error = _rejected(box, diff)
@@ -244,8 +246,8 @@ def test_tree_hash_follows_content_and_leaves_indexes_alone(repo, box):
 def test_backends_share_the_protocol(repo, backend):
     assert isinstance(backend, SandboxBackend)
     target = resolve_repository(repo)
-    box = backend.create(target, "m-proto-1")
-    assert backend.create(target, "m-proto-1") == box
+    box = backend.create(target, "m-proto-1", home())
+    assert backend.create(target, "m-proto-1", home()) == box
     assert box.base_commit == target.head_commit
     clean = backend.tree_hash(box)
     patch = make_patch(git_diff(box.path, {"pkg/new.py": "N = 1\n"}), ("pkg/new.py",))
@@ -263,7 +265,7 @@ def test_backends_share_the_protocol(repo, backend):
 
 
 def test_task_wrappers_fn(repo):
-    box = create_sandbox.fn(resolve_repository(repo), "m-task-1")
+    box = create_sandbox.fn(resolve_repository(repo), "m-task-1", home())
     clean = hash_tree.fn(box)
     patch = make_patch(git_diff(box.path, {"pkg/core.py": "Y = 1\n"}), ("pkg/core.py",))
     apply_patch.fn(box, patch)
@@ -304,7 +306,7 @@ def test_tasks_run_in_a_real_flow(prefect_harness, repo, tmp_path):
     def mini_mission() -> tuple[str, str, str]:
         target = resolve_target(str(repo / "pkg"))
         before = snapshot_user_checkout(target.root)
-        box = create_sandbox(target, "m-flow-1", None)
+        box = create_sandbox(target, "m-flow-1", home())
         clean = hash_tree(box)
         patch = make_patch(diff, ("pkg/core.py",))
         apply_patch(box, patch)

@@ -10,6 +10,7 @@ import pytest
 
 from mendflow.core.errors import ConfigError, PatchRejected, RepositoryError, UserStateChanged
 from mendflow.infra.gitops import replay_ref
+from mendflow.infra.layout import StateLayout
 from mendflow.tasks.sandbox import WorktreeSandbox, drop_replay_ref, rewind_worktree
 from mendflow.tasks.vcs import (
     commit_patch,
@@ -24,6 +25,8 @@ from tests.helpers.git import git
 from tests.helpers.sandbox import FILES, git_diff, make_patch, sha256
 
 # --- resolve_repository ---------------------------------------------------------------
+
+home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by conftest)
 
 
 def test_resolve_nonexistent_path(tmp_path):
@@ -161,7 +164,7 @@ def test_snapshot_and_verify(make_repo):
 @pytest.fixture
 def sandbox(make_repo):
     root = make_repo(FILES)
-    return WorktreeSandbox().create(resolve_repository(root), "m-test-1")
+    return WorktreeSandbox().create(resolve_repository(root), "m-test-1", home())
 
 
 def _apply(sandbox, changes, pid="p-1"):
@@ -346,7 +349,7 @@ def test_user_checkout_untouched_by_everything(make_repo, tmp_path):
     before = snapshot_user_state(root)
 
     backend = WorktreeSandbox()
-    box = backend.create(resolve_repository(root), "m-user-1")
+    box = backend.create(resolve_repository(root), "m-user-1", home())
     assert (box.path / "pkg/core.py").read_text() != "# my uncommitted work\n"
     patch = _apply(box, {"pkg/core.py": "def add(a, b):\n    return a + b\n",
                          "pkg/new.py": "N = 1\n"})
