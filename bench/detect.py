@@ -62,7 +62,7 @@ from mendflow.core.models import Sandbox, TargetEnv, ToolResult
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect import count_python_loc
 from mendflow.tasks.detect.bandit_run import bandit_config_args
-from mendflow.tasks.detect.common import tool_environ, tool_state_dir, tracked_python_files
+from mendflow.tasks.detect.common import tool_environ, tool_home_dir, tracked_python_files
 from mendflow.tasks.detect.mypy_run import (
     discover_mypy_targets,
     mypy_command,
@@ -127,7 +127,7 @@ def target_env(venv: str | None) -> TargetEnv:
 
 
 def clear_mypy_cache(sandbox: Sandbox) -> None:
-    shutil.rmtree(tool_state_dir(sandbox) / "mypy-cache", ignore_errors=True)
+    shutil.rmtree(tool_home_dir(sandbox) / "mypy-cache", ignore_errors=True)
 
 
 def sequential_by_hand(sandbox: Sandbox, env: TargetEnv,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         warm_up = warm_up_prefect()
         flow_result = concurrent_flow(sandbox, env, tools)
         report(root, env, by_hand, warm_up, flow_result)
-        shutil.rmtree(tool_state_dir(sandbox), ignore_errors=True)
+        shutil.rmtree(tool_home_dir(sandbox), ignore_errors=True)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
 
 

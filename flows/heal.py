@@ -34,7 +34,7 @@ from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealRecord, HealResult, event_from_payload
 from mendflow.core.models import QualityScore, RepoTarget
 from mendflow.flows.approval import approve_and_deliver
-from mendflow.flows.heal_attempts import HealState, attempt_heals
+from mendflow.flows.heal_attempts import HealProgress, attempt_heals
 from mendflow.infra.heal_records import group_lock, read_record, reserve_slot, try_lock
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.bookkeeping import load_mission_config
@@ -158,30 +158,30 @@ def _heal(record: HealRecord, group: ErrorGroup, target: RepoTarget, config: Men
         env = prepare_target_env(sandbox, config.environment, layout)
         measured = config.model_copy(update={"tools": config.tools.model_copy(update={
             "logs": config.tools.logs.model_copy(update={"enabled": False})})})
-        state = HealState(record=record, group=group, finding=finding, sandbox=sandbox,
+        progress = HealProgress(record=record, group=group, finding=finding, sandbox=sandbox,
                           env=env, config=measured, layout=layout)
         notifier.send("analyzing", f"analyzing {record.exception_type}",
                       f"Asking the model for a reproduction and a fix of {record.path}:"
                       f"{record.function} (at most {config.heal.max_attempts} attempts).")
         try:
-            state = attempt_heals(state)
+            progress = attempt_heals(progress)
         except LLMError as err:
-            state.record = state.record.model_copy(update={
+            progress.record = progress.record.model_copy(update={
                 "status": "failed", "reason": f"the model call failed: {err.message}"})
         verify_user_checkout(target.root, before)
-        result = _result(state.record, target, config, record.flow_run_id, state=state)
-        if state.record.status == "fixed":
+        result = _result(progress.record, target, config, record.flow_run_id, progress=progress)
+        if progress.record.status == "fixed":
             notifier.send("fix ready", f"fix ready for {record.exception_type}",
-                          f"Reproduced by {state.reproduction_test} and fixed on "
-                          f"{sandbox.branch} ({state.record.commit}); delivering under "
+                          f"Reproduced by {progress.reproduction_test} and fixed on "
+                          f"{sandbox.branch} ({progress.record.commit}); delivering under "
                           f"autonomy {autonomy or config.approval.autonomy or 'none'}.")
             result = approve_and_deliver(result, config, target, sandbox, autonomy)
             status = "awaiting_approval" if result.status == "awaiting_approval" else "fixed"
-            state.record = state.record.model_copy(update={"status": status})
+            progress.record = progress.record.model_copy(update={"status": status})
             result = result.model_copy(update={"heal_status": status})
     finally:
         unlock_repository(target.root, mission_id)
-    _finish(state.record, target, config, layout, notifier, result)
+    _finish(progress.record, target, config, layout, notifier, result)
     return result
 
 
@@ -206,23 +206,23 @@ def _finish(record: HealRecord, target: RepoTarget, config: MendflowConfig,
 
 
 def _result(record: HealRecord, target: RepoTarget, config: MendflowConfig,
-            flow_run_id: str | None, *, state: HealState | None = None,
+            flow_run_id: str | None, *, progress: HealProgress | None = None,
             reason: str | None = None) -> HealResult:
-    sandbox = state.sandbox if state else None
+    sandbox = progress.sandbox if progress else None
     return HealResult(
         mission_id=f"heal-{record.fingerprint}", flow_run_id=flow_run_id,
         status="completed", repository=str(target.root),
         base_commit=sandbox.base_commit if sandbox else target.head_commit,
         branch=f"mendflow/heal-{record.fingerprint}",
-        findings=(state.finding,) if state else (),
-        patches=tuple(state.outcomes) if state else (),
-        quality_score=QualityScore(before=state.baseline_score, after=state.score)
-        if state else QualityScore(before=0.0, after=0.0),
+        findings=(progress.finding,) if progress else (),
+        patches=tuple(progress.outcomes) if progress else (),
+        quality_score=QualityScore(before=progress.baseline_score, after=progress.score)
+        if progress else QualityScore(before=0.0, after=0.0),
         report_dir=str(StateLayout.of(config.mission.state_dir).root / "heal"),
         stop_reason=reason or record.reason,
         exit_code=0 if record.status == "fixed" else 2, worktree=str(sandbox.path) if sandbox
         else None, fingerprint=record.fingerprint,
-        reproduction_test=state.reproduction_test if state else None,
+        reproduction_test=progress.reproduction_test if progress else None,
         heal_status=record.status, reason=reason or record.reason, attempts=record.attempts,
         commit=record.commit)
 

@@ -36,7 +36,7 @@ from mendflow.tasks.vcs import commit_accepted_patch
 
 
 @dataclass
-class HealState:
+class HealProgress:
     """What a heal run accumulates (flow-local)."""
 
     record: HealRecord
@@ -65,87 +65,87 @@ def heal_policy(config: MendflowConfig) -> LLMPolicy:
         "max_attempts": heal.max_attempts})
 
 
-def attempt_heals(state: HealState) -> HealState:
+def attempt_heals(progress: HealProgress) -> HealProgress:
     """Up to ``heal.max_attempts`` attempts; the record says how it ended.
 
     Raises:
         LLMError: a model call failed for good.
     """
-    config = state.config
-    state.baseline = measure(state.sandbox, state.env, config, label="baseline")
-    state.baseline_score = state.score = state.baseline.score
+    config = progress.config
+    progress.baseline = measure(progress.sandbox, progress.env, config, label="baseline")
+    progress.baseline_score = progress.score = progress.baseline.score
     policy = heal_policy(config)
     feedback: str | None = None
     attempts: list[HealAttempt] = []
     for number in range(1, config.heal.max_attempts + 1):
-        capped = reserve_slot(state.layout, "calls", config.heal.max_calls_per_hour)
+        capped = reserve_slot(progress.layout, "calls", config.heal.max_calls_per_hour)
         if capped:
-            return _end(state, attempts, "refused", capped)
-        proposal = ask_heal(config.fixer, state.sandbox, state.finding, policy, config.gates,
+            return _end(progress, attempts, "refused", capped)
+        proposal = ask_heal(config.fixer, progress.sandbox, progress.finding, policy, config.gates,
                             feedback, number)
         if proposal.kind == "external":
             attempts.append(_attempt(number, proposal, proposal.reason))
-            return _end(state, attempts, "external", proposal.reason)
+            return _end(progress, attempts, "external", proposal.reason)
         if proposal.kind in ("declined", "budget"):
             attempts.append(_attempt(number, proposal, proposal.reason))
-            return _end(state, attempts, "refused", proposal.reason)
-        reason = proposal.reason if proposal.kind == "refused" else _try(state, proposal)
+            return _end(progress, attempts, "refused", proposal.reason)
+        reason = proposal.reason if proposal.kind == "refused" else _try(progress, proposal)
         attempts.append(_attempt(number, proposal, reason or ""))
         if not reason:
-            commit = commit_accepted_patch(state.sandbox, proposal.patch,
-                                           f"heal {state.group.fingerprint}: reproduced by "
+            commit = commit_accepted_patch(progress.sandbox, proposal.patch,
+                                           f"heal {progress.group.fingerprint}: reproduced by "
                                            f"{', '.join(proposal.test_files)}",
-                                           state.layout.root / "heal" / "backups")
-            state.reproduction_test = proposal.test_files[0]
-            state.outcomes[-1] = state.outcomes[-1].model_copy(update={"commit": commit.commit})
-            state.record = state.record.model_copy(update={
-                "commit": commit.commit, "branch": state.sandbox.branch})
-            return _end(state, attempts, "fixed", "")
+                                           progress.layout.root / "heal" / "backups")
+            progress.reproduction_test = proposal.test_files[0]
+            progress.outcomes[-1] = progress.outcomes[-1].model_copy(update={"commit": commit.commit})
+            progress.record = progress.record.model_copy(update={
+                "commit": commit.commit, "branch": progress.sandbox.branch})
+            return _end(progress, attempts, "fixed", "")
         feedback = reason
-    return _end(state, attempts, "refused", f"no valid reproduction and fix in "
+    return _end(progress, attempts, "refused", f"no valid reproduction and fix in "
                 f"{config.heal.max_attempts} attempt(s); last: {feedback}")
 
 
-def _try(state: HealState, proposal: HealProposal) -> str | None:
+def _try(progress: HealProgress, proposal: HealProposal) -> str | None:
     """Reproduce, fix, validate one proposal; None when accepted (left applied), else why not."""
     assert proposal.test_patch is not None and proposal.patch is not None
-    repo = repo_files(state.sandbox.path)
-    tools, tests = state.config.tools, proposal.test_files
-    apply_patch(state.sandbox, proposal.test_patch)
+    repo = repo_files(progress.sandbox.path)
+    tools, tests = progress.config.tools, proposal.test_files
+    apply_patch(progress.sandbox, proposal.test_patch)
     try:
-        before = run_reproduction(state.sandbox, state.env, tools, tests)
+        before = run_reproduction(progress.sandbox, progress.env, tools, tests)
     finally:
-        reset_sandbox(state.sandbox, proposal.test_patch)
-    verdict = judge_reproduction(before, state.group, repo, fixed=False)
+        reset_sandbox(progress.sandbox, proposal.test_patch)
+    verdict = judge_reproduction(before, progress.group, repo, fixed=False)
     if not verdict.ok:
         return f"reproduction-invalid: {verdict.reason}"
     patch = proposal.patch
-    apply_patch(state.sandbox, patch)
+    apply_patch(progress.sandbox, patch)
     accepted = False
     try:
-        after = run_reproduction(state.sandbox, state.env, tools, tests)
-        verdict = judge_reproduction(after, state.group, repo, fixed=True)
+        after = run_reproduction(progress.sandbox, progress.env, tools, tests)
+        verdict = judge_reproduction(after, progress.group, repo, fixed=True)
         if not verdict.ok:
             return f"fix-invalid: {verdict.reason}"
-        gates = state.config.gates.model_copy(update={"allow_test_changes": True})
-        syntax = check_patch_syntax(state.sandbox, patch)
-        assert state.baseline is not None
-        measured = measure(state.sandbox, state.env, state.config, label=f"heal {patch.id}") \
-            if syntax.passed else state.baseline
-        report = judge_patch(opaque(state.baseline), opaque(measured), patch, gates, syntax)
-        state.outcomes.append(PatchOutcome(
+        gates = progress.config.gates.model_copy(update={"allow_test_changes": True})
+        syntax = check_patch_syntax(progress.sandbox, patch)
+        assert progress.baseline is not None
+        measured = measure(progress.sandbox, progress.env, progress.config, label=f"heal {patch.id}") \
+            if syntax.passed else progress.baseline
+        report = judge_patch(opaque(progress.baseline), opaque(measured), patch, gates, syntax)
+        progress.outcomes.append(PatchOutcome(
             id=patch.id, finding_ids=patch.finding_ids, fixer=patch.fixer,
             status="accepted" if report.accepted else "rejected", reason=report.reason,
             title=patch.title, files=patch.files, confidence=patch.confidence,
             validation=report.model_copy(update={"after": None})))
         if not report.accepted:
             return f"gates: {report.reason}\n{format_feedback(report)}"
-        state.score = measured.score
+        progress.score = measured.score
         accepted = True
         return None
     finally:
         if not accepted:
-            reset_sandbox(state.sandbox, patch)
+            reset_sandbox(progress.sandbox, patch)
 
 
 def _attempt(number: int, proposal: HealProposal, reason: str) -> HealAttempt:
@@ -154,7 +154,7 @@ def _attempt(number: int, proposal: HealProposal, reason: str) -> HealAttempt:
                        reproduction_test=proposal.test_files[0] if proposal.test_files else None)
 
 
-def _end(state: HealState, attempts: list[HealAttempt], status: str, reason: str) -> HealState:
-    state.record = state.record.model_copy(update={
-        "status": status, "reason": reason, "attempts": (*state.record.attempts, *attempts)})
-    return state
+def _end(progress: HealProgress, attempts: list[HealAttempt], status: str, reason: str) -> HealProgress:
+    progress.record = progress.record.model_copy(update={
+        "status": status, "reason": reason, "attempts": (*progress.record.attempts, *attempts)})
+    return progress

@@ -2,7 +2,7 @@
 
 Every run of the target's code (pytest and coverage, and whatever its conftest
 starts) runs under bubblewrap with no network, a read-only filesystem except
-the worktree, a private /tmp and the sandbox's tool state, no view of the
+the worktree, a private /tmp and the sandbox's tool home, no view of the
 user's home or of mendflow's state, and resource limits. Part of the one
 validated config; import it from :mod:`mendflow.core.config`.
 """

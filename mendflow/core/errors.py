@@ -19,7 +19,7 @@ clear line instead of a traceback::
     │   └── ForgeError            exit 1   a forge (GitHub, GitLab) refused or failed a request
     ├── ApprovalError             exit 1   an approve/reject command cannot act on the run
     ├── NotificationFailed        exit 1   a notification block could not send a message
-    ├── UserStateChanged          exit 1   the user's checkout moved during the mission
+    ├── CheckoutChanged           exit 1   the user's checkout moved during the mission
     ├── MissionInterrupted        exit 130 SIGINT/SIGTERM; the sandbox is consistent
     ├── CrashLoop                 exit 1   a served run kept dying: auto-resume stopped
     ├── MissionLocked             exit 1   another live mission holds the repository's lock
@@ -190,7 +190,7 @@ class NotificationFailed(MendflowError):
     """A Prefect notification block could not deliver a message."""
 
 
-class UserStateChanged(MendflowError):
+class CheckoutChanged(MendflowError):
     """The user's working tree, index or branches differ from before the mission."""
 
 

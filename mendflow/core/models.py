@@ -171,7 +171,7 @@ class RepoTarget(Contract):
     scope_path: str = Field(description="POSIX path relative to root; '.' for the project")
 
 
-class UserState(Contract):
+class CheckoutSnapshot(Contract):
     """A snapshot of what a mission must never change in the user's checkout."""
 
     status_porcelain: str

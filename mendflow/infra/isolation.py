@@ -7,12 +7,12 @@ the command line is::
     bwrap --die-with-parent --new-session --unshare-net --unshare-pid --unshare-ipc
           --unshare-uts --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /run
           --tmpfs <hidden>...  --ro-bind <interpreter dirs>...
-          --bind <worktree> --bind <tool state> --bind <extra writable>...
+          --bind <worktree> --bind <tool home> --bind <extra writable>...
           --remount-ro <hidden>...  --chdir <worktree>
           -- prlimit --as=... --nproc=... --fsize=... --cpu=... -- <argv>
 
 so the code sees the machine read-only, writes only to the worktree, the
-sandbox's tool state (its private HOME and caches) and a private /tmp, cannot
+sandbox's tool home (its private HOME and caches) and a private /tmp, cannot
 see the user's home, mendflow's state dir or the user's checkout (each an
 empty read-only directory), has only a loopback of its own, and dies with
 mendflow. ``RLIMIT_NPROC`` does not bind root, so as root the process count is
@@ -36,7 +36,7 @@ from pathlib import Path
 from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits
 from mendflow.core.errors import SandboxError
 from mendflow.core.models import Isolation, TargetEnv
-from mendflow.infra.layout import tool_state_path
+from mendflow.infra.layout import tool_home_path
 from mendflow.infra.runner import ProcessResult, run_process
 
 PROBE_TIMEOUT_S = 30.0
@@ -212,7 +212,7 @@ def run_isolated(argv: Sequence[str | os.PathLike[str]], *, target_env: TargetEn
     isolation = target_env.isolation
     if isolation.backend == "none":
         return run_process(command, cwd=worktree, timeout_s=timeout_s, env=env)
-    state = tool_state_path(worktree)
+    state = tool_home_path(worktree)
     state.mkdir(parents=True, exist_ok=True)
     # the target's interpreter, and mendflow's own (its mypy runs the repository's plugins)
     readable = tuple(dict.fromkeys((*interpreter_dirs(target_env.python),

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 
-def tool_state_path(worktree: Path) -> Path:
+def tool_home_path(worktree: Path) -> Path:
     """Where the tools' private HOME and caches of one sandbox live: beside its worktree.
 
     Args:

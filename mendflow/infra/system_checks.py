@@ -251,7 +251,7 @@ def _git_knows(path: Path) -> bool:
 def _stale_state_dirs(root: Path, live: set[str]) -> list[Path]:
     """The entries of ``<state>/worktrees`` that no live lock holds and git does not know.
 
-    A tool-state directory ``.<mission>.mendflow-tools`` (tasks.detect.common) goes
+    A tool-home directory ``.<mission>.mendflow-tools`` (tasks.detect.common) goes
     with its mission's worktree: it is stale when that worktree is missing or stale.
     """
     entries = sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink()) if root.is_dir() else []
@@ -272,7 +272,7 @@ def _stale_state_dirs(root: Path, live: set[str]) -> list[Path]:
 def check_state_worktrees(layout: StateLayout, repair: bool = False) -> Check:
     """Find directories under ``<state>/worktrees`` that git no longer knows and no live lock holds.
 
-    A mission's tool-state directory (``.<mission>.mendflow-tools``) is stale
+    A mission's tool-home directory (``.<mission>.mendflow-tools``) is stale
     with its worktree. With ``repair`` they are deleted (a symbolic link is
     unlinked, never followed).
     """

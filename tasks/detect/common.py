@@ -1,4 +1,4 @@
-"""Helpers shared by the detectors: tool state outside the worktree, paths, repo configs.
+"""Helpers shared by the detectors: the tools' home outside the worktree, paths, repo configs.
 
 Every detector runs its tool in the sandbox worktree with a private HOME and
 caches that live *beside* the worktree (never inside it), so that a
@@ -16,7 +16,7 @@ from typing import Any
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, ToolResult
 from mendflow.infra.gitops import run_git
-from mendflow.infra.layout import tool_state_path
+from mendflow.infra.layout import tool_home_path
 from mendflow.infra.runner import ProcessResult, sandbox_environ
 
 if sys.version_info >= (3, 11):
@@ -34,8 +34,8 @@ VENDORED_DIR_NAMES = frozenset({"site-packages", "node_modules", "__pycache__"})
 OUTPUT_TAIL_LINES = 40
 
 
-def tool_state_dir(sandbox: Sandbox) -> Path:
-    """Return (creating it) the per-sandbox directory for tool state, beside the worktree.
+def tool_home_dir(sandbox: Sandbox) -> Path:
+    """Return (creating it) the per-sandbox directory of the tools' HOME and caches.
 
     It holds the tools' private HOME and mypy's cache.
 
@@ -45,7 +45,7 @@ def tool_state_dir(sandbox: Sandbox) -> Path:
     Returns:
         ``<worktree parent>/.<worktree name>.mendflow-tools``.
     """
-    path = tool_state_path(sandbox.path)
+    path = tool_home_path(sandbox.path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -64,7 +64,7 @@ def tool_environ(sandbox: Sandbox, extra: dict[str, str] | None = None) -> dict[
     Returns:
         The environment mapping for :func:`mendflow.infra.runner.run_process`.
     """
-    state = tool_state_dir(sandbox)
+    state = tool_home_dir(sandbox)
     variables = {"PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
     variables.update(extra or {})
     return sandbox_environ(home=state / "home", extra=variables)

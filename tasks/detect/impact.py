@@ -28,7 +28,7 @@ from pathlib import Path
 from unidiff import PatchSet
 
 from mendflow.core.models import Patch
-from mendflow.tasks.detect.common import is_test_path, relative_posix, tool_state_dir
+from mendflow.tasks.detect.common import is_test_path, relative_posix, tool_home_dir
 
 PLUGIN_MODULE = "mendflow_impact_contexts"
 PLUGIN_SOURCE = '''\
@@ -61,7 +61,7 @@ def write_plugin(directory: Path) -> None:
 
 def impact_path(sandbox, tree: str) -> Path:
     """Where the impact map of one measured tree is kept (beside the worktree)."""
-    folder = tool_state_dir(sandbox) / "impact"
+    folder = tool_home_dir(sandbox) / "impact"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{tree}.json"
 

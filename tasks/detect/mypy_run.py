@@ -30,7 +30,7 @@ from mendflow.tasks.detect.common import (
     read_ini,
     relative_posix,
     tool_environ,
-    tool_state_dir,
+    tool_home_dir,
     tool_table,
 )
 
@@ -103,7 +103,7 @@ def discover_mypy_targets(root: Path) -> list[str]:
 def mypy_command(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
                  targets: list[str]) -> list[str]:
     """Build ``python -m mypy -O json ...`` (mendflow's interpreter, target's packages)."""
-    cache = tool_state_dir(sandbox) / "mypy-cache"
+    cache = tool_home_dir(sandbox) / "mypy-cache"
     return [sys.executable, "-m", "mypy", "-O", "json", "--cache-dir", str(cache),
             "--hide-error-context", "--no-error-summary", "--show-column-numbers",
             "--python-executable", str(env.python), *tools.mypy.args, *targets]

@@ -16,7 +16,7 @@ from mendflow.infra.gitops import (
     rev_parse,
     run_git,
 )
-from mendflow.infra.layout import StateLayout, tool_state_path
+from mendflow.infra.layout import StateLayout, tool_home_path
 from mendflow.tasks.sandbox.patching import apply_to_worktree, hash_worktree, reset_worktree
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class WorktreeSandbox(_GitTreeOps):
     def remove(self, sandbox: Sandbox) -> None:
         """``git worktree remove --force``; the branch and base ref are kept.
 
-        The tools' state beside the worktree (their private HOME and mypy's
+        The tools' home beside the worktree (their private HOME and mypy's
         cache, ``.<name>.mendflow-tools``) goes with it.
 
         Raises:
@@ -93,7 +93,7 @@ class WorktreeSandbox(_GitTreeOps):
         for entry in list_worktrees(sandbox.repo_root):
             if Path(entry["worktree"]).resolve() == wanted:
                 run_git(sandbox.repo_root, "worktree", "remove", "--force", str(sandbox.path))
-                shutil.rmtree(tool_state_path(sandbox.path), ignore_errors=True)
+                shutil.rmtree(tool_home_path(sandbox.path), ignore_errors=True)
                 return
         if sandbox.path.exists():
             raise SandboxError("the directory is not a registered worktree; not removing it",

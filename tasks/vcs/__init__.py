@@ -3,8 +3,8 @@
 mendflow works on the *committed* HEAD of the user's repository; uncommitted
 changes in the user's checkout are not part of a mission (they are reported
 with a warning and left alone). Every change happens in a sandbox worktree on
-branch ``mendflow/<mission-id>``; :func:`snapshot_user_state` and
-:func:`verify_user_state` prove the user's status, branches, tags and HEAD did
+branch ``mendflow/<mission-id>``; :func:`snapshot_checkout` and
+:func:`verify_checkout` prove the user's status, branches, tags and HEAD did
 not move.
 
 Each accepted patch becomes one commit whose message ends with the trailers
@@ -19,24 +19,24 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.core.models import CommitRecord, Patch, RepoTarget, Sandbox, UserState
+from mendflow.core.models import CheckoutSnapshot, CommitRecord, Patch, RepoTarget, Sandbox
 from mendflow.infra.gitops import base_ref, check_mission_id, mission_branch, retry_on_sandbox_error
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.vcs.commit import commit_message, commit_patch, find_patch_commit, identity_env
 from mendflow.tasks.vcs.repository import (
     ScopeName,
     resolve_repository,
-    snapshot_user_state,
+    snapshot_checkout,
     uncommitted_changes,
-    verify_user_state,
+    verify_checkout,
 )
 from mendflow.tasks.vcs.rollback import rollback_mission
 
 __all__ = [
     "ScopeName", "base_ref", "check_mission_id", "commit_accepted_patch", "commit_message",
     "commit_patch", "find_patch_commit", "identity_env", "mission_branch", "resolve_repository",
-    "resolve_target", "rollback_mission", "snapshot_user_checkout", "snapshot_user_state",
-    "uncommitted_changes", "verify_user_checkout", "verify_user_state",
+    "resolve_target", "rollback_mission", "snapshot_user_checkout", "snapshot_checkout",
+    "uncommitted_changes", "verify_user_checkout", "verify_checkout",
 ]
 
 
@@ -57,15 +57,15 @@ def resolve_target(path: str | Path, scope: ScopeName = "auto") -> RepoTarget:
 
 @task(name="snapshot-user-checkout", timeout_seconds=300,
       cache_policy=NO_CACHE, **transient_retries(1))
-def snapshot_user_checkout(root: Path) -> UserState:
-    """Prefect task around :func:`snapshot_user_state`."""
-    return snapshot_user_state(root)
+def snapshot_user_checkout(root: Path) -> CheckoutSnapshot:
+    """Prefect task around :func:`snapshot_checkout`."""
+    return snapshot_checkout(root)
 
 
 @task(name="verify-user-checkout", retries=0, timeout_seconds=300, cache_policy=NO_CACHE)
-def verify_user_checkout(root: Path, before: UserState) -> None:
-    """Prefect task around :func:`verify_user_state`."""
-    verify_user_state(root, before)
+def verify_user_checkout(root: Path, before: CheckoutSnapshot) -> None:
+    """Prefect task around :func:`verify_checkout`."""
+    verify_checkout(root, before)
 
 
 @task(name="commit-accepted-patch", timeout_seconds=300,  cache_policy=NO_CACHE,

@@ -2,8 +2,8 @@
 
 mendflow works on the *committed* HEAD of the user's repository; uncommitted
 changes in the user's checkout are not part of a mission (they are reported
-with a warning and left alone). :func:`snapshot_user_state` and
-:func:`verify_user_state` prove the user's status, branches, tags and HEAD did
+with a warning and left alone). :func:`snapshot_checkout` and
+:func:`verify_checkout` prove the user's status, branches, tags and HEAD did
 not move during a mission.
 """
 
@@ -14,8 +14,8 @@ from typing import Literal
 
 import git
 
-from mendflow.core.errors import ConfigError, RepositoryError, UserStateChanged
-from mendflow.core.models import RepoTarget, UserState
+from mendflow.core.errors import CheckoutChanged, ConfigError, RepositoryError
+from mendflow.core.models import CheckoutSnapshot, RepoTarget
 from mendflow.infra.gitops import rev_parse, run_git
 
 ScopeName = Literal["auto", "project", "directory", "file"]
@@ -134,7 +134,7 @@ def uncommitted_changes(root: Path) -> list[str]:
 # --- the user's checkout --------------------------------------------------------------
 
 
-def snapshot_user_state(root: Path) -> UserState:
+def snapshot_checkout(root: Path) -> CheckoutSnapshot:
     """Record what a mission must never change in the user's checkout.
 
     Read-only: runs ``git --no-optional-locks status`` (no index refresh is written).
@@ -160,21 +160,21 @@ def snapshot_user_state(root: Path) -> UserState:
         if name and not name.startswith("refs/heads/mendflow/"):
             refs[name] = sha
     head = run_git(root, "symbolic-ref", "-q", "HEAD", check=False).strip()
-    return UserState(status_porcelain=status, refs=refs, head=head or rev_parse(root, "HEAD") or "")
+    return CheckoutSnapshot(status_porcelain=status, refs=refs, head=head or rev_parse(root, "HEAD") or "")
 
 
-def verify_user_state(root: Path, before: UserState) -> None:
-    """Check that the user's checkout is exactly as :func:`snapshot_user_state` saw it.
+def verify_checkout(root: Path, before: CheckoutSnapshot) -> None:
+    """Check that the user's checkout is exactly as :func:`snapshot_checkout` saw it.
 
     Args:
         root: the user's repository root.
         before: the snapshot taken before the mission.
 
     Raises:
-        UserStateChanged: the status, a branch or tag, or HEAD differs; the
+        CheckoutChanged: the status, a branch or tag, or HEAD differs; the
             message names each difference.
     """
-    after = snapshot_user_state(root)
+    after = snapshot_checkout(root)
     problems = []
     if after.head != before.head:
         problems.append(f"HEAD moved from {before.head} to {after.head}")
@@ -191,7 +191,7 @@ def verify_user_state(root: Path, before: UserState) -> None:
     if problems:
         shown = "; ".join(problems[:12]) + (f"; ... {len(problems) - 12} more"
                                             if len(problems) > 12 else "")
-        raise UserStateChanged(f"the checkout changed during the mission: {shown}",
+        raise CheckoutChanged(f"the checkout changed during the mission: {shown}",
                                subject=str(root),
                                hint="mendflow never writes to your checkout: another program "
                                     "changed it meanwhile. The mission's commits are on its "

@@ -11,7 +11,7 @@ import yaml
 
 from mendflow.core.errors import ConfigError, RepositoryError
 from mendflow.flows.mission import maintenance_mission
-from mendflow.tasks.vcs import snapshot_user_state
+from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -50,12 +50,12 @@ def test_mission_commits_accepted_fix_and_leaves_checkout_alone(make_repo, tmp_p
     repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": LIB, "tests/test_lib.py": TESTS})
     (repo / "scratch.txt").write_text("user's uncommitted work\n")  # untracked, must survive
     (repo / "pkg/lib.py").write_text(LIB + "\n# local edit\n")       # modified, must survive
-    before = snapshot_user_state(repo)
+    before = snapshot_checkout(repo)
     config = write_config(tmp_path, mission={"target_score": 100, "max_iterations": 2})
 
     result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="t-accept")
 
-    assert snapshot_user_state(repo) == before
+    assert snapshot_checkout(repo) == before
     accepted = [p for p in result.patches if p.status == "accepted"]
     assert accepted and all(p.commit for p in accepted)
     assert any(f.rule == "F401" for f in result.findings)

@@ -21,7 +21,7 @@ import yaml
 from mendflow.core.models import Finding, MissionResult
 from mendflow.flows.mission import maintenance_mission
 from mendflow.tasks.detect.pytest_hangs import PLAN_ENV
-from mendflow.tasks.vcs import snapshot_user_state
+from mendflow.tasks.vcs import snapshot_checkout
 from tests.fakes import fake_messages_api as api
 from tests.fixtures.bugs import BUG_NAMES, apply_fix, load_bug, project_files
 from tests.helpers.git import git
@@ -93,7 +93,7 @@ def test_mission_fixes_the_bug_with_claude(name, make_repo, tmp_path, fake_anthr
     bug = load_bug(name)
     files = project_files(name)
     repo = make_repo(files)
-    before = snapshot_user_state(repo)
+    before = snapshot_checkout(repo)
     fake_anthropic.enqueue(reply(bug.fix))
     config = write_config(tmp_path, claude_section(fake_anthropic), mypy="mypy" in bug.tools)
     mission_id = f"llm-{name.replace('_', '-')}"
@@ -119,7 +119,7 @@ def test_mission_fixes_the_bug_with_claude(name, make_repo, tmp_path, fake_anthr
         assert not [f for f in result.final_findings
                     if f.source == "pytest" and f.test_id == bug.finding["test_id"]]
     assert result.status == "completed" and worktree_status(result) == ""
-    assert snapshot_user_state(repo) == before
+    assert snapshot_checkout(repo) == before
     assert (repo / changed[0]).read_text(encoding="utf-8") == files[changed[0]]
     # every model call is accounted for, and it went out as the protocol says
     assert result.llm_usage.calls == len(fake_anthropic.requests) == 1

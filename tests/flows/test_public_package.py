@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mendflow.flows.mission import maintenance_mission
-from mendflow.tasks.vcs import snapshot_user_state
+from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -38,7 +38,7 @@ def sdist_repo(tmp_path_factory) -> Path:
 
 
 def test_mission_on_a_real_public_package(sdist_repo, tmp_path):
-    before = snapshot_user_state(sdist_repo)
+    before = snapshot_checkout(sdist_repo)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
@@ -63,6 +63,6 @@ def test_mission_on_a_real_public_package(sdist_repo, tmp_path):
             assert patch.reason
     accepted = [p for p in result.patches if p.status == "accepted"]
     assert result.quality_score.after >= result.quality_score.before or not accepted
-    assert snapshot_user_state(sdist_repo) == before
+    assert snapshot_checkout(sdist_repo) == before
     report = Path(result.report_dir) / "final_maintenance_report.md"
     assert "toolz-real" in report.read_text()

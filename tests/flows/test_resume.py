@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mendflow.infra.flow_runs import read_task_runs
-from mendflow.tasks.vcs import snapshot_user_state
+from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git
 
 pytestmark = pytest.mark.slow
@@ -123,7 +123,7 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     ref_repo, ref, ref_runs = reference
     repo = make_repo(FILES, name="target")
     (repo / "notes.txt").write_text("the user's own untracked work\n")
-    before = snapshot_user_state(repo)
+    before = snapshot_checkout(repo)
     mission = "crash-" + marker.split()[0]
 
     proc = start(["mission", "run", str(repo), "--config", str(config), "--mission-id", mission],
@@ -157,7 +157,7 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     first = mission_runs(env, mission)[0]
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(UUID(first)).state.type.value == "CRASHED"
-    assert snapshot_user_state(repo) == before
+    assert snapshot_checkout(repo) == before
 
 
 def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):

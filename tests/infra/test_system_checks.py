@@ -180,7 +180,7 @@ def test_leftover_worktree_dirs_are_removed_unless_git_or_a_live_lock_holds_them
     (ghost / "pkg" / "a.py").write_text("x = 1\n")
     held = root / "m-held"
     held.mkdir()
-    # tool state (tasks.detect.common.tool_state_dir) goes with its mission's worktree
+    # tool state (tasks.detect.common.tool_home_dir) goes with its mission's worktree
     tools = {name: root / f".{name}.mendflow-tools" for name in ("m-valid", "m-ghost", "m-held",
                                                                   "m-removed")}
     for path in tools.values():

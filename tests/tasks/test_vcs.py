@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.core.errors import ConfigError, PatchRejected, RepositoryError, UserStateChanged
+from mendflow.core.errors import CheckoutChanged, ConfigError, PatchRejected, RepositoryError
 from mendflow.infra.gitops import replay_ref
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.sandbox import WorktreeSandbox, drop_replay_ref, rewind_worktree
@@ -17,9 +17,9 @@ from mendflow.tasks.vcs import (
     resolve_repository,
     resolve_target,
     rollback_mission,
-    snapshot_user_state,
+    snapshot_checkout,
     uncommitted_changes,
-    verify_user_state,
+    verify_checkout,
 )
 from tests.helpers.git import git
 from tests.helpers.sandbox import FILES, git_diff, make_patch, sha256
@@ -137,25 +137,25 @@ def test_snapshot_and_verify(make_repo):
     git(root, "tag", "v1")
     (root / "pkg" / "core.py").write_text("# dirty\n")
     (root / "notes.txt").write_text("untracked\n")
-    before = snapshot_user_state(root)
+    before = snapshot_checkout(root)
     assert before.head == "refs/heads/main"
     assert set(before.refs) == {"refs/heads/main", "refs/tags/v1"}
     assert " M pkg/core.py\0" in before.status_porcelain
     assert "?? notes.txt\0" in before.status_porcelain
     git(root, "branch", "mendflow/m-abc")  # mendflow's own branches are not the user's
-    verify_user_state(root, before)
+    verify_checkout(root, before)
 
     (root / "other.txt").write_text("new\n")
-    with pytest.raises(UserStateChanged, match="other.txt"):
-        verify_user_state(root, before)
+    with pytest.raises(CheckoutChanged, match="other.txt"):
+        verify_checkout(root, before)
     (root / "other.txt").unlink()
     git(root, "branch", "feature")
-    with pytest.raises(UserStateChanged, match="refs/heads/feature"):
-        verify_user_state(root, before)
+    with pytest.raises(CheckoutChanged, match="refs/heads/feature"):
+        verify_checkout(root, before)
     git(root, "branch", "-D", "feature")
     git(root, "checkout", "-q", "--detach")
-    with pytest.raises(UserStateChanged, match="HEAD moved"):
-        verify_user_state(root, before)
+    with pytest.raises(CheckoutChanged, match="HEAD moved"):
+        verify_checkout(root, before)
 
 
 # --- commit_patch -----------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_user_checkout_untouched_by_everything(make_repo, tmp_path):
     (root / "scratch" / "notes.py").write_text("untracked = True\n")
     status = git(root, "status", "--porcelain")
     index = (root / ".git" / "index").read_bytes()
-    before = snapshot_user_state(root)
+    before = snapshot_checkout(root)
 
     backend = WorktreeSandbox()
     box = backend.create(resolve_repository(root), "m-user-1", home())
@@ -360,7 +360,7 @@ def test_user_checkout_untouched_by_everything(make_repo, tmp_path):
     rollback_mission(root, "m-user-1")
     backend.remove(box)
 
-    verify_user_state(root, before)
+    verify_checkout(root, before)
     assert git(root, "status", "--porcelain") == status
     assert (root / ".git" / "index").read_bytes() == index
     assert (root / "pkg" / "core.py").read_text() == "# my uncommitted work\n"
