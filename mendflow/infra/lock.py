@@ -1,41 +1,43 @@
-"""One mission per repository: a lock file in mendflow's state directory.
+"""One mission per repository: an flock held for the whole mission, plus a record of its holder.
 
-The lock of a repository is ``<state>/locks/<key>.json`` where ``key`` is the
-first 16 hex digits of the SHA-256 of the repository's real path. It holds the
-mission id, the pid, host name and creation time (psutil) of the process that
-runs it, when it started and the repository. It is created atomically
-(``O_CREAT | O_EXCL``), so two missions can never both hold it.
+The mutual exclusion is ``filelock.FileLock`` (``flock(2)``) on
+``<state>/locks/<key>.lock``, where ``key`` is the first 16 hex digits of the
+SHA-256 of the repository's real path. It is taken when the mission starts and
+held (the file stays open) until it ends; when the holder dies, even by
+SIGKILL, the kernel releases it, so no crash can leave the repository locked.
 
-A lock whose process is dead, or whose pid now belongs to another process
-(its creation time differs), is *stale*: the next mission takes it over and
-says so. A lock held by a live process raises :class:`~mendflow.core.errors.MissionLocked`.
-Checks and changes are serialised between processes by ``flock`` on
-``<state>/locks/.guard``, so two missions taking over the same stale lock
-cannot both win.
+Beside it, ``<state>/locks/<key>.json`` records the holder: the mission id, the
+pid, host name and creation time (psutil) of the process that runs it, when it
+started and the repository. Only the flock's holder writes it (atomically). It
+names the holder in :class:`~mendflow.core.errors.MissionLocked`, lets a mission
+re-enter its own lock, and lists the locks for ``mendflow doctor``. A record
+whose process is dead, or whose pid now belongs to another process (its
+creation time differs), is *stale*: the next mission takes it over and says so.
+A record of a live process, or of a process on another host (which cannot be
+checked from here), keeps the repository locked even when the flock is free (a
+holder that does not use it, or a filesystem without flock across hosts).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
+from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mendflow.core.errors import MissionLocked
+from mendflow.infra.files import write_atomic
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.owned_processes import current_process, is_alive
 
 log = logging.getLogger(__name__)
-_GUARD = ".guard"
 
 
 class LockInfo(BaseModel):
@@ -74,8 +76,26 @@ def locks_dir(layout: StateLayout) -> Path:
 
 
 def lock_path(repo_root: Path, layout: StateLayout) -> Path:
-    """Return the lock file of a repository (it may not exist)."""
+    """Return the holder record of a repository's lock (``<key>.json``; it may not exist)."""
     return locks_dir(layout) / f"{repo_key(repo_root)}.json"
+
+
+def _flock(record: Path) -> FileLock:
+    """The flock beside a holder record (``<key>.lock``), not yet taken.
+
+    Not thread-local: a mission takes it in one task and releases it in another,
+    possibly on another thread of the same process.
+    """
+    return FileLock(record.with_suffix(".lock"), timeout=0, thread_local=False)
+
+
+def _try_flock(lock: FileLock) -> bool:
+    """Take the flock without waiting; False if another open file holds it."""
+    try:
+        lock.acquire()
+    except Timeout:
+        return False
+    return True
 
 
 def is_stale(info: LockInfo) -> bool:
@@ -127,31 +147,24 @@ def read_locks(layout: StateLayout) -> list[LockInfo]:
     return sorted(locks, key=lambda info: info.started_at)
 
 
-@contextlib.contextmanager
-def guarded(layout: StateLayout) -> Iterator[Path]:
-    """Hold the exclusive ``flock`` on ``<state>/locks/.guard``; yield the locks directory."""
-    directory = locks_dir(layout)
-    with open(directory / _GUARD, "a+b") as guard:
-        fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
-        try:
-            yield directory
-        finally:
-            fcntl.flock(guard.fileno(), fcntl.LOCK_UN)
-
-
 def remove_stale_lock(info: LockInfo, layout: StateLayout) -> bool:
     """Delete a lock file if it is (still) stale: the same content, and its process gone.
 
     Args:
         info: the lock, from :func:`read_locks`.
-        layout: mendflow's state directory, resolved.
+        layout: mendflow's state directory, resolved (unused: the record's own path
+            names its flock; kept so every call names the layout it works on).
 
     Returns:
-        True if the file was removed.
+        True if the file was removed; False when the flock is held (its mission runs) or
+        the record changed or is not stale.
     """
     if info.path is None:
         return False
-    with guarded(layout):
+    flock = _flock(info.path)
+    if not _try_flock(flock):
+        return False
+    try:
         try:
             current = _read(info.path)
         except ValueError:
@@ -160,9 +173,14 @@ def remove_stale_lock(info: LockInfo, layout: StateLayout) -> bool:
             return False
         info.path.unlink(missing_ok=True)
         return True
+    finally:
+        flock.release()
 
 
-def _locked_error(holder: LockInfo, repo: str) -> MissionLocked:
+def _locked_error(holder: LockInfo | None, repo: str) -> MissionLocked:
+    if holder is None:  # the holder has the flock but has not written its record yet
+        return MissionLocked("another mission is starting on this repository", subject=repo,
+                             hint="re-run when it has finished; `mendflow doctor` lists the locks")
     return MissionLocked(
         f"mission {holder.mission_id} is running on this repository (pid {holder.pid} on "
         f"{holder.hostname}, started {holder.started_at})",
@@ -192,81 +210,85 @@ class MissionLock:
         self.path = lock_path(Path(self.repo), layout)
         self.info: LockInfo | None = None
         self.stale: LockInfo | None = None
-        self._owned = False
+        self._flock = _flock(self.path)
 
     def acquire(self) -> LockInfo:
-        """Take the lock (or take over a stale one).
+        """Take the flock (for as long as this object holds it) and record the holder.
+
+        A record of this same process and mission is re-entered (nothing is taken,
+        and the matching :meth:`release` frees nothing). A record left by a dead
+        process is taken over (``stale``).
 
         Returns:
             The lock now held.
 
         Raises:
-            MissionLocked: a live process (or a process on another host) holds
-                it; the message names its mission, pid and start time.
+            MissionLocked: another process holds the flock, or a live process (or a
+                process on another host) is recorded; the message names its
+                mission, pid, host and start time.
         """
         pid, created = current_process()
-        with guarded(self.layout):
-            try:
-                held = _read(self.path)
-            except ValueError as err:  # written under the guard, so never half-written: corrupt
-                log.warning("%s; taking the lock over", err)
-                held = None
-                self.path.unlink(missing_ok=True)
-            if held is not None:
-                if (held.pid, held.hostname, held.mission_id) == (pid, socket.gethostname(),
-                                                                  self.mission_id) \
-                        and not is_stale(held):
-                    self.info = held  # this process already holds it: re-entrant, not ours to free
-                    return held
-                if not is_stale(held):
-                    raise _locked_error(held, self.repo)
-                log.warning("taking over the stale lock of mission %s (pid %s, started %s, "
-                            "no longer running) on %s", held.mission_id, held.pid,
-                            held.started_at, self.repo)
-                self.stale = held
-                self.path.unlink(missing_ok=True)
-            self.info = self._create(pid, created)
-            self._owned = True
-            return self.info
-
-    def _create(self, pid: int, created: float) -> LockInfo:
+        held = self._read_record()
+        if held is not None and not is_stale(held) and \
+                (held.pid, held.hostname, held.mission_id) == (pid, socket.gethostname(),
+                                                               self.mission_id):
+            self.info = held  # this process already holds it: re-entrant, not ours to free
+            return held
+        if not _try_flock(self._flock):
+            raise _locked_error(self._read_record(), self.repo)
+        held = self._read_record()  # what the last holder left, read under the flock
+        if held is not None and not is_stale(held):
+            self._flock.release()
+            raise _locked_error(held, self.repo)
+        if held is not None:
+            log.warning("taking over the stale lock of mission %s (pid %s, started %s, "
+                        "no longer running) on %s", held.mission_id, held.pid,
+                        held.started_at, self.repo)
+            self.stale = held
         info = LockInfo(mission_id=self.mission_id, pid=pid, hostname=socket.gethostname(),
                         create_time=created, repo=self.repo,
                         started_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat())
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:  # a process that does not use the guard (another host) won
-            held = _read(self.path)
-            raise _locked_error(held, self.repo) if held else MissionLocked(
-                "the repository's lock was taken concurrently", subject=self.repo,
-                hint="re-run when the other mission has finished") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(info.model_dump_json(indent=2))
-            handle.flush()
-            os.fsync(handle.fileno())
-        return info.model_copy(update={"path": self.path})
+            write_atomic(self.path, info.model_dump_json(indent=2), fsync=True)
+        except BaseException:
+            self._flock.release()
+            raise
+        self.info = info.model_copy(update={"path": self.path})
+        return self.info
+
+    def _read_record(self) -> LockInfo | None:
+        """The holder record, None if missing; a corrupt one is removed (it protects nothing)."""
+        try:
+            return _read(self.path)
+        except ValueError as err:
+            log.warning("%s; taking the lock over", err)
+            self.path.unlink(missing_ok=True)
+            return None
 
     def release(self) -> bool:
-        """Remove the lock file if this object created it and it still is ours.
+        """Remove the holder record if it still is ours, and free the flock.
 
         Returns:
-            True if the file was removed.
+            True if the record was removed; False when this object holds nothing
+            (a re-entry) or the record is no longer ours (it is then left alone).
         """
-        if not self._owned or self.info is None:
+        if not self._flock.is_locked or self.info is None:
             return False
-        self._owned = False
-        with guarded(self.layout):
+        try:
             try:
                 held = _read(self.path)
             except ValueError:
                 return False
             if held is None or (held.pid, held.hostname, held.mission_id, held.started_at) != (
-                    self.info.pid, self.info.hostname, self.info.mission_id, self.info.started_at):
+                    self.info.pid, self.info.hostname, self.info.mission_id,
+                    self.info.started_at):
                 log.warning("the lock of %s is no longer mission %s's; leaving it", self.repo,
                             self.mission_id)
                 return False
             self.path.unlink(missing_ok=True)
             return True
+        finally:
+            self._flock.release(force=True)
 
     def __enter__(self) -> MissionLock:
         self.acquire()

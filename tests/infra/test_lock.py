@@ -103,6 +103,17 @@ def test_a_mission_resumes_over_its_own_stale_lock(repo, holder):
         assert lock.info is not None and lock.info.pid == os.getpid()
 
 
+def test_the_flock_excludes_even_without_the_holder_record(repo, holder):
+    """The exclusion is the kernel's flock: deleting the record does not free the repository."""
+    lock_path(repo, home()).unlink()
+    with pytest.raises(MissionLocked, match="another mission is starting"):
+        MissionLock(repo, "m-two", home()).acquire()
+    holder.send_signal(signal.SIGKILL)  # the kernel releases a dead holder's flock
+    holder.wait()
+    with MissionLock(repo, "m-two", home()) as lock:
+        assert lock.stale is None and lock.info is not None
+
+
 def test_a_reused_pid_with_another_create_time_is_stale(repo):
     me = psutil.Process()
     fake = LockInfo(mission_id="ghost", pid=me.pid, hostname=os.uname().nodename,
