@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 CREATE_TIME_TOLERANCE_S = 0.05
 """Two creation times closer than this (seconds) are the same process (clock ticks are 0.01 s)."""
 _CORRUPT_GRACE_S = 60.0
-_POLL_S = 0.05
 _owner_cache: dict[int, float] = {}
 
 
@@ -292,13 +291,10 @@ def _signal(record: ProcRecord, victims: list[psutil.Process], sig: signal.Signa
             log.warning("cannot signal process %s: %s", proc.pid, err)
 
 
-def _wait_dead(record: ProcRecord, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while is_alive(record.pid, record.create_time):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True
+def _wait_dead(leader: psutil.Process, timeout_s: float) -> bool:
+    """Wait (``psutil.wait_procs``) up to ``timeout_s`` seconds for the leader to end."""
+    _, alive = psutil.wait_procs([leader], timeout=timeout_s)
+    return not alive
 
 
 def kill_orphan(record: ProcRecord, *, grace_s: float = 5.0) -> bool:
@@ -332,9 +328,9 @@ def kill_orphan(record: ProcRecord, *, grace_s: float = 5.0) -> bool:
     except (psutil.NoSuchProcess, ProcessLookupError):
         return False
     _signal(record, victims, signal.SIGTERM)
-    if not _wait_dead(record, grace_s):
+    if not _wait_dead(leader, grace_s):
         _signal(record, victims, signal.SIGKILL)
-        _wait_dead(record, grace_s)
+        _wait_dead(leader, grace_s)
     _signal(record, victims, signal.SIGKILL)  # no grandchild of the group survives
     if record.path is not None:
         _drop(record.path)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,11 +190,38 @@ def stop_all_processes(grace_s: float = 2.0) -> int:
                 os.killpg(proc.pid, sig)
             except (ProcessLookupError, PermissionError):
                 pass
-        deadline = time.monotonic() + grace_s
-        while sig == signal.SIGTERM and time.monotonic() < deadline and \
-                any(p.poll() is None for p in live):
-            time.sleep(0.05)
+        if sig == signal.SIGTERM:  # the leaders get grace_s seconds to exit on SIGTERM
+            psutil.wait_procs(_processes(p.pid for p in live if p.poll() is None),
+                              timeout=grace_s)
     return len(live)
+
+
+class _Member(psutil.Process):
+    """A process awaited by :func:`psutil.wait_procs` that counts as gone once it is a zombie.
+
+    A killed grandchild is reaped by its new parent (init or a subreaper), not by
+    mendflow; it no longer runs once it is a zombie, so there is no need to wait for
+    that reaping.
+    """
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            if self.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except psutil.NoSuchProcess:
+            return None
+        return super().wait(timeout)
+
+
+def _processes(pids: Iterable[int]) -> list[psutil.Process]:
+    """The processes of ``pids`` that still exist (as :class:`_Member`)."""
+    found = []
+    for pid in pids:
+        try:
+            found.append(_Member(pid))
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -216,12 +243,11 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def _wait_group_gone(pgid: int, timeout_s: float = 5.0) -> None:
-    """Wait until no live process (zombies aside) is left in the group: a SIGKILL
-    lands when the kernel next schedules its target, which on a busy machine is later."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive_in(member, pgid)
-                                              for member in psutil.process_iter()):
-        time.sleep(0.02)
+    """Wait (``psutil.wait_procs``) until no live process (zombies aside) is left in the
+    group: a SIGKILL lands when the kernel next schedules its target, which on a busy
+    machine is later."""
+    members = [m.pid for m in psutil.process_iter() if _alive_in(m, pgid)]
+    psutil.wait_procs(_processes(members), timeout=timeout_s)
 
 
 def _alive_in(member: psutil.Process, pgid: int) -> bool:
