@@ -25,6 +25,7 @@ from mendflow.cli.running import (
     wait_for_prefect_api,
 )
 from mendflow.cli.running import fail as _fail
+from mendflow.core.config_fixers import command_line_help
 from mendflow.core.errors import MendflowError
 from mendflow.core.summary import delivered_text, suite_text
 
@@ -45,7 +46,7 @@ def run_mission(
     max_iterations: int | None = typer.Option(None, min=1, help="M-T-D-V cycles at most"),
     target_score: float | None = typer.Option(None, min=0, max=100, help="stop at this score"),
     mission_id: str | None = typer.Option(None, help="choose the mission id"),
-    fixer: str | None = typer.Option(None, help="ruff (offline) | anthropic | chain (ruff, then Claude)"),
+    fixer: str | None = typer.Option(None, help=command_line_help()),
     autonomy: str | None = typer.Option(
         None, help="interactive | semi_autonomous | autonomous | full_autonomous: deliver to "
                    "the target branch under that approval policy"),

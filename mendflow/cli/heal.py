@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mendflow.cli.running import err, fail, prefect_defaults, run_flow, start_prefect_api
+from mendflow.core.config_fixers import command_line_help
 from mendflow.core.errors import MendflowError
 
 heal_app = typer.Typer(help="Heal errors from logs or a live application: reproduce, fix, "
@@ -71,7 +72,7 @@ def run(
     fingerprint: str | None = typer.Option(None, "--fingerprint", help="the group (default: "
                                            "the largest)"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
-    fixer: str | None = typer.Option(None, help="anthropic | chain | ruff (ruff: no model)"),
+    fixer: str | None = typer.Option(None, help=command_line_help() + "; ruff: no model, nothing healed"),
     autonomy: str | None = typer.Option(None, help="interactive | semi_autonomous | "
                                         "autonomous | full_autonomous"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),

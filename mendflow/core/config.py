@@ -34,7 +34,9 @@ from mendflow.core.config_evolution import (  # noqa: F401  (re-exported)
     EvolutionConfig,
 )
 from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the config's public names)
+    COMMAND_LINE_FIXERS,
     DEFAULT_LLM_DENYLIST,
+    FIXER_TYPES,
     AnthropicFixerConfig,
     ChainableFixerConfig,
     ChainFixerConfig,
@@ -44,6 +46,7 @@ from mendflow.core.config_fixers import (  # noqa: F401  (re-exported: the confi
     LLMPolicy,
     OpenAICompatibleFixerConfig,
     RuffFixerConfig,
+    fixer_section,
 )
 from mendflow.core.config_heal import HealConfig, LogsConfig
 from mendflow.core.config_learning import LearningConfig, StrategyConfig  # noqa: F401
@@ -230,27 +233,25 @@ class MendflowConfig(Section):
         """Return a copy whose fixer is of type ``kind`` (``--fixer``).
 
         The configured fixer section is kept when it already has that type;
-        otherwise the type's defaults are used. ``chain`` means the offline
-        ruff fixer first, then Claude for what is left.
+        otherwise the section the type's class declares for the command line
+        (``command_line``) is used. ``chain`` means the offline ruff fixer first,
+        then Claude for what is left.
 
         Raises:
-            ConfigError: unknown type, or a type that needs settings the config lacks.
+            ConfigError: unknown type, or a type that needs settings the config lacks
+                (the hints are derived from the :data:`FixerConfig` union).
         """
         if kind is None or getattr(self.fixer, "type", None) == kind:
             return self
-        sections: dict[str, Any] = {
-            "ruff": {"type": "ruff"},
-            "anthropic": {"type": "anthropic"},
-            "chain": {"type": "chain", "fixers": [{"type": "ruff"}, {"type": "anthropic"}]},
-        }
-        if kind not in sections:
-            hint = ("configure `fixer: {type: openai-compatible, base_url: ..., model: ...}` "
-                    "in the config file" if kind == "openai-compatible"
-                    else f"use one of: {', '.join(sections)}")
+        section = fixer_section(kind)
+        chosen = getattr(section, "command_line", None)
+        if chosen is None:
+            hint = getattr(section, "command_line_hint", "") or \
+                f"use one of: {', '.join(COMMAND_LINE_FIXERS)}"
             raise ConfigError(f"--fixer {kind!r} cannot be chosen on the command line",
                               subject="--fixer", hint=hint)
         data = self.model_dump(mode="python")
-        data["fixer"] = sections[kind]
+        data["fixer"] = chosen
         return validate_config(data, source="--fixer")
 
 

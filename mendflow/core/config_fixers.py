@@ -1,12 +1,20 @@
 """Config sections of the fixers: ruff (offline), Anthropic, OpenAI-compatible, chains.
 
 Part of the one validated config; import them from :mod:`mendflow.core.config`.
+
+The union :data:`FixerConfig` is the one list of fixer types. Each section
+declares its ``type`` Literal, whether its fixer runs model-written code
+(``runs_model_code``) and what ``--fixer TYPE`` selects (``command_line``); the
+fixer registry (:func:`mendflow.tasks.fix.build_fixer`), the CLI's ``--fixer``
+choices and the unknown-type hints are derived from it (:data:`FIXER_TYPES`,
+:data:`COMMAND_LINE_FIXERS`). Adding a fixer is one section here, added to the
+union, plus one ``Fixer`` subclass whose ``config_type`` is that section.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -17,6 +25,12 @@ from mendflow.core.config_base import Section
 
 class RuffFixerConfig(Section):
     """The offline, deterministic fixer: ruff's safe autofixes, one patch per rule."""
+
+    runs_model_code: ClassVar[bool] = False
+    command_line: ClassVar[dict[str, Any] | None] = {"type": "ruff"}
+    """The section ``--fixer TYPE`` selects; None when the type needs settings of a file."""
+    command_line_hint: ClassVar[str] = ""
+    """Why ``--fixer TYPE`` cannot select it (when ``command_line`` is None)."""
 
     type: Literal["ruff"] = "ruff"
     unsafe_fixes: bool = Field(False, description="also apply ruff's unsafe fixes (not advised)")
@@ -97,6 +111,10 @@ class LLMBudget(Section):
 class LLMFixerSection(Section):
     """What every model-backed fixer shares: call timeouts, the policy and the budget."""
 
+    runs_model_code: ClassVar[bool] = True
+    command_line: ClassVar[dict[str, Any] | None] = None
+    command_line_hint: ClassVar[str] = ""
+
     timeout_s: float = Field(
         default=120, gt=0,
         description="seconds for one HTTP call; with adaptive timeouts (the timeouts section) "
@@ -124,6 +142,8 @@ class LLMFixerSection(Section):
 class AnthropicFixerConfig(LLMFixerSection):
     """Claude through Anthropic's Messages API (the official ``anthropic`` SDK)."""
 
+    command_line: ClassVar[dict[str, Any] | None] = {"type": "anthropic"}
+
     type: Literal["anthropic"] = "anthropic"
     model: str = Field(default="claude-sonnet-4-6", min_length=1, description="the model name")
     max_tokens: int = Field(
@@ -147,6 +167,10 @@ class AnthropicFixerConfig(LLMFixerSection):
 
 class OpenAICompatibleFixerConfig(LLMFixerSection):
     """Any server speaking OpenAI's chat-completions API with tool calls (the ``openai`` SDK)."""
+
+    command_line_hint: ClassVar[str] = (
+        "configure `fixer: {type: openai-compatible, base_url: ..., model: ...}` in the "
+        "config file")
 
     type: Literal["openai-compatible"] = "openai-compatible"
     base_url: str = Field(description="API root ending with /v1, e.g. http://localhost:8000/v1")
@@ -182,6 +206,12 @@ class ChainFixerConfig(Section):
     first, then Claude for what is left.
     """
 
+    runs_model_code: ClassVar[bool] = False
+    """The chain itself writes nothing; see :func:`runs_model_code` for its members."""
+    command_line: ClassVar[dict[str, Any] | None] = {
+        "type": "chain", "fixers": [{"type": "ruff"}, {"type": "anthropic"}]}
+    command_line_hint: ClassVar[str] = ""
+
     type: Literal["chain"] = "chain"
     fixers: list[ChainableFixerConfig] = Field(
         min_length=1, description="the fixers, in order (a chain cannot contain a chain)"
@@ -201,3 +231,39 @@ FixerConfig = Annotated[
     RuffFixerConfig | AnthropicFixerConfig | OpenAICompatibleFixerConfig | ChainFixerConfig,
     Field(discriminator="type"),
 ]
+
+
+FIXER_CONFIGS: tuple[type[Section], ...] = get_args(get_args(FixerConfig)[0])
+"""The fixer sections of the :data:`FixerConfig` union, in its order."""
+
+
+def fixer_type(section: type[Section]) -> str:
+    """The ``type`` Literal of a fixer section (``RuffFixerConfig`` -> ``"ruff"``)."""
+    (value,) = get_args(section.model_fields["type"].annotation)
+    return value
+
+
+FIXER_TYPES: tuple[str, ...] = tuple(fixer_type(c) for c in FIXER_CONFIGS)
+"""Every fixer type, in the union's order: ``ruff``, ``anthropic``, ``openai-compatible``, ``chain``."""
+
+COMMAND_LINE_FIXERS: tuple[str, ...] = tuple(
+    fixer_type(c) for c in FIXER_CONFIGS if getattr(c, "command_line", None) is not None)
+"""The types ``--fixer`` accepts (those that need no settings from a file)."""
+
+
+def command_line_help() -> str:
+    """The ``--fixer`` help text: the choosable types, then the others (from the union)."""
+    others = [t for t in FIXER_TYPES if t not in COMMAND_LINE_FIXERS]
+    return (f"{' | '.join(COMMAND_LINE_FIXERS)} (overrides fixer.type; chain = ruff, then "
+            f"Claude){'; ' + ', '.join(others) + ': set in the config file' if others else ''}")
+
+
+def fixer_section(kind: str) -> type[Section] | None:
+    """The section class of a fixer type, or None for an unknown type."""
+    return next((c for c in FIXER_CONFIGS if fixer_type(c) == kind), None)
+
+
+def runs_model_code(fixer: Section) -> bool:
+    """Does this fixer section produce model-written code (itself or a member of its chain)?"""
+    members = getattr(fixer, "fixers", None) or [fixer]
+    return any(getattr(member, "runs_model_code", False) for member in members)

@@ -2,37 +2,64 @@
 
 A fixer is chosen by the ``fixer.type`` of the config (see
 :class:`mendflow.core.config.FixerConfig`). :func:`build_fixer` dispatches through
-``FIXERS``, a table of ``type -> "module:Class"`` imported lazily, so a fixer's
-dependencies are only imported when a mission uses it. A new fixer is one
-module implementing :class:`~mendflow.tasks.fix.base.Fixer` (constructed from its
-config section) plus one line in that table.
+:func:`fixer_classes`: each :class:`~mendflow.tasks.fix.base.Fixer` subclass declares
+the config section it is built from (``config_type = RuffFixerConfig``), and the
+registry is collected from those subclasses (the fixer modules of this package are
+imported on the first use, so a fixer's SDK is not imported with the CLI). A new
+fixer is one config section in the :data:`~mendflow.core.config.FixerConfig` union
+plus one ``Fixer`` subclass.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import time
 from collections.abc import Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mendflow.core.config import FixerConfig
+from mendflow.core.config import FIXER_TYPES, FixerConfig
+from mendflow.core.config_fixers import fixer_type
 from mendflow.core.errors import ConfigError, LLMError, PatchRejected
 from mendflow.core.models import Finding, OutputRejected, Proposal, Sandbox
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.fix.base import Fixer
 
-__all__ = ["FIXERS", "Fixer", "build_fixer", "plan_fixes", "propose_patch"]
+__all__ = ["Fixer", "build_fixer", "fixer_classes", "plan_fixes", "propose_patch"]
 
-FIXERS: dict[str, str] = {
-    "ruff": "mendflow.tasks.fix.ruff:RuffFixer",
-    "anthropic": "mendflow.tasks.fix.claude:ClaudeFixer",
-    "openai-compatible": "mendflow.tasks.fix.openai_compat:OpenAICompatibleFixer",
-    "chain": "mendflow.tasks.fix.chain:ChainFixer",
-}
-"""Fixer implementations by config ``type``: ``"module:Class"``, imported on first use."""
+
+def _subclasses(cls: type) -> list[type]:
+    direct = cls.__subclasses__()
+    return direct + [deeper for sub in direct for deeper in _subclasses(sub)]
+
+
+def fixer_classes() -> dict[str, type[Fixer]]:
+    """The fixer registry: config ``type`` -> the ``Fixer`` subclass built from that section.
+
+    Collected from the subclasses of :class:`~mendflow.tasks.fix.base.Fixer` that declare
+    ``config_type`` (a section of the :data:`~mendflow.core.config.FixerConfig` union),
+    after importing the modules of this package.
+
+    Returns:
+        One class per type of :data:`~mendflow.core.config.FIXER_TYPES`, in that order.
+
+    Raises:
+        ConfigError: a type of the union has no ``Fixer`` subclass (a programming error,
+            named so that it is found at once).
+    """
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    found = {fixer_type(section): cls for cls in _subclasses(Fixer)
+             if (section := cls.__dict__.get("config_type")) is not None}
+    missing = [kind for kind in FIXER_TYPES if kind not in found]
+    if missing:
+        raise ConfigError(f"no Fixer subclass declares config_type for {', '.join(missing)}",
+                          subject="fixer.type", hint="add `config_type = <its section>` to the "
+                          "fixer's class in mendflow/tasks/fix/")
+    return {kind: found[kind] for kind in FIXER_TYPES}
 
 
 def build_fixer(config: FixerConfig) -> Fixer:
@@ -40,7 +67,7 @@ def build_fixer(config: FixerConfig) -> Fixer:
 
     Args:
         config: the ``fixer`` section of :class:`mendflow.core.config.MendflowConfig`
-            (any model with a ``type`` field naming an entry of ``FIXERS``).
+            (any model with a ``type`` field naming one of the union's types).
 
     Returns:
         The fixer, constructed from that section.
@@ -49,13 +76,11 @@ def build_fixer(config: FixerConfig) -> Fixer:
         ConfigError: the type is unknown.
     """
     kind = getattr(config, "type", None)
-    target = FIXERS.get(kind) if isinstance(kind, str) else None
-    if target is None:
+    fixer_class = fixer_classes().get(kind) if isinstance(kind, str) else None
+    if fixer_class is None:
         raise ConfigError(f"unknown fixer type {kind!r}", subject="fixer.type",
-                          hint=f"use one of: {', '.join(sorted(FIXERS))}")
-    module_name, class_name = target.split(":")
-    fixer_class = getattr(importlib.import_module(module_name), class_name)
-    return fixer_class(config)
+                          hint=f"use one of: {', '.join(FIXER_TYPES)}")
+    return fixer_class(config)  # type: ignore[call-arg]
 
 
 @task(name="plan-fixes", cache_policy=NO_CACHE, timeout_seconds=60)

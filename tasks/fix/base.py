@@ -1,4 +1,11 @@
-"""The Fixer protocol: what every fixer (ruff, Claude, OpenAI-compatible ...) implements."""
+"""The Fixer protocol: what every fixer (ruff, Claude, OpenAI-compatible ...) implements.
+
+mendflow's own fixers subclass :class:`Fixer` and declare the config section they are
+built from as a class attribute, ``config_type = RuffFixerConfig``: the fixer registry
+(:func:`mendflow.tasks.fix.fixer_classes`) is collected from those subclasses.
+``config_type`` is not part of the protocol, so any object with ``name``, ``plan`` and
+``propose`` can still be put in a chain.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from mendflow.core.models import Finding, Proposal, Sandbox
 from mendflow.tasks.fix.base import Fixer
 
 
-class ChainFixer:
+class ChainFixer(Fixer):
     """Several fixers in order (implements :class:`~mendflow.tasks.fix.base.Fixer`).
 
     Args:
@@ -26,6 +26,7 @@ class ChainFixer:
     """
 
     name = "chain"
+    config_type = ChainFixerConfig
 
     def __init__(self, config: ChainFixerConfig | None = None, *,
                  fixers: Sequence[Fixer] | None = None):

@@ -18,9 +18,8 @@ is only ever put in the request's auth headers.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 from pydantic import SecretStr
 
 from mendflow.blocks.credentials import resolve_anthropic_key
@@ -32,6 +31,9 @@ from mendflow.tasks.fix.llm import (
     translate_sdk_error,
 )
 from mendflow.tasks.fix.llm_protocol import ANTHROPIC_TOOL_CHOICE, PROPOSE_FIX_TOOL, SYSTEM_PROMPT, TOOL_NAME
+
+if TYPE_CHECKING:
+    import anthropic
 
 __all__ = ["ClaudeFixer", "make_anthropic_client"]
 
@@ -55,6 +57,8 @@ def make_anthropic_client(config: AnthropicFixerConfig, api_key: SecretStr,
     Returns:
         An ``anthropic.Anthropic`` client.
     """
+    import anthropic  # the SDK only when a mission uses this fixer
+
     key = api_key.get_secret_value()
     return anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0,
                                timeout=config.timeout_s, default_headers={"x-api-key": key},
@@ -72,6 +76,7 @@ class ClaudeFixer(LLMFixer):
     """
 
     name = "anthropic"
+    config_type = AnthropicFixerConfig
 
     def __init__(self, config: AnthropicFixerConfig, *, budget: Budget | None = None,
                  client: anthropic.Anthropic | None = None):
@@ -103,6 +108,8 @@ class ClaudeFixer(LLMFixer):
         return {"temperature": self.config.temperature}
 
     def _call(self, user_text: str) -> ModelAnswer:
+        import anthropic
+
         client = self.client
         try:
             message = client.messages.create(  # type: ignore[call-overload]

@@ -48,6 +48,7 @@ from mendflow.infra import busy
 from mendflow.infra.budget import Budget, Usage, mission_budget
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, record_duration
+from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.context import build_context
 from mendflow.tasks.fix.edits import edits_to_patch
 from mendflow.tasks.fix.llm_protocol import parse_reply, policy_decline, user_message
@@ -102,7 +103,7 @@ class ModelAnswer:
     note: str = ""
 
 
-class LLMFixer:
+class LLMFixer(Fixer):
     """Base of the model-backed fixers (implements the :class:`Fixer` protocol).
 
     Args:

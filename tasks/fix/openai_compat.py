@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-
-import openai
+from typing import TYPE_CHECKING
 
 from mendflow.core.config import OpenAICompatibleFixerConfig
 from mendflow.core.errors import ConfigError
@@ -34,6 +33,9 @@ from mendflow.tasks.fix.llm_protocol import (
     SYSTEM_PROMPT,
     TOOL_NAME,
 )
+
+if TYPE_CHECKING:
+    import openai
 
 
 def make_openai_client(config: OpenAICompatibleFixerConfig, *,
@@ -58,6 +60,8 @@ def make_openai_client(config: OpenAICompatibleFixerConfig, *,
             hint=f"export {config.api_key_env}=... (any non-empty value for a server "
                  "without authentication)",
         )
+    import openai  # the SDK only when a mission uses this fixer
+
     return openai.OpenAI(base_url=config.base_url, api_key=key, max_retries=0,
                          timeout=config.timeout_s, _strict_response_validation=strict_validation)
 
@@ -72,6 +76,7 @@ class OpenAICompatibleFixer(LLMFixer):
     """
 
     name = "openai-compatible"
+    config_type = OpenAICompatibleFixerConfig
 
     def __init__(self, config: OpenAICompatibleFixerConfig, *, budget: Budget | None = None,
                  client: openai.OpenAI | None = None):
@@ -96,6 +101,8 @@ class OpenAICompatibleFixer(LLMFixer):
         return self._client
 
     def _call(self, user_text: str) -> ModelAnswer:
+        import openai
+
         client = self.client
         try:
             completion = client.chat.completions.create(  # type: ignore[call-overload]

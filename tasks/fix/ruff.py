@@ -37,6 +37,7 @@ from mendflow.core.models import Declined, Finding, Patch, Patched, Proposal, Sa
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import tool_environ
 from mendflow.tasks.detect.ruff_run import ruff_executable
+from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.ruff_followup import preview_fix, run_ruff_check
 
 RUFF_TIMEOUT_S = 300.0
@@ -47,7 +48,7 @@ _DIFF_LINE_TYPES = (LINE_TYPE_CONTEXT, LINE_TYPE_REMOVED, LINE_TYPE_ADDED, LINE_
 _NOT_PATCHABLE = (".ipynb",)  # ruff diffs notebooks per cell: not something `git apply` takes
 
 
-class RuffFixer:
+class RuffFixer(Fixer):
     """Candidate patches from ruff's autofixes (safe ones unless ``unsafe_fixes`` is set).
 
     Args:
@@ -55,6 +56,7 @@ class RuffFixer:
     """
 
     name = "ruff"
+    config_type = RuffFixerConfig
 
     def __init__(self, config: RuffFixerConfig | None = None):
         self.config = config if config is not None else RuffFixerConfig.model_validate({})

@@ -17,18 +17,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from mendflow.core.config import FixerConfig, SandboxConfig
+from mendflow.core.config_fixers import runs_model_code
 from mendflow.core.errors import SandboxError
 from mendflow.core.models import Isolation
 from mendflow.infra.isolation import INSTALL_HINT, isolation_problem, resolve_isolation
 from mendflow.infra.progress import report_progress
 
-MODEL_FIXERS = frozenset({"anthropic", "openai-compatible"})
-
-
-def runs_model_code(fixer: FixerConfig) -> bool:
-    """Does this fixer produce model-written code (itself or a member of its chain)?"""
-    members = getattr(fixer, "fixers", None) or [fixer]
-    return any(getattr(member, "type", None) in MODEL_FIXERS for member in members)
 
 
 def decide_isolation(config: SandboxConfig, fixer: FixerConfig,

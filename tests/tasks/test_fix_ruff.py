@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.core.config import RuffFixerConfig, ToolsConfig
+from mendflow.core.config import (
+    COMMAND_LINE_FIXERS,
+    FIXER_TYPES,
+    ChainFixerConfig,
+    MendflowConfig,
+    RuffFixerConfig,
+    ToolsConfig,
+)
+from mendflow.core.config_fixers import command_line_help, runs_model_code
 from mendflow.core.errors import ConfigError, ToolError
 from mendflow.core.findings import SourceIndex, make_finding
 from mendflow.core.models import Declined, Finding, Patched, Sandbox
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_executable
-from mendflow.tasks.fix import FIXERS, Fixer, build_fixer, plan_fixes, propose_patch
+from mendflow.tasks.fix import Fixer, build_fixer, fixer_classes, plan_fixes, propose_patch
 from mendflow.tasks.fix.ruff import RuffFixer, git_format_diff
 
 
@@ -241,7 +249,7 @@ def test_build_fixer_dispatches_on_type_and_rejects_unknown():
     fixer = build_fixer(RuffFixerConfig(unsafe_fixes=True))
     assert isinstance(fixer, RuffFixer) and isinstance(fixer, Fixer)
     assert fixer.config.unsafe_fixes is True
-    assert FIXERS["ruff"] == "mendflow.tasks.fix.ruff:RuffFixer"
+    assert fixer_classes()["ruff"] is RuffFixer
 
     class Other:
         type = "gpt-9"
@@ -249,6 +257,24 @@ def test_build_fixer_dispatches_on_type_and_rejects_unknown():
     with pytest.raises(ConfigError, match="unknown fixer type 'gpt-9'") as err:
         build_fixer(Other())  # type: ignore[arg-type]
     assert err.value.subject == "fixer.type" and "ruff" in (err.value.hint or "")
+
+
+def test_the_registry_and_the_cli_choices_derive_from_the_config_union():
+    """Each type of the FixerConfig union has one Fixer subclass, found by its config_type."""
+    classes = fixer_classes()
+    assert tuple(classes) == FIXER_TYPES == ("ruff", "anthropic", "openai-compatible", "chain")
+    for kind, cls in classes.items():
+        assert Fixer in cls.__mro__ and cls.config_type.model_fields["type"].default == kind
+    assert COMMAND_LINE_FIXERS == ("ruff", "anthropic", "chain")  # openai needs a base_url
+    assert command_line_help().startswith("ruff | anthropic | chain")
+    with pytest.raises(ConfigError, match="cannot be chosen") as err:
+        MendflowConfig().with_fixer("gpt-9")
+    assert err.value.hint == "use one of: ruff, anthropic, chain"
+    with pytest.raises(ConfigError) as err:
+        MendflowConfig().with_fixer("openai-compatible")
+    assert "base_url" in (err.value.hint or "")
+    assert runs_model_code(ChainFixerConfig(fixers=[{"type": "ruff"}, {"type": "anthropic"}]))
+    assert not runs_model_code(RuffFixerConfig())
 
 
 def test_task_functions_delegate_to_the_fixer(make_repo):

@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic  # noqa: F401  (the SDK is imported here, not inside the timed call)
 import pytest
 from prefect import flow
 
-import mendflow.tasks.fix.claude  # noqa: F401  (the SDK is imported here, not inside the timed call)
+import mendflow.tasks.fix.claude  # noqa: F401
 from mendflow.core.config import AnthropicFixerConfig, FixerConfig, MendflowConfig, validate_config
 from mendflow.core.errors import LLMError
 from mendflow.core.models import Finding, Sandbox
