@@ -217,8 +217,12 @@ def test_stale_locks_are_reported_and_removed_on_repair(repo, make_repo):
         assert [i.mission_id for i in read_locks(home())] == ["m-live"]
 
 
-def test_orphans_are_reported_and_stopped_on_repair():
-    orphan = subprocess.Popen(["sleep", "600"], start_new_session=True)
+def test_orphans_are_reported_and_stopped_on_repair(tmp_path):
+    # a shell that notes the SIGTERM it gets (kill_orphan waits with psutil.wait_procs, which
+    # may reap it before Popen sees its exit status)
+    marker = tmp_path / "signal"
+    orphan = subprocess.Popen(["sh", "-c", f"trap 'echo TERM > {marker}; exit 0' TERM; "
+                               "sleep 600 & wait"], start_new_session=True)
     try:
         owner_pid, owner_created = dead_pid()
         created = psutil.Process(orphan.pid).create_time()
@@ -232,7 +236,8 @@ def test_orphans_are_reported_and_stopped_on_repair():
         assert is_alive(orphan.pid, created)
         repaired = check_orphans(home(), repair=True)
         assert repaired.status == "ok" and f"pid {orphan.pid}" in repaired.action
-        assert orphan.wait(timeout=10) == -15  # SIGTERM
+        orphan.wait(timeout=10)
+        assert marker.read_text().strip() == "TERM"  # stopped by SIGTERM, not SIGKILL
         assert check_orphans(home()).found == "none"
     finally:
         orphan.kill()
