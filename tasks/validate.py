@@ -40,21 +40,24 @@ from mendflow.core.models import (
     Measurement,
     Patch,
     Sandbox,
-    TestRun,
     ValidationReport,
 )
 from mendflow.core.paths import matches_any
+from mendflow.tasks.validate_runs import (  # noqa: F401  (re-exported: the gates of the stage)
+    clip,
+    gate_coverage,
+    gate_no_test_regression,
+    gate_tests_not_weakened,
+    listing,
+)
 from mendflow.tasks.validate_sandbox import gate_sandbox
 from mendflow.tasks.validate_tests import gate_test_files as test_files_gate
 
 FEEDBACK_LIMIT = 4000
 """Characters of gate output handed to a fixer for its next attempt."""
 
-_MAX_ITEMS = 15  # items listed in one gate's detail before "... and N more"
 _PYTHON_SUFFIXES = (".py", ".pyi")
 _UNSCORED_RULES = frozenset({"slow-test"})  # timing noise: never a "new finding"
-_WEAKENED = frozenset({"skipped", "xfailed"})
-_RAN = frozenset({"passed", "failed", "error"})
 
 
 def check_syntax(root: Path, files: Sequence[str]) -> GateResult:
@@ -84,7 +87,7 @@ def check_syntax(root: Path, files: Sequence[str]) -> GateResult:
         except ValueError as err:  # source bytes that Python cannot read (NUL bytes ...)
             errors.append(f"{rel}: {err}")
     if errors:
-        return GateResult(gate="syntax", passed=False, detail=_listing(errors))
+        return GateResult(gate="syntax", passed=False, detail=listing(errors))
     return GateResult(gate="syntax", passed=True, detail=f"{checked} changed Python file(s) parse")
 
 
@@ -149,107 +152,11 @@ def gate_tools_ran(baseline: Measurement, after: Measurement) -> GateResult:
         elif not now.ok:
             code = f" (exit status {now.exit_code})" if now.exit_code is not None else ""
             problems.append(f"{before.tool} failed on the patched tree{code}: "
-                            f"{_clip(now.error or 'no error message', 600)}")
+                            f"{clip(now.error or 'no error message', 600)}")
     if problems:
-        return GateResult(gate="tools-ran", passed=False, detail=_listing(problems))
+        return GateResult(gate="tools-ran", passed=False, detail=listing(problems))
     ran = ", ".join(r.tool for r in baseline.results if r.ok) or "none"
     return GateResult(gate="tools-ran", passed=True, detail=f"still ran: {ran}")
-
-
-def gate_no_test_regression(before: TestRun | None, after: TestRun | None) -> GateResult:
-    """``no-test-regression``: no test that passed at baseline fails, errors or is missing."""
-    if before is None:
-        return GateResult(gate="no-test-regression", passed=True,
-                          detail="no baseline test run: nothing to compare")
-    passed_before = [c for c in before.cases if c.outcome == "passed"]
-    now = {c.nodeid: c for c in after.cases} if after is not None else {}
-    problems = []
-    for case in passed_before:
-        current = now.get(case.nodeid)
-        if current is None:
-            problems.append(f"MISSING {case.nodeid}: passed at baseline, not run after the patch")
-        elif current.outcome in ("failed", "error"):
-            message = _clip(current.message or current.detail or "no message", 400)
-            problems.append(f"{current.outcome.upper()} {case.nodeid}: {message}")
-    if after is not None and after.timed_out:
-        problems.insert(0, "the test run timed out after the patch")
-    if problems and after is not None:
-        problems += [f"collection error: {_clip(e, 400)}" for e in after.collection_errors
-                     if e not in before.collection_errors]
-    if problems:
-        return GateResult(gate="no-test-regression", passed=False, detail=_listing(problems))
-    return GateResult(gate="no-test-regression", passed=True,
-                      detail=f"all {len(passed_before)} test(s) that passed still pass")
-
-
-def gate_tests_not_weakened(before: TestRun | None, after: TestRun | None) -> GateResult:
-    """``tests-not-weakened``: no fewer tests collected; none newly skipped or xfailed."""
-    if before is None:
-        return GateResult(gate="tests-not-weakened", passed=True,
-                          detail="no baseline test run: nothing to compare")
-    collected_after = after.collected if after is not None else 0
-    problems = []
-    if collected_after < before.collected:
-        problems.append(f"collected tests dropped from {before.collected} to {collected_after}")
-    outcome_before = {c.nodeid: c.outcome for c in before.cases}
-    for case in after.cases if after is not None else ():
-        was = outcome_before.get(case.nodeid)
-        if case.outcome in _WEAKENED and was in _RAN:
-            reason = f": {_clip(case.message, 300)}" if case.message else ""
-            problems.append(f"{case.outcome.upper()} {case.nodeid} (was {was}){reason}")
-    if problems:
-        return GateResult(gate="tests-not-weakened", passed=False, detail=_listing(problems))
-    return GateResult(gate="tests-not-weakened", passed=True,
-                      detail=f"collected {before.collected} → {collected_after}; "
-                             "no test newly skipped or xfailed")
-
-
-def gate_coverage(before: TestRun | None, after: TestRun | None, tolerance: float) -> GateResult:
-    """``coverage``: the patch leaves no more code uncovered than before.
-
-    Passes when total line coverage after >= before - ``tolerance`` (percentage
-    points), or when the number of uncovered statements did not grow: removing
-    covered lines (an unused import, dead code) lowers the percentage without
-    leaving anything less tested, and must not be refused for it.
-    """
-    was = before.coverage_percent if before is not None else None
-    now = after.coverage_percent if after is not None else None
-    if was is None:
-        return GateResult(gate="coverage", passed=True,
-                          detail="coverage was not measured at baseline: skipped")
-    if now is None:
-        return GateResult(gate="coverage", passed=False,
-                          detail=f"coverage was {was:.2f}% at baseline but could not be "
-                                 "measured after the patch")
-    text = f"coverage {was:.2f}% → {now:.2f}% (tolerance {tolerance:g} points)"
-    missing_was, missing_now = _uncovered(before), _uncovered(after)
-    if now < was - tolerance and missing_now is not None and missing_was is not None \
-            and missing_now <= missing_was:
-        return GateResult(gate="coverage", passed=True,
-                          detail=f"{text}; uncovered statements {missing_was} → {missing_now}: "
-                                 "only covered code was removed")
-    if now < was - tolerance:
-        return GateResult(gate="coverage", passed=False, detail=f"{text}: dropped "
-                          f"{was - now:.2f} points{_coverage_losers(before, after)}")
-    return GateResult(gate="coverage", passed=True, detail=text)
-
-
-def _uncovered(run: TestRun | None) -> int | None:
-    """Statements coverage.py measured but no test executed, summed over files."""
-    if run is None or not run.files:
-        return None
-    return sum(f.num_statements - f.covered_lines for f in run.files)
-
-
-def _coverage_losers(before: TestRun | None, after: TestRun | None) -> str:
-    """Name the files whose coverage dropped most, for the coverage gate's detail."""
-    if before is None or after is None:
-        return ""
-    was = {f.path: f.percent for f in before.files}
-    drops = sorted(((was[f.path] - f.percent, f.path, f.percent) for f in after.files
-                    if f.path in was and f.percent < was[f.path]), reverse=True)
-    listed = [f"{path}: {was[path]:.1f}% → {now:.1f}%" for _, path, now in drops[:5]]
-    return ("; files: " + ", ".join(listed)) if listed else ""
 
 
 def finding_key(finding: Finding) -> tuple[str, str, str, str]:
@@ -292,7 +199,7 @@ def _new_findings_gate(new: Sequence[Finding]) -> GateResult:
     if not new:
         return GateResult(gate="no-new-findings", passed=True, detail="no new findings")
     return GateResult(gate="no-new-findings", passed=False,
-                      detail=_listing([f"NEW {describe_finding(f)}" for f in new]))
+                      detail=listing([f"NEW {describe_finding(f)}" for f in new]))
 
 
 def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) -> GateResult:
@@ -317,7 +224,7 @@ def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) 
              if i in remaining and left[base_id(i)] > before[base_id(i)] - claimed[base_id(i)]]
     if still:
         return GateResult(gate="claimed-fixed", passed=False,
-                          detail=_listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
+                          detail=listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
     return GateResult(gate="claimed-fixed", passed=True,
                       detail=f"all {len(patch.finding_ids)} claimed finding(s) are gone")
 
@@ -344,7 +251,7 @@ def describe_finding(finding: Finding) -> str:
     """One line naming a finding: ``ruff F841 pkg/a.py:12 (in f): message``."""
     where = f"{finding.path}:{finding.line}" if finding.line else finding.path
     symbol = f" (in {finding.symbol})" if finding.symbol else ""
-    return f"{finding.source} {finding.rule} {where}{symbol}: {_clip(finding.message, 300)}"
+    return f"{finding.source} {finding.rule} {where}{symbol}: {clip(finding.message, 300)}"
 
 
 def format_feedback(report: ValidationReport) -> str:
@@ -358,19 +265,7 @@ def format_feedback(report: ValidationReport) -> str:
         ``FEEDBACK_LIMIT`` characters; empty when every gate passed.
     """
     blocks = [f"Gate '{g.gate}' failed:\n{g.detail}" for g in report.gates if not g.passed]
-    return _clip("\n\n".join(blocks), FEEDBACK_LIMIT)
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = list(items[:_MAX_ITEMS])
-    if len(items) > _MAX_ITEMS:
-        shown.append(f"... and {len(items) - _MAX_ITEMS} more")
-    return "\n".join(shown)
-
-
-def _clip(text: str, limit: int) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit - 16].rstrip() + " ... (truncated)"
+    return clip("\n\n".join(blocks), FEEDBACK_LIMIT)
 
 
 @task(name="check-patch-syntax", cache_policy=NO_CACHE, timeout_seconds=300)

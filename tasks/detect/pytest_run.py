@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -201,6 +202,33 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
         return ToolResult(tool="pytest", ok=True)
     if select is not None and not select:  # no test reaches the change: nothing to run
         return ToolResult(tool="pytest", ok=True, test_run=TestRun(collected=0))
+    available = _require_modules(sandbox, env, tools)
+    plan = plan or TestPlan(default_s=tools.pytest.first_timeout_s,
+                            hang_s=tools.pytest.hang_timeout_s)
+    if select is not None:  # a first validation runs the selected tests without coverage
+        tools = tools.model_copy(update={"coverage": tools.coverage.model_copy(
+            update={"enabled": False})})
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
+        out_dir = Path(tmp)
+        suite = _Suite(sandbox=sandbox, env=env, tools=tools, out_dir=out_dir,
+                       available=available, timeouts="pytest_timeout" in available,
+                       environ=tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")}))
+        proc, side = _run_main(suite, plan, impact_file, select, workers)
+        failed = _run_failure(proc, out_dir, tools)
+        if failed is not None:
+            return failed
+        try:
+            junit = parse_junit(out_dir / "junit.xml", sandbox.path)
+        except ToolError as err:
+            return failed_result("pytest", proc, err.message)
+        cases, coverage, coverage_error = _collect(suite, junit, side, plan, impact_file)
+    return _tool_result(sandbox, tools, proc, junit, cases, coverage, coverage_error,
+                        round(time.monotonic() - start, 3))
+
+
+def _require_modules(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> frozenset[str]:
+    """The target env's importable modules; raises ToolError if pytest (or coverage) is missing."""
     available = target_modules(env, sandbox.path)
     needed = ["pytest", *(["coverage"] if tools.coverage.enabled else [])]
     for module in needed:
@@ -208,56 +236,87 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             raise ToolError(f"{module} is not installed in the target environment",
                             subject=str(env.python),
                             hint=f"install {module} there, or use the managed-venv environment")
-    plan = plan or TestPlan(default_s=tools.pytest.first_timeout_s,
-                            hang_s=tools.pytest.hang_timeout_s)
-    timeouts = "pytest_timeout" in available
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
-        out_dir = Path(tmp)
-        environ = tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")})
-        if select is not None:
-            tools = tools.model_copy(update={"coverage": tools.coverage.model_copy(
-                update={"enabled": False})})
+    return available
 
-        def build(junit: Path, seconds: float | None = None) -> list[str]:
-            return pytest_command(sandbox.path, env, tools, out_dir, available, junit=junit,
-                                  timeout_s=seconds, plugin=timeouts)
 
-        command = build(out_dir / "junit.xml", plan.default_s)
-        main_env = environ
-        if timeouts:
-            main_env = install_plugin(out_dir, "main", plan, environ)
-            command += [f"--deselect={nodeid}" for nodeid in plan.hung]
-        if select is not None:
-            command += ["--", *select]
-        elif impact_file is not None and tools.coverage.enabled:
-            command, main_env = _with_contexts(command, main_env, out_dir)
-        if workers > 1 and select is None and tools.coverage.enabled and "xdist" in available:
-            command, main_env = with_workers(command, main_env, out_dir, workers)
-        runner = partial(run_isolated, target_env=env, worktree=sandbox.path, writable=(out_dir,))
-        proc, side = _main_and_known_hangs(sandbox, runner, command, main_env, tools, plan, build,
-                                           out_dir, environ if timeouts else None)
-        if proc.timed_out:
-            run = TestRun(collected=0, duration_s=proc.duration_s, timed_out=True)
-            return failed_result("pytest", proc, f"the test run exceeded "
-                                 f"{tools.pytest.run_timeout_s:g} s and was killed", test_run=run)
-        if proc.returncode not in PYTEST_OK_CODES or not (out_dir / "junit.xml").is_file():
-            return failed_result("pytest", proc, f"pytest failed to run (exit {proc.returncode})")
-        try:
-            junit = parse_junit(out_dir / "junit.xml", sandbox.path)
-        except ToolError as err:
-            return failed_result("pytest", proc, err.message)
-        cases = list(junit.cases)
-        if timeouts:
-            cases = _with_second_chances(sandbox, build, cases, tools, out_dir, environ, runner)
-            cases += known_hangs(side, plan)
-        coverage, coverage_error = None, None
-        if tools.coverage.enabled:
-            coverage, coverage_error = _coverage_report(sandbox, env, out_dir, environ,
-                                                        impact_file)
-            if not cases and coverage is None:
-                coverage_error = None  # no test ran, so there is no coverage data to report
-    duration = round(time.monotonic() - start, 3)
+@dataclass
+class _Suite:
+    """What the steps of one :func:`measure_tests` run share (in its temporary directory)."""
+
+    sandbox: Sandbox
+    env: TargetEnv
+    tools: ToolsConfig
+    out_dir: Path
+    available: frozenset[str]
+    timeouts: bool  # pytest-timeout is in the target env: per-test timeouts and second chances
+    environ: dict[str, str]
+
+    def build(self, junit: Path, seconds: float | None = None) -> list[str]:
+        """The pytest command line writing ``junit``, with a per-test timeout of ``seconds``."""
+        return pytest_command(self.sandbox.path, self.env, self.tools, self.out_dir,
+                              self.available, junit=junit, timeout_s=seconds,
+                              plugin=self.timeouts)
+
+    @property
+    def runner(self) -> Runner:
+        """Runs a command isolated in the worktree, the reports' directory writable."""
+        return partial(run_isolated, target_env=self.env, worktree=self.sandbox.path,
+                       writable=(self.out_dir,))
+
+
+def _run_main(suite: _Suite, plan: TestPlan, impact_file: Path | None,
+              select: tuple[str, ...] | None, workers: int):
+    """The main run (and the known hangs' run beside it): ``(ProcessResult, SideRun | None)``."""
+    tools, out_dir = suite.tools, suite.out_dir
+    command = suite.build(out_dir / "junit.xml", plan.default_s)
+    main_env = suite.environ
+    if suite.timeouts:
+        main_env = install_plugin(out_dir, "main", plan, suite.environ)
+        command += [f"--deselect={nodeid}" for nodeid in plan.hung]
+    if select is not None:
+        command += ["--", *select]
+    elif impact_file is not None and tools.coverage.enabled:
+        command, main_env = _with_contexts(command, main_env, out_dir)
+    if workers > 1 and select is None and tools.coverage.enabled and "xdist" in suite.available:
+        command, main_env = with_workers(command, main_env, out_dir, workers)
+    return _main_and_known_hangs(suite.sandbox, suite.runner, command, main_env, tools, plan,
+                                 suite.build, out_dir, suite.environ if suite.timeouts else None)
+
+
+def _run_failure(proc, out_dir: Path, tools: ToolsConfig) -> ToolResult | None:
+    """The failed result of a main run that timed out or did not write its report, else None."""
+    if proc.timed_out:
+        run = TestRun(collected=0, duration_s=proc.duration_s, timed_out=True)
+        return failed_result("pytest", proc, f"the test run exceeded "
+                             f"{tools.pytest.run_timeout_s:g} s and was killed", test_run=run)
+    if proc.returncode not in PYTEST_OK_CODES or not (out_dir / "junit.xml").is_file():
+        return failed_result("pytest", proc, f"pytest failed to run (exit {proc.returncode})")
+    return None
+
+
+def _collect(suite: _Suite, junit, side, plan: TestPlan, impact_file: Path | None):
+    """Every test case (second chances and known hangs included) and the coverage report.
+
+    Returns:
+        ``(cases, coverage report or None, coverage error or None)``.
+    """
+    cases = list(junit.cases)
+    if suite.timeouts:
+        cases = _with_second_chances(suite.sandbox, suite.build, cases, suite.tools,
+                                     suite.out_dir, suite.environ, suite.runner)
+        cases += known_hangs(side, plan)
+    coverage, coverage_error = None, None
+    if suite.tools.coverage.enabled:
+        coverage, coverage_error = _coverage_report(suite.sandbox, suite.env, suite.out_dir,
+                                                    suite.environ, impact_file)
+        if not cases and coverage is None:
+            coverage_error = None  # no test ran, so there is no coverage data to report
+    return cases, coverage, coverage_error
+
+
+def _tool_result(sandbox: Sandbox, tools: ToolsConfig, proc, junit, cases: list[TestCase],
+                 coverage, coverage_error: str | None, duration: float) -> ToolResult:
+    """The ``pytest`` ToolResult: the test run, its findings, and a coverage error if any."""
     run = TestRun(
         collected=len(cases), cases=tuple(cases), duration_s=duration,
         coverage_percent=coverage.percent if coverage else None,

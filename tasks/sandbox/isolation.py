@@ -24,7 +24,6 @@ from mendflow.infra.isolation import INSTALL_HINT, isolation_problem, resolve_is
 from mendflow.infra.progress import report_progress
 
 
-
 def decide_isolation(config: SandboxConfig, fixer: FixerConfig,
                      hidden: Sequence[Path]) -> Isolation:
     """Resolve the isolation of a mission and enforce the policy.
