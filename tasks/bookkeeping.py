@@ -82,7 +82,9 @@ def load_mission_config(config_file: str | None, fixer: str | None = None, path:
                                 "the fleet repository's config", {})
         config = validate_config(merged, source="the fleet repository's config")
     config = config.with_overrides(**mission_overrides).with_fixer(fixer)
-    return config.with_overrides(state_dir=StateLayout.resolve(config.mission.state_dir).root)
+    root = StateLayout.resolve(config.mission.state_dir).root
+    return config.model_copy(update={"mission": config.mission.model_copy(
+        update={"state_dir": root})})
 
 
 @task(name="new-mission-id", cache_policy=MISSION_STEP, persist_result=True)
