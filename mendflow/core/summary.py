@@ -5,13 +5,13 @@ from __future__ import annotations
 from mendflow.core.models import MissionResult, SuiteState
 
 
-def suite_text(state: SuiteState | None) -> str:
+def suite_text(suite: SuiteState | None) -> str:
     """``"41/45 passed, coverage 87.5%"`` (``"not measured"`` without a test run)."""
-    if state is None:
+    if suite is None:
         return "not measured"
-    coverage = (f"coverage {state.coverage_percent:.1f}%" if state.coverage_percent is not None
+    coverage = (f"coverage {suite.coverage_percent:.1f}%" if suite.coverage_percent is not None
                 else "coverage not measured")
-    return f"{state.passed}/{state.total} passed, {coverage}"
+    return f"{suite.passed}/{suite.total} passed, {coverage}"
 
 
 def delivered_text(result: MissionResult) -> str:

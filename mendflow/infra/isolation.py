@@ -212,12 +212,12 @@ def run_isolated(argv: Sequence[str | os.PathLike[str]], *, target_env: TargetEn
     isolation = target_env.isolation
     if isolation.backend == "none":
         return run_process(command, cwd=worktree, timeout_s=timeout_s, env=env)
-    state = tool_home_path(worktree)
-    state.mkdir(parents=True, exist_ok=True)
+    tool_home = tool_home_path(worktree)
+    tool_home.mkdir(parents=True, exist_ok=True)
     # the target's interpreter, and mendflow's own (its mypy runs the repository's plugins)
     readable = tuple(dict.fromkeys((*interpreter_dirs(target_env.python),
                                     *interpreter_dirs(Path(sys.executable)))))
-    wrapped = bwrap_argv(command, isolation, worktree=worktree, writable=(state, *writable),
+    wrapped = bwrap_argv(command, isolation, worktree=worktree, writable=(tool_home, *writable),
                          readable=readable)
     with pids_cgroup(isolation.limits.max_processes, isolation.process_cgroup) as group:
         if group is not None:  # join the cgroup, then become bwrap: every child stays in it

@@ -64,10 +64,10 @@ def tool_environ(sandbox: Sandbox, extra: dict[str, str] | None = None) -> dict[
     Returns:
         The environment mapping for :func:`mendflow.infra.runner.run_process`.
     """
-    state = tool_home_dir(sandbox)
+    tool_home = tool_home_dir(sandbox)
     variables = {"PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
     variables.update(extra or {})
-    return sandbox_environ(home=state / "home", extra=variables)
+    return sandbox_environ(home=tool_home / "home", extra=variables)
 
 
 def relative_posix(root: Path, filename: str) -> str | None:
