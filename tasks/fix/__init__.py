@@ -32,7 +32,7 @@ __all__ = ["Fixer", "build_fixer", "fixer_classes", "plan_fixes", "propose_patch
 
 
 def _subclasses(cls: type) -> list[type]:
-    direct = cls.__subclasses__()
+    direct: list[type] = cls.__subclasses__()
     return direct + [deeper for sub in direct for deeper in _subclasses(sub)]
 
 
