@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from mendflow.blocks.forge import resolve_forge_token
 from mendflow.core.config import DeliveryConfig
@@ -44,7 +45,7 @@ from mendflow.tasks.deliver.remote import (
 )
 
 __all__ = ["PullDelivery", "Remote", "check_pulls", "connect", "deliver_pulls",
-           "deliver_revert", "sync_with_remote", "update_dashboard"]
+           "deliver_revert", "list_open_pulls", "sync_with_remote", "update_dashboard"]
 
 STALE_COMMENT = ("mendflow closes this pull request: the findings it fixes are no longer "
                  "present on `{branch}` (fixed or gone another way).")
@@ -60,7 +61,7 @@ class PullDelivery(Contract):
     limit: str | None = None
     open_pulls: tuple[PullInfo, ...] = ()
     pushed: tuple[str, ...] = ()
-    merged: tuple[int, ...] = ()
+    merged: tuple[int, ...] = Field((), description="PRs merged by mendflow (full autonomy)")
     error: str | None = None
     error_reason: str | None = None
 
@@ -151,7 +152,8 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
         (what was done before it stands and is found again next cycle).
     """
     logger = get_run_logger()
-    done: dict[str, list] = {"opened": [], "closed": [], "pushed": [], "held": [], "dupes": []}
+    done: dict[str, list] = {"opened": [], "closed": [], "pushed": [], "held": [], "dupes": [],
+                             "merged": []}
     open_pulls: list[PullInfo] = []
     limit = None
     try:
@@ -186,6 +188,9 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
                 logger.info("opened PR #%d %s (%s)", pull.number, pull.url, plan.branch)
                 if merge and remote.forge is not None:
                     remote.forge.merge_pull(pull.number)
+                    done["merged"].append(pull.number)
+                    open_pulls.remove(pull)
+                    logger.info("merged PR #%d (full autonomy)", pull.number)
     except DeliveryError as err:
         logger.warning("delivery stopped: %s", err)
         return _delivery(done, open_pulls, limit, error=str(err).splitlines()[0],
@@ -198,7 +203,24 @@ def _delivery(done: dict, open_pulls: list, limit: str | None, error: str | None
     return PullDelivery(opened=tuple(done["opened"]), closed=tuple(done["closed"]),
                         pushed=tuple(done["pushed"]), held=tuple(done["held"]),
                         duplicates=tuple(done["dupes"]), limit=limit,
+                        merged=tuple(done["merged"]),
                         open_pulls=tuple(open_pulls), error=error, error_reason=reason)
+
+
+@task(name="list-open-pull-requests", timeout_seconds=120,
+      cache_policy=NO_CACHE, **transient_retries(1))
+def list_open_pulls(root: Path, config: DeliveryConfig) -> list[PullInfo]:
+    """mendflow's open pull requests on the forge (those carrying the first label).
+
+    Raises:
+        ForgeError: the forge failed (auth, not found, unavailable, timeout).
+    """
+    if not config.forge:
+        return []
+    remote = connect(root, config)
+    if remote.forge is None:
+        return []
+    return remote.forge.list_pulls(config.labels[0] if config.labels else "mendflow", "open")
 
 
 @task(name="check-pull-requests", retries=0, timeout_seconds=300,
