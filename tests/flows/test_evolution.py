@@ -209,7 +209,7 @@ def _paused_cycle(repository: Path, thread: threading.Thread, timeout_s: float =
             if run.repository == str(repository) and run.patches_waiting:
                 return run
         time.sleep(0.5)
-    raise AssertionError("the semi-autonomous cycle never paused")
+    raise AssertionError("the semi-autonomous cycle never paused (it ended, or hangs)")
 
 
 def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkeypatch):
@@ -277,7 +277,7 @@ def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkey
         # semi-autonomous, every patch needs a human: the cycle pauses before any PR
         _write_config(config, github, evolution={"autonomy": "semi_autonomous"},
                       approval={"max_changed_lines": 0, "poll_interval_s": 1})
-        _human_commit(human, {"NOTES.md": "x\n"}, "docs: notes")
+        _human_commit(human, {"pkg/more.py": 'def hi():\n    return f"hi"\n'}, "feat: hi")
         outcome: dict = {}
         thread = threading.Thread(target=lambda: outcome.update(record=cycle()), daemon=True)
         thread.start()
