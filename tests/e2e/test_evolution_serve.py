@@ -5,6 +5,7 @@ cancelled by the deployment's concurrency limit of 1 and recorded as skipped."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from tests.fixtures.sample_project import LIB, TESTS
-from tests.helpers.e2e import start
+from tests.helpers.e2e import start, stop
 from tests.helpers.git import git, write_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -94,7 +95,7 @@ def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
                "--type", "process")
     done = server.run(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
                       "deployments/evolution.prefect.yaml", "--all", "--pool", "evolution-e2e",
-                      env={"MENDFLOW_REPO": str(tmp_path),
+                      env={"MENDFLOW_REPO": str(tmp_path), "MENDFLOW_WORKDIR": str(tmp_path),
                            "MENDFLOW_GIT_URL": "https://git.example/mendflow.git"}, check=False)
     output = done.stdout + done.stderr
     assert "evolution-cycle/evolution' successfully created" in output, output
@@ -104,3 +105,65 @@ def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
     clone = deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]
     assert clone["repository"] == "https://git.example/mendflow.git"
     assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [300.0]
+    assert deployment["job_variables"] == {"working_dir": str(tmp_path)}
+
+
+PROBE = """
+import os
+
+from prefect import flow
+
+VERSION = {version}
+
+
+@flow(name="pull-step-probe")
+def probe(out: str) -> None:
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(f"{{VERSION}} {{os.getcwd()}}\\n")
+"""
+
+
+def test_worker_runs_each_cycle_from_the_branch_head(prefect_server, tmp_path):
+    """The evolution yaml's pull steps, run by a process worker: each flow run imports its
+    (module-path) entrypoint from the clone, moved to the branch head first."""
+    server = prefect_server
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    git(seed, "init", "-q", "-b", "main")
+    write_files(seed, {"probe_pkg/__init__.py": "", "probe_pkg/cycle.py": PROBE.format(version=1)})
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "version 1")
+    remote = tmp_path / "probe.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    git(seed, "remote", "add", "origin", str(remote))
+    real = yaml.safe_load(open("deployments/evolution.prefect.yaml", encoding="utf-8"))
+    [evolution] = real["deployments"]
+    workdir, pool = tmp_path / "workdir", f"pull-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir()
+    (seed / "prefect.yaml").write_text(yaml.safe_dump({
+        "name": "probe", "build": None, "push": None, "pull": real["pull"],
+        "deployments": [{"name": "probe", "entrypoint": "probe_pkg.cycle.probe",
+                         "parameters": {"out": str(tmp_path / "runs.txt")},
+                         "work_pool": {**evolution["work_pool"], "name": pool}}]}))
+    server.run(sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process")
+    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                          cwd=seed, env={**server.env, "MENDFLOW_GIT_URL": str(remote),
+                                         "MENDFLOW_WORKDIR": str(workdir)},
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    deployment = server.api("GET", "/deployments/name/pull-step-probe/probe")
+    worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+                   {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path / "worker.log")
+    server.processes.append(worker)
+    try:
+        for version in (1, 2):
+            if version == 2:  # a cycle delivered a change to the loop's own code
+                write_files(seed, {"probe_pkg/cycle.py": PROBE.format(version=2)})
+                git(seed, "commit", "-q", "-am", "version 2")
+                git(seed, "push", "-q", "origin", "main")
+            run = server.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {})
+            server.wait_state(run["id"], "COMPLETED", timeout_s=240)
+    finally:
+        stop(worker)
+    runs = (tmp_path / "runs.txt").read_text().split("\n")
+    assert runs[:2] == [f"1 {workdir / 'probe'}", f"2 {workdir / 'probe'}"], runs
