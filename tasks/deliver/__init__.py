@@ -159,14 +159,7 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
     try:
         remote = connect(Path(result.repository), config)
         if remote.forge is not None:
-            label = config.labels[0] if config.labels else "mendflow"
-            open_pulls = remote.forge.list_pulls(label, "open")
-            for pull in stale_pulls(open_pulls, {f.id for f in result.findings}):
-                remote.forge.close_pull(pull.number, STALE_COMMENT.format(branch=target))
-                delete_remote_branch(remote.root, config.remote or "", pull.head, remote.env)
-                done["closed"].append(pull)
-                logger.info("closed stale PR #%d (%s)", pull.number, pull.head)
-            open_pulls = [p for p in open_pulls if p not in done["closed"]]
+            open_pulls = _close_stale(remote, result, target, done["closed"])
         new, dupes = split_duplicates(plan_pulls(result, approved, config.group), open_pulls)
         done["dupes"] = [i for p in dupes for i in p.patch_ids]
         room, limit = capacity(len(open_pulls), opened_at, config.max_open_prs,
@@ -196,6 +189,22 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
         return _delivery(done, open_pulls, limit, error=str(err).splitlines()[0],
                          reason=err.reason)
     return _delivery(done, open_pulls, limit)
+
+
+def _close_stale(remote: Remote, result: MissionResult, target: str,
+                 closed: list[PullInfo]) -> list[PullInfo]:
+    """Close the open PRs whose findings are gone (a comment; their branch deleted);
+    return the PRs still open. Closed ones are appended to ``closed``."""
+    assert remote.forge is not None
+    config = remote.config
+    open_pulls = remote.forge.list_pulls(config.labels[0] if config.labels else "mendflow",
+                                         "open")
+    for pull in stale_pulls(open_pulls, {f.id for f in result.findings}):
+        remote.forge.close_pull(pull.number, STALE_COMMENT.format(branch=target))
+        delete_remote_branch(remote.root, config.remote or "", pull.head, remote.env)
+        closed.append(pull)
+        get_run_logger().info("closed stale PR #%d (%s)", pull.number, pull.head)
+    return [p for p in open_pulls if p not in closed]
 
 
 def _delivery(done: dict, open_pulls: list, limit: str | None, error: str | None = None,

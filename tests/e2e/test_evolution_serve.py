@@ -5,7 +5,6 @@ cancelled by the deployment's concurrency limit of 1 and recorded as skipped."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -140,18 +139,16 @@ def test_worker_runs_each_cycle_from_the_branch_head(prefect_server, tmp_path):
     [evolution] = real["deployments"]
     workdir, pool = tmp_path / "workdir", f"pull-{uuid.uuid4().hex[:6]}"
     workdir.mkdir()
-    (seed / "prefect.yaml").write_text(yaml.safe_dump({
-        "name": "probe", "build": None, "push": None, "pull": real["pull"],
-        "deployments": [{"name": "probe", "entrypoint": "probe_pkg.cycle.probe",
-                         "parameters": {"out": str(tmp_path / "runs.txt")},
-                         "work_pool": {**evolution["work_pool"], "name": pool}}]}))
     server.run(sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process")
-    done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                          cwd=seed, env={**server.env, "MENDFLOW_GIT_URL": str(remote),
-                                         "MENDFLOW_WORKDIR": str(workdir)},
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    deployment = server.api("GET", "/deployments/name/pull-step-probe/probe")
+    # the yaml's own pull steps and job variables (`prefect deploy` of it: the test above)
+    pull = json.loads(json.dumps(real["pull"]).replace("{{ $MENDFLOW_GIT_URL }}", str(remote)))
+    flow_id = server.api("POST", "/flows/", {"name": "pull-step-probe"})["id"]
+    deployment = server.api("POST", "/deployments/", {
+        "name": pool, "flow_id": flow_id, "entrypoint": "probe_pkg.cycle.probe",
+        "pull_steps": pull, "work_pool_name": pool,
+        "job_variables": {"working_dir": str(workdir)},
+        "parameters": {"out": str(tmp_path / "runs.txt")}})
+    assert evolution["work_pool"]["job_variables"] == {"working_dir": "{{ $MENDFLOW_WORKDIR }}"}
     worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
                    {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path / "worker.log")
     server.processes.append(worker)
@@ -166,4 +163,5 @@ def test_worker_runs_each_cycle_from_the_branch_head(prefect_server, tmp_path):
     finally:
         stop(worker)
     runs = (tmp_path / "runs.txt").read_text().split("\n")
-    assert runs[:2] == [f"1 {workdir / 'probe'}", f"2 {workdir / 'probe'}"], runs
+    clone = workdir / "probe-main"  # git_clone names it <repository>-<branch>
+    assert runs[:2] == [f"1 {clone}", f"2 {clone}"], runs
