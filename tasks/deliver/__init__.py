@@ -270,6 +270,10 @@ def deliver_revert(root: Path, config: DeliveryConfig, target: str, tip: str, cu
         push_branch(root, config.remote, commit, branch, remote.env)
     if remote.forge is None:
         return commit, None
+    label = config.labels[0] if config.labels else "mendflow"
+    opened = [p for p in remote.forge.list_pulls(label, "open") if p.head == branch]
+    if opened:  # a resumed cycle (a suspended run re-runs from the top) proposed it already
+        return commit, opened[0].url
     body = (f"mendflow's post-merge watch found that `{culprit[:10]}` (delivered by mendflow) "
             f"is the first bad commit: {reason}\n\nThis reverts it.\n\n"
             f"<!-- mendflow:revert {culprit} -->")
