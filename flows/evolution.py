@@ -31,6 +31,7 @@ from mendflow.core.config import Interpreter, MendflowConfig, load_config
 from mendflow.core.config_sources import effective_config
 from mendflow.core.errors import DeliveryError, MendflowError
 from mendflow.core.evolution import CycleRecord, LoopState, Regression
+from mendflow.core.learning import post_merge_outcomes
 from mendflow.core.models import MissionResult, Sandbox
 from mendflow.flows.approval import approve_patches, approved_ids
 from mendflow.flows.mission import maintenance_mission
@@ -66,6 +67,8 @@ from mendflow.tasks.evolve import (
     thresholds_missed,
 )
 from mendflow.tasks.evolve.deployment import apply_interval, find_skipped
+from mendflow.tasks.evolve.watch import landed_commits, with_trailers
+from mendflow.tasks.learn.record import record_post_merge
 
 DASHBOARD_TITLE = "mendflow dashboard"
 
@@ -188,6 +191,7 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
     _count_detected(cycle, result)
     if config.evolution.watch and state.last_tip and state.last_tip != tip:
         _watch_regressions(cycle, root, result, branch, tip)
+        _record_post_merge(cycle, root, result, tip)
     delivery = cycle.delivery = _approve_and_deliver(cycle, result, branch)
     cycle.fields.update(_delivery_fields(delivery, cycle.fields.get("error")))
     tests = result.baseline_tests
@@ -280,6 +284,27 @@ def _watch_regressions(cycle: Cycle, root: Path, result: MissionResult, branch: 
         f"- {r.test}: first bad commit {(r.commit or '?')[:10]} "
         f"({'mendflow' if r.delivered_by_mendflow else r.author}): {r.action} {r.detail}"
         for r in cycle.regressions))
+
+
+def _record_post_merge(cycle: Cycle, root: Path, result: MissionResult, tip: str) -> None:
+    """mendflow's commits that landed since the previous tip: ``kept`` when the watch found
+    no regression of theirs (and nothing reverts them), ``reverted`` when a revert landed or
+    the watch reverted them now; written to the outcome store (insights' revert rate)."""
+    try:
+        landed = landed_commits(root, cycle.state.last_tip or "", tip)
+    except MendflowError as err:
+        get_run_logger().warning("post-merge outcomes not recorded: %s", err)
+        return
+    culprits = {r.commit for r in cycle.regressions if r.delivered_by_mendflow and r.commit}
+    reverted = {r.commit for r in cycle.regressions if r.action == "reverted" and r.commit}
+    outcomes = post_merge_outcomes(landed, culprits, reverted, result.baseline_tests is not None)
+    outcomes = outcomes.model_copy(update={"reverted": tuple(with_trailers(root, outcomes.reverted))})
+    if outcomes.kept or outcomes.reverted:
+        rows = record_post_merge(cycle.config.learning, cycle.layout.root, result.repository,
+                                 outcomes)
+        get_run_logger().info("post-merge: %d of mendflow's commits kept, %d reverted "
+                              "(%d attempts marked)", len(outcomes.kept),
+                              len(outcomes.reverted), rows)
 
 
 def _target_python(result: MissionResult, config: MendflowConfig) -> Path:

@@ -220,10 +220,25 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     # finished on the surviving host, with the steps of the first attempt from the cache
     assert run_id in survivor.log.read_text(errors="replace")
     assert any(t["state_name"] == "Cached" for t in fleet.server.task_runs(run_id))
+    replay = _replay_counts(fleet, run_id)
+    print(f"resumed attempt: {replay}")
     labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
     assert int(labels["mendflow.patches_accepted"]) == 2
     pushed = git(fleet.repos[5], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
     assert pushed == _reference(fleet)[url]["tree"]  # the same result as one by one
+
+
+def _replay_counts(fleet, run_id: str) -> dict[str, list[str]]:
+    """The last attempt's task runs of a resumed flow run: ``{"cached": [...], "rerun": [...]}``
+    (task names), and the names the first attempt completed (``"first"``)."""
+    runs = fleet.server.task_runs(run_id)
+    last = max(run["flow_run_run_count"] for run in runs)
+    first = sorted(r["name"] for r in runs if r["flow_run_run_count"] < last
+                   and r["state_type"] == "COMPLETED")
+    final = [r for r in runs if r["flow_run_run_count"] == last]
+    return {"first": first,
+            "cached": sorted(r["name"] for r in final if r["state_name"] == "Cached"),
+            "rerun": sorted(r["name"] for r in final if r["state_name"] != "Cached")}
 
 
 def test_database_unreachable_is_a_clear_error(fleet, tmp_path):
