@@ -64,9 +64,9 @@ def host_roots(inputs: dict[str, Any]) -> list[str]:
 
 
 def neutral(value: Any, roots: Iterable[str]) -> Any:
-    """``value`` with every path or string under one of ``roots`` made relative to it
-    (``<mendflow-state>/worktrees/m-1``); pydantic models as their JSON form and type name,
-    containers element by element, anything else as is.
+    """``value`` with every path under one of ``roots``, alone or inside a string, made
+    relative to it (``<mendflow-state>/worktrees/m-1``); pydantic models as their JSON form
+    and type name, containers element by element, anything else as is.
 
     Args:
         value: a task input.
@@ -84,10 +84,11 @@ def neutral(value: Any, roots: Iterable[str]) -> Any:
         return {"__model__": type(value).__qualname__, "fields": neutral(dumped, roots)}
     if isinstance(value, PurePath):
         return {"__path__": neutral(str(value), roots)}
-    if isinstance(value, str):
+    if isinstance(value, str):  # a path, or a message quoting one (a traceback's file)
         for root in roots:
-            if value == root or value.startswith(root + "/"):
-                return STATE_MARK + value[len(root):]
+            if value == root:
+                return STATE_MARK
+            value = value.replace(root + "/", STATE_MARK + "/")
         return value
     if isinstance(value, dict):
         return {key: neutral(item, roots) for key, item in value.items()}

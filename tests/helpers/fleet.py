@@ -96,9 +96,28 @@ def start_server(home: Path, database_url: str) -> Server:
     env = server_env(home, port, database_url)
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     home.mkdir(parents=True, exist_ok=True)
-    process = start([sys.executable, "-m", "prefect", "server", "start"], env,
-                    home / "server.log")
-    server.processes.append(process)
+    return _launch_server(server, home / "server.log")
+
+
+def restart_server(server: Server, down_s: float = 5.0) -> float:
+    """Stop the server (SIGTERM to its process group) and start it again on the same port,
+    PREFECT_HOME and database, as an operator restarting it would; waits until it is healthy.
+
+    Returns:
+        Seconds the API did not answer.
+    """
+    process = next(p for p in server.processes if "server" in p.args)
+    started = time.monotonic()
+    stop(process)
+    server.processes.remove(process)
+    time.sleep(down_s)
+    _launch_server(server, server.home / "server-restarted.log")
+    return time.monotonic() - started
+
+
+def _launch_server(server: Server, log: Path) -> Server:
+    process = start([sys.executable, "-m", "prefect", "server", "start"], server.env, log)
+    server.processes.insert(0, process)
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -109,7 +128,7 @@ def start_server(home: Path, database_url: str) -> Server:
         if process.poll() is not None or time.monotonic() > deadline:
             stop(process)
             raise AssertionError("prefect server did not start:\n"
-                                 + (home / "server.log").read_text()[-3000:])
+                                 + log.read_text()[-3000:])
         time.sleep(0.5)
 
 

@@ -39,4 +39,6 @@ def test_neutral_form(tmp_path):
                    roots) == [{"__path__": "<mendflow-state>/envs/x"}, "/usr/bin/python",
                               {"k": [1, 2]}]
     assert str(tmp_path / "homeless") == neutral(str(tmp_path / "homeless"), roots)
+    quoted = f"E   {tmp_path}/home/worktrees/m-1/pkg/lib.py:3: AssertionError"
+    assert neutral(quoted, roots) == "E   <mendflow-state>/worktrees/m-1/pkg/lib.py:3: AssertionError"
     assert any(isinstance(p, HostNeutralInputs) for p in MISSION_STEP.policies)
