@@ -31,6 +31,9 @@ def test_compose_file_has_postgres_a_server_and_two_workers():
     database = server["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert database.startswith("postgresql+asyncpg://") and "@postgres:5432/" in database
     assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+    leases = server["environment"]["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"]
+    assert leases.endswith(".filesystem")  # survives a restart (kept in a volume)
+    assert any(v.endswith(":/root/.prefect") for v in server["volumes"])
     assert "healthcheck" in server and "healthcheck" in postgres
 
     volumes = set(_compose()["volumes"])
