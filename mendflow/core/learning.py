@@ -81,7 +81,7 @@ class LandedCommit(Contract):
     patch_id: str | None = Field(None, description="its Mendflow-Patch trailer (mendflow's patch)")
     mission_id: str | None = Field(None, description="its Mendflow-Mission trailer")
     reverts: str | None = Field(None, description="the commit it reverts (a revert commit), "
-                                                  "full or abbreviated sha")
+                                                  "as its message names it (git's full sha)")
 
 
 class PostMergeOutcomes(Contract):
