@@ -27,6 +27,9 @@ def _defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    # Prefect's client retries 429/502/503 with backoff; a busy server on PostgreSQL also
+    # answers 500 for a query that timed out: retry that too, before giving up with one line
+    os.environ.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
 
 
 def _fail(error: MendflowError) -> typer.Exit:

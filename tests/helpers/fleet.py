@@ -89,6 +89,12 @@ def server_env(home: Path, port: int, database_url: str) -> dict[str, str]:
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
             "prefect.server.concurrency.lease_storage.filesystem",
         "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        # a 2-core CI box running the suite on both cores: queries slower than Prefect's
+        # 10 s default timeout, and more than its pool's 15 connections, are normal here
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
         "MENDFLOW_HOME": str(home / "cli-home"), **GIT_ENV})
     return env
 
