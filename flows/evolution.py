@@ -41,6 +41,7 @@ from mendflow.flows.evolution_record import finish, publish_dashboard
 from mendflow.flows.evolution_steps import (
     Cycle,
     approve_and_deliver,
+    record_post_merge_outcomes,
     watch_pulls,
     watch_regressions,
 )
@@ -152,6 +153,7 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
     _count_detected(cycle, result)
     if config.evolution.watch and state.last_tip and state.last_tip != tip:
         watch_regressions(cycle, root, result, branch, tip)
+        record_post_merge_outcomes(cycle, root, result, tip)
     # the request and the pause belong to this cycle's run (`mendflow approve RUN_ID`)
     result = result.model_copy(update={"flow_run_id": str(runtime.flow_run.id or "") or
                                        result.flow_run_id})

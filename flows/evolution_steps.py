@@ -22,6 +22,7 @@ from prefect import get_run_logger, runtime
 from mendflow.core.config import MendflowConfig
 from mendflow.core.errors import MendflowError
 from mendflow.core.evolution import CycleRecord, Regression
+from mendflow.core.learning import post_merge_outcomes
 from mendflow.core.models import MissionResult, Sandbox, TargetEnv
 from mendflow.flows.approval import approve_patches, approved_ids
 from mendflow.infra.evolution_store import loop_dir, read_state
@@ -30,6 +31,8 @@ from mendflow.tasks.approve import check_autonomy, notify_once
 from mendflow.tasks.deliver import PullDelivery, check_pulls, deliver_pulls, deliver_revert
 from mendflow.tasks.evolve import find_regressions, generated
 from mendflow.tasks.evolve.dashboard import PendingApproval
+from mendflow.tasks.evolve.watch import landed_commits, with_trailers
+from mendflow.tasks.learn.record import record_post_merge
 from mendflow.tasks.sandbox.isolation import decide_sandbox_isolation
 
 __all__ = ["Cycle", "approve_and_deliver", "notify", "watch_pulls", "watch_regressions"]
@@ -109,6 +112,29 @@ def watch_regressions(cycle: Cycle, root: Path, result: MissionResult, branch: s
         f"- {r.test}: first bad commit {(r.commit or '?')[:10]} "
         f"({'mendflow' if r.delivered_by_mendflow else r.author}): {r.action} {r.detail or ''}"
         for r in cycle.regressions))
+
+
+def record_post_merge_outcomes(cycle: Cycle, root: Path, result: MissionResult,
+                               tip: str) -> None:
+    """mendflow's commits that landed since the previous tip: ``kept`` when the watch found
+    no regression of theirs (and nothing reverts them), ``reverted`` when a revert landed or
+    the watch reverted them now; written to the outcome store (insights' revert rate)."""
+    try:
+        landed = landed_commits(root, cycle.state.last_tip or "", tip)
+    except MendflowError as err:
+        get_run_logger().warning("post-merge outcomes not recorded: %s", err)
+        return
+    culprits = {r.commit for r in cycle.regressions if r.delivered_by_mendflow and r.commit}
+    reverted = {r.commit for r in cycle.regressions if r.action == "reverted" and r.commit}
+    outcomes = post_merge_outcomes(landed, culprits, reverted, result.baseline_tests is not None)
+    outcomes = outcomes.model_copy(update={"reverted": tuple(with_trailers(root,
+                                                                           outcomes.reverted))})
+    if outcomes.kept or outcomes.reverted:
+        rows = record_post_merge(cycle.config.learning, cycle.layout.root, result.repository,
+                                 outcomes)
+        get_run_logger().info("post-merge: %d of mendflow's commits kept, %d reverted "
+                              "(%d attempts marked)", len(outcomes.kept),
+                              len(outcomes.reverted), rows)
 
 
 def _revert(cycle: Cycle, root: Path, regression: Regression, branch: str, tip: str,

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from mendflow.core.learning import LandedCommit
 from mendflow.core.models import TargetEnv
 from mendflow.infra.gitops import run_git
 from mendflow.infra.isolation import bwrap_argv, interpreter_dirs
@@ -119,3 +120,57 @@ def delivered_by_mendflow(root: Path, commit: str) -> tuple[bool, str]:
     message = run_git(root, "log", "-1", "--format=%B", commit)
     author = run_git(root, "log", "-1", "--format=%an <%ae>", commit).strip()
     return bool(MENDFLOW_TRAILER.search(message)), author
+
+
+REVERTS = re.compile(r"^This reverts commit ([0-9a-f]{7,40})", re.MULTILINE)
+
+
+def landed_commits(root: Path, previous_tip: str, tip: str) -> list[LandedCommit]:
+    """The commits that reached the target branch in ``previous_tip..tip``: mendflow's
+    patches (``Mendflow-Patch`` / ``Mendflow-Mission`` trailers, which survive a squash or a
+    rebase of the PR) and reverts (``Mendflow-Revert: <sha>`` or git's ``This reverts commit
+    <sha>``), oldest first. Other commits are left out.
+
+    Args:
+        root: the repository.
+        previous_tip: the tip the previous cycle saw.
+        tip: the new tip.
+
+    Returns:
+        :class:`~mendflow.core.learning.LandedCommit` items; empty when ``previous_tip``
+        is not an ancestor of ``tip`` (a force-push: nothing can be said).
+    """
+    if git_outcome(root, "merge-base", "--is-ancestor", previous_tip, tip)[0] != 0:
+        return []
+    fmt = ("%H%x00%(trailers:key=Mendflow-Patch,valueonly,separator=%x2c)%x00"
+           "%(trailers:key=Mendflow-Mission,valueonly,separator=%x2c)%x00"
+           "%(trailers:key=Mendflow-Revert,valueonly,separator=%x2c)%x00%B%x1e")
+    out = run_git(root, "log", "--reverse", f"--format={fmt}", f"{previous_tip}..{tip}")
+    landed = []
+    for entry in out.split("\x1e"):
+        parts = entry.strip().split("\0")
+        if len(parts) != 5:
+            continue
+        sha, patch, mission, revert, body = (p.strip() for p in parts)
+        reverted = revert or next(iter(REVERTS.findall(body)), "")
+        if patch or reverted:
+            landed.append(LandedCommit(commit=sha, patch_id=patch or None,
+                                       mission_id=mission or None, reverts=reverted or None))
+    return landed
+
+
+def with_trailers(root: Path, commits: Sequence[LandedCommit]) -> list[LandedCommit]:
+    """Fill in the patch and mission ids of commits known only by sha (a revert that names
+    a commit outside the watched range) from that commit's trailers, when it exists here."""
+    out = []
+    for commit in commits:
+        if commit.patch_id is None:
+            fmt = ("%(trailers:key=Mendflow-Patch,valueonly,separator=%x2c)%x00"
+                   "%(trailers:key=Mendflow-Mission,valueonly,separator=%x2c)")
+            status, text, _ = git_outcome(root, "log", "-1", f"--format={fmt}", commit.commit)
+            patch, _, mission = text.strip().partition("\0")
+            if status == 0 and patch.strip():
+                commit = commit.model_copy(update={"patch_id": patch.strip(),
+                                                   "mission_id": mission.strip() or None})
+        out.append(commit)
+    return out

@@ -85,6 +85,13 @@ def _human_commit(human: Path, files: dict[str, str], message: str) -> str:
     return git(human, "rev-parse", "HEAD")
 
 
+def _store():
+    from mendflow.infra.layout import StateLayout
+    from mendflow.infra.outcomes import OutcomeStore
+
+    return OutcomeStore.open(None, StateLayout.resolve(None).root)
+
+
 def test_evolution_cycles(tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-token")
     with FakeGitHub("acme/widgets") as github:
@@ -131,6 +138,14 @@ def test_evolution_cycles(tmp_path, monkeypatch):
         assert fourth.reverts == 1
         revert = [p for p in github.pulls() if p["head"]["ref"].startswith("mendflow/revert-")]
         assert len(revert) == 1 and regression.commit in revert[0]["body"]
+        # the post-merge watch: the merged commits that broke nothing are kept; the culprit
+        # (its revert only proposed) is neither kept nor reverted yet
+        merged = git(work, "log", "--format=%H", "--grep=Mendflow-Patch:",
+                     f"{third.head_after}..{fourth.head_after}").split()
+        assert regression.commit in merged
+        counts = _store().outcome_counts(str(work))
+        assert len(merged) >= 2 and counts.get("merge:kept", 0) >= 1, (merged, counts)
+        assert counts.get("merge:reverted", 0) == 0
 
         bad = _human_commit(human, {"pkg/extra.py": "def greet(name):\n    return name\n",
                                     "tests/test_lib.py": TESTS.replace(
