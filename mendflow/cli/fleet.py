@@ -65,8 +65,13 @@ def deploy_command(
         from mendflow.deployments.fleet import deploy
 
         names = deploy(pool, heartbeat_s=heartbeat_s, fleet_file=fleet_file, cron=cron)
+        from mendflow.infra.engine_limits import lease_storage_warning
+
+        warning = lease_storage_warning()
     except MendflowError as error:
         raise _fail(error) from None
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     for name in names:
         err.print(f"deployment {escape(name)} on work pool {escape(pool)}")
     err.print(f"start workers with: prefect worker start --pool {escape(pool)}")
