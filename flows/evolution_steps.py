@@ -26,7 +26,7 @@ from mendflow.core.learning import post_merge_outcomes
 from mendflow.core.models import MissionResult, Sandbox, TargetEnv
 from mendflow.flows.approval import approve_patches, approved_ids
 from mendflow.infra.evolution_store import loop_dir, read_state
-from mendflow.infra.layout import StateLayout, state_dir
+from mendflow.infra.layout import StateLayout
 from mendflow.tasks.approve import check_autonomy, notify_once
 from mendflow.tasks.deliver import PullDelivery, check_pulls, deliver_pulls, deliver_revert
 from mendflow.tasks.evolve import find_regressions, generated
@@ -161,12 +161,13 @@ def watch_env(result: MissionResult, config: MendflowConfig) -> TargetEnv:
     from mendflow.tasks.environment import prepare_target_env
 
     root = Path(result.repository)
+    layout = StateLayout.of(config.mission.state_dir)
     isolation = decide_sandbox_isolation(config.sandbox, config.fixer,
-                                         [Path.home(), state_dir(config.mission.state_dir), root])
+                                         [Path.home(), layout.root, root])
     sandbox = Sandbox(mission_id=result.mission_id, path=Path(result.worktree or root),
                       branch=result.branch, base_commit=result.base_commit, repo_root=root)
     try:
-        env = prepare_target_env(sandbox, config.environment, config.mission.state_dir)
+        env = prepare_target_env(sandbox, config.environment, layout)
     except MendflowError:
         env = TargetEnv(python=Path(sys.executable), kind="interpreter", fingerprint="mendflow")
     return env.model_copy(update={"isolation": isolation})

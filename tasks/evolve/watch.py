@@ -24,7 +24,7 @@ from mendflow.core.learning import LandedCommit
 from mendflow.core.models import TargetEnv
 from mendflow.infra.gitops import run_git
 from mendflow.infra.isolation import bwrap_argv, interpreter_dirs
-from mendflow.infra.layout import tool_state_path
+from mendflow.infra.layout import tool_home_path
 from mendflow.infra.runner import run_process, sandbox_environ
 from mendflow.tasks.approve.build import git_outcome
 
@@ -91,7 +91,7 @@ def first_bad_commit(root: Path, good: str, bad: str, tests: Sequence[str],
         run_git(workdir, "bisect", "reset", "-q", check=False)
         run_git(root, "worktree", "remove", "--force", str(workdir), check=False)
         shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(tool_state_path(workdir), ignore_errors=True)
+        shutil.rmtree(tool_home_path(workdir), ignore_errors=True)
         step.unlink(missing_ok=True)
         run_git(root, "worktree", "prune", check=False)
 
@@ -108,11 +108,11 @@ def step_command(target_env: TargetEnv, workdir: Path, tests: Sequence[str]) -> 
     isolation = target_env.isolation
     if isolation.backend == "none":
         return argv
-    state = tool_state_path(workdir)
-    (state / "home").mkdir(parents=True, exist_ok=True)
+    tool_home = tool_home_path(workdir)
+    (tool_home / "home").mkdir(parents=True, exist_ok=True)
     readable = tuple(dict.fromkeys(interpreter_dirs(Path(target_env.python))))
-    return bwrap_argv(["env", f"HOME={state / 'home'}", *argv], isolation, worktree=workdir,
-                      writable=(state,), readable=readable)
+    return bwrap_argv(["env", f"HOME={tool_home / 'home'}", *argv], isolation, worktree=workdir,
+                      writable=(tool_home,), readable=readable)
 
 
 def delivered_by_mendflow(root: Path, commit: str) -> tuple[bool, str]:

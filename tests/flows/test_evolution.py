@@ -233,7 +233,7 @@ def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkey
     before anything is pushed or opened, shows the wait on the dashboard, and opens its PR
     once approved; a TODO is measured but never given to the fixer (generate switch off)."""
     from mendflow.infra import approvals
-    from mendflow.infra.layout import mission_dir
+    from mendflow.infra.layout import StateLayout
 
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-token")
     with FakeGitHub("acme/widgets") as github:
@@ -254,8 +254,8 @@ def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkey
         assert first.prs_opened == 1 and first.prs_merged == 1, first
         [pull] = github.pulls()
         assert pull["merged"] and pull["state"] == "closed"
-        session = json.loads((mission_dir(first.mission_id) / "report" / "session_data.json")
-                             .read_text())
+        report = StateLayout.resolve().mission(first.mission_id) / "report"
+        session = json.loads((report / "session_data.json").read_text())
         todos = {f["id"] for f in session["findings"] if f["category"] == "todo"}
         assert todos, "the TODO was not measured"
         attempted = {i for p in session["patches"] for i in p["finding_ids"]}
