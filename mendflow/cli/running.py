@@ -57,6 +57,10 @@ def prefect_defaults(verbose: bool) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        # Prefect's internal services (``prefect._internal``: the events and log workers)
+        # print through their own ``debug`` handler: a dead API server's "EventsWorker
+        # failed to process item" dump must not reach the terminal either.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL", "CRITICAL")
 
 
 _EARLY_API: EarlyServer | None = None

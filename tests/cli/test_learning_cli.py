@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from mendflow.infra import audit
@@ -28,6 +29,8 @@ def test_stats_json_contract(tmp_path, make_repo):
                     result="accepted" if i < 1 else "rejected", cost=0.1) for i in range(8)]
     rows += [attempt(f"r{i}", repository=str(repo)) for i in range(5)]
     rows += [attempt("other", repository="/elsewhere")]
+    rows += [attempt("old", repository="/elsewhere",
+                     when=datetime.now(timezone.utc) - timedelta(days=30))]
     store.record_attempts(rows)
     store.record_mission(mission("m1", repository=str(repo)))
 
@@ -44,9 +47,9 @@ def test_stats_json_contract(tmp_path, make_repo):
     assert ("anthropic:small fixes of type findings: 12 % accepted at $0.80 each; "
             "consider excluding the category") in report["insights"]
     everything = json.loads(mendflow("stats", "--json", home=home).stdout)
-    assert everything["attempts"] == 14
-    recent = json.loads(mendflow("stats", "--json", "--since", "0.0001", home=home).stdout)
-    assert recent["attempts"] == 14  # all written just now
+    assert everything["attempts"] == 15
+    recent = json.loads(mendflow("stats", "--json", "--since", "7", home=home).stdout)
+    assert recent["attempts"] == 14  # the 30-day-old attempt is left out
 
 
 def test_audit_verify_exit_codes_and_show(tmp_path):
