@@ -74,10 +74,10 @@ _PARSE_LOCK = threading.Lock()
 def parse_python(source: str | bytes) -> ast.Module:
     """``ast.parse``, one thread at a time.
 
-    CPython 3.11 before 3.11.8 keeps the AST converter's recursion depth in
-    state shared between threads: parses running at once in the detectors'
-    threads can fail with ``SystemError: AST constructor recursion depth
-    mismatch`` (CPython gh-106905).
+    The CPython 3.11 in use here keeps the AST converter's recursion depth in
+    state shared between threads (CPython gh-106905): parses running at once
+    in the detectors' threads can fail with ``SystemError: AST constructor
+    recursion depth mismatch`` (seen in a mission on more-itertools 10.5.0).
 
     Raises:
         SyntaxError, ValueError: as ``ast.parse``.
