@@ -75,11 +75,14 @@ class MissionState:
         Findings located in test files are left out unless the gates allow test
         changes, except failing tests themselves: their fix belongs in the code
         under test (and the ``test-files`` gate still refuses any test edit).
+        Only the categories of ``mission.fix_categories`` are given to the fixer
+        (None = all): the others are measured and never attempted.
         """
-        gates = self.config.gates
+        gates, wanted = self.config.gates, self.config.mission.fix_categories
         return [f for f in self.scoped(findings)
-                if gates.allow_test_changes or f.category == "test-failure"
-                or not any(glob_match(f.path, g) for g in gates.test_globs)]
+                if (wanted is None or f.category in wanted)
+                and (gates.allow_test_changes or f.category == "test-failure"
+                     or not any(glob_match(f.path, g) for g in gates.test_globs))]
 
     def exit_code(self) -> int:
         """0 success; 2 a patch was rejected or the target score was not reached;

@@ -27,6 +27,9 @@ def _defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    # Prefect's client retries 429/502/503 with backoff; a busy server on PostgreSQL also
+    # answers 500 for a query that timed out: retry that too, before giving up with one line
+    os.environ.setdefault("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500")
 
 
 def _fail(error: MendflowError) -> typer.Exit:
@@ -62,8 +65,13 @@ def deploy_command(
         from mendflow.deployments.fleet import deploy
 
         names = deploy(pool, heartbeat_s=heartbeat_s, fleet_file=fleet_file, cron=cron)
+        from mendflow.infra.engine_limits import lease_storage_warning
+
+        warning = lease_storage_warning()
     except MendflowError as error:
         raise _fail(error) from None
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}")
     for name in names:
         err.print(f"deployment {escape(name)} on work pool {escape(pool)}")
     err.print(f"start workers with: prefect worker start --pool {escape(pool)}")

@@ -58,6 +58,7 @@ from mendflow.core.config_ops import (  # noqa: F401  (re-exported)
 from mendflow.core.config_sandbox import SandboxConfig, SandboxLimits  # noqa: F401  (re-exported)
 from mendflow.core.config_validation import ValidationConfig  # noqa: F401  (re-exported)
 from mendflow.core.errors import ConfigError, MendflowError
+from mendflow.core.models import Category
 
 # --- the target's Python environment -------------------------------------------------
 
@@ -174,6 +175,9 @@ class MissionConfig(Section):
     keep_worktree: bool = Field(True, description="keep the sandbox worktree after the mission")
     max_wall_time_s: float | None = Field(
         None, gt=0, description="stop cleanly (resumable) once a run has lasted this long, seconds")
+    fix_categories: list[Category] | None = Field(
+        None, description="finding categories the fixer is given (the others are measured, "
+        "never attempted); None = all. The evolution loop sets it from evolution.generate")
 
     @model_validator(mode="after")
     def _modes_exclusive(self) -> MissionConfig:

@@ -112,15 +112,34 @@ def stats_report(stats: Sequence[StrategyStats], missions: Sequence[MissionRecor
         insights.append(line)
     insights.extend(strategy_lines(stats, learning))
     insights.extend(approval_lines(missions))
-    reverted = counts.get("merge:reverted", 0)
-    if accepted:
-        insights.append(f"revert rate: {reverted} of {accepted} accepted fixes reverted "
-                        f"({_pct(reverted, accepted)})")
+    insights.extend(revert_lines(counts, accepted))
     if not insights:
         insights.append("no attempts recorded yet: run a mission")
     return {"attempts": attempts,
             "strategies": [r.model_dump() for r in stats],
             "insights": insights}
+
+
+def revert_lines(counts: dict[str, int], accepted: int) -> list[str]:
+    """The revert rate over the fixes whose post-merge outcome is known (kept or reverted).
+
+    Args:
+        counts: :meth:`mendflow.infra.outcomes.OutcomeStore.outcome_counts`
+            (``merge:kept``, ``merge:reverted``, ``merge:None``).
+        accepted: accepted attempts in the period.
+
+    Returns:
+        One line, or none when nothing was accepted.
+    """
+    if not accepted:
+        return []
+    kept, reverted = counts.get("merge:kept", 0), counts.get("merge:reverted", 0)
+    merged = kept + reverted
+    if not merged:
+        return [f"revert rate: no post-merge outcome yet for the {accepted} accepted fixes "
+                "(the evolution loop's watch records kept and reverted)"]
+    return [f"revert rate: {reverted} of {merged} merged fixes reverted ({_pct(reverted, merged)}), "
+            f"{kept} kept; {accepted - merged} accepted fixes not seen merged yet"]
 
 
 def insights_markdown(report: dict[str, Any]) -> str:

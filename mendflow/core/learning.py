@@ -74,6 +74,52 @@ class AttemptRecord(Contract):
     created_at: datetime
 
 
+class LandedCommit(Contract):
+    """A commit that reached the target branch, as the evolution loop's post-merge watch saw it."""
+
+    commit: str = Field(description="its sha on the target branch")
+    patch_id: str | None = Field(None, description="its Mendflow-Patch trailer (mendflow's patch)")
+    mission_id: str | None = Field(None, description="its Mendflow-Mission trailer")
+    reverts: str | None = Field(None, description="the commit it reverts (a revert commit), "
+                                                  "as its message names it (git's full sha)")
+
+
+class PostMergeOutcomes(Contract):
+    """What the post-merge watch learned in one cycle: mendflow's commits kept and reverted."""
+
+    kept: tuple[LandedCommit, ...] = ()
+    reverted: tuple[LandedCommit, ...] = ()
+
+
+def post_merge_outcomes(landed: Sequence[LandedCommit], culprits: Iterable[str],
+                        reverted_now: Iterable[str], tests_ran: bool) -> PostMergeOutcomes:
+    """Sort the commits that landed since the previous cycle into kept and reverted.
+
+    A mendflow commit (one with a patch id) is ``kept`` when it landed, no later commit of
+    the range reverts it, the regression watch did not name it as the first bad commit of a
+    newly failing test, and the tests ran at the new tip (``tests_ran``). It is
+    ``reverted`` when a commit of the range reverts it, or the watch reverted it just now.
+    A revert that lands later overrides an earlier ``kept`` (the store does that).
+
+    Args:
+        landed: :func:`mendflow.tasks.evolve.watch.landed_commits` of ``previous..tip``.
+        culprits: first bad commits the regression watch found in this range.
+        reverted_now: culprits the watch reverted on the target branch in this cycle.
+        tests_ran: the mission measured the tests at the new tip.
+
+    Returns:
+        The outcomes; revert commits found for shas outside the range are reported as
+        ``reverted`` items with only ``commit`` set (the store matches them by sha).
+    """
+    culprits, reverted_now = set(culprits), set(reverted_now)
+    targets = {c.reverts for c in landed if c.reverts} | reverted_now
+    mine = [c for c in landed if c.patch_id]
+    reverted = [c for c in mine if c.commit in targets]
+    reverted += [LandedCommit(commit=sha) for sha in sorted(targets - {c.commit for c in mine})]
+    kept = [c for c in mine if tests_ran and c.commit not in culprits | targets]
+    return PostMergeOutcomes(kept=tuple(kept), reverted=tuple(reverted))
+
+
 class MissionRecord(Contract):
     """One mission, for charts (score over missions) and approval insights."""
 

@@ -26,6 +26,9 @@ from mendflow.core.approval import REQUEST_KEY, TIMEOUT_APPROVER, ApprovalInput,
 from mendflow.core.errors import ApprovalError
 
 FLOW_NAME = "maintenance-mission"
+FLOW_NAMES = (FLOW_NAME, "evolution-cycle")
+"""The flows whose runs wait for approval: a mission, and an evolution cycle (whose
+paused-run approval comes before its pull requests)."""
 
 
 class WaitingRun(BaseModel):
@@ -57,7 +60,7 @@ def _request_of(run_id: UUID) -> dict[str, Any] | None:
 
 
 def list_waiting() -> list[WaitingRun]:
-    """List the ``maintenance-mission`` flow runs that wait for approval (Paused or Suspended).
+    """List the mission and evolution-cycle flow runs that wait for approval (Paused or Suspended).
 
     Returns:
         One :class:`WaitingRun` per run, oldest first: the mission id (from the
@@ -77,7 +80,7 @@ def list_waiting() -> list[WaitingRun]:
 
     with _client() as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(FLOW_NAMES))),
             flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                 type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
             sort=FlowRunSort.START_TIME_ASC, limit=200, offset=0)

@@ -129,3 +129,34 @@ def mission_slots(repository_key: str, fleet: str | None, flow_run_id: str | Non
             raise
     else:
         slots.__exit__(None, None, None)
+
+
+MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"
+LEASE_STORAGE_ENV = "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"
+
+
+def lease_storage_warning() -> str | None:
+    """A warning when the server keeps concurrency leases in memory (Prefect's default).
+
+    A server restart then forgets the leases of the missions in flight: their slots are never
+    given back (the release of an unknown lease is a no-op on the server) and their
+    repositories wait forever. The server's settings come from ``GET /admin/settings``.
+
+    Returns:
+        One line naming the setting to change, or None when the storage persists (or the
+        server does not say).
+    """
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            settings = client.request("GET", "/admin/settings").json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    storage = ((settings.get("server") or {}).get("concurrency") or {}).get("lease_storage")
+    if storage != MEMORY_LEASES:
+        return None
+    return (f"the Prefect server keeps concurrency leases in memory: a server restart during a "
+            f"fleet would leave repository slots taken forever; start it with "
+            f"{LEASE_STORAGE_ENV}=prefect.server.concurrency.lease_storage.filesystem (or a "
+            f"Redis lease storage)")

@@ -27,11 +27,15 @@ from alembic.script import ScriptDirectory
 from filelock import FileLock
 
 from mendflow.core.learning import AttemptRecord, MissionRecord, Prior, StrategyStats
+from mendflow.infra.db_locks import lock_schema
 from mendflow.infra.outcomes_schema import ATTEMPTS, MISSIONS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 STORE_ERRORS = (sa.exc.SQLAlchemyError, OSError, TimeoutError)
 """What a store operation may raise (a database that is down, locked or unreachable)."""
+
+MIGRATION_LOCK = "mendflow-outcomes-migrations"
+"""The PostgreSQL advisory lock's name (:func:`mendflow.infra.db_locks.lock_schema`)."""
 
 _ENGINES: dict[str, sa.Engine] = {}
 _MIGRATED: set[str] = set()
@@ -121,6 +125,10 @@ class OutcomeStore:
     def migrate(self) -> str:
         """Upgrade the schema to the newest Alembic revision (once per process and URL).
 
+        Serialized by a file lock per host and, on PostgreSQL, by an advisory lock
+        (``pg_advisory_xact_lock``) across hosts: the first upgrades, the others wait
+        and find the schema at the head revision.
+
         Returns:
             The head revision.
         """
@@ -131,8 +139,11 @@ class OutcomeStore:
             return head
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        # the file lock serializes this host's processes; on PostgreSQL (a database other
+        # hosts share) an advisory lock held for the upgrade's transaction serializes hosts
         with FileLock(str(self.lock_dir / f"outcomes-{name}.lock"), timeout=self.timeout_s * 6):
             with self.engine.begin() as conn:
+                lock_schema(conn, MIGRATION_LOCK, self.timeout_s * 6)
                 if MigrationContext.configure(conn).get_current_revision() != head:
                     config.attributes["connection"] = conn
                     command.upgrade(config, "head")
@@ -190,19 +201,34 @@ class OutcomeStore:
                     ATTEMPTS.c.mission_id == mission_id, ATTEMPTS.c.patch_id == patch_id,
                     ATTEMPTS.c.result == "accepted").values(approval=outcome))
 
-    def record_post_merge(self, repository: str, commits: Iterable[str], outcome: str) -> int:
-        """Mark accepted attempts by commit as ``kept`` or ``reverted``.
+    def record_post_merge(self, repository: str, commits: Iterable[str], outcome: str,
+                          patches: Iterable[tuple[str, str]] = ()) -> int:
+        """Mark accepted attempts as ``kept`` or ``reverted`` after their commit landed.
+
+        Args:
+            repository: the repository (as recorded in attempts).
+            commits: the attempts' commits (shas on the mission branch, the same after a
+                fast-forward or merge-commit delivery).
+            outcome: ``kept`` or ``reverted``.
+            patches: ``(mission id, patch id)`` pairs from the landed commits' trailers (they
+                match after a squash or rebase too).
 
         Returns:
-            Rows updated.
+            Rows updated. ``kept`` never replaces ``reverted``; ``reverted`` replaces ``kept``
+            (a revert that comes later wins).
         """
         commits = [c for c in commits if c]
-        if not commits:
+        pairs = [(m, p) for m, p in patches if m and p]
+        if not commits and not pairs:
             return 0
+        a = ATTEMPTS.c
+        which = [a.commit.in_(commits)] if commits else []
+        which += [sa.and_(a.mission_id == m, a.patch_id == p) for m, p in pairs]
+        filters = [a.repository == repository, a.result == "accepted", sa.or_(*which)]
+        if outcome == "kept":
+            filters.append(sa.or_(a.post_merge.is_(None), a.post_merge != "reverted"))
         with self.engine.begin() as conn:
-            result = conn.execute(ATTEMPTS.update().where(
-                ATTEMPTS.c.repository == repository, ATTEMPTS.c.commit.in_(commits),
-                ATTEMPTS.c.result == "accepted").values(post_merge=outcome))
+            result = conn.execute(ATTEMPTS.update().where(*filters).values(post_merge=outcome))
             return int(result.rowcount or 0)
 
     # --- reads ----------------------------------------------------------------------

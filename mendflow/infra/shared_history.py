@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mendflow.core.fleet import repository_key
+from mendflow.infra.db_locks import lock_schema
 from mendflow.infra.gitops import run_git
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def configured_url() -> str | None:
 def _engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2,
                            connect_args=_connect_args(url))
-    _META.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:  # hosts creating the tables at once: one at a time
+        lock_schema(conn, "mendflow-shared-history-schema", 30)
+        _META.create_all(conn, checkfirst=True)
     return engine
 
 

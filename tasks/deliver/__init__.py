@@ -17,6 +17,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from mendflow.blocks.forge import resolve_forge_token
 from mendflow.core.config import DeliveryConfig
@@ -44,7 +45,7 @@ from mendflow.tasks.deliver.remote import (
 )
 
 __all__ = ["PullDelivery", "Remote", "check_pulls", "connect", "deliver_pulls",
-           "deliver_revert", "sync_with_remote", "update_dashboard"]
+           "deliver_revert", "list_open_pulls", "sync_with_remote", "update_dashboard"]
 
 STALE_COMMENT = ("mendflow closes this pull request: the findings it fixes are no longer "
                  "present on `{branch}` (fixed or gone another way).")
@@ -60,7 +61,7 @@ class PullDelivery(Contract):
     limit: str | None = None
     open_pulls: tuple[PullInfo, ...] = ()
     pushed: tuple[str, ...] = ()
-    merged: tuple[int, ...] = ()
+    merged: tuple[int, ...] = Field((), description="PRs merged by mendflow (full autonomy)")
     error: str | None = None
     error_reason: str | None = None
 
@@ -151,20 +152,14 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
         (what was done before it stands and is found again next cycle).
     """
     logger = get_run_logger()
-    done: dict[str, list] = {"opened": [], "closed": [], "pushed": [], "held": [], "dupes": []}
+    done: dict[str, list] = {"opened": [], "closed": [], "pushed": [], "held": [], "dupes": [],
+                             "merged": []}
     open_pulls: list[PullInfo] = []
     limit = None
     try:
         remote = connect(Path(result.repository), config)
         if remote.forge is not None:
-            label = config.labels[0] if config.labels else "mendflow"
-            open_pulls = remote.forge.list_pulls(label, "open")
-            for pull in stale_pulls(open_pulls, {f.id for f in result.findings}):
-                remote.forge.close_pull(pull.number, STALE_COMMENT.format(branch=target))
-                delete_remote_branch(remote.root, config.remote or "", pull.head, remote.env)
-                done["closed"].append(pull)
-                logger.info("closed stale PR #%d (%s)", pull.number, pull.head)
-            open_pulls = [p for p in open_pulls if p not in done["closed"]]
+            open_pulls = _close_stale(remote, result, target, done["closed"])
         new, dupes = split_duplicates(plan_pulls(result, approved, config.group), open_pulls)
         done["dupes"] = [i for p in dupes for i in p.patch_ids]
         room, limit = capacity(len(open_pulls), opened_at, config.max_open_prs,
@@ -186,6 +181,9 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
                 logger.info("opened PR #%d %s (%s)", pull.number, pull.url, plan.branch)
                 if merge and remote.forge is not None:
                     remote.forge.merge_pull(pull.number)
+                    done["merged"].append(pull.number)
+                    open_pulls.remove(pull)
+                    logger.info("merged PR #%d (full autonomy)", pull.number)
     except DeliveryError as err:
         logger.warning("delivery stopped: %s", err)
         return _delivery(done, open_pulls, limit, error=str(err).splitlines()[0],
@@ -193,12 +191,45 @@ def deliver_pulls(result: MissionResult, approved: Sequence[str], needs: Sequenc
     return _delivery(done, open_pulls, limit)
 
 
+def _close_stale(remote: Remote, result: MissionResult, target: str,
+                 closed: list[PullInfo]) -> list[PullInfo]:
+    """Close the open PRs whose findings are gone (a comment; their branch deleted);
+    return the PRs still open. Closed ones are appended to ``closed``."""
+    assert remote.forge is not None
+    config = remote.config
+    open_pulls = remote.forge.list_pulls(config.labels[0] if config.labels else "mendflow",
+                                         "open")
+    for pull in stale_pulls(open_pulls, {f.id for f in result.findings}):
+        remote.forge.close_pull(pull.number, STALE_COMMENT.format(branch=target))
+        delete_remote_branch(remote.root, config.remote or "", pull.head, remote.env)
+        closed.append(pull)
+        get_run_logger().info("closed stale PR #%d (%s)", pull.number, pull.head)
+    return [p for p in open_pulls if p not in closed]
+
+
 def _delivery(done: dict, open_pulls: list, limit: str | None, error: str | None = None,
               reason: str | None = None) -> PullDelivery:
     return PullDelivery(opened=tuple(done["opened"]), closed=tuple(done["closed"]),
                         pushed=tuple(done["pushed"]), held=tuple(done["held"]),
                         duplicates=tuple(done["dupes"]), limit=limit,
+                        merged=tuple(done["merged"]),
                         open_pulls=tuple(open_pulls), error=error, error_reason=reason)
+
+
+@task(name="list-open-pull-requests", timeout_seconds=120,
+      cache_policy=NO_CACHE, **transient_retries(1))
+def list_open_pulls(root: Path, config: DeliveryConfig) -> list[PullInfo]:
+    """mendflow's open pull requests on the forge (those carrying the first label).
+
+    Raises:
+        ForgeError: the forge failed (auth, not found, unavailable, timeout).
+    """
+    if not config.forge:
+        return []
+    remote = connect(root, config)
+    if remote.forge is None:
+        return []
+    return remote.forge.list_pulls(config.labels[0] if config.labels else "mendflow", "open")
 
 
 @task(name="check-pull-requests", retries=0, timeout_seconds=300,
@@ -239,6 +270,10 @@ def deliver_revert(root: Path, config: DeliveryConfig, target: str, tip: str, cu
         push_branch(root, config.remote, commit, branch, remote.env)
     if remote.forge is None:
         return commit, None
+    label = config.labels[0] if config.labels else "mendflow"
+    opened = [p for p in remote.forge.list_pulls(label, "open") if p.head == branch]
+    if opened:  # a resumed cycle (a suspended run re-runs from the top) proposed it already
+        return commit, opened[0].url
     body = (f"mendflow's post-merge watch found that `{culprit[:10]}` (delivered by mendflow) "
             f"is the first bad commit: {reason}\n\nThis reverts it.\n\n"
             f"<!-- mendflow:revert {culprit} -->")

@@ -18,19 +18,15 @@ from prefect.events import emit_event
 from mendflow.core.config import EvolutionConfig
 from mendflow.core.errors import RepositoryError
 from mendflow.core.evolution import CycleRecord, Regression
-from mendflow.core.models import MissionResult
+from mendflow.core.models import MissionResult, TargetEnv
 from mendflow.infra.evolution_store import is_git_url
 from mendflow.infra.gitops import run_git
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.approve.build import git_outcome
-from mendflow.tasks.deliver.forge import PullInfo
 from mendflow.tasks.evolve.watch import delivered_by_mendflow, first_bad_commit
 
 __all__ = ["cycle_metrics", "emit_cycle_events", "find_regressions", "prepare_loop_repository",
-           "publish_cycle", "render_dashboard", "thresholds_missed", "trend_chart"]
-
-BUG_CATEGORIES = {"test-failure", "lint", "style", "type", "security", "syntax", "runtime"}
-
+           "fix_categories", "publish_cycle", "thresholds_missed", "trend_chart"]
 
 @task(name="prepare-loop-repository",
       timeout_seconds=1800, cache_policy=NO_CACHE, **transient_retries(2))
@@ -69,8 +65,19 @@ def prepare_loop_repository(target: str, folder: Path, branch: str | None) -> Pa
 
 @task(name="find-regressions", retries=0, timeout_seconds=3600, cache_policy=NO_CACHE)
 def find_regressions(root: Path, previous_tip: str, tip: str, tests: Sequence[str],
-                     python: str, timeout_s: float, work_parent: Path) -> list[Regression]:
+                     target_env: TargetEnv, timeout_s: float, work_parent: Path
+                     ) -> list[Regression]:
     """Bisect each newly failing test over ``previous_tip..tip``; say whose the culprit is.
+
+    Args:
+        root: the repository.
+        previous_tip: the tip the previous cycle measured (the tests passed there).
+        tip: the new tip (they fail).
+        tests: the pytest node ids that began to fail.
+        target_env: the interpreter and isolation each bisect step's tests run under
+            (bubblewrap, like every other run of the repository's code).
+        timeout_s: seconds for one ``git bisect run``.
+        work_parent: where the temporary worktrees go (under the state dir).
 
     Returns:
         One :class:`Regression` per test, action ``reported`` (the flow decides
@@ -81,7 +88,7 @@ def find_regressions(root: Path, previous_tip: str, tip: str, tests: Sequence[st
     for test in tests:
         key = test.split("::", 1)[0]
         if key not in culprits:  # one bisect per test file is enough in practice
-            culprits[key] = first_bad_commit(root, previous_tip, tip, [test], python,
+            culprits[key] = first_bad_commit(root, previous_tip, tip, [test], target_env,
                                              timeout_s, work_parent)
         commit = culprits[key]
         mine, author = delivered_by_mendflow(root, commit) if commit else (False, "")
@@ -112,13 +119,32 @@ def cycle_metrics(result: MissionResult) -> dict:
     }
 
 
+GENERATE_CATEGORIES = {
+    "bug_fixes": ("test-failure", "lint", "style", "type", "security", "syntax", "runtime"),
+    "features_from_todos": ("todo",),
+    "performance": ("performance",),
+    "tests": ("coverage",),
+}
+"""The finding categories each ``evolution.generate`` switch lets the fixer work on."""
+
+
+def fix_categories(config: EvolutionConfig) -> list[str]:
+    """The finding categories a cycle's mission gives its fixer (``mission.fix_categories``).
+
+    Only the switched-on kinds of ``evolution.generate`` are attempted: a disabled
+    kind is still measured (and counted), but costs no fixer call and no validation.
+    """
+    switches = config.generate.model_dump()
+    return sorted({c for name, categories in GENERATE_CATEGORIES.items() if switches[name]
+                   for c in categories})
+
+
 def generated(config: EvolutionConfig, category: str) -> bool:
-    """May the loop deliver a patch of this finding category (``evolution.generate``)?"""
-    switches = config.generate
-    if category in BUG_CATEGORIES:
-        return switches.bug_fixes
-    return {"todo": switches.features_from_todos, "performance": switches.performance,
-            "coverage": switches.tests}.get(category, switches.bug_fixes)
+    """May the loop deliver a patch of this finding category (``evolution.generate``)?
+    A category no switch names counts as a bug fix."""
+    known = {c for categories in GENERATE_CATEGORIES.values() for c in categories}
+    return category in fix_categories(config) if category in known else \
+        config.generate.bug_fixes
 
 
 def detected(config: EvolutionConfig, source: str, category: str) -> bool:
@@ -201,22 +227,6 @@ def emit_cycle_events(repository: str, record: CycleRecord) -> int:
                        payload=regression.model_dump(mode="json"))
             count += 1
     return count
-
-
-def render_dashboard(record: CycleRecord, open_pulls: Sequence[PullInfo]) -> str:
-    """The dashboard (tracking issue and markdown artifact): open PRs, regressions, limits."""
-    lines = [f"### mendflow evolution: cycle {record.cycle} ({record.status})", "",
-             "**Open pull requests**"]
-    lines += [f"- #{p.number} [{p.title}]({p.url})" for p in open_pulls] or ["- none"]
-    lines += ["", "**Regressions**"]
-    lines += [f"- `{r.test}`: {(r.commit or '?')[:10]} → {r.action}" for r in record.regressions] \
-        or ["- none"]
-    lines += ["", "**Waiting behind a limit**"]
-    lines += ([f"- {record.limit}: " + ", ".join(f"`{p}`" for p in record.held)]
-              if record.held else ["- nothing"])
-    if record.error:
-        lines += ["", f"**Last error:** {record.error}"]
-    return "\n".join(lines)
 
 
 def head_branch(root: Path) -> str | None:

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config_learning import LearningConfig
-from mendflow.core.learning import AttemptRecord, MissionRecord, Prior
+from mendflow.core.learning import AttemptRecord, MissionRecord, PostMergeOutcomes, Prior
 from mendflow.core.models import MissionResult
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.outcomes import STORE_ERRORS, OutcomeStore
@@ -129,6 +129,36 @@ def record_mission(learning: LearningConfig, state_root: Path, result: MissionRe
     except STORE_ERRORS as error:
         _unavailable(learning, state_root, error)
         return False
+
+
+@task(name="record-post-merge", cache_policy=NO_CACHE, timeout_seconds=120)
+def record_post_merge(learning: LearningConfig, state_root: Path, repository: str,
+                      outcomes: PostMergeOutcomes) -> int:
+    """Mark the attempts of mendflow's landed commits ``kept`` or ``reverted`` (the
+    evolution loop's post-merge watch; see :func:`mendflow.core.learning.post_merge_outcomes`).
+
+    Args:
+        learning: the ``learning`` section.
+        state_root: the state directory.
+        repository: the repository root (as recorded in attempts).
+        outcomes: the commits kept and reverted since the previous cycle.
+
+    Returns:
+        Attempt rows updated; 0 when learning is off or the store is down (reported).
+    """
+    if not learning.enabled or not (outcomes.kept or outcomes.reverted):
+        return 0
+    try:
+        store = _store(learning, state_root)
+        total = 0
+        for outcome, commits in (("kept", outcomes.kept), ("reverted", outcomes.reverted)):
+            total += store.record_post_merge(
+                repository, [c.commit for c in commits], outcome,
+                [(c.mission_id or "", c.patch_id or "") for c in commits])
+        return total
+    except STORE_ERRORS as error:
+        _unavailable(learning, state_root, error)
+        return 0
 
 
 def _parse(value: str | None) -> datetime | None:

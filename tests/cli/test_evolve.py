@@ -40,9 +40,11 @@ def test_history_and_status(make_repo):
     assert bad.exit_code == 1 and "config file not found" in bad.output
 
 
-def test_run_outside_a_repository_records_a_failed_cycle(tmp_path):
+def test_run_outside_a_repository_records_a_failed_cycle(tmp_path, prefect_harness):
     """`evolve run` goes through the CLI's flow runner: a bad target is a failed cycle, exit 1."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     command = [sys.executable, "-m", "mendflow.cli", "evolve", "run", str(tmp_path / "nowhere")]
     done = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True,
                           timeout=300)

@@ -66,13 +66,16 @@ def test_list_prints_the_recorded_groups(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)  # a whole heal run through the CLI; minutes on a busy CI
-def test_run_heals_the_largest_group_and_prints_the_mission_fields(make_repo, tmp_path):
+def test_run_heals_the_largest_group_and_prints_the_mission_fields(make_repo, tmp_path,
+                                                                   prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
     repo = make_repo(SHOP_FILES, name="shop")
     with FakeMessagesAPI() as fake:
         fake.enqueue(heal_reply([GOOD_TEST, FIX]))
         config = heal_config(tmp_path, fake)
-        env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-cli-Hk2Lm4Np6Qr8"}
-        env.pop("PREFECT_API_URL", None)
+        env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-cli-Hk2Lm4Np6Qr8",
+               "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server
         done = subprocess.run([sys.executable, "-m", "mendflow.cli", "heal", "run", str(repo),
                                "--log", str(production_log(tmp_path)), "--config", str(config),
                                "--json"], env=env, capture_output=True, text=True, timeout=600)

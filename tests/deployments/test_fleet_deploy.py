@@ -49,3 +49,12 @@ def test_invalid_cron_is_a_fleet_error():
     fleet = parse_fleet({"repositories": [{"url": "a"}]}, source="t")
     with pytest.raises(FleetError, match="cron"):
         deploy_schedule(fleet, "fleet-pool-s", "every night")
+
+
+def test_a_server_with_leases_in_memory_is_warned_about():
+    """Prefect's default lease storage forgets held slots on a restart (the e2e fleet test's
+    server persists them and gets no warning)."""
+    from mendflow.infra.engine_limits import LEASE_STORAGE_ENV, lease_storage_warning
+
+    warning = lease_storage_warning()
+    assert warning is not None and LEASE_STORAGE_ENV in warning and "restart" in warning

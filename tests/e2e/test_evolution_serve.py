@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.fixtures.sample_project import LIB, TESTS
-from tests.helpers.e2e import start
+from tests.helpers.e2e import start, stop
 from tests.helpers.git import git, write_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -94,7 +94,7 @@ def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
                "--type", "process")
     done = server.run(sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
                       "deployments/evolution.prefect.yaml", "--all", "--pool", "evolution-e2e",
-                      env={"MENDFLOW_REPO": str(tmp_path),
+                      env={"MENDFLOW_REPO": str(tmp_path), "MENDFLOW_WORKDIR": str(tmp_path),
                            "MENDFLOW_GIT_URL": "https://git.example/mendflow.git"}, check=False)
     output = done.stdout + done.stderr
     assert "evolution-cycle/evolution' successfully created" in output, output
@@ -104,3 +104,64 @@ def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
     clone = deployment["pull_steps"][0]["prefect.deployments.steps.git_clone"]
     assert clone["repository"] == "https://git.example/mendflow.git"
     assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [300.0]
+    assert deployment["job_variables"] == {"working_dir": str(tmp_path)}
+
+
+PROBE = """
+import os
+
+from prefect import flow
+
+VERSION = {version}
+
+
+@flow(name="pull-step-probe")
+def probe(out: str) -> None:
+    with open(out, "a", encoding="utf-8") as handle:
+        handle.write(f"{{VERSION}} {{os.getcwd()}}\\n")
+"""
+
+
+def test_worker_runs_each_cycle_from_the_branch_head(prefect_server, tmp_path):
+    """The evolution yaml's pull steps, run by a process worker: each flow run imports its
+    (module-path) entrypoint from the clone, moved to the branch head first."""
+    server = prefect_server
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    git(seed, "init", "-q", "-b", "main")
+    write_files(seed, {"probe_pkg/__init__.py": "", "probe_pkg/cycle.py": PROBE.format(version=1)})
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "version 1")
+    remote = tmp_path / "probe.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    git(seed, "remote", "add", "origin", str(remote))
+    real = yaml.safe_load(open("deployments/evolution.prefect.yaml", encoding="utf-8"))
+    [evolution] = real["deployments"]
+    workdir, pool = tmp_path / "workdir", f"pull-{uuid.uuid4().hex[:6]}"
+    workdir.mkdir()
+    server.run(sys.executable, "-m", "prefect", "work-pool", "create", pool, "--type", "process")
+    # the yaml's own pull steps and job variables (`prefect deploy` of it: the test above)
+    pull = json.loads(json.dumps(real["pull"]).replace("{{ $MENDFLOW_GIT_URL }}", str(remote)))
+    flow_id = server.api("POST", "/flows/", {"name": "pull-step-probe"})["id"]
+    deployment = server.api("POST", "/deployments/", {
+        "name": pool, "flow_id": flow_id, "entrypoint": "probe_pkg.cycle.probe",
+        "pull_steps": pull, "work_pool_name": pool,
+        "job_variables": {"working_dir": str(workdir)},
+        "parameters": {"out": str(tmp_path / "runs.txt")}})
+    assert evolution["work_pool"]["job_variables"] == {"working_dir": "{{ $MENDFLOW_WORKDIR }}"}
+    worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+                   {**server.env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, tmp_path / "worker.log")
+    server.processes.append(worker)
+    try:
+        for version in (1, 2):
+            if version == 2:  # a cycle delivered a change to the loop's own code
+                write_files(seed, {"probe_pkg/cycle.py": PROBE.format(version=2)})
+                git(seed, "commit", "-q", "-am", "version 2")
+                git(seed, "push", "-q", "origin", "main")
+            run = server.api("POST", f"/deployments/{deployment['id']}/create_flow_run", {})
+            server.wait_state(run["id"], "COMPLETED", timeout_s=240)
+    finally:
+        stop(worker)
+    runs = (tmp_path / "runs.txt").read_text().split("\n")
+    clone = workdir / "probe-main"  # git_clone names it <repository>-<branch>
+    assert runs[:2] == [f"1 {clone}", f"2 {clone}"], runs

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tests.helpers.fleet import (
     Fleet,
     make_bare_repos,
     mission_overrides,
+    restart_server,
     start_postgres,
     start_server,
     start_worker,
@@ -66,7 +69,8 @@ def fleet(tmp_path_factory):
         repos = make_bare_repos(base / "repos", 6)
         running.repos = repos  # type: ignore[attr-defined]
         running.reference = _start_reference(base, repos)  # type: ignore[attr-defined]
-        running.mendflow("fleet", "deploy", "--pool", POOL)
+        deployed = running.mendflow("fleet", "deploy", "--pool", POOL)
+        assert "leases in memory" not in deployed.stderr  # the server persists them
         shared = base / "results"
         shared.mkdir()
         running.shared = shared  # type: ignore[attr-defined]
@@ -189,6 +193,15 @@ def _server_log(fleet) -> str:
     return (fleet.server.home / "server.log").read_text(errors="replace")[-4000:]
 
 
+def _linted(worker, mission_id: str) -> bool:
+    """Has the mission's baseline ruff run finished on this host (its flow-run process's own
+    log lines in the worker's log: immediate, where the server's task-run records lag)?"""
+    log = worker.log.read_text(errors="replace")
+    start = log.find(f"mission {mission_id} on ")
+    return start >= 0 and re.search(r"Task run 'run-ruff-\w+' - Finished in state Completed",
+                                     log[start:]) is not None
+
+
 def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     url = fleet.repos[5].as_uri()
     spec = write_fleet(tmp_path / "crash.yaml", [url])
@@ -196,15 +209,16 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
                                           "--json").stdout)["runs"]
     run_id = submitted[0]["flow_run_id"]
     deadline = time.monotonic() + 300
-    while True:  # mid-mission: its sandbox exists on the host that runs it
-        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+    while True:  # mid-mission: its sandbox exists on the host that runs it, and its baseline
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]  # lint has run
         mission_id = labels.get("mendflow.mission_id")
         hosts = [worker for worker in fleet.workers if mission_id and
-                 (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()]
-        if hosts and _state(fleet, run_id) == "RUNNING":
+                 (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()
+                 and _linted(worker, mission_id)]
+        if hosts:
             break
         assert time.monotonic() < deadline, _state(fleet, run_id)
-        time.sleep(0.2)
+        time.sleep(0.1)
     victim = hosts[0]
     victim.kill()
     survivor = next(worker for worker in fleet.workers if worker is not victim)
@@ -220,10 +234,95 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     # finished on the surviving host, with the steps of the first attempt from the cache
     assert run_id in survivor.log.read_text(errors="replace")
     assert any(t["state_name"] == "Cached" for t in fleet.server.task_runs(run_id))
+    replay = _replay_counts(fleet, run_id)
+    print(f"cacheable steps: first attempt completed {sum(replay['first'].values())}; resumed "
+          f"on the other host: {sum(replay['cached'].values())} from the cache, "
+          f"{sum(replay['rerun'].values())} run: {replay}")
+    # every step the first host finished comes back from the cache on the second host
+    assert replay["first"] and not replay["first"] - replay["cached"], replay
     labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
     assert int(labels["mendflow.patches_accepted"]) == 2
     pushed = git(fleet.repos[5], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
     assert pushed == _reference(fleet)[url]["tree"]  # the same result as one by one
+
+
+CACHED_STEPS = {"new-mission-id", "plan-timeouts", "plan-fixer-timeouts", "load-priors",
+                "run-ruff", "run-mypy", "run-bandit", "find-todos", "run-pytest",
+                "run-selected-tests", "propose-patch", "record-tool-durations"}
+"""The mission's steps with persisted, input-keyed results (``MISSION_STEP``)."""
+
+
+def _replay_counts(fleet, run_id: str) -> dict[str, Counter]:
+    """Of a resumed flow run's cacheable steps: those its first attempt completed, and those
+    its last attempt got from the cache or ran again (``Counter`` of task names)."""
+    runs = fleet.server.task_runs(run_id)
+    last = max(run["flow_run_run_count"] for run in runs)
+    name = lambda run: run["name"].rsplit("-", 1)[0]  # noqa: E731  (minus Prefect's suffix)
+    mine = [run for run in runs if name(run) in CACHED_STEPS]
+    return {"first": Counter(name(r) for r in mine if r["flow_run_run_count"] < last
+                             and r["state_type"] == "COMPLETED"),
+            "cached": Counter(name(r) for r in mine if r["flow_run_run_count"] == last
+                              and r["state_name"] == "Cached"),
+            "rerun": Counter(name(r) for r in mine if r["flow_run_run_count"] == last
+                             and r["state_name"] != "Cached")}
+
+
+def _revive_workers(fleet) -> None:
+    """Start again (same name and homes) any worker an earlier test killed: two hosts again."""
+    for index, worker in enumerate(fleet.workers):
+        if worker.process.poll() is not None:
+            fleet.workers[index] = start_worker(fleet.server, POOL, worker.name,
+                                                worker.home.parent, fleet.shared,
+                                                fleet.postgres.url("mendflow", "psycopg"))
+    wait_workers(fleet.server, POOL, 2)
+
+
+def _submissions(fleet, run_id: str) -> int:
+    """How many times a worker started a process for the run (both workers' logs; a worker
+    that lost the race to the other is told by the server to abort, and starts nothing)."""
+    logs = [w.log.read_text(errors="replace") for w in fleet.workers]
+    return sum(log.count(f"submitting flow run '{run_id}'")
+               - log.count(f"Aborted submission of flow run '{run_id}'") for log in logs)
+
+
+def test_server_restarted_during_a_fleet(fleet, tmp_path):
+    """The server stops mid-fleet and starts again on the same port and database: the flow
+    runs and the workers ride it out, every mission completes once, the slots are freed."""
+    _revive_workers(fleet)
+    urls = [fleet.repos[index].as_uri() for index in (2, 3)]
+    spec = write_fleet(tmp_path / "restart.yaml", urls, concurrent=2)
+    submitted = json.loads(fleet.mendflow("fleet", "run", str(spec), "--pool", POOL,
+                                          "--json").stdout)["runs"]
+    ids = [run["flow_run_id"] for run in submitted]
+    deadline = time.monotonic() + 300
+    while not any(fleet.server.api("GET", f"/flow_runs/{i}")["labels"].get(
+            "mendflow.slot_acquired_at") for i in ids):  # a mission holds its slot: mid-fleet
+        assert time.monotonic() < deadline, [_state(fleet, i) for i in ids]
+        time.sleep(0.3)
+    down_s = restart_server(fleet.server, down_s=2)
+    print(f"server down {down_s:.1f} s")
+
+    deadline = time.monotonic() + 480
+    while (seen := [_state(fleet, i) for i in ids]) != ["COMPLETED"] * len(ids):
+        assert not {"FAILED", "CANCELLED"} & set(seen), (seen, _server_log(fleet))
+        assert time.monotonic() < deadline, (seen, _server_log(fleet))
+        time.sleep(2)
+    for run_id in ids:  # completed once, by one process, never two at a time
+        states = [s["type"] for s in
+                  fleet.server.api("GET", f"/flow_run_states/?flow_run_id={run_id}")]
+        assert states.count("COMPLETED") == 1, states
+        assert _submissions(fleet, run_id) == 1, (run_id, states)
+        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+        assert labels["mendflow.slot_acquired_at"] <= labels["mendflow.slot_released_at"]
+        assert int(labels["mendflow.patches_accepted"]) == 2
+    # the repositories' slots were given back (no lease lost with the restart)
+    for url in urls:
+        limit = fleet.server.api("GET", f"/v2/concurrency_limits/mendflow-repo-{repository_key(url)}")
+        assert limit["active_slots"] == 0, limit
+    wait_workers(fleet.server, POOL, 2)  # both workers reconnected
+    status = json.loads(fleet.mendflow("fleet", "status", str(spec), "--json").stdout)["runs"]
+    assert [(row["repository"], row["flow_run_id"], row["state"]) for row in status] == [
+        (url, run_id, "COMPLETED") for url, run_id in zip(urls, ids, strict=True)]
 
 
 def test_database_unreachable_is_a_clear_error(fleet, tmp_path):

@@ -5,7 +5,7 @@ They keep pull/merge requests, issues, comments and labels in memory, answer
 the endpoints mendflow's delivery uses, and, being :class:`FakeServer`\\ s,
 serve scripted faults first (``enqueue(json_reply({...}, 503))``). A test
 "merges" a PR with :meth:`FakeGitHub.mark_merged` after it merged the branch in
-the bare remote itself.
+the bare remote itself; a merge asked through the API calls ``on_merge`` first.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -31,6 +32,9 @@ class _Forge(FakeServer):
         self.comments: dict[int, list[str]] = {}
         self._numbers = itertools.count(1)
         self._state_lock = threading.Lock()
+        self.on_merge: Callable[[dict[str, Any]], None] | None = None
+        """Called with the PR when a client merges it (a test merges the branch in its
+        bare remote there, as the forge would)."""
         self.respond_with(self._route)
 
     def matches(self, request: RecordedRequest) -> bool:
@@ -125,6 +129,8 @@ class FakeGitHub(_Forge):
         return json_reply(self.public(item))
 
     def _merge(self, body, query, number):
+        if self.on_merge is not None:
+            self.on_merge(self.public(self.items[int(number)]))
         self.mark_merged(int(number), locked=True)
         return json_reply({"merged": True, "sha": "0" * 40, "message": "merged"})
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -38,12 +40,14 @@ CONTRACT_FIELDS = {"cycle", "started_at", "duration_s", "status", "head_before",
                    "regressions", "quality_score", "coverage", "restarted"}
 
 
-def _setup(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path, Path]:
+def _setup(tmp_path: Path, github: FakeGitHub, extra: dict[str, str] | None = None,
+           **sections) -> tuple[Path, Path, Path]:
     """A bare remote, the loop's clone of it, a human's clone, and the config file."""
     seed = tmp_path / "seed"
     seed.mkdir()
     git(seed, "init", "-q", "-b", "main")
-    write_files(seed, {"pkg/__init__.py": "", "pkg/lib.py": LIB, "tests/test_lib.py": TESTS})
+    write_files(seed, {"pkg/__init__.py": "", "pkg/lib.py": LIB, "tests/test_lib.py": TESTS,
+                       **(extra or {})})
     git(seed, "add", "-A")
     git(seed, "commit", "-q", "-m", "initial")
     remote = tmp_path / "remote.git"
@@ -55,6 +59,11 @@ def _setup(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path, Path]:
         git(clone, "config", "user.email", "human@example.com")
         git(clone, "config", "user.name", "A Human")
     config = tmp_path / "mendflow.yaml"
+    _write_config(config, github, **sections)
+    return work, human, config
+
+
+def _write_config(config: Path, github: FakeGitHub, **sections) -> None:
     config.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
         "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
@@ -63,8 +72,8 @@ def _setup(tmp_path: Path, github: FakeGitHub) -> tuple[Path, Path, Path]:
                      "repository": "acme/widgets", "labels": ["mendflow", "bot"],
                      "dashboard": True},
         "evolution": {"autonomy": "autonomous", "bisect_timeout_s": 120, "auto_restart": True},
+        **sections,
     }), encoding="utf-8")
-    return work, human, config
 
 
 def _human_commit(human: Path, files: dict[str, str], message: str) -> str:
@@ -74,6 +83,13 @@ def _human_commit(human: Path, files: dict[str, str], message: str) -> str:
     git(human, "commit", "-q", "-m", message)
     git(human, "push", "-q", "origin", "main")
     return git(human, "rev-parse", "HEAD")
+
+
+def _store():
+    from mendflow.infra.layout import StateLayout
+    from mendflow.infra.outcomes import OutcomeStore
+
+    return OutcomeStore.open(None, StateLayout.resolve(None).root)
 
 
 def test_evolution_cycles(tmp_path, monkeypatch):
@@ -122,6 +138,14 @@ def test_evolution_cycles(tmp_path, monkeypatch):
         assert fourth.reverts == 1
         revert = [p for p in github.pulls() if p["head"]["ref"].startswith("mendflow/revert-")]
         assert len(revert) == 1 and regression.commit in revert[0]["body"]
+        # the post-merge watch: the merged commits that broke nothing are kept; the culprit
+        # (its revert only proposed) is neither kept nor reverted yet
+        merged = git(work, "log", "--format=%H", "--grep=Mendflow-Patch:",
+                     f"{third.head_after}..{fourth.head_after}").split()
+        assert regression.commit in merged
+        counts = _store().outcome_counts(str(work))
+        assert len(merged) >= 2 and counts.get("merge:kept", 0) >= 1, (merged, counts)
+        assert counts.get("merge:reverted", 0) == 0
 
         bad = _human_commit(human, {"pkg/extra.py": "def greet(name):\n    return name\n",
                                     "tests/test_lib.py": TESTS.replace(
@@ -170,3 +194,118 @@ def test_evolution_cycles(tmp_path, monkeypatch):
     assert all(CONTRACT_FIELDS <= set(r) for r in records)
     assert records[3]["regressions"][0]["action"] == "revert-proposed"
     assert records[2]["head_before"] == records[2]["head_after"] == records[1]["head_after"]
+
+
+def _events(resource: str, want: dict[str, int], timeout_s: float = 60) -> dict[str, list]:
+    """The loop's events, read back from the Prefect API (``POST /events/filter``)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    deadline = time.monotonic() + timeout_s
+    while True:  # events reach the server through a queue, and are stored asynchronously
+        page = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json={
+            "filter": {"event": {"prefix": ["mendflow."]},
+                       "resource": {"id": [resource]}}, "limit": 50}, timeout=30).json()
+        found: dict[str, list] = {}
+        for event in page["events"]:
+            found.setdefault(event["event"], []).append(event)
+        if all(len(found.get(k, [])) >= n for k, n in want.items()) \
+                or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def _paused_cycle(repository: Path, thread: threading.Thread, timeout_s: float = 300):
+    from mendflow.infra import approvals
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and thread.is_alive():
+        for run in approvals.list_waiting():
+            if run.repository == str(repository) and run.patches_waiting:
+                return run
+        time.sleep(0.5)
+    raise AssertionError("the semi-autonomous cycle never paused (it ended, or hangs)")
+
+
+def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkeypatch):
+    """Full autonomy merges its PR and reverts its own regression directly (a revert commit
+    pushed to main, no PR); the events carry the repository; a semi-autonomous cycle pauses
+    before anything is pushed or opened, shows the wait on the dashboard, and opens its PR
+    once approved; a TODO is measured but never given to the fixer (generate switch off)."""
+    from mendflow.infra import approvals
+    from mendflow.infra.layout import mission_dir
+
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-token")
+    with FakeGitHub("acme/widgets") as github:
+        full = {"autonomy": "full_autonomous", "bisect_timeout_s": 120}
+        work, human, config = _setup(tmp_path, github, extra={
+            "pkg/todo.py": "# TODO: support subtraction\nVALUE = 1\n"}, evolution=full)
+
+        def merge(pull: dict) -> None:  # what the forge does when asked to merge
+            git(human, "pull", "-q", "--ff-only")
+            git(human, "fetch", "-q", "origin", pull["head"]["ref"])
+            git(human, "merge", "-q", "--no-ff", "-m", f"Merge PR {pull['number']}", "FETCH_HEAD")
+            git(human, "push", "-q", "origin", "main")
+
+        github.on_merge = merge
+        cycle = lambda: evolution_cycle(path=str(work), config_file=str(config))  # noqa: E731
+
+        first = cycle()
+        assert first.prs_opened == 1 and first.prs_merged == 1, first
+        [pull] = github.pulls()
+        assert pull["merged"] and pull["state"] == "closed"
+        session = json.loads((mission_dir(first.mission_id) / "report" / "session_data.json")
+                             .read_text())
+        todos = {f["id"] for f in session["findings"] if f["category"] == "todo"}
+        assert todos, "the TODO was not measured"
+        attempted = {i for p in session["patches"] for i in p["finding_ids"]}
+        assert not todos & attempted, "a TODO reached the fixer with features_from_todos off"
+
+        _human_commit(human, {"tests/test_reexport.py": "from pkg.lib import os\n\n\n"
+                              "def test_reexport():\n    assert os.sep\n"}, "test: re-export")
+        second = cycle()
+        [regression] = second.regressions
+        assert regression.delivered_by_mendflow and regression.action == "reverted", regression
+        assert second.reverts == 1 and len(github.pulls()) == 1  # directly: no revert PR
+        git(human, "pull", "-q", "--ff-only")
+        message = git(human, "log", "-1", "--format=%B", "origin/main")
+        assert f"Mendflow-Revert: {regression.commit}" in message
+        assert git(human, "rev-parse", "origin/main") == regression.detail
+
+        resource = f"mendflow.repository.{work}"
+        events = _events(resource, {"mendflow.evolution.cycle.completed": 2,
+                                    "mendflow.patch.delivered": 1,
+                                    "mendflow.regression.detected": 1,
+                                    "mendflow.regression.reverted": 1})
+        completed = sorted(events["mendflow.evolution.cycle.completed"],
+                           key=lambda e: e["payload"]["cycle"])
+        assert [e["payload"]["cycle"] for e in completed] == [1, 2]
+        assert completed[0]["payload"]["prs_merged"] == 1
+        assert completed[0]["resource"]["prefect.resource.name"] == str(work)
+        [delivered] = events["mendflow.patch.delivered"]
+        assert delivered["payload"]["url"] == pull["html_url"]
+        [detected] = events["mendflow.regression.detected"]
+        [reverted] = events["mendflow.regression.reverted"]
+        assert detected["payload"]["test"] == reverted["payload"]["test"] == regression.test
+        assert reverted["payload"]["action"] == "reverted"
+
+        # semi-autonomous, every patch needs a human: the cycle pauses before any PR
+        _write_config(config, github, evolution={"autonomy": "semi_autonomous"},
+                      approval={"max_changed_lines": 0, "poll_interval_s": 1})
+        _human_commit(human, {"pkg/more.py": 'def hi():\n    return f"hi"\n'}, "feat: hi")
+        outcome: dict = {}
+        thread = threading.Thread(target=lambda: outcome.update(record=cycle()), daemon=True)
+        thread.start()
+        waiting = _paused_cycle(work, thread)
+        pushed = git(tmp_path / "remote.git", "branch", "--list", "mendflow/evolve-*")
+        assert len(github.pulls()) == 1, "a PR was opened before the approval"
+        assert pull["head"]["ref"] in pushed and pushed.count("mendflow/evolve-") == 1
+        [dashboard] = [i for i in github.issues() if i["title"] == "mendflow dashboard"]
+        assert "waiting for approval" in dashboard["body"]
+        assert f"mendflow approve {waiting.run_id}" in dashboard["body"]
+        approvals.approve(waiting.run_id, approver="Ada")
+        thread.join(300)
+        third = outcome["record"]
+        assert third.prs_opened == 1 and third.flow_run_id == waiting.run_id, third
+        opened = github.pulls()[-1]
+        assert opened["state"] == "open" and "approved by Ada" in opened["body"]

@@ -17,7 +17,7 @@ import yaml
 
 from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_user_state
-from tests.helpers.git import git
+from tests.helpers.git import git, write_files
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +34,20 @@ FILES = {
 CLI = [sys.executable, "-m", "mendflow.cli"]
 
 
-@pytest.fixture
-def env(prefect_harness, tmp_path):
+def _env(home: Path) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
-    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
-            "MENDFLOW_HOME": str(tmp_path / "home")}
+    return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "MENDFLOW_HOME": str(home)}
 
 
 @pytest.fixture
-def config(tmp_path) -> Path:
-    path = tmp_path / "cfg.yaml"
+def env(prefect_harness, tmp_path):
+    return _env(tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("resume-config") / "cfg.yaml"
     path.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
         "tools": {"mypy": {"enabled": False}},
@@ -103,14 +106,22 @@ def mission_runs(env, mission_id: str) -> list[str]:
     return json.loads(record.read_text())["flow_run_ids"]
 
 
-@pytest.fixture
-def reference(make_repo, config, env):
-    """An uninterrupted mission on an identical repository."""
-    repo = make_repo(FILES, name="reference")
+@pytest.fixture(scope="module")
+def reference(prefect_harness, config, tmp_path_factory):
+    """An uninterrupted mission on an identical repository (one for the module), and the
+    environment it ran in (its own MENDFLOW_HOME)."""
+    root = tmp_path_factory.mktemp("resume-reference")
+    repo = root / "reference"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write_files(repo, FILES)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    env = _env(root / "home")
     result = finish(["mission", "run", str(repo), "--config", str(config),
                      "--mission-id", "ref-run"], env)
     runs = task_runs([result["flow_run_id"]])
-    return repo, result, runs
+    return repo, result, runs, env
 
 
 @pytest.mark.parametrize("marker, nth, delay_s", [
@@ -120,7 +131,7 @@ def reference(make_repo, config, env):
 ])
 def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, reference, marker,
                                                    nth, delay_s):
-    ref_repo, ref, ref_runs = reference
+    ref_repo, ref, ref_runs, _ = reference
     repo = make_repo(FILES, name="target")
     (repo / "notes.txt").write_text("the user's own untracked work\n")
     before = snapshot_user_state(repo)
@@ -160,15 +171,13 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     assert snapshot_user_state(repo) == before
 
 
-def test_resume_of_a_finished_mission_reuses_everything(make_repo, config, env):
-    repo = make_repo(FILES)
-    first = finish(["mission", "run", str(repo), "--config", str(config),
-                    "--mission-id", "done-once"], env)
+def test_resume_of_a_finished_mission_reuses_everything(reference):
+    repo, first, _, env = reference
     history = next((Path(env["MENDFLOW_HOME"]) / "history").glob("*.json")).read_text()
-    again = finish(["mission", "resume", "done-once"], env)
+    again = finish(["mission", "resume", "ref-run"], env)
 
     assert again["patches"] == first["patches"]
-    assert git(repo, "rev-parse", "mendflow/done-once") == \
+    assert git(repo, "rev-parse", "mendflow/ref-run") == \
         next(p["commit"] for p in reversed(first["patches"]) if p["status"] == "accepted")
     runs = task_runs([again["flow_run_id"]])
     for tool in ("run-pytest", "run-ruff", "run-bandit", "propose-patch"):

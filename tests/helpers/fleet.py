@@ -85,7 +85,16 @@ def server_env(home: Path, port: int, database_url: str) -> dict[str, str]:
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
         "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+        # held slots' leases on disk (PREFECT_HOME), not in memory: they survive a restart
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE":
+            "prefect.server.concurrency.lease_storage.filesystem",
         "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        # a 2-core CI box running the suite on both cores: queries slower than Prefect's
+        # 10 s default timeout, and more than its pool's 15 connections, are normal here
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "30",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
         "MENDFLOW_HOME": str(home / "cli-home"), **GIT_ENV})
     return env
 
@@ -96,9 +105,28 @@ def start_server(home: Path, database_url: str) -> Server:
     env = server_env(home, port, database_url)
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     home.mkdir(parents=True, exist_ok=True)
-    process = start([sys.executable, "-m", "prefect", "server", "start"], env,
-                    home / "server.log")
-    server.processes.append(process)
+    return _launch_server(server, home / "server.log")
+
+
+def restart_server(server: Server, down_s: float = 5.0) -> float:
+    """Stop the server (SIGTERM to its process group) and start it again on the same port,
+    PREFECT_HOME and database, as an operator restarting it would; waits until it is healthy.
+
+    Returns:
+        Seconds the API did not answer.
+    """
+    process = next(p for p in server.processes if "server" in p.args)
+    started = time.monotonic()
+    stop(process)
+    server.processes.remove(process)
+    time.sleep(down_s)
+    _launch_server(server, server.home / "server-restarted.log")
+    return time.monotonic() - started
+
+
+def _launch_server(server: Server, log: Path) -> Server:
+    process = start([sys.executable, "-m", "prefect", "server", "start"], server.env, log)
+    server.processes.insert(0, process)
     deadline = time.monotonic() + 180
     while True:
         try:
@@ -109,7 +137,7 @@ def start_server(home: Path, database_url: str) -> Server:
         if process.poll() is not None or time.monotonic() > deadline:
             stop(process)
             raise AssertionError("prefect server did not start:\n"
-                                 + (home / "server.log").read_text()[-3000:])
+                                 + log.read_text()[-3000:])
         time.sleep(0.5)
 
 

@@ -111,3 +111,29 @@ class PostgresCluster:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.dir.parent, ignore_errors=True)
+
+
+MIGRATOR = """
+import sys
+from pathlib import Path
+import sqlalchemy as sa
+from mendflow.infra.outcomes import OutcomeStore
+
+url, state = sys.argv[1], Path(sys.argv[2])
+store = OutcomeStore(url, state / "locks", timeout_s=10)
+with store.engine.connect() as conn:  # connected and imported: ready
+    conn.execute(sa.text("SELECT 1"))
+print("ready", flush=True)
+sys.stdin.readline()  # both hosts start upgrading at the same moment
+print(store.migrate(), flush=True)
+"""
+
+
+def start_migrator(url: str, state: Path) -> subprocess.Popen:
+    """A process standing in for a host (its own state dir, so its own file lock) that
+    prints ``ready``, then upgrades the store at ``url`` when a line arrives on its stdin."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen(
+        [os.sys.executable, "-c", MIGRATOR, url, str(state)],
+        cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(root)})

@@ -12,7 +12,13 @@ import pytest
 
 from mendflow.infra.outcomes import OutcomeStore, default_url
 from tests.helpers.e2e import free_port
-from tests.helpers.outcomes import PostgresCluster, attempt, mission, start_writer
+from tests.helpers.outcomes import (
+    PostgresCluster,
+    attempt,
+    mission,
+    start_migrator,
+    start_writer,
+)
 
 
 def exercise(store: OutcomeStore) -> None:
@@ -122,6 +128,32 @@ def test_the_same_store_on_postgresql(postgres, tmp_path):
     store = OutcomeStore.open(url, tmp_path)
     exercise(store)
     assert OutcomeStore.open(url, tmp_path).migrate() == "0001"
+
+
+@pytest.mark.e2e
+def test_two_hosts_migrate_one_postgresql_store_at_once(postgres, tmp_path):
+    """Two processes with separate state dirs (no shared file lock) upgrade one new database
+    at the same moment: the advisory lock lets one create the schema, the other waits."""
+    import sqlalchemy as sa
+
+    url = postgres.create_database("two_hosts")
+    hosts = [start_migrator(url, tmp_path / name) for name in ("host-a", "host-b")]
+    for host in hosts:
+        assert host.stdout is not None and host.stdout.readline().strip() == "ready"
+    for host in hosts:  # go
+        assert host.stdin is not None
+        host.stdin.write("go\n")
+        host.stdin.flush()
+    for host in hosts:
+        out, err = host.communicate(timeout=120)
+        assert host.returncode == 0, err[-2000:]
+        assert out.strip() == "0001"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+        tables = set(sa.inspect(conn).get_table_names())
+    assert {"attempts", "missions", "alembic_version"} <= tables
+    engine.dispose()
 
 
 def test_a_store_that_is_down_raises_a_store_error(tmp_path):

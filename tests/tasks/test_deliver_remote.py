@@ -88,6 +88,26 @@ def test_revert_commit_is_built_without_moving_a_ref(remote_pair, tmp_path):
     assert f"Mendflow-Revert: {culprit}" in git(work, "log", "-1", "--format=%B", revert)
 
 
+def test_a_revert_pull_request_is_opened_once(remote_pair, tmp_path, monkeypatch):
+    """A resumed cycle (a suspended run re-runs its watch) finds its revert PR again."""
+    from mendflow.core.config import DeliveryConfig
+    from mendflow.tasks.deliver import deliver_revert
+    from tests.fakes.fake_forges import FakeGitHub
+
+    _, work = remote_pair
+    culprit = _commit(work, "a.py", "x = 2\n")
+    tip = _commit(work, "d.py", "d = 1\n")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-test")
+    with FakeGitHub("acme/widgets") as github:
+        config = DeliveryConfig(forge_url=github.root_url, repository="acme/widgets")
+        urls = {deliver_revert.fn(work, config, "main", tip, culprit, "t fails", tmp_path / "w",
+                                  False)[1] for _ in range(2)}
+        assert len(urls) == 1 and len(github.pulls()) == 1
+        assert github.pulls()[0]["head"]["ref"] == f"mendflow/revert-{culprit[:10]}"
+    assert git(work, "rev-parse", "HEAD") == tip  # a PR: the target did not move
+
+
 def _finding(fid: str, rule: str) -> Finding:
     return Finding(id=fid, source="ruff", rule=rule, severity="low", category="lint",
                    path="a.py", message="m")
