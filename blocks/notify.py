@@ -23,6 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import get_current_settings
 
 from mendflow.core.errors import ConfigError, NotificationFailed
+from mendflow.infra.prefect_api import adopted_api_url
 
 
 def ui_base_url(configured: str | None = None) -> str | None:
@@ -41,6 +42,8 @@ def ui_base_url(configured: str | None = None) -> str | None:
     if settings.ui_url:
         return str(settings.ui_url).rstrip("/")
     api = str(settings.api.url or "").rstrip("/")
+    if api and api == (adopted_api_url() or "").rstrip("/"):
+        return None  # this process's temporary API server (ephemeral mode)
     return api.removesuffix("/api") or None
 
 

@@ -1,112 +1,114 @@
-"""Test-impact selection and batched full runs: the validation steps of the mission cycle.
+"""Candidate validation: selected tests first, then one full run per batch, bisected on failure.
 
-A candidate is first validated by the tests that reach its changed lines
-(:func:`validate_selected`); candidates that pass stay applied, uncommitted, in
-the sandbox (``state.pending``). One full run (whole suite under coverage,
-every linter) then confirms the batch (:func:`confirm_batch`): if its gates
-pass, the candidates are committed one by one; if not, the batch is bisected
-over its prefixes to the first candidate whose addition fails the full run,
-which is rejected; the prefix before it is committed and the candidates after
-it are re-applied and confirmed again. Nothing is committed without a full run
-of a tree that holds it.
+A candidate passes its syntax and test-files gates, then the tests that reach
+its change (:mod:`mendflow.flows.selection`); it then stays applied,
+uncommitted, in the sandbox (``state.pending``). One full run (whole suite
+under coverage, every linter) confirms the batch (:func:`confirm_batch`): if
+its gates pass, the candidates are committed one by one; if not, the batch is
+bisected over its prefixes to the first candidate whose addition fails the
+full run, which is refused; the prefix before it is committed and the
+candidates after it are re-applied and confirmed again. A candidate without
+usable impact data (or every candidate, with ``validation.select_tests`` off)
+is a batch of its own, validated by its own full run at once: the ordinary
+full validation. Nothing is committed without a full run of a tree that holds
+it, and every verdict ends in :mod:`mendflow.flows.verdict`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from prefect.utilities.annotations import opaque
 
 from mendflow.core.errors import PatchRejected
-from mendflow.core.models import Measurement, Patch, ValidationReport, ValidationTiming
+from mendflow.core.models import GateResult, Measurement, Patch, ValidationReport
+from mendflow.core.outcomes import FULL_RUN_PREFIX, joint_gate, validation_timing
+from mendflow.flows.cycle_learning import Held, settle
+from mendflow.flows.measure import measure
+from mendflow.flows.selection import selection_enabled, validate_selected
+from mendflow.flows.state import MissionState
+from mendflow.flows.verdict import Pending, accept, refuse
 from mendflow.infra.progress import report_progress
-from mendflow.tasks.bookkeeping import compute_measurement
-from mendflow.tasks.detect import (
-    find_todos,
-    merge_findings,
-    run_bandit,
-    run_mypy,
-    run_ruff,
-    run_selected_tests,
-)
-from mendflow.tasks.detect.impact import (
-    content_hash,
-    impact_path,
-    load_impact_map,
-    select_tests,
-)
-from mendflow.tasks.detect.selective import merge_selected
-from mendflow.tasks.sandbox import apply_patch, hash_tree, reset_sandbox
-from mendflow.tasks.validate import judge_patch
+from mendflow.tasks.sandbox import apply_patch, reset_sandbox
+from mendflow.tasks.validate import check_patch_syntax, format_feedback, judge_patch
+from mendflow.tasks.validate_tests import check_test_files
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A candidate that passed its selective validation, applied but not yet committed."""
-
-    patch: Patch
-    report: ValidationReport
-    iteration: int
-
-
-def file_hashes(root: Path, files: Sequence[str]) -> dict[str, str | None]:
-    """sha256 of each file just before a patch is applied (None: it does not exist)."""
-    return {rel: content_hash(root / rel) for rel in files}
-
-
-def selection_enabled(state) -> bool:
-    config = state.config
-    return config.validation.select_tests and config.tools.coverage.enabled \
-        and config.tools.pytest.enabled
-
-
-def validate_selected(state, patch: Patch, before: dict[str, str | None],
-                      syntax) -> tuple[ValidationReport, ValidationTiming] | None:
-    """Validate a candidate with the tests that reach its change, or None for a full run.
+def validate_candidate(state: MissionState, patch: Patch, before: dict[str, str | None],
+                       iteration: int, held: Held) -> str | None:
+    """Validate an applied candidate: its selected tests (then its batch), else a full run now.
 
     Args:
-        state: the mission state (its ``batch_base`` holds the impact data's tree).
-        patch: the applied candidate.
-        before: :func:`file_hashes` of its files before it was applied.
-        syntax: the passed syntax gate.
+        state: the mission state; the candidate is applied in its sandbox.
+        patch: the candidate.
+        before: :func:`mendflow.flows.selection.file_hashes` of its files before it was applied.
+        iteration: the cycle it was proposed in.
+        held: its learning notes (:meth:`GroupAttempts.hold`), settled with its verdict.
 
     Returns:
-        The report (judged against ``state.current``) and its timing, or None when
-        the impact data is missing or stale (the caller runs the full suite).
+        None when the candidate was kept (pending its batch's full run, or
+        committed), else the feedback for the fixer's next attempt.
     """
     started = time.monotonic()
-    base = state.batch_base or state.current
-    impact = load_impact_map(impact_path(state.sandbox, base.tree))
-    run = state.current.test_run
-    failed = {c.nodeid for c in run.cases if c.outcome in ("failed", "error")} if run else set()
-    selection = select_tests(impact, patch, before, failed,
-                             [item.patch.diff for item in state.pending])
-    if selection.nodeids is None:
-        report_progress("validate", f"{patch.id}: full run ({selection.reason})")
+    try:
+        syntax = check_patch_syntax(state.sandbox, patch)
+        tests = test_files_gate(state, patch)
+        quick = None
+        if syntax.passed and tests.passed:
+            quick = validate_selected(state, patch, before, syntax, tests) \
+                if selection_enabled(state) else None
+            if quick is None:  # no usable impact data: a full run, with the pending batch
+                placeholder = ValidationReport(patch_id=patch.id, accepted=True,
+                                               gates=(syntax, tests))
+                return _validate_fully(state, Pending(patch, placeholder, iteration, held))
+            report, timing = quick
+        else:  # refused without a test run
+            report = judge_patch(opaque(state.current), opaque(state.current), patch,
+                                 state.config.gates, syntax, tests)
+            timing = validation_timing(patch.id, time.monotonic() - started, None,
+                                       state.baseline.test_run, full_run=False)
+        state.validation_timings.append(timing)
+    except BaseException:
+        # never leave a half-validated tree behind: the pending candidates go too (a
+        # resumed mission replays them from the cache)
+        for item in [*state.pending, None]:
+            reset_sandbox.fn(state.sandbox, item.patch if item is not None else patch)
+        state.pending = []
+        raise
+    state.validations.append(report)
+    item = Pending(patch, report, iteration, held, selected=quick is not None)
+    if not report.accepted:
+        restore(state, [*state.pending, item], state.pending)
+        refuse(state, patch, report.reason, iteration, report, held)
+        return format_feedback(report)
+    state.pending.append(item)
+    if report.after is not None:
+        state.current = report.after
+    report_progress("validate", f"{patch.id} passed its selected tests; "
+                    f"{len(state.pending)} candidate(s) await a full run")
+    if len(state.pending) >= state.config.validation.batch_size:
+        confirm_batch(state)
+    return None
+
+
+def _validate_fully(state: MissionState, item: Pending) -> str | None:
+    """Confirm the pending batch with ``item`` at once; None if it was accepted, else feedback."""
+    state.pending.append(item)
+    refused = confirm_batch(state)
+    patch_id = item.patch.id
+    if any(o.id == patch_id and o.status == "accepted" for o in state.outcomes):
         return None
-    report_progress("validate", f"{patch.id}: {selection.reason}")
-    sandbox, env, tools = state.sandbox, state.env, state.config.tools
-    tree = hash_tree(sandbox)
-    futures = [run_selected_tests.submit(sandbox, env, tools, tree, selection.nodeids),
-               run_ruff.submit(sandbox, tools, tree), run_mypy.submit(sandbox, env, tools, tree),
-               run_bandit.submit(sandbox, tools, tree), find_todos.submit(sandbox, tools, tree)]
-    results = [f.result() for f in futures]
-    merged = merge_selected(state.current, results[0], results[1:], set(patch.files))
-    if merged is None:
-        return None
-    findings = merge_findings(opaque(merged))
-    after = compute_measurement(sandbox, tree, opaque(merged), opaque(findings),
-                                state.config.score)
-    report = judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax)
-    ran = results[0].test_run
-    timing = ValidationTiming(
-        patch_id=patch.id, duration_s=round(time.monotonic() - started, 3),
-        tests_run=sum(c.outcome in ("passed", "failed", "error") for c in ran.cases) if ran else 0,
-        tests_total=run.collected if run else 0, full_run=False)
-    return report, timing
+    report = next((r for r in refused if r.patch_id == patch_id), None)
+    return format_feedback(report) if report is not None else "rejected"
+
+
+def test_files_gate(state: MissionState, patch: Patch) -> GateResult:
+    """The ``test-files`` gate: the patch leaves the tests and their configuration alone."""
+    pytest_result = state.baseline.result_of("pytest")
+    return check_test_files(state.sandbox, patch,
+                            opaque(pytest_result.test_run if pytest_result else None),
+                            state.config.gates)
 
 
 def combined(patches: Sequence[Patch]) -> Patch:
@@ -117,7 +119,7 @@ def combined(patches: Sequence[Patch]) -> Patch:
                  diff="", files=files, title=f"batch of {len(patches)}")
 
 
-def restore(state, drops: Sequence[Pending], keep: Sequence[Pending]) -> None:
+def restore(state: MissionState, drops: Sequence[Pending], keep: Sequence[Pending]) -> None:
     """Reset the sandbox to its branch HEAD (deleting the files ``drops`` added), re-apply ``keep``."""
     for item in drops or [None]:
         reset_sandbox(state.sandbox, item.patch if item is not None else None)
@@ -125,84 +127,132 @@ def restore(state, drops: Sequence[Pending], keep: Sequence[Pending]) -> None:
         apply_patch(state.sandbox, item.patch)
 
 
-def _full_run(state, pending: Sequence[Pending], label: str):
-    """Measure the sandbox's tree fully and judge it against the batch's base."""
-    from mendflow.flows.cycle import measure  # the cycle imports this module
-
+def _full_run(state: MissionState, pending: Sequence[Pending], patch: Patch,
+              label: str) -> tuple[Measurement, ValidationReport]:
+    """Measure the sandbox's tree fully and judge it against the batch's base (timed)."""
     started = time.monotonic()
-    patch = combined([p.patch for p in pending])
-    after = measure(state.sandbox, state.env, state.config, label=label)
-    report = judge_patch(opaque(state.batch_base), opaque(after), patch, state.config.gates,
-                         pending[-1].report.gates[0])
-    run = after.test_run
-    state.validation_timings.append(ValidationTiming(
-        patch_id=patch.id, duration_s=round(time.monotonic() - started, 3),
-        tests_run=sum(c.outcome in ("passed", "failed", "error") for c in run.cases) if run else 0,
-        tests_total=state.batch_base.test_run.collected if state.batch_base.test_run else 0,
-        full_run=True))
-    state.validations.append(report)
+    base = state.batch_base or state.current
+    after = measure(state.sandbox, state.env, state.config, label=label, compared_with=base)
+    gates = {name: joint_gate([g for p in pending for g in p.report.gates if g.gate == name],
+                              name) for name in ("syntax", "test-files")}
+    report = judge_patch(opaque(base), opaque(after), patch, state.config.gates,
+                         gates["syntax"], gates["test-files"])
+    state.validation_timings.append(validation_timing(
+        patch.id, time.monotonic() - started, after.test_run, base.test_run, full_run=True))
     return after, report
 
 
-def confirm_batch(state, commit) -> None:
+def confirm_batch(state: MissionState) -> list[ValidationReport]:
     """Confirm ``state.pending`` with one full run; bisect and blame when it fails.
 
-    Args:
-        state: the mission state; its sandbox holds every pending candidate.
-        commit: ``commit(state, pending, report, measurement)``: commits the
-            candidates of a passed prefix (the cycle's accept step).
+    A batch of one is that candidate's own full validation (its report bears its id).
+
+    Returns:
+        The reports of the candidates refused (each bears the candidate's id).
     """
     pending = list(state.pending)
     state.pending = []
+    try:
+        return _confirm(state, pending)
+    except BaseException:  # never leave a half-validated tree behind (a resume replays them)
+        for item in pending:
+            reset_sandbox.fn(state.sandbox, item.patch)
+        raise
+
+
+def _confirm(state: MissionState, pending: list[Pending]) -> list[ValidationReport]:
+    refused: list[ValidationReport] = []
     while pending:
-        after, report = _full_run(state, pending, f"batch of {len(pending)}")
+        solo = len(pending) == 1
+        patch = pending[0].patch if solo else combined([p.patch for p in pending])
+        after, report = _full_run(state, pending, patch,
+                                  f"candidate {patch.id}" if solo else f"batch of {len(pending)}")
+        if report.accepted or not solo:
+            state.validations.append(report)
         if report.accepted:
-            commit(state, pending, after)
-            return
-        report_progress("validate", f"the full run of a batch of {len(pending)} failed "
-                        f"({report.reason}): bisecting")
-        good, good_after, blamed, blame_report = _bisect(state, pending, report)
+            commit_batch(state, pending, after, report)
+            break
+        if not solo:
+            report_progress("validate", f"the full run of a batch of {len(pending)} failed "
+                            f"({report.reason}): bisecting")
+        good, good_after, good_report, blame_report = _bisect(state, pending, report)
         restore(state, pending, pending[:good])
-        if good:
-            commit(state, pending[:good], good_after)
-        yield_blame(state, pending[good], blame_report)
+        if good_report is not None:
+            commit_batch(state, pending[:good], good_after, good_report)
+        refused.append(blame(state, pending[good], blame_report))
         pending = _reapply(state, pending[good + 1:])
+    return refused
 
 
-def _bisect(state, pending: list[Pending], failing: ValidationReport):
-    """The longest passing prefix: ``(length, its measurement, the blamed index, its report)``."""
+def commit_batch(state: MissionState, items: Sequence[Pending], after: Measurement,
+                 report: ValidationReport) -> None:
+    """Commit the candidates a full run confirmed, one commit each, in order.
+
+    Args:
+        state: the mission state; its sandbox holds every candidate of ``items``.
+        items: the confirmed candidates.
+        after: the full run's measurement of the tree holding them all.
+        report: that full run's report. It becomes the validation of a candidate
+            judged alone, or of one that had no selective validation; a candidate
+            of a larger batch keeps its selective one.
+    """
+    dry_run = state.config.mission.dry_run
+    solo = len(items) == 1
+    if dry_run or not solo:
+        restore(state, items, [])
+    for item in items:
+        if not dry_run and not solo:
+            apply_patch(state.sandbox, item.patch)
+        own = item.report if item.selected and not solo else \
+            report.model_copy(update={"patch_id": item.patch.id})
+        accept(state, item, own)
+    state.current = state.batch_base = state.batch_base if dry_run else after
+
+
+def _bisect(state: MissionState, pending: list[Pending], failing: ValidationReport,
+            ) -> tuple[int, Measurement, ValidationReport | None, ValidationReport]:
+    """The longest passing prefix: ``(its length, its measurement and report, the failing
+    report of the prefix one longer)``."""
     lo, hi = 0, len(pending)  # the prefix of lo candidates passes, the one of hi fails
-    lo_after: Measurement = state.batch_base
+    lo_after: Measurement = state.batch_base or state.current
+    lo_report: ValidationReport | None = None
     hi_report = failing
     while hi - lo > 1:
         mid = (lo + hi) // 2
         restore(state, pending, pending[:mid])
-        after, report = _full_run(state, pending[:mid], f"bisect {mid} of {len(pending)}")
+        prefix = pending[:mid]
+        after, report = _full_run(state, prefix, combined([p.patch for p in prefix]),
+                                  f"bisect {mid} of {len(pending)}")
+        state.validations.append(report)
         if report.accepted:
-            lo, lo_after = mid, after
+            lo, lo_after, lo_report = mid, after, report
         else:
             hi, hi_report = mid, report
-    return lo, lo_after, hi - 1, hi_report
+    return lo, lo_after, lo_report, hi_report
 
 
-def yield_blame(state, item: Pending, report: ValidationReport) -> None:
-    """Reject the candidate the bisection blamed, with the failing full run's gates."""
-    from mendflow.flows.cycle import _reject  # the cycle imports this module
+def blame(state: MissionState, item: Pending, report: ValidationReport) -> ValidationReport:
+    """Refuse the candidate whose full run (or the bisection) failed, with that run's gates.
 
-    blamed = report.model_copy(update={"patch_id": item.patch.id,
-                                       "reason": f"full run: {report.reason}"})
+    A candidate that had passed its selected tests is refused as ``full run: <gates>``.
+    """
+    reason = f"{FULL_RUN_PREFIX}{report.reason}" if item.selected else report.reason
+    blamed = report.model_copy(update={"patch_id": item.patch.id, "reason": reason})
     state.validations.append(blamed)
-    _reject(state, item.patch, blamed.reason, item.iteration, blamed)
+    refuse(state, item.patch, reason, item.iteration, blamed, item.held)
+    return blamed
 
 
-def _reapply(state, rest: Sequence[Pending]) -> list[Pending]:
+def _reapply(state: MissionState, rest: Sequence[Pending]) -> list[Pending]:
     """Re-apply the candidates after a blamed one; those that no longer apply go back to the queue."""
     kept: list[Pending] = []
     for item in rest:
         try:
             apply_patch(state.sandbox, item.patch)
             kept.append(item)
-        except PatchRejected:
+        except PatchRejected as err:
             state.tried = {t for t in state.tried if not set(item.patch.finding_ids) & t}
+            settle(state, item.held, "rejected", gate="conflict",
+                   reason=f"no longer applies once a candidate before it was refused: {err}")
             restore(state, [*kept, item], kept)
     return kept

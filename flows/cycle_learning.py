@@ -66,6 +66,18 @@ class GroupAttempts:
             commit=commit, tokens_in=tokens_in, tokens_out=proposal.output_tokens,
             wall_s=time.monotonic() - self.started, now=datetime.now(timezone.utc)))
 
+    def hold(self, proposal: Patched) -> Held:
+        """The notes of a candidate whose verdict comes later, kept out of this group's flush.
+
+        Noted as accepted; :func:`settle` rewrites them with the verdict (a batch's
+        full run may come after the group is done).
+        """
+        before = len(self.records)
+        self.note(proposal, "accepted")
+        held = Held(tuple(self.records[before:]), self.started)
+        del self.records[before:]
+        return held
+
     def flush(self) -> None:
         """Write the noted attempts to the outcome store (a store that is down is reported)."""
         state = self.state
@@ -73,6 +85,27 @@ class GroupAttempts:
             state.attempt_log.extend(self.records)
             record_attempts(state.config.learning, state.state_root, opaque(self.records))
             self.records = []
+
+
+@dataclass(frozen=True)
+class Held:
+    """The learning notes of one candidate, awaiting its verdict."""
+
+    records: tuple[AttemptRecord, ...] = ()
+    since: float = field(default_factory=time.monotonic)
+
+
+def settle(state, held: Held, result: AttemptResult, *, gate: str | None = None,
+           reason: str | None = None, commit: str | None = None) -> None:
+    """Write a candidate's notes with its verdict (and wall time up to now) to the outcome store."""
+    if not held.records:
+        return
+    wall_s = round((time.monotonic() - held.since) / len(held.records), 3)
+    records = [r.model_copy(update={"result": result, "gate": gate, "commit": commit,
+                                    "reason": (reason or "")[:2000] or None, "wall_s": wall_s})
+               for r in held.records]
+    state.attempt_log.extend(records)
+    record_attempts(state.config.learning, state.state_root, opaque(records))
 
 
 def no_patch_result(proposal: Proposal) -> AttemptResult:

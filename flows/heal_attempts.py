@@ -25,7 +25,7 @@ from mendflow.core.config import LLMPolicy, MendflowConfig
 from mendflow.core.error_groups import ErrorGroup
 from mendflow.core.heal import HealAttempt, HealRecord, judge_reproduction
 from mendflow.core.models import Finding, Measurement, PatchOutcome, Sandbox, TargetEnv
-from mendflow.flows.cycle import measure
+from mendflow.flows.measure import measure
 from mendflow.infra.heal_records import reserve_slot
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.detect.log_scan import repo_files

@@ -36,14 +36,11 @@ from mendflow.core.models import (
     RepoTarget,
     Timings,
 )
+from mendflow.core.outcomes import suite_state
 from mendflow.flows.approval import approve_and_deliver
-from mendflow.flows.cycle import (
-    MissionState,
-    back_up_baseline,
-    measure,
-    run_iterations,
-    suite_state,
-)
+from mendflow.flows.cycle import back_up_baseline, run_iterations
+from mendflow.flows.measure import measure
+from mendflow.flows.state import MissionState
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout
@@ -135,25 +132,33 @@ def maintenance_mission(
     if flow_run_id and runtime.deployment.id:  # served: an auto-resumed run may be looping
         check_crash_loop(flow_run_id, config.deployment.max_auto_resumes)
     mission_id = mission_id or new_mission_id(flow_run_id or "")
-    parameters = {"path": str(path), "config_file": config_file, "scope": scope,
-                  "dry_run": dry_run, "backup_only": backup_only,
-                  "max_iterations": max_iterations, "target_score": target_score,
+    parameters = {"path": str(path), "config_file": config_file, **mission_fields,
                   "fixer": fixer, "autonomy": autonomy, "url": url, "branch": branch,
                   "fleet": fleet, "config_overrides": config_overrides}
     # the state directory, resolved once by load_mission_config: every step below gets it
     layout = StateLayout.of(config.mission.state_dir)
     if url is None:
         return _on_path(path, mission_id, flow_run_id, config, layout, parameters, autonomy)
+    return _on_clone(url, branch, fleet, mission_id, flow_run_id, config, layout, parameters)
+
+
+def _on_clone(url: str, branch: str, fleet: str | None, mission_id: str,
+              flow_run_id: str | None, config: MendflowConfig, layout: StateLayout,
+              parameters: dict[str, Any]) -> MissionResult:
+    """A fleet mission: this host's clone of ``url``, under the repository's (and fleet's)
+    concurrency slot, then its mission branch pushed back."""
     record_mission_labels(flow_run_id, url, branch, mission_id=mission_id)
     # one mission per repository on every worker of the server (and the fleet's limit)
     with mission_slots(repository_key(url), fleet, flow_run_id):
         record_slot(flow_run_id, "acquired")
         clone = clone_repository(url, branch, layout.root)
-        config = load_mission_config(config_file, fixer, str(clone), overrides=config_overrides,
-                                     **mission_fields)
+        mission_fields = {k: parameters[k] for k in
+                          ("scope", "dry_run", "backup_only", "max_iterations", "target_score")}
+        config = load_mission_config(parameters["config_file"], parameters["fixer"], str(clone),
+                                     overrides=parameters["config_overrides"], **mission_fields)
         result = _on_path(str(clone), mission_id, flow_run_id, config,
                           StateLayout.of(config.mission.state_dir),
-                          {**parameters, "path": str(clone)}, autonomy)
+                          {**parameters, "path": str(clone)}, parameters["autonomy"])
         push_mission_branch(clone, result)
         record_slot(flow_run_id, "released")
     record_mission_labels(flow_run_id, url, branch, result)

@@ -24,8 +24,8 @@ class ValidationConfig(Section):
     """
 
     select_tests: bool = Field(
-        False, description="validate candidates first with the tests that reach their change, "
-        "then confirm them by one full run per batch (opt-in while it matures)")
+        True, description="validate candidates first with the tests that reach their change, "
+        "then confirm them by one full run per batch")
     batch_size: int = Field(
         8, ge=1, le=1000, description="candidates confirmed together by one full run, at most")
     test_workers: int = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -67,10 +68,28 @@ def _read_lines(path: Path) -> tuple[str, ...]:
     return _read_lines_cached(str(path), mtime)
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_python(source: str | bytes) -> ast.Module:
+    """``ast.parse``, one thread at a time.
+
+    The CPython 3.11 in use here keeps the AST converter's recursion depth in
+    state shared between threads (CPython gh-106905): parses running at once
+    in the detectors' threads can fail with ``SystemError: AST constructor
+    recursion depth mismatch`` (seen in a mission on more-itertools 10.5.0).
+
+    Raises:
+        SyntaxError, ValueError: as ``ast.parse``.
+    """
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
+
 @lru_cache(maxsize=512)
 def _symbols_cached(path: str, mtime_ns: int) -> tuple[tuple[int, int, str], ...]:
     try:
-        tree = ast.parse(Path(path).read_bytes())
+        tree = parse_python(Path(path).read_bytes())
     except (OSError, SyntaxError, ValueError):
         return ()
     found: list[tuple[int, int, str]] = []

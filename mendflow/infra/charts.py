@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,12 +18,19 @@ def write_progress_chart(missions: Sequence[MissionRecord], path: Path, title: s
         path: the PNG file to write (its folder is created).
         title: the chart's title (the repository's name).
 
+    A chart already at ``path`` drawn from the same figures (its PNG ``tEXt``
+    chunk ``mendflow-digest``) is kept as it is: a resumed mission does not pay
+    matplotlib's import and drawing again.
+
     Returns:
         ``path``.
 
     Raises:
         OSError: the file cannot be written.
     """
+    digest = chart_digest(missions, title)
+    if _digest_of(path) == digest:
+        return path
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -48,5 +57,27 @@ def write_progress_chart(missions: Sequence[MissionRecord], path: Path, title: s
     axis.legend(loc="lower right", fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", metadata={DIGEST_KEY: digest})
     return path
+
+
+DIGEST_KEY = "mendflow-digest"
+
+
+def chart_digest(missions: Sequence[MissionRecord], title: str) -> str:
+    """sha256 of what the chart shows: the title and each mission's scores and accepted fixes."""
+    shown = [title, *([m.score_before, m.score_after, m.accepted] for m in missions)]
+    return hashlib.sha256(json.dumps(shown).encode()).hexdigest()
+
+
+def _digest_of(path: Path) -> str | None:
+    """The ``mendflow-digest`` of an existing chart (None: no file, or not one of ours)."""
+    if not path.is_file():
+        return None
+    from PIL import Image, UnidentifiedImageError  # Pillow ships with matplotlib
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get(DIGEST_KEY)
+    except (OSError, UnidentifiedImageError):
+        return None

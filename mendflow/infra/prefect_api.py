@@ -8,10 +8,11 @@ of the fixed cost of a short command such as ``mendflow mission resume``.
 
 :func:`spawn_server` starts the very same subprocess (the same command line and
 environment Prefect uses) as the CLI's first act, so it boots while the flows
-import; :meth:`EarlyServer.adopt` then hands it to Prefect's own singleton, so
-every client in this process, in every thread, uses it and Prefect stops it at
-exit. When a profile names a server, or the early start fails, the early
-server is stopped and Prefect behaves exactly as without it.
+import; :meth:`EarlyServer.adopt` then points Prefect's settings at it, so
+every client in this process, in every thread, uses it (without importing
+Prefect's server module here) and it is stopped at exit. When a profile names
+a server, or the early start fails, the early server is stopped and Prefect
+behaves exactly as without it.
 
 The server runs in a session of its own (``start_new_session=True``): a
 terminal's Ctrl-C, which signals the whole foreground process group, does not
@@ -59,9 +60,16 @@ class EarlyServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def adopt(self) -> bool:
-        """Wait until the server answers, then make it Prefect's temporary server.
+        """Wait until the server answers, then make it the API of every Prefect client here.
 
-        Must run before the first Prefect client call of the process.
+        Must run before the first Prefect client call of the process. Prefect's
+        process-wide settings (``prefect.context.GLOBAL_SETTINGS_CONTEXT``) get
+        ``api.url`` = this server, as if ``PREFECT_API_URL`` named it (the
+        environment is left alone, so child processes do not inherit a server
+        that dies with this process). Prefect therefore never imports its server
+        module (``prefect.server.api.server``: FastAPI, the ORM and every route,
+        seconds of CPU) in this process: the subprocess serves, this process is
+        only a client. The server is stopped at exit (:func:`spawn_server`).
 
         Returns:
             True when Prefect will use it; False when it was stopped instead (a
@@ -69,8 +77,8 @@ class EarlyServer:
             come up within ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``):
             Prefect then does what it does without it.
         """
-        from prefect.server.api.server import SubprocessASGIServer
-        from prefect.settings import get_current_settings
+        import prefect.context
+        from prefect.settings import PREFECT_API_URL, get_current_settings
 
         settings = get_current_settings()
         if settings.api.url or not settings.server.ephemeral.enabled:
@@ -79,14 +87,12 @@ class EarlyServer:
         if not self._wait_healthy(float(settings.server.ephemeral.startup_timeout_seconds)):
             self.stop()
             return False
-        server = SubprocessASGIServer()
-        if server.running:  # Prefect started its own meanwhile: keep that one
-            self.stop()
-            return False
-        server.port, server.server_process, server.running = self.port, self.process, True
-        import atexit
-
-        atexit.register(server.stop)
+        root = prefect.context.GLOBAL_SETTINGS_CONTEXT
+        adopted = root.settings.copy_with_update(updates={PREFECT_API_URL: self.api_url})
+        adopted.ui_url = None  # a temporary server has no UI (Prefect infers one from api.url)
+        prefect.context.GLOBAL_SETTINGS_CONTEXT = root.model_copy(update={"settings": adopted})
+        global _ADOPTED_URL
+        _ADOPTED_URL = self.api_url
         return True
 
     def _wait_healthy(self, timeout_s: float) -> bool:
@@ -116,6 +122,14 @@ class EarlyServer:
             except subprocess.TimeoutExpired:
                 _signal_group(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+_ADOPTED_URL: str | None = None
+
+
+def adopted_api_url() -> str | None:
+    """The API URL of the temporary server this process adopted (None: none was)."""
+    return _ADOPTED_URL
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from mendflow.core.findings import parse_python
+
 # Frames in these directories are third-party code, even inside the worktree.
 _VENDOR_PARTS = {".venv", "venv", "env", ".tox", ".nox", "site-packages", "dist-packages",
                  "node_modules", "__pypackages__", ".eggs", "build"}
@@ -47,7 +49,7 @@ def read_text(path: Path) -> str | None:
 def parse_module(text: str) -> ast.Module | None:
     """Parse Python source; None when it does not parse."""
     try:
-        return ast.parse(text)
+        return parse_python(text)  # the detectors' threads parse at once
     except (SyntaxError, ValueError):
         return None
 

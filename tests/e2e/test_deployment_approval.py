@@ -104,9 +104,10 @@ def test_no_step_before_the_suspend_runs_twice(runs):
     first_pass = task_runs[: next(i for i, t in enumerate(task_runs)
                                   if t["name"].startswith("publish-approval-request")) + 1]
     before: dict[str, int] = {}
-    for task_run in first_pass:
+    for task_run in first_pass:  # a tree measured twice in the first pass is cached there too
         name = re.sub(r"-[0-9a-f]{3}$", "", task_run["name"])
-        before[name] = before.get(name, 0) + 1
+        if task_run["state_name"] != "Cached":
+            before[name] = before.get(name, 0) + 1
     for step in TOOL_STEPS:
         assert executed.get(step, 0) == before.get(step, 0), (step, executed, before)
 

@@ -7,12 +7,16 @@ Claude fixer talks to the fake Messages API on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from mendflow.flows.mission import maintenance_mission
+from mendflow.infra import audit
+from mendflow.infra.outcomes import OutcomeStore
 from tests.fakes import fake_messages_api as api
 from tests.fakes.server import RecordedRequest, ScriptedReply
 from tests.helpers.git import git
@@ -85,8 +89,7 @@ def test_the_batch_run_refuses_what_selection_missed_and_blames_the_right_candid
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m",
                   "policy": {"max_attempts": 1}},
         "mission": {"max_iterations": 1, "target_score": 100},
-        "validation": {"select_tests": True},
-    }), encoding="utf-8")
+    }), encoding="utf-8")  # validation.select_tests: true is the default
 
     result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="select")
 
@@ -108,3 +111,11 @@ def test_the_batch_run_refuses_what_selection_missed_and_blames_the_right_candid
     assert "return a * b\n" in git(repo, "show", f"{result.branch}:ops.py") + "\n"
     assert "return a + b" in git(repo, "show", f"{result.branch}:adder.py")
     assert git(repo, "-C", result.worktree or "", "status", "--porcelain") == ""
+    # the audit trail and the outcome store tell what the result tells, as on the full path
+    home = Path(os.environ["MENDFLOW_HOME"])
+    commits = [e for e in audit.read(home) if e["what"] == "commit"]
+    assert [e["details"]["commit"] for e in commits] == [good.commit]
+    assert "no-test-regression: passed" in commits[0]["why"]["gates"]
+    rows = {r.patch_id: r for r in OutcomeStore.open(None, home).attempts(mission_id="select")}
+    assert rows[good.id].result == "accepted" and rows[good.id].commit == good.commit
+    assert rows[bad.id].result == "rejected" and rows[bad.id].gate == "no-test-regression"

@@ -34,3 +34,19 @@ def test_the_progress_chart_is_a_png(tmp_path):
     path = write_progress_chart(missions, tmp_path / "report" / "progress.png", "repo")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_the_progress_chart_is_redrawn_only_when_its_figures_change(tmp_path):
+    missions = [mission(f"m{n}", before=50 + n, after=60 + n, accepted=n, offset_s=n)
+                for n in range(3)]
+    path = write_progress_chart(missions, tmp_path / "progress.png", "repo")
+    stamp = path.stat().st_mtime_ns
+    path.touch()
+    touched = path.stat().st_mtime_ns
+    # a resumed mission: the same figures, the chart is kept as it is
+    write_progress_chart(list(missions), path, "repo")
+    assert path.stat().st_mtime_ns == touched >= stamp
+    # one more mission: drawn again
+    write_progress_chart([*missions, mission("m9", before=70, after=80, accepted=2, offset_s=9)],
+                         path, "repo")
+    assert path.stat().st_mtime_ns != touched

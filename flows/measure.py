@@ -1,0 +1,77 @@
+"""One measurement of the sandbox's tree: every detector concurrently, then combined.
+
+Composes the detect tasks (:mod:`mendflow.tasks.detect`) and the bookkeeping
+tasks; used for the baseline, every full validation run and the heal flow.
+"""
+
+from __future__ import annotations
+
+from prefect.utilities.annotations import opaque
+
+from mendflow.core.config import MendflowConfig, ToolsConfig
+from mendflow.core.errors import ValidationUnavailable
+from mendflow.core.hangs import plan_test_timeouts
+from mendflow.core.models import Measurement, Sandbox, TargetEnv, TestPlan
+from mendflow.infra.progress import report_progress
+from mendflow.tasks.bookkeeping import compute_measurement
+from mendflow.tasks.detect import (
+    find_todos,
+    merge_findings,
+    read_logs,
+    run_bandit,
+    run_mypy,
+    run_pytest,
+    run_ruff,
+)
+from mendflow.tasks.detect.parallel import default_workers
+from mendflow.tasks.preflight import record_tool_durations
+from mendflow.tasks.sandbox import hash_tree
+
+
+def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: str,
+            compared_with: Measurement | None = None) -> Measurement:
+    """Run every detector concurrently on the sandbox's current tree and combine them.
+
+    ``compared_with`` (a candidate's validation: the measurement it is judged
+    against) gives each test a timeout learned from its duration there, and
+    runs the tests that hung there with a short one (:mod:`mendflow.core.hangs`).
+
+    Raises:
+        ValidationUnavailable: the baseline test run could not complete.
+    """
+    report_progress("detect", f"measuring {label}")
+    tree = hash_tree(sandbox)
+    tools = config.tools
+    impact = config.validation.select_tests and tools.coverage.enabled
+    workers = config.validation.test_workers or default_workers()
+    futures = [
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools), impact,
+                          workers),
+        run_ruff.submit(sandbox, tools, tree),
+        run_mypy.submit(sandbox, env, tools, tree),
+        run_bandit.submit(sandbox, tools, tree),
+        find_todos.submit(sandbox, tools, tree),
+        *([read_logs.submit(sandbox, tools, tree)] if tools.logs.enabled else []),
+    ]
+    results = [f.result() for f in futures]
+    # opaque(): Prefect links the upstream task runs but does not walk through
+    # every finding of these large inputs (that walk dominated a cached replay)
+    record_tool_durations(sandbox.repo_root, opaque(results), config.mission.state_dir)
+    findings = merge_findings(opaque(results))
+    measurement = compute_measurement(sandbox, tree, opaque(results), opaque(findings),
+                                      config.score)
+    pytest_result = measurement.result_of("pytest")
+    if label == "baseline" and pytest_result is not None and not pytest_result.ok:
+        raise ValidationUnavailable(
+            f"the baseline test run failed to complete: {pytest_result.error or 'unknown error'}",
+            subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
+    report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
+    return measurement
+
+
+def _test_plan(compared_with: Measurement | None, tools: ToolsConfig) -> TestPlan | None:
+    if compared_with is None:
+        return None
+    result = compared_with.result_of("pytest")
+    run = result.test_run if result is not None and result.ok else None
+    return plan_test_timeouts(run, tools.pytest) if run is not None else None
