@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mendflow.core.config import load_config
-from mendflow.infra.evolution_store import is_git_url, loop_dir, loop_key, read_state, write_state
+from mendflow.infra.evolution_store import is_git_url, loop_dir, loop_key, read_memory, write_memory
 from mendflow.infra.layout import StateLayout
 
 logger = logging.getLogger("mendflow.evolve")
@@ -76,9 +76,9 @@ def build_evolution_deployment(target: str, config_path: Path | str | None = Non
 def watch_restart(folder: Path, stop: threading.Event, every_s: float = 2.0) -> None:
     """Re-exec this process (same argv) once a cycle asked for a restart; until ``stop``."""
     while not stop.wait(every_s):
-        state = read_state(folder)
-        if state.restart_requested:
-            write_state(folder, state.model_copy(update={"restart_requested": False}))
+        memory = read_memory(folder)
+        if memory.restart_requested:
+            write_memory(folder, memory.model_copy(update={"restart_requested": False}))
             logger.warning("mendflow changed: restarting `%s`", " ".join(sys.argv))
             sys.stdout.flush()
             sys.stderr.flush()

@@ -18,13 +18,13 @@ from prefect.utilities.annotations import opaque
 from mendflow.core.config import FixerConfig
 from mendflow.core.errors import PatchRejected
 from mendflow.core.models import Finding, OutputRejected, Patched
-from mendflow.core.outcomes import suite_state
+from mendflow.core.outcomes import suite_summary
 from mendflow.flows.batch import confirm_batch, validate_candidate
 from mendflow.flows.cycle_learning import GroupAttempts, no_patch_result
+from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
 from mendflow.flows.proposals import ask_fixer, max_attempts, reject_output
 from mendflow.flows.selection import file_hashes
-from mendflow.flows.state import MissionState
 from mendflow.flows.verdict import refuse
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import back_up_files
@@ -33,11 +33,11 @@ from mendflow.tasks.learn.strategy import planning_fixer, rank_queue
 from mendflow.tasks.preflight import check_free_disk, disk_paths
 from mendflow.tasks.sandbox import apply_patch
 
-__all__ = ["MissionState", "back_up_baseline", "fix_group", "measure", "run_iterations",
-           "suite_state"]
+__all__ = ["MissionLedger", "back_up_baseline", "fix_group", "measure", "run_iterations",
+           "suite_summary"]
 
 
-def run_iterations(state: MissionState) -> MissionState:
+def run_iterations(ledger: MissionLedger) -> MissionLedger:
     """Repeat the M-T-D-V cycle until the target score, max iterations or no progress.
 
     Failing tests are attempted even above the target score (a failing test is
@@ -45,83 +45,83 @@ def run_iterations(state: MissionState) -> MissionState:
     ``mission.max_patches_per_iteration`` candidates; a group whose findings an
     earlier patch already fixed (or claimed) is skipped and spends no slot.
     """
-    mission = state.config.mission
-    state.batch_base = state.current
+    mission = ledger.config.mission
+    ledger.batch_base = ledger.current
     for iteration in range(1, mission.max_iterations + 1):
-        if _must_stop(state):
+        if _must_stop(ledger):
             break
-        queue = rank_queue(state.config, opaque(state.fixable(state.current.findings)),
-                           opaque(state.priors))
-        reached = state.current.score >= mission.target_score
+        queue = rank_queue(ledger.config, opaque(ledger.fixable(ledger.current.findings)),
+                           opaque(ledger.priors))
+        reached = ledger.current.score >= mission.target_score
         if reached:  # a failing test is a defect whatever the score: it is still attempted
             queue = [f for f in queue if f.category == "test-failure"]
-        groups = [g for g in plan_fixes(planning_fixer(state.config), opaque(queue))
-                  if frozenset(f.id for f in g) not in state.tried] if queue else []
+        groups = [g for g in plan_fixes(planning_fixer(ledger.config), opaque(queue))
+                  if frozenset(f.id for f in g) not in ledger.tried] if queue else []
         if reached and not groups:
-            state.stop_reason = f"target score {mission.target_score} reached"
+            ledger.stop_reason = f"target score {mission.target_score} reached"
             break
-        state.iterations = iteration
+        ledger.iterations = iteration
         if not groups:
-            state.stop_reason = "no fixable findings left"
+            ledger.stop_reason = "no fixable findings left"
             break
         accepted = attempted = 0
         for group in groups:
             if attempted >= mission.max_patches_per_iteration:
                 break
-            live = _live(state, group)
+            live = _live(ledger, group)
             if not live:  # an earlier patch of this iteration fixed the group: no slot spent
                 continue
-            if state.fixer_disabled or _must_stop(state):
+            if ledger.fixer_disabled or _must_stop(ledger):
                 break
-            state.tried.add(frozenset(f.id for f in group))
+            ledger.tried.add(frozenset(f.id for f in group))
             attempted += 1
-            accepted += fix_group(state, live, iteration)
-        if state.pending:  # the iteration's last batch: one full run confirms it
-            confirm_batch(state)
-        if state.fixer_disabled:
-            state.stop_reason = state.fixer_disabled
+            accepted += fix_group(ledger, live, iteration)
+        if ledger.pending:  # the iteration's last batch: one full run confirms it
+            confirm_batch(ledger)
+        if ledger.fixer_disabled:
+            ledger.stop_reason = ledger.fixer_disabled
             break
-        if state.stop_reason:
+        if ledger.stop_reason:
             break
         if accepted == 0:
-            state.stop_reason = "no candidate was accepted in the last iteration"
+            ledger.stop_reason = "no candidate was accepted in the last iteration"
             break
     else:
-        state.stop_reason = f"max iterations ({mission.max_iterations}) reached"
-    if not state.stop_reason:
-        state.stop_reason = "finished"
-    return state
+        ledger.stop_reason = f"max iterations ({mission.max_iterations}) reached"
+    if not ledger.stop_reason:
+        ledger.stop_reason = "finished"
+    return ledger
 
 
-def _live(state: MissionState, group: tuple[Finding, ...]) -> tuple[Finding, ...]:
+def _live(ledger: MissionLedger, group: tuple[Finding, ...]) -> tuple[Finding, ...]:
     """The findings of a group still present in the current tree and claimed by no
     accepted patch (the cap of a cycle counts candidates really attempted)."""
-    present = {f.id for f in state.current.findings}
-    claimed = {i for o in state.outcomes if o.status == "accepted" for i in o.finding_ids}
-    claimed.update(i for item in state.pending for i in item.patch.finding_ids)
+    present = {f.id for f in ledger.current.findings}
+    claimed = {i for o in ledger.outcomes if o.status == "accepted" for i in o.finding_ids}
+    claimed.update(i for item in ledger.pending for i in item.patch.finding_ids)
     return tuple(f for f in group if f.id in present and f.id not in claimed)
 
 
-def _must_stop(state: MissionState) -> bool:
+def _must_stop(ledger: MissionLedger) -> bool:
     """Checkpoint between steps: stop cleanly (resumable) on low disk or the wall-time budget."""
-    config = state.config
-    low = check_free_disk(disk_paths(state.target.root, config.mission.state_dir), config.health)
+    config = ledger.config
+    low = check_free_disk(disk_paths(ledger.target.root, config.mission.state_dir), config.health)
     if low is not None:
-        state.paused = f"paused: low disk space ({low.found}); free space, then " \
-                       f"`mendflow mission resume {state.mission_id}`"
-        state.stop_reason = state.paused
-        report_progress("health", state.paused)
+        ledger.paused = f"paused: low disk space ({low.found}); free space, then " \
+                       f"`mendflow mission resume {ledger.mission_id}`"
+        ledger.stop_reason = ledger.paused
+        report_progress("health", ledger.paused)
         return True
     budget = config.mission.max_wall_time_s
-    if budget is not None and time.monotonic() - state.started >= budget:
-        state.stop_reason = (f"wall-time budget of {budget:g} s reached; "
-                             f"`mendflow mission resume {state.mission_id}` continues")
-        report_progress("health", state.stop_reason)
+    if budget is not None and time.monotonic() - ledger.started >= budget:
+        ledger.stop_reason = (f"wall-time budget of {budget:g} s reached; "
+                             f"`mendflow mission resume {ledger.mission_id}` continues")
+        report_progress("health", ledger.stop_reason)
         return True
     return False
 
 
-def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -> int:
+def fix_group(ledger: MissionLedger, group: tuple[Finding, ...], iteration: int) -> int:
     """Choose a strategy, then propose, apply, validate and commit (or roll back); 1 if accepted.
 
     A rejected candidate's gate output (or the guard that refused the fixer's
@@ -129,25 +129,25 @@ def fix_group(state: MissionState, group: tuple[Finding, ...], iteration: int) -
     ``max_attempts`` times (1 for a deterministic fixer). Every attempt is noted
     and written to the outcome store when the group is done.
     """
-    log = GroupAttempts(state, group, iteration)
+    log = GroupAttempts(ledger, group, iteration)
     fixer = log.choose()
     if fixer is None:
         return 0  # skipped as hopeless (the plan line says why)
     try:
-        return _attempt_group(state, group, iteration, fixer, log)
+        return _attempt_group(ledger, group, iteration, fixer, log)
     finally:
         log.flush()
 
 
-def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: int,
+def _attempt_group(ledger: MissionLedger, group: tuple[Finding, ...], iteration: int,
                    fixer: FixerConfig, log: GroupAttempts) -> int:
     """The repair loop of one group: 1 once a candidate is kept, else 0 after the last attempt."""
     feedback: str | None = None
     for attempt in range(1, max_attempts(fixer) + 1):
         log.begin()
-        proposal = ask_fixer(state, fixer, group, feedback, attempt)
+        proposal = ask_fixer(ledger, fixer, group, feedback, attempt)
         if isinstance(proposal, OutputRejected):  # the fixer's output failed a guard
-            reject_output(state, proposal, iteration)
+            reject_output(ledger, proposal, iteration)
             log.note(proposal, "rejected", gate=proposal.guard, reason=proposal.message)
             feedback = proposal.message
             continue
@@ -155,27 +155,27 @@ def _attempt_group(state: MissionState, group: tuple[Finding, ...], iteration: i
             log.note(proposal, no_patch_result(proposal), reason=getattr(
                 proposal, "reason", None) or getattr(proposal, "error", None))
             return 0
-        if proposal.patch.id in state.rejected_patches:  # the very diff already refused
+        if proposal.patch.id in ledger.rejected_patches:  # the very diff already refused
             log.note(proposal, "rejected", gate="repeated-diff")
             return 0
         patch = proposal.patch
         report_progress("validate", f"candidate {patch.id}: {patch.title}")
-        before = file_hashes(state.sandbox.path, patch.files)
+        before = file_hashes(ledger.sandbox.path, patch.files)
         try:
-            apply_patch(state.sandbox, patch)
+            apply_patch(ledger.sandbox, patch)
         except PatchRejected as err:
-            refuse(state, patch, err.reason, iteration)
+            refuse(ledger, patch, err.reason, iteration)
             log.note(proposal, "rejected", gate=err.reason, reason=str(err))
             feedback = str(err)
             continue
-        feedback = validate_candidate(state, patch, before, iteration, log.hold(proposal))
+        feedback = validate_candidate(ledger, patch, before, iteration, log.hold(proposal))
         if feedback is None:  # kept: committed, or pending its batch's full run
             return 1
     return 0
 
 
-def back_up_baseline(state: MissionState) -> MissionState:
+def back_up_baseline(ledger: MissionLedger) -> MissionLedger:
     """``--backup-only``: back up every in-scope Python file; change nothing."""
-    state.backups.extend(back_up_files(state.sandbox, state.target, state.backups_dir))
-    state.stop_reason = "backup only"
-    return state
+    ledger.backups.extend(back_up_files(ledger.sandbox, ledger.target, ledger.backups_dir))
+    ledger.stop_reason = "backup only"
+    return ledger

@@ -24,7 +24,7 @@ from mendflow.tasks.learn.strategy import choose_strategy_for, strategy_info
 class GroupAttempts:
     """The attempts at one group, noted as they are judged and written once at the end."""
 
-    state: object
+    ledger: object
     group: tuple[Finding, ...]
     iteration: int
     fixer: FixerConfig | None = None
@@ -34,12 +34,12 @@ class GroupAttempts:
 
     def choose(self) -> FixerConfig | None:
         """The bandit's strategy for the group (None: skipped as hopeless); logs the plan line."""
-        state = self.state
+        ledger = self.ledger
         ids = ",".join(sorted(f.id for f in self.group))
         choice, self.fixer, self.info = choose_strategy_for(
-            state.config, self.group, opaque(state.priors),
-            f"{state.mission_id}:{self.iteration}:{ids}")
-        state.choices.append(choice)
+            ledger.config, self.group, opaque(ledger.priors),
+            f"{ledger.mission_id}:{self.iteration}:{ids}")
+        ledger.choices.append(choice)
         report_progress("plan", f"{ids[:40]}: {choice.describe()}")
         return self.fixer
 
@@ -55,11 +55,11 @@ class GroupAttempts:
         info = self.info
         if isinstance(self.fixer, ChainFixerConfig):  # the member that answered
             info = strategy_info(self.fixer, None, proposal.fixer)
-        state = self.state
+        ledger = self.ledger
         tokens_in = (proposal.input_tokens + proposal.cache_creation_input_tokens
                      + proposal.cache_read_input_tokens)
         self.records.extend(attempt_records(
-            self.group, mission_id=state.mission_id, repository=str(state.target.root),
+            self.group, mission_id=ledger.mission_id, repository=str(ledger.target.root),
             strategy=info, attempt=proposal.attempt, iteration=self.iteration, result=result,
             gate=gate, reason=reason,
             patch_id=proposal.patch.id if isinstance(proposal, Patched) else None,
@@ -80,10 +80,10 @@ class GroupAttempts:
 
     def flush(self) -> None:
         """Write the noted attempts to the outcome store (a store that is down is reported)."""
-        state = self.state
+        ledger = self.ledger
         if self.records:
-            state.attempt_log.extend(self.records)
-            record_attempts(state.config.learning, state.state_root, opaque(self.records))
+            ledger.attempt_log.extend(self.records)
+            record_attempts(ledger.config.learning, ledger.state_root, opaque(self.records))
             self.records = []
 
 
@@ -95,7 +95,7 @@ class Held:
     since: float = field(default_factory=time.monotonic)
 
 
-def settle(state, held: Held, result: AttemptResult, *, gate: str | None = None,
+def settle(ledger, held: Held, result: AttemptResult, *, gate: str | None = None,
            reason: str | None = None, commit: str | None = None) -> None:
     """Write a candidate's notes with its verdict (and wall time up to now) to the outcome store."""
     if not held.records:
@@ -104,8 +104,8 @@ def settle(state, held: Held, result: AttemptResult, *, gate: str | None = None,
     records = [r.model_copy(update={"result": result, "gate": gate, "commit": commit,
                                     "reason": (reason or "")[:2000] or None, "wall_s": wall_s})
                for r in held.records]
-    state.attempt_log.extend(records)
-    record_attempts(state.config.learning, state.state_root, opaque(records))
+    ledger.attempt_log.extend(records)
+    record_attempts(ledger.config.learning, ledger.state_root, opaque(records))
 
 
 def no_patch_result(proposal: Proposal) -> AttemptResult:

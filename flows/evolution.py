@@ -35,7 +35,7 @@ from prefect import flow, get_run_logger, runtime
 from mendflow.core.config import MendflowConfig, load_config
 from mendflow.core.config_sources import effective_config
 from mendflow.core.errors import DeliveryError, MendflowError
-from mendflow.core.evolution import CycleRecord, LoopState
+from mendflow.core.evolution import CycleRecord, LoopMemory
 from mendflow.core.models import MissionResult
 from mendflow.flows.evolution_record import finish, publish_dashboard
 from mendflow.flows.evolution_steps import (
@@ -86,12 +86,12 @@ def evolution_cycle(path: str = ".", config_file: str | None = None) -> CycleRec
         record = _run_cycle(cycle)
     except MendflowError as err:  # typed: recorded, resumable by the next cycle
         logger.error("evolution cycle failed: %s", err)
-        record = cycle.record("failed", cycle.tip or cycle.state.last_tip,
+        record = cycle.record("failed", cycle.tip or cycle.memory.last_tip,
                               error=str(err).splitlines()[0])
-        cycle.state = cycle.state.model_copy(update={"pending": True})
+        cycle.memory = cycle.memory.model_copy(update={"pending": True})
     except Exception as err:  # a bug: recorded too, and the flow run fails
-        cycle.state = cycle.state.model_copy(update={"pending": True})
-        finish(cycle, cycle.record("failed", cycle.tip or cycle.state.last_tip,
+        cycle.memory = cycle.memory.model_copy(update={"pending": True})
+        finish(cycle, cycle.record("failed", cycle.tip or cycle.memory.last_tip,
                                     error=f"unexpected {type(err).__name__}: {err}"[:300]))
         raise
     return finish(cycle, record)
@@ -116,16 +116,16 @@ def _record_skipped(cycle: Cycle, deployment_id: str) -> None:
     except Exception as err:  # the API is down: the next cycle looks again
         get_run_logger().warning("could not read skipped cycles: %s", err)
         return
-    known = set(cycle.state.skipped_runs)
+    known = set(cycle.memory.skipped_runs)
     for run_id, when in skipped:
         if run_id in known:
             continue
         append_record(cycle.folder, CycleRecord(
             cycle=1, started_at=when, duration_s=0.0, status="skipped", flow_run_id=run_id,
-            head_before=cycle.state.last_tip, head_after=cycle.state.last_tip,
+            head_before=cycle.memory.last_tip, head_after=cycle.memory.last_tip,
             note="skipped: the previous cycle was still running (deployment concurrency 1)"))
         known.add(run_id)
-    cycle.state = cycle.state.model_copy(update={"skipped_runs": tuple(sorted(known))[-100:]})
+    cycle.memory = cycle.memory.model_copy(update={"skipped_runs": tuple(sorted(known))[-100:]})
 
 
 def _run_cycle(cycle: Cycle) -> CycleRecord:
@@ -137,8 +137,8 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
         raise DeliveryError("HEAD is detached: no target branch", reason="no-target",
                             subject=str(root), hint="set approval.target_branch")
     tip = cycle.tip = sync_with_remote(root, config.delivery, branch)
-    state = cycle.state
-    if tip == state.last_tip and not state.pending:
+    memory = cycle.memory
+    if tip == memory.last_tip and not memory.pending:
         logger.info("evolution: %s unchanged at %s and nothing pending: nothing measured",
                     branch, tip[:10])
         return cycle.record("unchanged", tip, note="target branch unmoved")
@@ -151,7 +151,7 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
     cycle.fields.update(cycle_metrics(result))
     cycle.fields["mission_id"] = result.mission_id
     _count_detected(cycle, result)
-    if config.evolution.watch and state.last_tip and state.last_tip != tip:
+    if config.evolution.watch and memory.last_tip and memory.last_tip != tip:
         watch_regressions(cycle, root, result, branch, tip)
         record_post_merge_outcomes(cycle, root, result, tip)
     # the request and the pause belong to this cycle's run (`mendflow approve RUN_ID`)
@@ -161,7 +161,7 @@ def _run_cycle(cycle: Cycle) -> CycleRecord:
     delivery = cycle.delivery = approve_and_deliver(cycle, result, branch)
     cycle.fields.update(_delivery_fields(delivery, cycle.fields))
     tests = result.baseline_tests
-    cycle.state = cycle.state.model_copy(update={
+    cycle.memory = cycle.memory.model_copy(update={
         "failing_tests": tests.failing if tests else (),
         "passing_tests": tests.passing if tests else (),
         "pending": bool(delivery.error or delivery.held or cycle.fields.get("error"))})
@@ -214,4 +214,4 @@ def _delivery_fields(delivery: PullDelivery, earlier: dict) -> dict:
             "held": delivery.held, "error": delivery.error or earlier.get("error")}
 
 
-__all__ = ["LoopState", "evolution_cycle"]
+__all__ = ["LoopMemory", "evolution_cycle"]

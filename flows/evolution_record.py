@@ -1,4 +1,4 @@
-"""The end of one evolution cycle: back-off, state, history, artifacts, dashboard, events.
+"""The end of one evolution cycle: back-off, memory, history, artifacts, dashboard, events.
 
 Composed by :func:`mendflow.flows.evolution.evolution_cycle` (:func:`finish`), and
 :func:`publish_dashboard` also just before a semi-autonomous cycle pauses for approval.
@@ -14,7 +14,7 @@ from prefect import get_run_logger, runtime
 from mendflow.core.errors import MendflowError
 from mendflow.core.evolution import CycleRecord
 from mendflow.flows.evolution_steps import Cycle, notify
-from mendflow.infra.evolution_store import append_record, loop_key, read_history, write_state
+from mendflow.infra.evolution_store import append_record, loop_key, read_history, write_memory
 from mendflow.tasks.deliver import PullDelivery, list_open_pulls, update_dashboard
 from mendflow.tasks.evolve import emit_cycle_events, publish_cycle
 from mendflow.tasks.evolve.dashboard import find_pending_approvals, render_dashboard
@@ -31,9 +31,9 @@ def artifact_key(target: str) -> str:
 
 
 def finish(cycle: Cycle, record: CycleRecord) -> CycleRecord:
-    """Back off or come back, save the state, append the record, publish, emit, notify."""
+    """Back off or come back, save the memory, append the record, publish, emit, notify."""
     config, logger = cycle.config, get_run_logger()
-    before = cycle.state.interval_s or config.evolution.interval_s
+    before = cycle.memory.interval_s or config.evolution.interval_s
     record = apply_backoff(cycle, record, cycle.delivery)
     if runtime.deployment.id and record.interval_s and record.interval_s != before:
         logger.info("interval %g s → %g s", before, record.interval_s)
@@ -93,31 +93,31 @@ def publish_dashboard(cycle: Cycle, record: CycleRecord, before_wait: bool = Fal
 
 def apply_backoff(cycle: Cycle, record: CycleRecord, delivery: PullDelivery) -> CycleRecord:
     """Plateau counting and the interval (doubling up to max_interval_s; reset on a move)."""
-    evo, state = cycle.config.evolution, cycle.state
+    evo, memory = cycle.config.evolution, cycle.memory
     moved = record.head_after != record.head_before and record.status == "completed"
-    plateau = 0 if record.patches_accepted else state.plateau + 1
-    interval = state.interval_s or evo.interval_s
+    plateau = 0 if record.patches_accepted else memory.plateau + 1
+    interval = memory.interval_s or evo.interval_s
     if moved and record.head_before is not None:
         interval = evo.interval_s
     elif plateau >= evo.plateau_cycles:
         interval = min(evo.max_interval_s, interval * 2)
     now = datetime.now(timezone.utc)
-    opened = [t for t in state.opened_at
+    opened = [t for t in memory.opened_at
               if (now - datetime.fromisoformat(t)).total_seconds() < 86400]
     opened += [now.isoformat()] * len(delivery.opened)
-    open_prs = tuple(dict.fromkeys([*state.open_prs, *(p.number for p in delivery.opened)]))
+    open_prs = tuple(dict.fromkeys([*memory.open_prs, *(p.number for p in delivery.opened)]))
     closed = {p.number for p in delivery.closed} | set(delivery.merged)
     restart = bool(moved and record.head_before and cycle.root
                    and (evo.auto_restart or runs_own_code(cycle.root)))
     if restart:
         get_run_logger().warning("the loop's own code changed (%s → %s): restart requested",
                                  (record.head_before or "?")[:10], (record.head_after or "?")[:10])
-    cycle.state = state.model_copy(update={
-        "restart_requested": restart or state.restart_requested,
-        "last_tip": record.head_after or state.last_tip, "plateau": plateau,
+    cycle.memory = memory.model_copy(update={
+        "restart_requested": restart or memory.restart_requested,
+        "last_tip": record.head_after or memory.last_tip, "plateau": plateau,
         "interval_s": interval, "opened_at": tuple(opened),
         "open_prs": tuple(n for n in open_prs if n not in closed)})
-    write_state(cycle.folder, cycle.state)
+    write_memory(cycle.folder, cycle.memory)
     return record.model_copy(update={"interval_s": interval, "restarted": restart})
 
 

@@ -25,7 +25,7 @@ from mendflow.core.evolution import CycleRecord, Regression
 from mendflow.core.learning import post_merge_outcomes
 from mendflow.core.models import MissionResult, Sandbox, TargetEnv
 from mendflow.flows.approval import approve_patches, approved_ids
-from mendflow.infra.evolution_store import loop_dir, read_state
+from mendflow.infra.evolution_store import loop_dir, read_memory
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.approve import check_autonomy, notify_once
 from mendflow.tasks.deliver import PullDelivery, check_pulls, deliver_pulls, deliver_revert
@@ -47,7 +47,7 @@ class Cycle:
         self.target, self.config, self.config_file = target, config, config_file
         self.layout = StateLayout.resolve(config.mission.state_dir)
         self.folder = loop_dir(self.layout, target)
-        self.state = read_state(self.folder)
+        self.memory = read_memory(self.folder)
         self.fields: dict = {}
         self.regressions: list[Regression] = []
         self.root: Path | None = None
@@ -59,14 +59,14 @@ class Cycle:
         data = {**self.fields, **fields}
         return CycleRecord(cycle=1, started_at=self.started_at, status=status,
                            duration_s=round(time.monotonic() - self.t0, 3),
-                           head_before=self.state.last_tip, head_after=head_after,
+                           head_before=self.memory.last_tip, head_after=head_after,
                            regressions=tuple(self.regressions),
                            flow_run_id=str(runtime.flow_run.id or "") or None, **data)
 
 
 def watch_pulls(cycle: Cycle, root: Path) -> None:
     """What became of the PRs earlier cycles opened (merged, closed by a human)."""
-    numbers = list(cycle.state.open_prs)
+    numbers = list(cycle.memory.open_prs)
     if not numbers:
         return
     try:
@@ -77,7 +77,7 @@ def watch_pulls(cycle: Cycle, root: Path) -> None:
         return
     merged = [n for n, s in states.items() if s == "merged"]
     cycle.fields["prs_merged"] = len(merged)
-    cycle.state = cycle.state.model_copy(update={
+    cycle.memory = cycle.memory.model_copy(update={
         "open_prs": tuple(n for n in numbers if states.get(n, "open") == "open")})
     if merged:
         get_run_logger().info("merged since the last cycle: %s", ", ".join(f"#{n}" for n in merged))
@@ -89,12 +89,12 @@ def watch_regressions(cycle: Cycle, root: Path, result: MissionResult, branch: s
     tests = result.baseline_tests
     if tests is None:
         return
-    before = set(cycle.state.failing_tests)
+    before = set(cycle.memory.failing_tests)
     new = [t for t in tests.failing if t not in before]
     if not new:
         return
     work = cycle.layout.root / "evolution-work"
-    found = find_regressions(root, cycle.state.last_tip or "", tip, new,
+    found = find_regressions(root, cycle.memory.last_tip or "", tip, new,
                              watch_env(result, cycle.config),
                              cycle.config.evolution.bisect_timeout_s, work)
     direct = cycle.config.evolution.autonomy == "full_autonomous"
@@ -120,7 +120,7 @@ def record_post_merge_outcomes(cycle: Cycle, root: Path, result: MissionResult,
     no regression of theirs (and nothing reverts them), ``reverted`` when a revert landed or
     the watch reverted them now; written to the outcome store (insights' revert rate)."""
     try:
-        landed = landed_commits(root, cycle.state.last_tip or "", tip)
+        landed = landed_commits(root, cycle.memory.last_tip or "", tip)
     except MendflowError as err:
         get_run_logger().warning("post-merge outcomes not recorded: %s", err)
         return
@@ -193,7 +193,7 @@ def approve_and_deliver(cycle: Cycle, result: MissionResult, branch: str) -> Pul
     if not config.delivery.remote and not config.delivery.forge:
         return PullDelivery()
     return deliver_pulls(result, approved, needs, approver, config.delivery, branch,
-                         cycle.state.opened_at, cycle.layout.root / "evolution-work",
+                         cycle.memory.opened_at, cycle.layout.root / "evolution-work",
                          merge=level == "full_autonomous")
 
 

@@ -36,11 +36,11 @@ from mendflow.core.models import (
     RepoTarget,
     Timings,
 )
-from mendflow.core.outcomes import suite_state
+from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.cycle import back_up_baseline, run_iterations
+from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
-from mendflow.flows.state import MissionState
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout
@@ -213,7 +213,7 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
 
     started = time.monotonic()
     baseline = measure(sandbox, env, config, label="baseline")
-    state = MissionState(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
+    ledger = MissionLedger(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
                          config=config, baseline=baseline, current=baseline,
                          backups_dir=layout.mission(mission_id) / "backups",
                          started_at=started_at, state_root=state_root,
@@ -221,10 +221,10 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                                             mission_id),
                          baseline_s=round(time.monotonic() - started, 3))
     if config.mission.backup_only:
-        state = back_up_baseline(state)
+        ledger = back_up_baseline(ledger)
     else:
         try:
-            state = run_iterations(state)
+            ledger = run_iterations(ledger)
         finally:
             release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
         if not finish_replay(sandbox):
@@ -236,15 +236,15 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # approval, is the one thing that may move the target branch, and the user may
     # commit during a long approval wait: it is checked by delivery itself.)
     verify_user_checkout(target.root, before)
-    result = approve_and_deliver(_result(state, flow_run_id, layout), config, target, sandbox,
+    result = approve_and_deliver(_result(ledger, flow_run_id, layout), config, target, sandbox,
                                  autonomy)
     if config.learning.audit:
         audit_delivery(state_root, opaque(result))
     record_mission(config.learning, state_root, opaque(result), started_at,
-                   len(state.attempt_log), sum(a.cost_usd for a in state.attempt_log))
-    markdown = write_mission_reports(opaque(result), opaque(state.validations), state.backups,
+                   len(ledger.attempt_log), sum(a.cost_usd for a in ledger.attempt_log))
+    markdown = write_mission_reports(opaque(result), opaque(ledger.validations), ledger.backups,
                                      Path(result.report_dir))
-    sections = [choices_markdown(state.choices),
+    sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
                 analyze_codebase(sandbox.path) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
@@ -270,22 +270,22 @@ def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarge
     return result
 
 
-def _result(state: MissionState, flow_run_id: str | None, layout: StateLayout) -> MissionResult:
+def _result(ledger: MissionLedger, flow_run_id: str | None, layout: StateLayout) -> MissionResult:
     """The machine-readable result of the mission's state."""
-    config, sandbox, baseline = state.config, state.sandbox, state.baseline
+    config, sandbox, baseline = ledger.config, ledger.sandbox, ledger.baseline
     report_dir = Path(config.mission.report_dir or
-                      layout.mission(state.mission_id) / "report")
+                      layout.mission(ledger.mission_id) / "report")
     return MissionResult(
-        mission_id=state.mission_id, flow_run_id=flow_run_id,
-        status="paused" if state.paused else "completed", repository=str(state.target.root),
+        mission_id=ledger.mission_id, flow_run_id=flow_run_id,
+        status="paused" if ledger.paused else "completed", repository=str(ledger.target.root),
         base_commit=sandbox.base_commit, branch=sandbox.branch,
-        findings=tuple(state.scoped(baseline.findings)), patches=tuple(state.outcomes),
-        quality_score=QualityScore(before=baseline.score, after=state.current.score),
-        report_dir=str(report_dir), iterations=state.iterations, stop_reason=state.stop_reason,
-        exit_code=state.exit_code(), dry_run=config.mission.dry_run,
+        findings=tuple(ledger.scoped(baseline.findings)), patches=tuple(ledger.outcomes),
+        quality_score=QualityScore(before=baseline.score, after=ledger.current.score),
+        report_dir=str(report_dir), iterations=ledger.iterations, stop_reason=ledger.stop_reason,
+        exit_code=ledger.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
-        final_findings=tuple(state.scoped(state.current.findings)), llm_usage=state.llm_usage,
-        timings=Timings(baseline_s=state.baseline_s, validations=tuple(state.validation_timings)),
-        tests_before=suite_state(baseline), tests_after=suite_state(state.current),
+        final_findings=tuple(ledger.scoped(ledger.current.findings)), llm_usage=ledger.llm_usage,
+        timings=Timings(baseline_s=ledger.baseline_s, validations=tuple(ledger.validation_timings)),
+        tests_before=suite_summary(baseline), tests_after=suite_summary(ledger.current),
         baseline_tests=BaselineTests.of(baseline.test_run),
     )

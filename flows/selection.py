@@ -17,7 +17,7 @@ from prefect.utilities.annotations import opaque
 
 from mendflow.core.models import GateResult, Patch, ValidationReport, ValidationTiming
 from mendflow.core.outcomes import validation_timing
-from mendflow.flows.state import MissionState
+from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.bookkeeping import compute_measurement
 from mendflow.tasks.detect import (
@@ -39,14 +39,14 @@ def file_hashes(root: Path, files: Sequence[str]) -> dict[str, str | None]:
     return {rel: content_hash(root / rel) for rel in files}
 
 
-def selection_enabled(state: MissionState) -> bool:
+def selection_enabled(ledger: MissionLedger) -> bool:
     """``validation.select_tests`` with coverage and pytest enabled (the impact data's source)."""
-    config = state.config
+    config = ledger.config
     return config.validation.select_tests and config.tools.coverage.enabled \
         and config.tools.pytest.enabled
 
 
-def validate_selected(state: MissionState, patch: Patch, before: dict[str, str | None],
+def validate_selected(ledger: MissionLedger, patch: Patch, before: dict[str, str | None],
                       syntax: GateResult, tests: GateResult,
                       ) -> tuple[ValidationReport, ValidationTiming] | None:
     """Validate a candidate with the tests that reach its change, or None for a full run.
@@ -63,29 +63,29 @@ def validate_selected(state: MissionState, patch: Patch, before: dict[str, str |
         the impact data is missing or stale (the caller runs the full suite).
     """
     started = time.monotonic()
-    base = state.batch_base or state.current
-    impact = load_impact_map(impact_path(state.sandbox, base.tree))
-    run = state.current.test_run
+    base = ledger.batch_base or ledger.current
+    impact = load_impact_map(impact_path(ledger.sandbox, base.tree))
+    run = ledger.current.test_run
     failed = {c.nodeid for c in run.cases if c.outcome in ("failed", "error")} if run else set()
     selection = select_tests(impact, patch, before, failed,
-                             [item.patch.diff for item in state.pending])
+                             [item.patch.diff for item in ledger.pending])
     if selection.nodeids is None:
         report_progress("validate", f"{patch.id}: full run ({selection.reason})")
         return None
     report_progress("validate", f"{patch.id}: {selection.reason}")
-    sandbox, env, tools = state.sandbox, state.env, state.config.tools
+    sandbox, env, tools = ledger.sandbox, ledger.env, ledger.config.tools
     tree = hash_tree(sandbox)
     futures = [run_selected_tests.submit(sandbox, env, tools, tree, selection.nodeids),
                run_ruff.submit(sandbox, tools, tree), run_mypy.submit(sandbox, env, tools, tree),
                run_bandit.submit(sandbox, tools, tree), find_todos.submit(sandbox, tools, tree)]
     results = [f.result() for f in futures]
-    merged = merge_selected(state.current, results[0], results[1:], set(patch.files))
+    merged = merge_selected(ledger.current, results[0], results[1:], set(patch.files))
     if merged is None:
         return None
     findings = merge_findings(opaque(merged))
     after = compute_measurement(sandbox, tree, opaque(merged), opaque(findings),
-                                state.config.score)
-    report = judge_patch(opaque(state.current), opaque(after), patch, state.config.gates, syntax,
+                                ledger.config.score)
+    report = judge_patch(opaque(ledger.current), opaque(after), patch, ledger.config.gates, syntax,
                          tests)
     timing = validation_timing(patch.id, time.monotonic() - started, results[0].test_run, run,
                                full_run=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from mendflow.core.models import Patch, ValidationReport
 from mendflow.core.outcomes import patch_outcome
 from mendflow.flows.cycle_learning import Held, first_failed_gate, settle
-from mendflow.flows.state import MissionState
+from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.progress import report_progress
 from mendflow.tasks.learn.audit import audit_commit
 from mendflow.tasks.vcs import commit_accepted_patch
@@ -35,7 +35,7 @@ class Pending:
     selected: bool = False
 
 
-def accept(state: MissionState, item: Pending, report: ValidationReport) -> None:
+def accept(ledger: MissionLedger, item: Pending, report: ValidationReport) -> None:
     """Commit one confirmed candidate on the mission branch (not in a dry run), then record it.
 
     The sandbox must hold the branch HEAD plus exactly this candidate (a dry run:
@@ -48,25 +48,25 @@ def accept(state: MissionState, item: Pending, report: ValidationReport) -> None
         report: the validation that accepted it (its full run's, or its selective one).
     """
     patch = item.patch
-    if state.config.mission.dry_run:
-        state.outcomes.append(patch_outcome(patch, "accepted", "dry run: not committed",
+    if ledger.config.mission.dry_run:
+        ledger.outcomes.append(patch_outcome(patch, "accepted", "dry run: not committed",
                                             item.iteration, report))
-        settle(state, item.held, "accepted")
+        settle(ledger, item.held, "accepted")
         report_progress("validate", f"accepted {patch.id} (dry run, not committed)")
         return
-    record = commit_accepted_patch(state.sandbox, patch, report.summary(), state.backups_dir,
-                                   state.started_at)
-    state.backups.extend(record.backups)
-    state.outcomes.append(patch_outcome(patch, "accepted", None, item.iteration, report,
+    record = commit_accepted_patch(ledger.sandbox, patch, report.summary(), ledger.backups_dir,
+                                   ledger.started_at)
+    ledger.backups.extend(record.backups)
+    ledger.outcomes.append(patch_outcome(patch, "accepted", None, item.iteration, report,
                                         record.commit))
-    if state.config.learning.audit and state.state_root is not None:
-        audit_commit(state.state_root, state.mission_id, str(state.target.root),
-                     state.sandbox.branch, state.outcomes[-1])
-    settle(state, item.held, "accepted", commit=record.commit)
+    if ledger.config.learning.audit and ledger.state_root is not None:
+        audit_commit(ledger.state_root, ledger.mission_id, str(ledger.target.root),
+                     ledger.sandbox.branch, ledger.outcomes[-1])
+    settle(ledger, item.held, "accepted", commit=record.commit)
     report_progress("commit", f"accepted {patch.id} as {record.commit[:10]}")
 
 
-def refuse(state: MissionState, patch: Patch, reason: str | None, iteration: int,
+def refuse(ledger: MissionLedger, patch: Patch, reason: str | None, iteration: int,
            report: ValidationReport | None = None, held: Held | None = None) -> None:
     """Record a refused candidate (the sandbox is reset by the caller).
 
@@ -78,9 +78,9 @@ def refuse(state: MissionState, patch: Patch, reason: str | None, iteration: int
         report: the validation that refused it, if any.
         held: its learning notes, written now as rejected (None: noted by the caller).
     """
-    state.rejected_patches.add(patch.id)
-    state.outcomes.append(patch_outcome(patch, "rejected", reason, iteration, report))
+    ledger.rejected_patches.add(patch.id)
+    ledger.outcomes.append(patch_outcome(patch, "rejected", reason, iteration, report))
     if held is not None:
-        settle(state, held, "rejected", reason=reason,
+        settle(ledger, held, "rejected", reason=reason,
                gate=first_failed_gate(report) if report is not None else None)
     report_progress("validate", f"rejected {patch.id}: {reason}")

@@ -3,7 +3,7 @@
     mendflow evolve serve [--config FILE] [--name NAME] [--interval-s N] PATH_OR_GIT_URL
     mendflow evolve run [--config FILE] PATH_OR_GIT_URL        # one cycle, now, in this process
     mendflow evolve history [PATH] [--config FILE] [--json]   # the cycle records, oldest first
-    mendflow evolve status [PATH] [--config FILE] [--json]    # the loop's state and last cycle
+    mendflow evolve status [PATH] [--config FILE] [--json]    # what the loop remembers, and the last cycle
 
 ``history --json`` prints a JSON list of the records (see
 :class:`mendflow.core.evolution.CycleRecord`). Nothing here imports Prefect at
@@ -120,27 +120,27 @@ def status_command(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Show the loop's state: last tip, interval, open PRs, pending work, last cycle."""
-    from mendflow.infra.evolution_store import read_history, read_state
+    """Show what the loop remembers: last tip, interval, open PRs, pending work, last cycle."""
+    from mendflow.infra.evolution_store import read_history, read_memory
 
     try:
         folder = _folder(target, config)
         records = read_history(folder)
     except MendflowError as error:
         raise _fail(error) from None
-    state = read_state(folder)
+    memory = read_memory(folder)
     last = records[-1] if records else None
     data = {"state_dir": str(folder), "cycles": len(records),
-            "state": state.model_dump(mode="json"),
+            "memory": memory.model_dump(mode="json"),
             "last_cycle": last.model_dump(mode="json") if last else None}
     if as_json:
         typer.echo(json.dumps(data, indent=1))
         return
-    typer.echo(f"loop state: {folder}")
-    typer.echo(f"cycles: {len(records)}; last tip {(state.last_tip or '-')[:10]}; interval "
-               f"{state.interval_s or load_config(config).evolution.interval_s:g} s; plateau "
-               f"{state.plateau}; open PRs {list(state.open_prs) or 'none'}; pending "
-               f"{'yes' if state.pending else 'no'}")
+    typer.echo(f"loop memory: {folder}")
+    typer.echo(f"cycles: {len(records)}; last tip {(memory.last_tip or '-')[:10]}; interval "
+               f"{memory.interval_s or load_config(config).evolution.interval_s:g} s; plateau "
+               f"{memory.plateau}; open PRs {list(memory.open_prs) or 'none'}; pending "
+               f"{'yes' if memory.pending else 'no'}")
     if last:
         typer.echo(f"last cycle {last.cycle}: {last.status} at {last.started_at} "
                    f"({last.duration_s:.2f} s)" + (f"; error: {last.error}" if last.error

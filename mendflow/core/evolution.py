@@ -71,8 +71,8 @@ class CycleRecord(Contract):
         return 1 if self.status == "failed" else 0
 
 
-class LoopState(Contract):
-    """What the loop remembers between cycles (``evolution_state.json``)."""
+class LoopMemory(Contract):
+    """What the loop remembers between cycles (``evolution_memory.json``)."""
 
     last_tip: str | None = None
     failing_tests: tuple[str, ...] = ()

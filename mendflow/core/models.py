@@ -298,7 +298,7 @@ class Timings(Contract):
     validations: tuple[ValidationTiming, ...] = ()
 
 
-class SuiteState(Contract):
+class SuiteSummary(Contract):
     """The test suite at one point of a mission: for the summary table and the report."""
 
     passed: int = 0
@@ -352,7 +352,7 @@ class MissionResult(Contract):
     approval: ApprovalRecord | None = Field(
         default=None, description="approval and delivery; None = autonomy not set")
     timings: Timings = Field(default_factory=lambda: Timings())
-    tests_before: SuiteState | None = Field(default=None, description="the suite at baseline")
-    tests_after: SuiteState | None = Field(default=None, description="the suite at the end")
+    tests_before: SuiteSummary | None = Field(default=None, description="the suite at baseline")
+    tests_after: SuiteSummary | None = Field(default=None, description="the suite at the end")
     baseline_tests: BaselineTests | None = Field(
         default=None, description="the baseline pytest run in brief; None = no test run")

@@ -14,7 +14,7 @@ from mendflow.core.models import (
     Patch,
     PatchOutcome,
     PatchStatus,
-    SuiteState,
+    SuiteSummary,
     TestRun,
     ValidationReport,
     ValidationTiming,
@@ -54,13 +54,13 @@ def validation_timing(patch_id: str, duration_s: float, run: TestRun | None,
                             full_run=full_run)
 
 
-def suite_state(measurement: Measurement) -> SuiteState | None:
+def suite_summary(measurement: Measurement) -> SuiteSummary | None:
     """Tests passed of those run, and coverage, of one measurement (None: no test run)."""
     run = measurement.test_run
     if run is None:
         return None
     ran = [c for c in run.cases if c.outcome in ("passed", "failed", "error")]
-    return SuiteState(passed=sum(c.outcome == "passed" for c in ran), total=len(ran),
+    return SuiteSummary(passed=sum(c.outcome == "passed" for c in ran), total=len(ran),
                       coverage_percent=run.coverage_percent)
 
 

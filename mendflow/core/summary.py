@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mendflow.core.models import MissionResult, SuiteState
+from mendflow.core.models import MissionResult, SuiteSummary
 
 
-def suite_text(suite: SuiteState | None) -> str:
+def suite_text(suite: SuiteSummary | None) -> str:
     """``"41/45 passed, coverage 87.5%"`` (``"not measured"`` without a test run)."""
     if suite is None:
         return "not measured"

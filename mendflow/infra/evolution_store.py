@@ -1,7 +1,7 @@
 """Where the evolution loop keeps its history and state: ``<state root>/evolution/<repo key>/``.
 
 * ``evolution_history.json``: a JSON list of :class:`CycleRecord`, oldest first;
-* ``evolution_state.json``: the :class:`LoopState`;
+* ``evolution_memory.json``: the :class:`LoopMemory` (what the loop remembers);
 * ``repo/``: the loop's own clone when it was pointed at a git URL.
 
 Writes are atomic (a temporary file renamed over) under a file lock, so a
@@ -20,11 +20,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from mendflow.core.errors import ConfigError
-from mendflow.core.evolution import CycleRecord, LoopState
+from mendflow.core.evolution import CycleRecord, LoopMemory
 from mendflow.infra.layout import StateLayout
 
 HISTORY_FILE = "evolution_history.json"
-STATE_FILE = "evolution_state.json"
+MEMORY_FILE = "evolution_memory.json"
+_OLD_MEMORY_FILE = "evolution_state.json"
+"""The file's name before 2026-12 (read when the new one is missing)."""
 
 
 def is_git_url(target: str) -> bool:
@@ -82,16 +84,18 @@ def append_record(folder: Path, record: CycleRecord) -> CycleRecord:
     return record
 
 
-def read_state(folder: Path) -> LoopState:
-    """The loop's state (defaults when there is none yet or it is unreadable)."""
-    path = folder / STATE_FILE
+def read_memory(folder: Path) -> LoopMemory:
+    """What the loop remembers (defaults when there is nothing yet or it is unreadable)."""
+    path = folder / MEMORY_FILE
+    if not path.exists() and (folder / _OLD_MEMORY_FILE).exists():
+        path = folder / _OLD_MEMORY_FILE
     try:
-        return LoopState.model_validate_json(path.read_text("utf-8"))
+        return LoopMemory.model_validate_json(path.read_text("utf-8"))
     except (OSError, ValueError):
-        return LoopState()
+        return LoopMemory()
 
 
-def write_state(folder: Path, state: LoopState) -> None:
-    """Replace the loop's state atomically."""
-    with FileLock(str(folder / (STATE_FILE + ".lock")), timeout=60):
-        _write_atomic(folder / STATE_FILE, state.model_dump_json(indent=1))
+def write_memory(folder: Path, memory: LoopMemory) -> None:
+    """Replace what the loop remembers, atomically."""
+    with FileLock(str(folder / (MEMORY_FILE + ".lock")), timeout=60):
+        _write_atomic(folder / MEMORY_FILE, memory.model_dump_json(indent=1))

@@ -10,8 +10,8 @@ import sys
 from typer.testing import CliRunner
 
 from mendflow.cli import app
-from mendflow.core.evolution import CycleRecord, LoopState, Regression
-from mendflow.infra.evolution_store import append_record, loop_dir, write_state
+from mendflow.core.evolution import CycleRecord, LoopMemory, Regression
+from mendflow.infra.evolution_store import append_record, loop_dir, write_memory
 from mendflow.infra.layout import StateLayout
 
 
@@ -23,7 +23,7 @@ def test_history_and_status(make_repo):
             cycle=1, started_at="2026-12-01T12:00:00+00:00", duration_s=1.5, status=status,
             head_before=None, head_after="a" * 40, findings=3, quality_score=91.5,
             regressions=(Regression(test="t.py::t", commit="b" * 40, action="reported"),)))
-    write_state(folder, LoopState(last_tip="a" * 40, open_prs=(4,), interval_s=600))
+    write_memory(folder, LoopMemory(last_tip="a" * 40, open_prs=(4,), interval_s=600))
     runner = CliRunner()
     out = runner.invoke(app, ["evolve", "history", str(repo), "--json"])
     assert out.exit_code == 0, out.output

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mendflow.core.evolution import LoopState
-from mendflow.infra.evolution_store import read_state, write_state
+from mendflow.core.evolution import LoopMemory
+from mendflow.infra.evolution_store import read_memory, write_memory
 from tests.helpers.git import git, write_files
 
 PROBE = '''
@@ -33,7 +33,7 @@ def test_serving_process_reexecs_into_the_new_version(make_repo, tmp_path):
         # a cycle delivered to the loop's own code, then asked for a restart
         write_files(repo, {"probe.py": PROBE.format(version=2)})
         git(repo, "commit", "-q", "-am", "version 2")
-        write_state(folder, LoopState(restart_requested=True, last_tip=git(repo, "rev-parse",
+        write_memory(folder, LoopMemory(restart_requested=True, last_tip=git(repo, "rev-parse",
                                                                             "HEAD")))
         out, _ = process.communicate(timeout=60)
     finally:
@@ -41,4 +41,4 @@ def test_serving_process_reexecs_into_the_new_version(make_repo, tmp_path):
             process.kill()
     assert out.strip() == "running version 2"
     assert process.returncode == 0
-    assert read_state(folder).restart_requested is False  # cleared before the re-exec
+    assert read_memory(folder).restart_requested is False  # cleared before the re-exec

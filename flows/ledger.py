@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class MissionState:
+class MissionLedger:
     """What the flow accumulates while it runs (flow-local, never passed to a task).
 
     ``current`` is the measurement of the sandbox's tree with every kept
