@@ -16,20 +16,19 @@ One scenario of six cycles (they share the repository, the remote and the server
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from mendflow.flows.evolution import evolution_cycle
 from mendflow.infra.evolution_store import loop_key
 from tests.fakes.fake_forges import FakeGitHub
 from tests.fakes.server import json_reply
-from tests.fixtures.sample_project import LIB, TESTS
+from tests.fixtures.sample_project import TESTS
+from tests.helpers.evolution import setup_loop, write_loop_config
 from tests.helpers.git import git, write_files
 from tests.helpers.prefect import read_artifact
 
@@ -38,42 +37,6 @@ pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 CONTRACT_FIELDS = {"cycle", "started_at", "duration_s", "status", "head_before", "head_after",
                    "findings", "patches_accepted", "prs_opened", "prs_closed", "reverts",
                    "regressions", "quality_score", "coverage", "restarted"}
-
-
-def _setup(tmp_path: Path, github: FakeGitHub, extra: dict[str, str] | None = None,
-           **sections) -> tuple[Path, Path, Path]:
-    """A bare remote, the loop's clone of it, a human's clone, and the config file."""
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    git(seed, "init", "-q", "-b", "main")
-    write_files(seed, {"pkg/__init__.py": "", "pkg/lib.py": LIB, "tests/test_lib.py": TESTS,
-                       **(extra or {})})
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "initial")
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    work, human = tmp_path / "work", tmp_path / "human"
-    git(tmp_path, "clone", "-q", str(remote), str(work))
-    git(tmp_path, "clone", "-q", str(remote), str(human))
-    for clone in (work, human):
-        git(clone, "config", "user.email", "human@example.com")
-        git(clone, "config", "user.name", "A Human")
-    config = tmp_path / "mendflow.yaml"
-    _write_config(config, github, **sections)
-    return work, human, config
-
-
-def _write_config(config: Path, github: FakeGitHub, **sections) -> None:
-    config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
-        "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
-        "mission": {"max_iterations": 1, "target_score": 100},
-        "delivery": {"remote": "origin", "forge": "github", "forge_url": github.root_url,
-                     "repository": "acme/widgets", "labels": ["mendflow", "bot"],
-                     "dashboard": True},
-        "evolution": {"autonomy": "autonomous", "bisect_timeout_s": 120, "auto_restart": True},
-        **sections,
-    }), encoding="utf-8")
 
 
 def _human_commit(human: Path, files: dict[str, str], message: str) -> str:
@@ -95,7 +58,7 @@ def _store():
 def test_evolution_cycles(tmp_path, monkeypatch):
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-token")
     with FakeGitHub("acme/widgets") as github:
-        work, human, config = _setup(tmp_path, github)
+        work, human, config = setup_loop(tmp_path, github)
         cycle = lambda: evolution_cycle(path=str(work), config_file=str(config))  # noqa: E731
 
         first = cycle()
@@ -238,7 +201,7 @@ def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkey
     monkeypatch.setenv("GITHUB_TOKEN", "ghp-test-token")
     with FakeGitHub("acme/widgets") as github:
         full = {"autonomy": "full_autonomous", "bisect_timeout_s": 120}
-        work, human, config = _setup(tmp_path, github, extra={
+        work, human, config = setup_loop(tmp_path, github, extra={
             "pkg/todo.py": "# TODO: support subtraction\nVALUE = 1\n"}, evolution=full)
 
         def merge(pull: dict) -> None:  # what the forge does when asked to merge
@@ -290,7 +253,7 @@ def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkey
         assert reverted["payload"]["action"] == "reverted"
 
         # semi-autonomous, every patch needs a human: the cycle pauses before any PR
-        _write_config(config, github, evolution={"autonomy": "semi_autonomous"},
+        write_loop_config(config, github, evolution={"autonomy": "semi_autonomous"},
                       approval={"max_changed_lines": 0, "poll_interval_s": 1})
         _human_commit(human, {"pkg/more.py": 'def hi():\n    return f"hi"\n'}, "feat: hi")
         outcome: dict = {}
