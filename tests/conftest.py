@@ -13,10 +13,19 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mendflow-tests-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-import pytest
+# Child processes (a target's own pytest run, servers, the CLI) get a temp dir of their
+# own. A pytest run keeps only the 3 newest ``<tmp>/pytest-of-<user>/pytest-N`` folders,
+# so a target's pytest run in a test, sharing this session's temp dir, would delete the
+# session's own tmp_path folders (and the hold files and databases in them) mid-run.
+tempfile.tempdir = tempfile.gettempdir()  # this process keeps the system's temp dir
+_CHILDREN_TMP = Path(tempfile.mkdtemp(prefix="mendflow-tests-children-"))
+_CHILDREN_TMP.chmod(0o1777)  # like /tmp: PostgreSQL's own user writes there too
+os.environ["TMPDIR"] = str(_CHILDREN_TMP)
 
-from mendflow.core.config import Interpreter, MendflowConfig, validate_config
-from tests.helpers.git import GIT_ENV, git, write_files  # noqa: F401  (used by the fixtures)
+import pytest  # noqa: E402  (after the environment above)
+
+from mendflow.core.config import Interpreter, MendflowConfig, validate_config  # noqa: E402
+from tests.helpers.git import GIT_ENV, git, write_files  # noqa: E402, F401  (fixtures)
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ def sandbox_environ(home: Path | None = None, extra: Mapping[str, str] | None = 
     """Build the environment for a tool run: no secrets, no mendflow/Prefect state.
 
     Args:
-        home: a private HOME for the tool (created if missing), or None to keep HOME.
+        home: a private HOME for the tool (created if missing), with ``TMPDIR`` set to
+            ``home/tmp``; or None to keep HOME and TMPDIR.
         extra: variables to add after scrubbing.
         base: the environment to start from (default ``os.environ``).
 
@@ -93,6 +94,11 @@ def sandbox_environ(home: Path | None = None, extra: Mapping[str, str] | None = 
     if home is not None:
         home.mkdir(parents=True, exist_ok=True)
         env["HOME"] = str(home)
+        # and a private temp dir: a tool's pytest run keeps only its 3 newest
+        # ``$TMPDIR/pytest-of-<user>`` folders, and must not rotate the user's own away
+        tmp = home / "tmp"
+        tmp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp)
     env.setdefault("PYTHONIOENCODING", "utf-8")
     if extra:
         env.update(extra)
