@@ -17,10 +17,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # own. A pytest run keeps only the 3 newest ``<tmp>/pytest-of-<user>/pytest-N`` folders,
 # so a target's pytest run in a test, sharing this session's temp dir, would delete the
 # session's own tmp_path folders (and the hold files and databases in them) mid-run.
-tempfile.tempdir = tempfile.gettempdir()  # this process keeps the system's temp dir
-_CHILDREN_TMP = Path(tempfile.mkdtemp(prefix="mendflow-tests-children-"))
-_CHILDREN_TMP.chmod(0o1777)  # like /tmp: PostgreSQL's own user writes there too
-os.environ["TMPDIR"] = str(_CHILDREN_TMP)
+# Made once, by the xdist controller (or a plain run); its workers inherit it. The name is
+# short: Chromium's socket path under it must stay below 108 bytes.
+if "MENDFLOW_TESTS_TMPDIR" not in os.environ:
+    tempfile.tempdir = tempfile.gettempdir()  # this process keeps the system's temp dir
+    _children = tempfile.mkdtemp(prefix="mf-")
+    os.chmod(_children, 0o1777)  # like /tmp: PostgreSQL's own user writes there too
+    os.environ["MENDFLOW_TESTS_TMPDIR"] = os.environ["TMPDIR"] = _children
 
 import pytest  # noqa: E402  (after the environment above)
 
