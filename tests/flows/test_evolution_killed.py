@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ from mendflow.infra.flow_runs import read_task_runs
 from tests.fakes.fake_forges import FakeGitHub
 from tests.helpers.evolution import setup_loop
 from tests.helpers.git import git
+from tests.helpers.processes import kill_when
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -32,23 +31,6 @@ def _env(home: Path) -> dict[str, str]:
 
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "MENDFLOW_HOME": str(home),
             "GITHUB_TOKEN": "ghp-test-token"}
-
-
-def _kill_when(proc: subprocess.Popen[str], marker: str, timeout_s: float = 300) -> str:
-    """SIGKILL the cycle's whole process group once ``marker`` shows on its stderr."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-            return "".join(lines)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail(f"the cycle never printed {marker!r}:\n{''.join(lines)}")
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -63,7 +45,7 @@ def test_killed_cycle_resumes_from_cached_steps_and_delivers_once(tmp_path):
 
         proc = subprocess.Popen([*CLI, *run], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        _kill_when(proc, "candidate ")  # the baseline is measured; a patch is being validated
+        kill_when(proc, "candidate ")  # the baseline is measured; a patch is being validated
         assert github.pulls() == [], "the killed cycle got as far as a PR"
 
         done = _cli(run, env)

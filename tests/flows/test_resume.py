@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from uuid import UUID
 
@@ -18,6 +16,7 @@ import yaml
 from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git, write_files
+from tests.helpers.processes import kill_when
 
 pytestmark = pytest.mark.slow
 
@@ -59,26 +58,6 @@ def config(tmp_path_factory) -> Path:
 def start(args, env) -> subprocess.Popen[str]:
     return subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def kill_when(proc: subprocess.Popen[str], marker: str, nth: int = 1, delay_s: float = 0.0) -> str:
-    """SIGKILL the mission's whole process group once ``marker`` was printed ``nth`` times."""
-    seen, lines = 0, []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        if marker in line:
-            seen += 1
-            if seen == nth:
-                time.sleep(delay_s)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(30)
-                return "".join(lines)
-    proc.kill()
-    pytest.fail(f"the mission never printed {marker!r} {nth} time(s):\n{''.join(lines)}")
 
 
 def finish(args, env) -> dict:
