@@ -64,28 +64,37 @@ def test_served_evolution_loop(prefect_server, tmp_path):
         except httpx.HTTPStatusError:
             return False
 
-    _wait(registered, 180, "the deployment was not registered", log)
-    deployment = server.api("GET", f"/deployments/name/evolution-cycle/{name}")
-    assert deployment["concurrency_limit"] == 1 or \
-        deployment.get("global_concurrency_limit", {}).get("limit") == 1
-    # two by hand at once, while the schedule also runs: at most one runs at a time
-    for _ in range(2):
-        server.run(sys.executable, "-m", "prefect", "deployment", "run",
-                   f"evolution-cycle/{name}")
-    _wait(lambda: len([r for r in _history(server, work) if r["status"] != "skipped"]) >= 3,
-          400, "three cycles did not run", log)
-    _wait(lambda: any(r["status"] == "skipped" for r in _history(server, work)), 120,
-          "no overlapping run was recorded as skipped", log)
-    records = _history(server, work)
-    ran = [r for r in records if r["status"] != "skipped"]
-    assert ran[0]["status"] == "completed" and ran[0]["patches_accepted"] >= 1, ran[0]
-    assert "unchanged" in [r["status"] for r in ran[1:]]
-    assert [r["cycle"] for r in records] == list(range(1, len(records) + 1))
-    pushed = git(tmp_path / "remote.git", "branch", "--list", "mendflow/evolve-*")
-    assert pushed.strip(), "the cycle's branch was not pushed"
-    unchanged = [r for r in ran if r["status"] == "unchanged"]
-    # nothing measured again (its cost is a benchmark's figure: bench/evolution.py)
-    assert all(r["mission_id"] is None and r["tests_total"] is None for r in unchanged)
+    try:
+        _wait(registered, 180, "the deployment was not registered", log)
+        deployment = server.api("GET", f"/deployments/name/evolution-cycle/{name}")
+        assert deployment["concurrency_limit"] == 1 or \
+            deployment.get("global_concurrency_limit", {}).get("limit") == 1
+        # two by hand at once, while the schedule also runs: at most one runs at a time
+        for _ in range(2):
+            server.run(sys.executable, "-m", "prefect", "deployment", "run",
+                       f"evolution-cycle/{name}")
+        _wait(lambda: len([r for r in _history(server, work) if r["status"] != "skipped"]) >= 3,
+              400, "three cycles did not run", log)
+        _wait(lambda: any(r["status"] == "skipped" for r in _history(server, work)), 120,
+              "no overlapping run was recorded as skipped", log)
+        records = _history(server, work)
+        ran = [r for r in records if r["status"] != "skipped"]
+        assert ran[0]["status"] == "completed" and ran[0]["patches_accepted"] >= 1, ran[0]
+        assert "unchanged" in [r["status"] for r in ran[1:]]
+        assert [r["cycle"] for r in records] == list(range(1, len(records) + 1))
+        pushed = git(tmp_path / "remote.git", "branch", "--list", "mendflow/evolve-*")
+        assert pushed.strip(), "the cycle's branch was not pushed"
+        unchanged = [r for r in ran if r["status"] == "unchanged"]
+        # nothing measured again (its cost is a benchmark's figure: bench/evolution.py)
+        assert all(r["mission_id"] is None and r["tests_total"] is None for r in unchanged)
+    finally:  # the schedule runs a cycle every 4 s: never for the rest of the session
+        stop(process)
+        server.processes.remove(process)
+        try:
+            deployment_id = server.api("GET", f"/deployments/name/evolution-cycle/{name}")["id"]
+            httpx.delete(f"{server.url}/deployments/{deployment_id}", timeout=30)
+        except httpx.HTTPError:
+            pass
 
 
 def test_prefect_deploy_accepts_the_evolution_yaml(prefect_server, tmp_path):
