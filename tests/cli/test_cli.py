@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.git import git
+from tests.helpers.git import git, write_files
 
 MENDFLOW = [sys.executable, "-m", "mendflow.cli"]
 
@@ -41,12 +41,30 @@ def interpreter_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_json_output_is_the_only_thing_on_stdout(make_repo, tmp_path, cli_env):
-    repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": "import os\n\n\ndef f():\n    return 1\n",
-                      "tests/test_lib.py": "from pkg.lib import f\n\n\ndef test_f():\n"
-                                           "    assert f() == 1\n"})
+@pytest.fixture(scope="module")
+def json_mission(prefect_harness, tmp_path_factory):
+    """One ``mendflow mission run --json`` for the module (its stdout, the repository and the
+    environment it ran in): the JSON test reads it, the rollback test then rolls it back."""
+    from prefect.settings import PREFECT_API_URL
+
+    tmp_path = tmp_path_factory.mktemp("cli-mission")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "MENDFLOW_HOME": str(tmp_path / "home")}
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    write_files(repo, {"pkg/__init__.py": "", "pkg/lib.py": "import os\n\n\ndef f():\n    return 1\n",
+                       "tests/test_lib.py": "from pkg.lib import f\n\n\ndef test_f():\n"
+                                            "    assert f() == 1\n"})
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
     proc = run_cli(["mission", "run", str(repo), "--config", str(interpreter_config(tmp_path)),
-                    "--json", "--mission-id", "cli-json"], cli_env)
+                    "--json", "--mission-id", "cli-json"], env)
+    return proc, repo, env
+
+
+def test_json_output_is_the_only_thing_on_stdout(json_mission):
+    proc, repo, _ = json_mission
 
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)  # stdout is exactly one JSON document
@@ -86,23 +104,22 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(case, make_repo, tmp_pat
     assert expected in proc.stderr
 
 
-def test_rollback_moves_the_mission_branch_back(make_repo, tmp_path, cli_env):
-    repo = make_repo({"pkg/__init__.py": "", "pkg/lib.py": "import os\nimport sys\n"})
-    proc = run_cli(["mission", "run", str(repo), "--config", str(interpreter_config(tmp_path)),
-                    "--json", "--mission-id", "cli-rb"], cli_env)
+def test_rollback_moves_the_mission_branch_back(json_mission):
+    """(After the JSON test: it rolls back the module's mission.)"""
+    proc, repo, cli_env = json_mission
     data = json.loads(proc.stdout)
-    assert git(repo, "rev-parse", "mendflow/cli-rb") != data["base_commit"]
+    assert git(repo, "rev-parse", "mendflow/cli-json") != data["base_commit"]
 
-    proc = run_cli(["mission", "rollback", "cli-rb"], cli_env)
+    proc = run_cli(["mission", "rollback", "cli-json"], cli_env)
 
     assert proc.returncode == 0, proc.stderr
-    assert git(repo, "rev-parse", "mendflow/cli-rb") == data["base_commit"]
+    assert git(repo, "rev-parse", "mendflow/cli-json") == data["base_commit"]
     # the mission's commits, then the revert, are in the audit trail; the store marks them
     from mendflow.infra import audit
     from mendflow.infra.outcomes import OutcomeStore
 
     home = Path(cli_env["MENDFLOW_HOME"])
-    whats = [e["what"] for e in audit.read(home, mission="cli-rb")]
+    whats = [e["what"] for e in audit.read(home, mission="cli-json")]
     assert whats[0] == "config-change" and whats[-1] == "revert" and "commit" in whats
     assert audit.verify(home).ok
     counts = OutcomeStore.open(None, home).outcome_counts(str(repo))
