@@ -3,10 +3,10 @@
 Shares nothing with the other e2e tests (it needs PostgreSQL): its own throwaway
 PostgreSQL 15 cluster, ``prefect server start`` on it (asyncpg), ``mendflow fleet
 deploy --pool``, two ``prefect worker start --pool`` processes with their own
-MENDFLOW_HOME and PREFECT_HOME, and 4 small repositories served from bare
-repositories through ``file://`` URLs (a fleet of three, with fewer slots than
-repositories, and one more for the crash). The result storage is one directory both
-workers use (what an S3 or NFS result storage is in production).
+MENDFLOW_HOME and PREFECT_HOME, and 3 small repositories served from bare
+repositories through ``file://`` URLs (a fleet of three with two slots; the later
+tests run missions on the same repositories again). The result storage is one
+directory both workers use (what an S3 or NFS result storage is in production).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    """PostgreSQL, the server, the pool's deployment and two workers; the 4 repositories."""
+    """PostgreSQL, the server, the pool's deployment and two workers; the 3 repositories."""
     base = tmp_path_factory.mktemp("fleet")
     postgres = start_postgres(base / "pg")
     try:
@@ -67,7 +67,7 @@ def fleet(tmp_path_factory):
         raise
     running = Fleet(postgres=postgres, server=server, pool=POOL, base=base)
     try:
-        repos = make_bare_repos(base / "repos", 4)
+        repos = make_bare_repos(base / "repos", 3)
         running.repos = repos  # type: ignore[attr-defined]
         running.reference = _start_reference(base, repos)  # type: ignore[attr-defined]
         deployed = running.mendflow("fleet", "deploy", "--pool", POOL)
@@ -118,7 +118,7 @@ def _slot_intervals(fleet, run_ids: list[str]) -> list[tuple[datetime, datetime,
 
 
 def test_fleet_of_three_completes_like_one_by_one_and_never_overlaps(fleet, tmp_path):
-    urls = [repo.as_uri() for repo in fleet.repos[:3]]
+    urls = [repo.as_uri() for repo in fleet.repos]
     # two slots for three repositories: the fleet's own limit holds one mission back
     main = write_fleet(tmp_path / "nightly.yaml", urls, concurrent=2)
     # a second fleet naming two of the same repositories, and a URL no worker can clone
@@ -137,7 +137,7 @@ def test_fleet_of_three_completes_like_one_by_one_and_never_overlaps(fleet, tmp_
     assert all(run["state"] == "COMPLETED" for run in runs), runs
 
     reference = _reference(fleet)
-    for run, repo in zip(runs, fleet.repos[:3], strict=True):
+    for run, repo in zip(runs, fleet.repos, strict=True):
         expected = reference[repo.as_uri()]
         assert (run["quality_score"], run["patches_accepted"]) == (expected["score"],
                                                                    expected["accepted"])
@@ -205,7 +205,7 @@ def _linted(worker, mission_id: str) -> bool:
 
 
 def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
-    url = fleet.repos[3].as_uri()
+    url = fleet.repos[2].as_uri()
     spec = write_fleet(tmp_path / "crash.yaml", [url])
     submitted = json.loads(fleet.mendflow("fleet", "run", str(spec), "--pool", POOL,
                                           "--json").stdout)["runs"]
@@ -244,7 +244,7 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
     assert replay["first"] and not replay["first"] - replay["cached"], replay
     labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
     assert int(labels["mendflow.patches_accepted"]) == 2
-    pushed = git(fleet.repos[3], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
+    pushed = git(fleet.repos[2], "rev-parse", f"mendflow/{labels['mendflow.mission_id']}^{{tree}}")
     assert pushed == _reference(fleet)[url]["tree"]  # the same result as one by one
 
 
@@ -291,7 +291,7 @@ def test_server_restarted_during_a_fleet(fleet, tmp_path):
     """The server stops mid-fleet and starts again on the same port and database: the flow
     runs and the workers ride it out, every mission completes once, the slots are freed."""
     _revive_workers(fleet)
-    urls = [fleet.repos[index].as_uri() for index in (2, 3)]
+    urls = [fleet.repos[index].as_uri() for index in (1, 2)]
     spec = write_fleet(tmp_path / "restart.yaml", urls, concurrent=2)
     submitted = json.loads(fleet.mendflow("fleet", "run", str(spec), "--pool", POOL,
                                           "--json").stdout)["runs"]
