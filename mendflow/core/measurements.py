@@ -117,6 +117,8 @@ class TestRun(Contract):
     duration_s: float = 0.0
     timed_out: bool = False
     collection_errors: tuple[str, ...] = ()
+    workers: int = Field(1, ge=1, description="pytest-xdist workers the suite was spread "
+                         "over (1: one serial process)")
 
     def outcome_of(self, nodeid: str) -> TestOutcome | None:
         for case in self.cases:
