@@ -13,6 +13,7 @@ import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -32,13 +33,13 @@ from mendflow.tasks.detect.pytest_coverage import (
 from mendflow.tasks.detect.pytest_hangs import (
     PLUGIN_MODULE,
     STARTUP_SLACK_S,
+    EarlyChances,
     Runner,
     SideRun,
     hit_timeout,
     install_plugin,
     known_hangs,
     run_side,
-    second_chances,
 )
 from mendflow.tasks.detect.pytest_reports import parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
@@ -180,11 +181,14 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
     if select is not None or not tools.coverage.enabled or "xdist" not in available:
         workers = 1  # spread only a whole-suite run under coverage, with xdist there
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp, ExitStack() as stack:
         out_dir = Path(tmp)
         suite = _Suite(sandbox=sandbox, env=env, tools=tools, out_dir=out_dir,
                        available=available, timeouts="pytest_timeout" in available,
                        environ=tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")}))
+        if suite.timeouts:  # second chances start while the main run goes on
+            suite.early = stack.enter_context(EarlyChances(
+                sandbox, suite.build, tools, out_dir, suite.environ, suite.runner))
         proc, side = _run_main(suite, plan, impact_file, select, workers)
         failed = _run_failure(proc, out_dir, tools)
         if failed is not None:
@@ -221,6 +225,7 @@ class _Suite:
     available: frozenset[str]
     timeouts: bool  # pytest-timeout is in the target env: per-test timeouts and second chances
     environ: dict[str, str]
+    early: EarlyChances | None = None  # the second chances (with timeouts)
 
     def build(self, junit: Path, seconds: float | None = None) -> list[str]:
         """The pytest command line writing ``junit``, with a per-test timeout of ``seconds``."""
@@ -250,8 +255,7 @@ def _run_main(suite: _Suite, plan: TestPlan, impact_file: Path | None,
         command, main_env = with_contexts(command, main_env, out_dir)
     if workers > 1:
         command, main_env = with_workers(command, main_env, out_dir, workers)
-    return _main_and_known_hangs(suite.sandbox, suite.runner, command, main_env, tools, plan,
-                                 suite.build, out_dir, suite.environ if suite.timeouts else None)
+    return _main_and_known_hangs(suite, command, main_env, plan)
 
 
 def _run_failure(proc, out_dir: Path, tools: ToolsConfig) -> ToolResult | None:
@@ -273,8 +277,7 @@ def _collect(suite: _Suite, junit, side, plan: TestPlan, impact_file: Path | Non
     """
     cases = list(junit.cases)
     if suite.timeouts:
-        cases = _with_second_chances(suite.sandbox, suite.build, cases, suite.tools,
-                                     suite.out_dir, suite.environ, suite.runner)
+        cases = _with_second_chances(cases, suite.early)
         cases += known_hangs(side, plan)
     coverage, coverage_error = None, None
     if suite.tools.coverage.enabled:
@@ -304,33 +307,36 @@ def _tool_result(sandbox: Sandbox, tools: ToolsConfig, proc, junit, cases: list[
                       exit_code=proc.returncode, duration_s=duration)
 
 
-def _main_and_known_hangs(sandbox: Sandbox, runner: Runner, command: list[str],
-                          main_env: dict[str, str],
-                          tools: ToolsConfig, plan: TestPlan, build, out_dir: Path,
-                          environ: dict[str, str] | None):
-    """Run the main run and, at the same time, the known hangs' process (if any).
+def _main_and_known_hangs(suite: _Suite, command: list[str], main_env: dict[str, str],
+                          plan: TestPlan):
+    """Run the main run and, at the same time, the known hangs' process (if any) and
+    the second chances of the tests the main run's timeouts stop (as they stop).
 
     Returns:
         ``(main ProcessResult, SideRun of the known hangs or None)``.
     """
-    if environ is None or not plan.hung:
-        return runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env), None
-    junit = out_dir / "hung.xml"
-    side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s), environ)
-    budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="known-hangs") as pool:
-        side = pool.submit(run_side, sandbox, build(junit, plan.hang_s), plan.hung, junit,
-                           side_env, budget, runner)
-        proc = runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env)
-        known: SideRun = side.result()
+    runner, out_dir, timeout_s = suite.runner, suite.out_dir, suite.tools.pytest.run_timeout_s
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="main-run") as pool:
+        side = None
+        if suite.timeouts and plan.hung:
+            junit = out_dir / "hung.xml"
+            side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s),
+                                      suite.environ)
+            budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
+            side = pool.submit(run_side, suite.sandbox, suite.build(junit, plan.hang_s),
+                               plan.hung, junit, side_env, budget, runner)
+        main = pool.submit(runner, command, timeout_s=timeout_s, env=main_env)
+        if suite.early is not None:
+            suite.early.watch(main)
+        proc = main.result()
+        known: SideRun | None = side.result() if side is not None else None
     return proc, known
 
 
-def _with_second_chances(sandbox: Sandbox, build, cases: list[TestCase], tools: ToolsConfig,
-                         out_dir: Path, environ: dict[str, str], runner: Runner) -> list[TestCase]:
+def _with_second_chances(cases: list[TestCase], early: EarlyChances) -> list[TestCase]:
     """The main run's cases, each one that hit its timeout replaced by its second chance."""
     stopped = [case for case in cases if hit_timeout(case)]
     if not stopped:
         return cases
-    again = second_chances(sandbox, build, stopped, tools, out_dir, environ, runner)
+    again = early.results(stopped)
     return [again.get(case.nodeid, case) for case in cases]
