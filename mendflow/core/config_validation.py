@@ -31,6 +31,6 @@ class ValidationConfig(Section):
     test_workers: int = Field(
         0, ge=0, le=256, description="pytest-xdist workers of a full test run under coverage: "
         "0 = decided per run (one per core when the previous run's test time, against the "
-        "other tools beside it, says spreading saves 15 %; serial at a repository's first "
+        "other tools beside it, says spreading saves 25 %; serial at a repository's first "
         "baseline), 1 = always serial, N = N workers; serial whenever the suite does not "
         "allow it")

@@ -37,8 +37,12 @@ FIXED_STEP = "pytest-fixed"
 OTHER_TOOLS = ("ruff", "mypy", "bandit")
 """The tools run beside the test suite whose time counts as ``others_s``."""
 
-MIN_GAIN = 0.15
-"""The share of the serial estimate spreading must save (the estimate is rough)."""
+MIN_GAIN = 0.25
+"""The share of the serial estimate spreading must save. The estimate is rough and
+misses one cost: on a loaded machine a spread run's tests run slower, so more of
+them hit the baseline's short first timeout and pay a second chance (a new
+process collecting their module again under coverage). On more-itertools, an
+estimated 19 % gain was a loss in 3 of 4 runs on the 2-core machine measured."""
 
 
 @dataclass(frozen=True)
