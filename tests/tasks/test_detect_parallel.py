@@ -67,8 +67,8 @@ def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
     assert [(f.path, f.missing_lines) for f in spread.test_run.files] == \
         [(f.path, f.missing_lines) for f in serial.test_run.files]
     impact = load_impact_map(tmp_path / "map.json")
-    mul_body = impact["files"]["pkg/calc.py"]["lines"]["6"]
-    assert [impact["tests"][i] for i in mul_body] == ["tests/test_mul.py::test_mul"]
+    mul_body = impact.files["pkg/calc.py"].lines[6]
+    assert [impact.tests[i] for i in mul_body] == ["tests/test_mul.py::test_mul"]
     assert worktree_status(repo) == ""
 
 

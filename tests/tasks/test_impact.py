@@ -126,3 +126,42 @@ def test_lines_map_back_through_an_earlier_candidate_of_the_same_file(recorded):
                                 "-    return a * b\n+    return a * b + 1\n",
                                 "@@ -7,1 +7,1 @@\n-# sum\n+# the sum\n")
     assert select_tests(impact, patch(on_added), stale, set(), [earlier]).nodeids is None
+
+
+def test_the_map_reaches_a_resume_on_another_host_through_the_result_storage(
+        recorded, prefect_harness, tmp_path, monkeypatch):
+    """Host A reads the map its test run wrote; host B (another state directory, no file:
+    it replayed that test run from the cache) reads the same map from the cached result."""
+    from prefect import flow
+
+    from mendflow.core.models import Sandbox
+    from mendflow.tasks.detect.impact import impact_path
+    from mendflow.tasks.detect.impact_record import read_impact_map
+
+    _repo, impact = recorded
+
+    @flow
+    def read_on(sandbox, tree):
+        return read_impact_map(sandbox, tree, return_state=True)
+
+    def sandbox_on(home):
+        path = home / "worktrees" / "m-impact"
+        path.mkdir(parents=True)
+        return Sandbox(mission_id="m-impact", path=path, branch="mendflow/m-impact",
+                       base_commit="0" * 40, repo_root=home / "clones" / "repo")
+
+    tree = f"tree-{tmp_path.name}"  # unique per run: a cache entry of an earlier run can't answer
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    monkeypatch.setenv("MENDFLOW_HOME", str(host_a))
+    sandbox_a = sandbox_on(host_a)
+    impact_path(sandbox_a, tree).write_text(impact.model_dump_json(), encoding="utf-8")
+    first = read_on(sandbox_a, tree)
+    assert first.name == "Completed" and first.result() == impact
+
+    monkeypatch.setenv("MENDFLOW_HOME", str(host_b))
+    sandbox_b = sandbox_on(host_b)
+    assert not impact_path(sandbox_b, tree).exists()
+    second = read_on(sandbox_b, tree)
+    assert second.name == "Cached" and second.result() == impact
+    # another tree has no entry and no file: no map, so selection runs the whole suite
+    assert read_on(sandbox_b, tree + "-other").result() is None
