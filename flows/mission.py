@@ -72,7 +72,7 @@ from mendflow.tasks.preflight import (
     unlock_repository,
 )
 from mendflow.tasks.report import publish_report, write_mission_reports
-from mendflow.tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
+from mendflow.tasks.sandbox import create_sandbox, finish_replay, hash_tree, rewind_sandbox
 from mendflow.tasks.sandbox.isolation import decide_sandbox_isolation
 from mendflow.tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
@@ -246,7 +246,7 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                                      Path(result.report_dir))
     sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
-                analyze_codebase(sandbox.path) if config.learning.analyze else ""]
+                analyze_codebase(sandbox, hash_tree(sandbox)) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
     close_mission(result, layout)
