@@ -41,7 +41,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from mendflow.core.config import AnthropicFixerConfig, GatesConfig, SandboxConfig, ToolsConfig  # noqa: E402
 from mendflow.core.errors import PatchRejected  # noqa: E402
-from mendflow.core.models import Measurement, TargetEnv  # noqa: E402
+from mendflow.core.models import Measurement, OutputRejected, Patched, TargetEnv  # noqa: E402
 from mendflow.infra.budget import Budget  # noqa: E402
 from mendflow.infra.isolation import resolve_isolation  # noqa: E402
 from mendflow.tasks.detect.pytest_run import measure_tests  # noqa: E402
@@ -123,10 +123,11 @@ def main() -> int:
 def judge(fixer, sandbox, finding, baseline, env, tools, gates) -> tuple[str, bool]:
     """One reply, through the path a mission takes; returns (verdict, needed a test run)."""
     proposal = fixer.propose(sandbox, [finding])
-    if proposal.rejected is not None:
-        return f"fixer: {proposal.rejected}", False
-    if proposal.patch is None:
-        return f"declined ({(proposal.declined or proposal.error or '')[:40]})", False
+    if isinstance(proposal, OutputRejected):
+        return f"fixer: {proposal.guard}", False
+    if not isinstance(proposal, Patched):  # declined, or the call failed
+        reason = getattr(proposal, "reason", None) or getattr(proposal, "error", None) or ""
+        return f"declined ({reason[:40]})", False
     patch = proposal.patch
     try:
         apply_to_worktree(sandbox, patch)
