@@ -238,19 +238,26 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(ledger, flow_run_id, layout), config, target, sandbox,
                                  autonomy)
+    _record_and_report(ledger, result, started_at)
+    close_mission(result, layout)
+    return result
+
+
+def _record_and_report(ledger: MissionLedger, result: MissionResult, started_at: str) -> None:
+    """The end of a mission: the audit trail, the outcome store, the reports and artifacts."""
+    config, state_root = ledger.config, ledger.state_root
     if config.learning.audit:
         audit_delivery(state_root, opaque(result))
     record_mission(config.learning, state_root, opaque(result), started_at,
                    len(ledger.attempt_log), sum(a.cost_usd for a in ledger.attempt_log))
     markdown = write_mission_reports(opaque(result), opaque(ledger.validations), ledger.backups,
                                      Path(result.report_dir))
+    sandbox = ledger.sandbox
     sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
                 analyze_codebase(sandbox, hash_tree(sandbox)) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
-    close_mission(result, layout)
-    return result
 
 
 def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,
