@@ -16,8 +16,11 @@ on another host selects with it too.
 reach its changed lines, plus the tests that failed at baseline, plus every
 test file it touches. It answers ``None`` (run the whole suite) when it cannot
 be sure: no map, a changed file whose content differs from the one the map was
-recorded on (stale), a changed file the map does not know (not measured, or
-not Python), or a changed line run at import time (every test depends on it).
+recorded on (stale), a changed file the map does not know (not Python, or a
+repository coverage config that narrows what was measured), or a changed line
+run at import time (every test depends on it). A Python file the map does not
+know, when the run measured the whole worktree, was executed by no test: it
+selects none (the batch's full run still confirms the candidate).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from unidiff import PatchSet
 
@@ -211,7 +214,8 @@ def to_source_lines(diff: str, path: str, lines: set[int]) -> set[int] | None:
 
 
 def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str | None],
-                 failed_at_baseline: set[str], earlier: Sequence[str] = ()) -> Selection:
+                 failed_at_baseline: set[str], earlier: Sequence[str] = (), *,
+                 measured_everything: bool = False) -> Selection:
     """Pick the tests that must run to validate one candidate first.
 
     Args:
@@ -223,6 +227,11 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
         earlier: the diffs of candidates applied (uncommitted) since the impact
             data was recorded, in order: a file they changed is not stale, its
             lines are mapped back through them (a line they added falls back).
+        measured_everything: the recording run measured every Python file it
+            executed under the worktree (``coverage run --source=.``: the
+            repository's coverage config does not narrow it). A ``.py`` file
+            missing from the data then ran in no test (a ``docs/conf.py``, a
+            ``setup.py``, a new module) and selects no test; else it falls back.
 
     Returns:
         The selection; ``nodeids=None`` falls back to the whole suite.
@@ -232,11 +241,14 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
     files, tests = impact.files, impact.tests
     selected: set[str] = set(failed_at_baseline)
     for path, lines in changed_lines(patch).items():
-        if is_test_path(path):
-            selected.add(path)  # the whole test file
+        if is_test_path(path):  # the whole test file; a conftest.py: every test below it
+            name = PurePosixPath(path)
+            selected.add(str(name.parent) if name.name == "conftest.py" else path)
             continue
         entry = files.get(path)
         if entry is None:
+            if measured_everything and path.endswith(".py"):
+                continue  # no test executed it: nothing to select (the batch's run confirms)
             return Selection(None, f"{path}: not in the test-impact data")
         touched = [d for d in earlier if any(_diff_path(pf) == path for pf in PatchSet(d))]
         if not touched and entry.sha256 != before.get(path):

@@ -104,6 +104,25 @@ def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded
     assert import_time.nodeids is None and "import time" in import_time.reason
 
 
+def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measured(recorded):
+    """``coverage run --source=.`` measured every file any test executed: a .py file
+    missing from the data (docs/conf.py, a new module) ran in no test."""
+    _repo, impact = recorded
+    docs = patch(MUL_DIFF.replace("shop/calc.py", "docs/conf.py"), ("docs/conf.py",))
+    failing = {"tests/test_calc.py::test_mul"}
+    chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing, measured_everything=True)
+    assert chosen.nodeids == ("tests/test_calc.py::test_mul",)  # the failing ones only
+    # a narrowed measurement (the repository's coverage config sets source) still falls back
+    assert select_tests(impact, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # a file that is not Python may be read by any test: the whole suite
+    data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
+    assert select_tests(impact, data, {"shop/rates.json": None}, set(),
+                        measured_everything=True).nodeids is None
+    # a conftest.py reaches every test below it: its directory is selected
+    fixture = patch(MUL_DIFF.replace("shop/calc.py", "tests/conftest.py"), ("tests/conftest.py",))
+    assert select_tests(impact, fixture, {}, set()).nodeids == ("tests",)
+
+
 def test_the_selected_tests_run_alone_without_coverage(recorded):
     repo, _ = recorded
     result = measure_tests(sandbox_for(repo), TARGET_ENV, only(pytest={}, coverage={}),
