@@ -88,6 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"warm-up flow run      {warm:6.1f} s (Prefect's ephemeral API start; not counted)")
     print(f"mission               {wall:6.1f} s ({opts.bugs} bugs, {accepted} accepted, "
           f"select_tests={str(opts.select).lower()})")
+    print_split(wall, spans, bodies)
+
+
+def print_split(wall: float, spans: list[tuple[str, float, float]],
+                bodies: list[tuple[str, float, float]]) -> None:
+    """Print where the mission's wall time went: tools, git, model, mendflow, Prefect."""
     for kind in ("tool", "git", "model"):
         mine = [s for s in spans if s[0] == kind]
         print(f"  in {kind:5s}            {busy.union_s(mine):6.1f} s ({len(mine)} spans)")
