@@ -20,7 +20,8 @@ recorded on (stale), a changed file the map does not know (not Python, or a
 repository coverage config that narrows what was measured), or a changed line
 run at import time (every test depends on it). A Python file the map does not
 know, when the run measured the whole worktree, was executed by no test: it
-selects none (the batch's full run still confirms the candidate).
+selects none (the batch's full run still confirms the candidate), and so does a
+type stub (``.pyi``: never imported at run time).
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
             name = PurePosixPath(path)
             selected.add(str(name.parent) if name.name == "conftest.py" else path)
             continue
+        if path.endswith(".pyi"):
+            continue  # a type stub is never imported at run time: only the linters judge it
         entry = files.get(path)
         if entry is None:
             if measured_everything and path.endswith(".py"):

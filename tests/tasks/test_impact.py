@@ -118,6 +118,9 @@ def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measu
     data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
     assert select_tests(impact, data, {"shop/rates.json": None}, set(),
                         measured_everything=True).nodeids is None
+    # a type stub is never imported at run time, whatever the measurement
+    stub = patch(MUL_DIFF.replace("shop/calc.py", "shop/calc.pyi"), ("shop/calc.pyi",))
+    assert select_tests(impact, stub, {"shop/calc.pyi": None}, set()).nodeids == ()
     # a conftest.py reaches every test below it: its directory is selected
     fixture = patch(MUL_DIFF.replace("shop/calc.py", "tests/conftest.py"), ("tests/conftest.py",))
     assert select_tests(impact, fixture, {}, set()).nodeids == ("tests",)
