@@ -42,6 +42,7 @@ from mendflow.flows.cycle import back_up_baseline, run_iterations
 from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
 from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.charts import preload_chart_library
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.progress import report_progress
@@ -211,6 +212,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
+    if config.learning.enabled:  # the chart at the end: its import overlaps the baseline
+        preload_chart_library()
     started = time.monotonic()
     baseline = measure(sandbox, env, config, label="baseline")
     ledger = MissionLedger(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
