@@ -58,9 +58,9 @@ def repo(tmp_path_factory):
 def impact_by_test(path):
     """The impact map with test indexes resolved to node ids (sets: the order may differ)."""
     impact = load_impact_map(path)
-    return {file: ({line: {impact["tests"][i] for i in ids}
-                    for line, ids in entry["lines"].items()}, entry["import_lines"])
-            for file, entry in impact["files"].items()}
+    return {file: ({line: {impact.tests[i] for i in ids} for line, ids in entry.lines.items()},
+                   entry.import_lines)
+            for file, entry in impact.files.items()}
 
 
 @pytest.mark.slow
@@ -80,7 +80,7 @@ def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
         [(f.path, f.covered_lines, f.missing_lines) for f in serial.test_run.files]
     # the test-impact contexts: which tests reach which lines, and the import-time lines
     assert impact_by_test(tmp_path / "spread.json") == impact_by_test(tmp_path / "serial.json")
-    mul_body = impact_by_test(tmp_path / "spread.json")["pkg/calc.py"][0]["6"]
+    mul_body = impact_by_test(tmp_path / "spread.json")["pkg/calc.py"][0][6]
     assert mul_body == {"tests/test_mul.py::test_mul"}
     assert worktree_status(repo) == ""
 
