@@ -174,28 +174,6 @@ def _judged(case: TestCase, again: TestCase | None, longest: float) -> TestCase:
     return again
 
 
-def second_chances(sandbox: Sandbox, build, cases: Sequence[TestCase], tools: ToolsConfig,
-                   out_dir: Path, environ: dict[str, str], runner: Runner) -> dict[str, TestCase]:
-    """Run each timed-out test again alone, in parallel, with ``per_test_timeout_s``.
-
-    Args:
-        sandbox: the worktree.
-        build: ``build(junit_path) -> command`` (the run's command line, no test arguments).
-        cases: the main run's cases that hit their timeout.
-        tools: the ``tools`` config (``pytest.per_test_timeout_s``,
-            ``pytest.second_chance_workers``).
-        out_dir: the run's private directory.
-        environ: the tool environment.
-        runner: the sandboxed process runner (see :func:`run_side`).
-
-    Returns:
-        Node id -> its case after the second chance: passed, failed ... or,
-        with no result again, a hang (:func:`as_hang`).
-    """
-    with EarlyChances(sandbox, build, tools, out_dir, environ, runner) as early:
-        return early.results(cases)
-
-
 class EarlyChances:
     """Second chances started while the main run goes on, as its tests hit their timeouts.
 
@@ -245,8 +223,9 @@ class EarlyChances:
         self.poll()
 
     def results(self, stopped: Sequence[TestCase]) -> dict[str, TestCase]:
-        """Node id -> the case of each stopped test after its second chance (see
-        :func:`second_chances`)."""
+        """Node id -> the case of each stopped test after its second chance alone with
+        ``per_test_timeout_s``: passed, failed ... or, with no result again, a hang
+        (:func:`as_hang`)."""
         for case in stopped:
             self._start(case.nodeid)
         return {case.nodeid: _judged(case, self._started[case.nodeid].result(), self._longest)

@@ -276,7 +276,7 @@ def _collect(suite: _Suite, junit, side, plan: TestPlan, impact_file: Path | Non
         ``(cases, coverage report or None, coverage error or None)``.
     """
     cases = list(junit.cases)
-    if suite.timeouts:
+    if suite.early is not None:  # with timeouts
         cases = _with_second_chances(cases, suite.early)
         cases += known_hangs(side, plan)
     coverage, coverage_error = None, None
