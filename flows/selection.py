@@ -36,7 +36,7 @@ from mendflow.tasks.detect import (
 )
 from mendflow.tasks.detect.impact import content_hash, select_tests
 from mendflow.tasks.detect.impact_record import read_impact_map
-from mendflow.tasks.detect.pytest_run import coverage_config_sets_source
+from mendflow.tasks.detect.pytest_coverage import coverage_config_sets_source
 from mendflow.tasks.detect.selective import merge_selected
 from mendflow.tasks.sandbox import hash_tree
 from mendflow.tasks.validate import judge_patch
