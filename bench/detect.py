@@ -3,15 +3,17 @@ detect tasks submitted concurrently in one Prefect flow.
 
 Usage::
 
-    .venv/bin/python bench/detect.py [REPO] [--venv VENV] [--package NAME==VERSION]
+    .venv/bin/python bench/detect.py [REPO ...] [--venv VENV] [--package NAME==VERSION ...]
+                                     [--compare]
 
-``REPO`` is a git repository of Python code; it is cloned into a temporary
+Each ``REPO`` is a git repository of Python code; it is cloned into a temporary
 directory (HEAD only), so the checkout is never touched. Without ``REPO`` the
-sdist of a real public package is fetched from PyPI, the same way you can by
-hand::
+sdists of real public packages are fetched from PyPI (by default toolz 1.0.0 and
+more-itertools 10.5.0, whose thread tests make coverage slow), the same way you
+can by hand::
 
-    pip download --no-binary :all: --no-deps toolz==1.2.0 -d /tmp/sdists
-    tar xzf /tmp/sdists/toolz-1.2.0.tar.gz -C /tmp && cd /tmp/toolz-1.2.0
+    pip download --no-binary :all: --no-deps toolz==1.0.0 -d /tmp/sdists
+    tar xzf /tmp/sdists/toolz-1.0.0.tar.gz -C /tmp && cd /tmp/toolz-1.0.0
     git init -q -b main && git add -A && git commit -qm sdist
 
 The target's tests run with this interpreter (``sys.executable``, which has
@@ -28,12 +30,18 @@ It prints, and asserts nothing:
     ``run_ruff``, ``run_mypy`` and ``run_bandit`` concurrently on the default
     ThreadPoolTaskRunner (after a warm-up flow run, reported separately, that
     starts Prefect's ephemeral API), pytest as a mission runs it by default
-    (test-impact contexts recorded, the suite spread over one pytest-xdist
-    worker per core where it allows it);
+    (test-impact contexts recorded, ``validation.test_workers``: the suite spread
+    over pytest-xdist workers where that pays and the suite allows it): once as
+    a first baseline (nothing known: serial), once as the next measurement, the
+    workers decided from what the first one took; with ``--compare``, the same
+    flow again with the suite forced serial (1 worker) and forced spread (one
+    worker per core), in the same run;
 the ratio (b)/(a) (the goal is <= 0.6), and Prefect's share of (b): the flow's
 wall time minus the longest task run, and minus the sum of the task runs, as a
 percentage of the flow's wall time. mypy's cache is emptied before (a) and (b)
-so both start cold.
+so both start cold. The machine's load average (``os.getloadavg``, 1 min) is
+printed beside every figure: on a shared machine read the ratios, measured
+within one run, rather than the seconds. The last lines sum up every package.
 """
 
 from __future__ import annotations
@@ -54,11 +62,14 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="mendflow-bench-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+# a loaded machine can take more than the default 20 s to start the ephemeral API
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mendflow.core.config import MendflowConfig, ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv, ToolResult
+from mendflow.core.spread import OTHER_TOOLS, cost_of_run, estimate_s, plan_workers
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect import count_python_loc
 from mendflow.tasks.detect.bandit_run import bandit_config_args
@@ -72,7 +83,7 @@ from mendflow.tasks.detect.parallel import default_workers
 from mendflow.tasks.detect.pytest_run import pytest_command, target_modules
 from mendflow.tasks.detect.ruff_run import ruff_config_args, ruff_executable
 
-DEFAULT_PACKAGE = "toolz==1.2.0"
+DEFAULT_PACKAGES = ("toolz==1.0.0", "more-itertools==10.5.0")
 GIT_IDENTITY = ["-c", "user.name=mendflow bench", "-c", "user.email=bench@example.invalid"]
 
 
@@ -178,13 +189,21 @@ def warm_up_prefect() -> float:
 
 
 # as a mission's detect step runs pytest by default: test-impact contexts recorded,
-# the suite spread over one xdist worker per core (see the `validation` config section)
+# the suite spread over xdist workers as `validation.test_workers` says
 IMPACT = MendflowConfig().validation.select_tests
-WORKERS = MendflowConfig().validation.test_workers or default_workers()
+WORKERS = MendflowConfig().validation.test_workers
 
 
-def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
+def load() -> str:
+    """The 1-minute load average, for printing beside a figure."""
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, workers: int):
     """(b): one flow submitting the four detect tasks concurrently.
+
+    Args:
+        workers: ``validation.test_workers`` (0 = decided per run, 1 = serial).
 
     Returns:
         ``(flow wall seconds, [(task name, task-run seconds, ok)], in-flow seconds)``.
@@ -195,12 +214,13 @@ def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
     from mendflow.tasks.detect import run_bandit, run_mypy, run_pytest, run_ruff
 
     clear_mypy_cache(sandbox)
-    tree = git(sandbox.path, "rev-parse", "HEAD^{tree}")
+    # the tree is a cache-key input only: a fresh one per flow, so no variant replays another
+    tree = f"{git(sandbox.path, 'rev-parse', 'HEAD^{tree}')}-{time.time_ns()}"
 
     @flow(name="bench-detect")
     def detect() -> tuple[list[Any], list[ToolResult], float]:
         start = time.perf_counter()
-        futures = [run_pytest.submit(sandbox, env, tools, tree, IMPACT, WORKERS),
+        futures = [run_pytest.submit(sandbox, env, tools, tree, impact=IMPACT, workers=workers),
                    run_ruff.submit(sandbox, tools, tree),
                    run_mypy.submit(sandbox, env, tools, tree),
                    run_bandit.submit(sandbox, tools, tree)]
@@ -217,50 +237,106 @@ def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig):
             began, ended = task_run.start_time, task_run.end_time
             seconds = (ended - began).total_seconds() if began and ended else float("nan")
             rows.append((task_run.name.rsplit("-", 1)[0], seconds, result.ok))
-    return wall, rows, inside
+    return wall, rows, inside, results
 
 
-def report(repo: Path, env: TargetEnv, by_hand, warm_up: float, flow_result) -> None:
-    wall, rows, inside = flow_result
+def report_by_hand(repo: Path, env: TargetEnv, by_hand, loads: tuple[str, str]) -> float:
     sequential = sum(seconds for _, seconds, _ in by_hand)
-    print(f"repository: {repo}  ({len(tracked_python_files(repo))} tracked .py files, "
+    print(f"\nrepository: {repo}  ({len(tracked_python_files(repo))} tracked .py files, "
           f"{count_python_loc(repo)} lines of code)")
-    print(f"target python: {env.python} ({env.kind})")
-    print(f"cores: {os.cpu_count()}")
-    print("\n(a) five tool processes one after another, by hand (run_process):")
+    print(f"target python: {env.python} ({env.kind});  cores: {os.cpu_count()}")
+    print(f"\n(a) five tool processes one after another, by hand (run_process)  "
+          f"[{loads[0]} -> {loads[1]}]:")
     for name, seconds, code in by_hand:
         print(f"    {name:<26} {seconds:8.2f} s   exit {code}")
     print(f"    {'total':<26} {sequential:8.2f} s")
-    print("\n(b) one Prefect flow, four detect tasks submitted concurrently:")
+    return sequential
+
+
+def report_flow(label: str, sequential: float, flow_result, loads: tuple[str, str]) -> float:
+    wall, rows, inside, _ = flow_result
+    print(f"\n(b) {label}: one Prefect flow, four detect tasks submitted concurrently  "
+          f"[{loads[0]} -> {loads[1]}]:")
     for name, seconds, ok in rows:
         print(f"    {name:<26} {seconds:8.2f} s   ok={ok}")
-    print(f"    {'flow wall time':<26} {wall:8.2f} s   (submit-to-last-result {inside:.2f} s; "
-          f"warm-up flow before it {warm_up:.2f} s, not counted)")
+    print(f"    {'flow wall time':<26} {wall:8.2f} s   (submit-to-last-result {inside:.2f} s)")
     longest = max(seconds for _, seconds, _ in rows)
     total = sum(seconds for _, seconds, _ in rows)
-    print(f"\nratio (b)/(a): {wall / sequential:.2f}   (goal <= 0.6)")
-    print(f"Prefect's share of the flow: flow - longest task = {wall - longest:.2f} s "
+    print(f"    ratio (b)/(a): {wall / sequential:.2f}   (goal <= 0.6)")
+    print(f"    Prefect's share of the flow: flow - longest task = {wall - longest:.2f} s "
           f"({100 * (wall - longest) / wall:.1f} %); flow - sum of tasks = "
           f"{wall - total:.2f} s ({100 * (wall - total) / wall:.1f} %)")
+    return wall / sequential
+
+
+def bench_one(root: Path, env: TargetEnv, compare: bool) -> dict[str, str]:
+    """Measure (a) and every (b) variant on one repository; return ``{label: "ratio (load)"}``.
+
+    A mission decides the workers from what the repository's previous measurement
+    took (:func:`mendflow.core.spread.plan_workers`): its first baseline has nothing
+    to go by, the next measurement (a later baseline, a full validation run) has.
+    """
+    sandbox, tools, cores = make_sandbox(root), ToolsConfig(), default_workers()
+    before = load()
+    by_hand = sequential_by_hand(sandbox, env, tools)
+    sequential = report_by_hand(root, env, by_hand, (before, load()))
+    ratios: dict[str, str] = {}
+
+    def one(label: str, workers: int):
+        before = load()
+        result = concurrent_flow(sandbox, env, tools, workers)
+        ratio = report_flow(label, sequential, result, (before, load()))
+        ratios[label] = f"{ratio:.2f} ({before})"
+        return result
+
+    first_workers = plan_workers(WORKERS, cores, None)
+    *_, results = one(f"mission, first baseline ({first_workers} worker(s))", first_workers)
+    run = next(r.test_run for r in results if r.tool == "pytest")
+    cost = cost_of_run(run, [r.duration_s for r in results if r.tool in OTHER_TOOLS])
+    workers = plan_workers(WORKERS, cores, cost)
+    print(f"\n    learned: tests {cost.tests_s:.2f} s, fixed {cost.fixed_s:.2f} s, others "
+          f"{cost.others_s:.2f} s -> estimate serial {estimate_s(cost, 1, cores):.2f} s, "
+          f"spread {estimate_s(cost, cores, cores):.2f} s: {workers} worker(s)")
+    one(f"mission, next measurement ({workers} worker(s))", workers)
+    if compare:
+        one("forced serial (test_workers=1)", 1)
+        one(f"forced spread (test_workers={cores})", cores)
+    shutil.rmtree(tool_home_dir(sandbox), ignore_errors=True)
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("repo", nargs="?", type=Path, help="a git repository (default: sdist)")
-    parser.add_argument("--venv", help="a venv with the target's test dependencies")
-    parser.add_argument("--package", default=DEFAULT_PACKAGE,
-                        help=f"NAME==VERSION of the sdist to fetch (default {DEFAULT_PACKAGE})")
+    parser.add_argument("repo", nargs="*", type=Path, help="git repositories (default: sdists)")
+    parser.add_argument("--venv", help="a venv with the targets' test dependencies")
+    parser.add_argument("--package", action="append",
+                        help=f"NAME==VERSION of an sdist to fetch, repeatable "
+                             f"(default {' and '.join(DEFAULT_PACKAGES)})")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run the flow with the suite forced serial and forced spread")
     args = parser.parse_args(argv)
+    env = target_env(args.venv)
+    summary = {}
     with tempfile.TemporaryDirectory(prefix="mendflow-bench-") as tmp:
         workdir = Path(tmp)
-        root = clone(args.repo, workdir) if args.repo else fetch_sdist(args.package, workdir)
-        sandbox, env, tools = make_sandbox(root), target_env(args.venv), ToolsConfig()
-        by_hand = sequential_by_hand(sandbox, env, tools)
-        warm_up = warm_up_prefect()
-        flow_result = concurrent_flow(sandbox, env, tools)
-        report(root, env, by_hand, warm_up, flow_result)
-        shutil.rmtree(tool_home_dir(sandbox), ignore_errors=True)
+        print(f"warm-up flow (starts Prefect's ephemeral API, not counted): "
+              f"{warm_up_prefect():.2f} s  [{load()}]")
+        targets = [(r.name, lambda r=r, d=workdir / f"repo{i}": clone(r, _made(d)))
+                   for i, r in enumerate(args.repo)]
+        if not targets:
+            targets = [(p, lambda p=p, d=workdir / p: fetch_sdist(p, _made(d)))
+                       for p in args.package or DEFAULT_PACKAGES]
+        for name, make in targets:
+            summary[name] = bench_one(make(), env, args.compare)
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    print("\nsummary: ratio (b)/(a) per package (goal <= 0.6), load average at the start")
+    for name, ratios in summary.items():
+        print(f"    {name:<28} " + ";  ".join(f"{k}: {v}" for k, v in ratios.items()))
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 if __name__ == "__main__":

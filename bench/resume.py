@@ -20,7 +20,10 @@ make a shorter mission, on which the fixed cost F weighs more):
    the replay of every step from the cache) with no work left;
 3. the same mission on clone B, SIGKILLed (the whole process group) once
    ``--kill-at`` x T seconds have passed;
-4. ``mendflow mission resume`` on B: wall time R.
+4. ``mendflow mission resume`` on B: wall time R;
+5. ``mendflow mission resume`` of the finished mission again, this time against
+   a running ``prefect server`` (``PREFECT_API_URL``; the setup of a fleet or of
+   long missions): F_server, the fixed cost without the temporary API's start.
 
 It prints T, F, R, the ratio R / T (goal: <= 0.25; the unfinished work alone
 is about 1 - kill-at of T, the rest is F plus the step the kill interrupted)
@@ -35,6 +38,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,6 +92,37 @@ def run_and_kill(args: list[str], env: dict[str, str], after_s: float) -> float:
     return time.monotonic() - start
 
 
+def resume_against_server(mission: str, env: dict[str, str], work: Path) -> float:
+    """Wall time of ``mendflow mission resume`` against a ``prefect server`` started (and
+    stopped) here on the same PREFECT_HOME; the server's start is not counted."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (work / "prefect-server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            sys.exit(f"prefect server did not start; see {log.name}")
+        elapsed, _ = run(["mission", "resume", mission], {**env, "PREFECT_API_URL": url})
+        return elapsed
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", nargs="?", type=Path)
@@ -110,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                                  "bench-crash"], env, opts.kill_at * total)
     resumed, res = run(["mission", "resume", "bench-crash"], env)
 
+    fixed_server = resume_against_server("bench-ref", env, work)
+
     same_tree = git(repo_a, "rev-parse", "mendflow/bench-ref^{tree}") == \
         git(repo_b, "rev-parse", "mendflow/bench-crash^{tree}")
     accepted = sum(p["status"] == "accepted" for p in ref["patches"])
@@ -118,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{accepted} accepted)")
     print(f"resume, nothing left {fixed:7.1f} s  (F: new process, Prefect API start, cached replay;"
           f" F / T {fixed / total:.2f})")
+    print(f"  against a server   {fixed_server:7.1f} s  (F_server: new process and cached replay;"
+          f" F - F_server {fixed - fixed_server:.1f} s = the temporary API server's start)")
     print(f"killed after         {killed_after:7.1f} s  ({opts.kill_at:.0%} of T)")
     print(f"resume (R)           {resumed:7.1f} s")
     print(f"R / T                {resumed / total:7.2f}   (goal <= 0.25; unfinished work alone "

@@ -13,6 +13,7 @@ from mendflow.core.learning import AttemptRecord, Choice, Prior
 from mendflow.core.models import (
     BackupEntry,
     Finding,
+    ImpactMap,
     LLMUsage,
     Measurement,
     PatchOutcome,
@@ -55,6 +56,8 @@ class MissionLedger:
     validation_timings: list[ValidationTiming] = field(default_factory=list)
     pending: list[Pending] = field(default_factory=list)
     batch_base: Measurement | None = None
+    impact: tuple[str, ImpactMap | None] | None = None
+    """The test-impact map last read, with the tree it belongs to (``batch_base.tree``)."""
     baseline_s: float = 0.0
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)

@@ -12,7 +12,16 @@ from mendflow.core.config import MendflowConfig, ToolsConfig
 from mendflow.core.errors import ValidationUnavailable
 from mendflow.core.hangs import plan_test_timeouts
 from mendflow.core.models import Measurement, Sandbox, TargetEnv, TestPlan
+from mendflow.core.spread import (
+    OTHER_TOOLS,
+    SuiteCost,
+    cost_from_history,
+    cost_of_run,
+    plan_workers,
+)
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.progress import report_progress
+from mendflow.infra.timeouts import load_history
 from mendflow.tasks.bookkeeping import compute_measurement
 from mendflow.tasks.detect import (
     find_todos,
@@ -43,7 +52,8 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     tree = hash_tree(sandbox)
     tools = config.tools
     impact = config.validation.select_tests and tools.coverage.enabled
-    workers = config.validation.test_workers or default_workers()
+    workers = plan_workers(config.validation.test_workers, default_workers(),
+                           _suite_cost(sandbox, compared_with, config))
     futures = [
         run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools), impact,
                           workers),
@@ -67,6 +77,20 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
             subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
     report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
     return measurement
+
+
+def _suite_cost(sandbox: Sandbox, compared_with: Measurement | None,
+                config: MendflowConfig) -> SuiteCost | None:
+    """What the suite and the tools beside it took last time: the measurement compared
+    with, else the repository's duration history (None at a first baseline)."""
+    if config.validation.test_workers >= 1:
+        return None  # fixed by the config: nothing to decide
+    run = compared_with.test_run if compared_with is not None else None
+    if compared_with is not None and run is not None and run.cases:
+        others = [r.duration_s for r in compared_with.results if r.tool in OTHER_TOOLS]
+        return cost_of_run(run, others)
+    return cost_from_history(load_history(sandbox.repo_root,
+                                          StateLayout.of(config.mission.state_dir)))
 
 
 def _test_plan(compared_with: Measurement | None, tools: ToolsConfig) -> TestPlan | None:

@@ -42,6 +42,7 @@ from mendflow.flows.cycle import back_up_baseline, run_iterations
 from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
 from mendflow.infra.budget import release_mission_budgets
+from mendflow.infra.charts import preload_chart_library
 from mendflow.infra.engine_limits import mission_slots
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.progress import report_progress
@@ -72,7 +73,7 @@ from mendflow.tasks.preflight import (
     unlock_repository,
 )
 from mendflow.tasks.report import publish_report, write_mission_reports
-from mendflow.tasks.sandbox import create_sandbox, finish_replay, rewind_sandbox
+from mendflow.tasks.sandbox import create_sandbox, finish_replay, hash_tree, rewind_sandbox
 from mendflow.tasks.sandbox.isolation import decide_sandbox_isolation
 from mendflow.tasks.vcs import resolve_target, snapshot_user_checkout, verify_user_checkout
 
@@ -211,6 +212,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     logger.info("mission %s on %s (scope %s: %s), sandbox %s", mission_id, target.root,
                 target.scope, target.scope_path, sandbox.path)
 
+    if config.learning.enabled:  # the chart at the end: its import overlaps the baseline
+        preload_chart_library()
     started = time.monotonic()
     baseline = measure(sandbox, env, config, label="baseline")
     ledger = MissionLedger(mission_id=mission_id, target=target, sandbox=sandbox, env=env,
@@ -238,19 +241,26 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     verify_user_checkout(target.root, before)
     result = approve_and_deliver(_result(ledger, flow_run_id, layout), config, target, sandbox,
                                  autonomy)
+    _record_and_report(ledger, result, started_at)
+    close_mission(result, layout)
+    return result
+
+
+def _record_and_report(ledger: MissionLedger, result: MissionResult, started_at: str) -> None:
+    """The end of a mission: the audit trail, the outcome store, the reports and artifacts."""
+    config, state_root = ledger.config, ledger.state_root
     if config.learning.audit:
         audit_delivery(state_root, opaque(result))
     record_mission(config.learning, state_root, opaque(result), started_at,
                    len(ledger.attempt_log), sum(a.cost_usd for a in ledger.attempt_log))
     markdown = write_mission_reports(opaque(result), opaque(ledger.validations), ledger.backups,
                                      Path(result.report_dir))
+    sandbox = ledger.sandbox
     sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
-                analyze_codebase(sandbox.path) if config.learning.analyze else ""]
+                analyze_codebase(sandbox, hash_tree(sandbox)) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
-    close_mission(result, layout)
-    return result
 
 
 def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from prefect.utilities.annotations import opaque
 
-from mendflow.core.models import GateResult, Patch, ValidationReport, ValidationTiming
+from mendflow.core.models import (
+    GateResult,
+    ImpactMap,
+    Patch,
+    ValidationReport,
+    ValidationTiming,
+)
 from mendflow.core.outcomes import validation_timing
 from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.progress import report_progress
@@ -28,7 +34,9 @@ from mendflow.tasks.detect import (
     run_ruff,
     run_selected_tests,
 )
-from mendflow.tasks.detect.impact import content_hash, impact_path, load_impact_map, select_tests
+from mendflow.tasks.detect.impact import content_hash, select_tests
+from mendflow.tasks.detect.impact_record import read_impact_map
+from mendflow.tasks.detect.pytest_coverage import coverage_config_sets_source
 from mendflow.tasks.detect.selective import merge_selected
 from mendflow.tasks.sandbox import hash_tree
 from mendflow.tasks.validate import judge_patch
@@ -44,6 +52,14 @@ def selection_enabled(ledger: MissionLedger) -> bool:
     config = ledger.config
     return config.validation.select_tests and config.tools.coverage.enabled \
         and config.tools.pytest.enabled
+
+
+def _impact_map(ledger: MissionLedger, tree: str) -> ImpactMap | None:
+    """The impact map of ``tree``, read once per batch base (a task run; cached, so a
+    resume on another host gets it from Prefect's result storage)."""
+    if ledger.impact is None or ledger.impact[0] != tree:
+        ledger.impact = (tree, read_impact_map(ledger.sandbox, tree))
+    return ledger.impact[1]
 
 
 def validate_selected(ledger: MissionLedger, patch: Patch, before: dict[str, str | None],
@@ -64,11 +80,13 @@ def validate_selected(ledger: MissionLedger, patch: Patch, before: dict[str, str
     """
     started = time.monotonic()
     base = ledger.batch_base or ledger.current
-    impact = load_impact_map(impact_path(ledger.sandbox, base.tree))
+    impact = _impact_map(ledger, base.tree)
     run = ledger.current.test_run
     failed = {c.nodeid for c in run.cases if c.outcome in ("failed", "error")} if run else set()
     selection = select_tests(impact, patch, before, failed,
-                             [item.patch.diff for item in ledger.pending])
+                             [item.patch.diff for item in ledger.pending],
+                             measured_everything=not coverage_config_sets_source(
+                                 ledger.sandbox.path))
     if selection.nodeids is None:
         report_progress("validate", f"{patch.id}: full run ({selection.reason})")
         return None

@@ -24,6 +24,7 @@ from mendflow.core.config import (
 from mendflow.core.config_fixers import LLMFixerSection
 from mendflow.core.errors import CrashLoop
 from mendflow.core.models import ToolResult
+from mendflow.core.spread import FIXED_STEP, TESTS_STEP, fixed_s, tests_s
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.flow_runs import heartbeat_crashes
 from mendflow.infra.layout import StateLayout
@@ -174,6 +175,10 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
                           layout: StateLayout | Path | None) -> None:
     """Add each tool run's wall time (seconds) to the repository's timeout history.
 
+    A test run also adds the sum of its tests' durations and its time outside
+    them (:data:`~mendflow.core.spread.TESTS_STEP`, :data:`~mendflow.core.spread.FIXED_STEP`):
+    the next baseline decides from them whether to spread the suite over xdist workers.
+
     Cached by its inputs: a resumed mission replaying cached tool runs finds
     this step Cached too, so no duration is recorded twice.
 
@@ -187,6 +192,11 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
     for result in results:
         if result.ok and result.duration_s > 0:
             record_duration(repo_root, result.tool, result.duration_s, layout=where)
+        run = result.test_run
+        if result.ok and run is not None and run.cases and not run.timed_out:
+            # the split that decides whether the next run spreads the suite (core/spread.py)
+            record_duration(repo_root, TESTS_STEP, tests_s(run), layout=where)
+            record_duration(repo_root, FIXED_STEP, fixed_s(run), layout=where)
 
 
 @task(name="check-crash-loop", cache_policy=NO_CACHE, timeout_seconds=60,

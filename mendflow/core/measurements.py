@@ -117,6 +117,8 @@ class TestRun(Contract):
     duration_s: float = 0.0
     timed_out: bool = False
     collection_errors: tuple[str, ...] = ()
+    workers: int = Field(1, ge=1, description="pytest-xdist workers the suite was spread "
+                         "over (1: one serial process)")
 
     def outcome_of(self, nodeid: str) -> TestOutcome | None:
         for case in self.cases:
@@ -156,3 +158,22 @@ class Measurement(Contract):
 
     def result_of(self, tool: str) -> ToolResult | None:
         return next((r for r in self.results if r.tool == tool), None)
+
+
+class ImpactFile(Contract):
+    """Which tests reach which lines of one measured file (coverage.py contexts)."""
+
+    sha256: str | None = Field(description="the file's content hash when it was measured "
+                               "(a different hash now: the data is stale)")
+    lines: dict[int, tuple[int, ...]] = Field(
+        default_factory=dict, description="line number -> indexes into ImpactMap.tests")
+    import_lines: tuple[int, ...] = Field(
+        default=(), description="lines run outside any test (at import or collection time)")
+
+
+class ImpactMap(Contract):
+    """The test-impact map of one measured tree: recorded by a full test run under
+    coverage.py with ``dynamic_context = test_function``, read by test selection."""
+
+    tests: tuple[str, ...] = Field(description="pytest node ids, indexed by ImpactFile.lines")
+    files: dict[str, ImpactFile] = Field(description="repository-relative POSIX path -> data")

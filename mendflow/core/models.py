@@ -21,6 +21,8 @@ from mendflow.core.measurements import (  # noqa: F401  (re-exported: many calle
     Contract,
     FileCoverage,
     Finding,
+    ImpactFile,
+    ImpactMap,
     Measurement,
     MissionStatus,
     PatchStatus,

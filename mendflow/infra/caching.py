@@ -19,9 +19,10 @@ finds the steps the first worker finished, provided both use one result storage 
 S3/NFS location or a shared ``PREFECT_LOCAL_STORAGE_PATH``). Everything else a key
 holds (the tree's content hash, the mission id, the findings, the config) is the same
 on every host. The results replayed this way hold no host-local path the resumed run
-relies on: tool results and proposals hold paths relative to the repository, and a
-missing impact map (it is written beside the worktree) makes validation run the full
-suite instead of a selection.
+relies on: tool results and proposals hold paths relative to the repository, and the
+test-impact map (a file beside the worktree) reaches validation through a cached task
+(:func:`~mendflow.tasks.detect.impact_record.read_impact_map`), so it comes from the
+shared result storage too.
 """
 
 from __future__ import annotations

@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE, TASK_SOURCE
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import merge_cross_tool, rank_findings
 from mendflow.core.models import Finding, Sandbox, TargetEnv, TestPlan, ToolResult
-from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.caching import MISSION_STEP, HostNeutralInputs
 from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect.bandit_run import measure_bandit
 from mendflow.tasks.detect.impact import impact_path
@@ -51,9 +51,12 @@ LINT_TASK_TIMEOUT_S = 3600
 TODO_TASK_TIMEOUT_S = 600
 
 
+# the workers are left out of the key: a spread run's result is the serial one's, and a
+# resumed mission may decide them differently (from a duration history that grew since)
 @task(name="run-pytest",
       timeout_seconds=TEST_TASK_TIMEOUT_S,
-      cache_policy=MISSION_STEP, persist_result=True, **transient_retries(1))
+      cache_policy=HostNeutralInputs(exclude=["workers"]) + TASK_SOURCE, persist_result=True,
+      **transient_retries(1))
 def run_pytest(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, tree: str,
                plan: TestPlan | None = None, impact: bool = False,
                workers: int = 1) -> ToolResult:

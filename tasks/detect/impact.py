@@ -6,15 +6,22 @@ to the run's private temp directory, never into the worktree) calls
 every measured line knows the tests that executed it (lines run at import
 time carry the empty context). ``coverage json --show-contexts`` reports them;
 :func:`impact_map_from_coverage_json` keeps, per measured file, its content hash
-and ``{line: [test index]}``. The map is saved beside the worktree
-(:func:`impact_path`), one per measured tree.
+and ``{line: [test index]}`` (an :class:`~mendflow.core.models.ImpactMap`). The
+map is saved beside the worktree (:func:`impact_path`), one per measured tree, and
+handed to validation through Prefect's result storage
+(:func:`~mendflow.tasks.detect.impact_record.read_impact_map`), so a mission resumed
+on another host selects with it too.
 
 :func:`select_tests` then picks the tests a candidate patch needs: those that
 reach its changed lines, plus the tests that failed at baseline, plus every
 test file it touches. It answers ``None`` (run the whole suite) when it cannot
 be sure: no map, a changed file whose content differs from the one the map was
-recorded on (stale), a changed file the map does not know (not measured, or
-not Python), or a changed line run at import time (every test depends on it).
+recorded on (stale), a changed file the map does not know (not Python, or a
+repository coverage config that narrows what was measured), or a changed line
+run at import time (every test depends on it). A Python file the map does not
+know, when the run measured the whole worktree, was executed by no test: it
+selects none (the batch's full run still confirms the candidate), and so does a
+type stub (``.pyi``: never imported at run time).
 """
 
 from __future__ import annotations
@@ -23,11 +30,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from unidiff import PatchSet
 
-from mendflow.core.models import Patch
+from mendflow.core.models import ImpactFile, ImpactMap, Patch
 from mendflow.tasks.detect.common import is_test_path, relative_posix, tool_home_dir
 
 PLUGIN_MODULE = "mendflow_impact_contexts"
@@ -74,7 +81,7 @@ def content_hash(path: Path) -> str | None:
         return None
 
 
-def impact_map_from_coverage_json(report: Path, root: Path) -> dict:
+def impact_map_from_coverage_json(report: Path, root: Path) -> ImpactMap:
     """Reduce ``coverage json --show-contexts`` to the impact map.
 
     Args:
@@ -82,27 +89,31 @@ def impact_map_from_coverage_json(report: Path, root: Path) -> dict:
         root: the worktree root (files outside it are left out).
 
     Returns:
-        ``{"tests": [nodeid, ...], "files": {path: {"sha256": hex, "lines":
-        {"<line>": [test index, ...]}, "import_lines": [line, ...]}}}``.
+        The :class:`~mendflow.core.models.ImpactMap`: each measured file's content
+        hash, the tests (indexes into ``tests``) that reach each of its lines, and
+        the lines run outside any test (import time).
+
+    Raises:
+        OSError, ValueError: the report cannot be read or is not coverage.py's JSON.
     """
     data = json.loads(report.read_text(encoding="utf-8"))
     tests: dict[str, int] = {}
-    files: dict[str, dict] = {}
+    files: dict[str, ImpactFile] = {}
     for filename, entry in (data.get("files") or {}).items():
         rel = relative_posix(root, filename)
         if rel is None:
             continue
-        lines: dict[str, list[int]] = {}
+        lines: dict[int, tuple[int, ...]] = {}
         imports: list[int] = []
         for line, labels in (entry.get("contexts") or {}).items():
             ids = sorted({tests.setdefault(label, len(tests)) for label in labels if label})
             if ids:
-                lines[line] = ids
+                lines[int(line)] = tuple(ids)
             if "" in labels:
                 imports.append(int(line))
-        files[rel] = {"sha256": content_hash(root / rel), "lines": lines,
-                      "import_lines": sorted(imports)}
-    return {"tests": list(tests), "files": files}
+        files[rel] = ImpactFile(sha256=content_hash(root / rel), lines=lines,
+                                import_lines=tuple(sorted(imports)))
+    return ImpactMap(tests=tuple(tests), files=files)
 
 
 def save_impact_map(report: Path, root: Path, target: Path) -> None:
@@ -115,17 +126,16 @@ def save_impact_map(report: Path, root: Path, target: Path) -> None:
     except (OSError, ValueError, AttributeError, TypeError):
         return
     partial = target.with_suffix(".part")
-    partial.write_text(json.dumps(data), encoding="utf-8")
+    partial.write_text(data.model_dump_json(), encoding="utf-8")
     partial.replace(target)
 
 
-def load_impact_map(path: Path) -> dict | None:
+def load_impact_map(path: Path) -> ImpactMap | None:
     """The saved map, or None when missing or unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return ImpactMap.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         return None
-    return data if isinstance(data, dict) and "files" in data and "tests" in data else None
 
 
 @dataclass(frozen=True)
@@ -204,8 +214,9 @@ def to_source_lines(diff: str, path: str, lines: set[int]) -> set[int] | None:
     return out
 
 
-def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None],
-                 failed_at_baseline: set[str], earlier: Sequence[str] = ()) -> Selection:
+def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str | None],
+                 failed_at_baseline: set[str], earlier: Sequence[str] = (), *,
+                 measured_everything: bool = False) -> Selection:
     """Pick the tests that must run to validate one candidate first.
 
     Args:
@@ -217,31 +228,41 @@ def select_tests(impact: dict | None, patch: Patch, before: dict[str, str | None
         earlier: the diffs of candidates applied (uncommitted) since the impact
             data was recorded, in order: a file they changed is not stale, its
             lines are mapped back through them (a line they added falls back).
+        measured_everything: the recording run measured every Python file it
+            executed under the worktree (``coverage run --source=.``: the
+            repository's coverage config does not narrow it). A ``.py`` file
+            missing from the data then ran in no test (a ``docs/conf.py``, a
+            ``setup.py``, a new module) and selects no test; else it falls back.
 
     Returns:
         The selection; ``nodeids=None`` falls back to the whole suite.
     """
     if impact is None:
         return Selection(None, "no test-impact data")
-    files, tests = impact["files"], impact["tests"]
+    files, tests = impact.files, impact.tests
     selected: set[str] = set(failed_at_baseline)
     for path, lines in changed_lines(patch).items():
-        if is_test_path(path):
-            selected.add(path)  # the whole test file
+        if is_test_path(path):  # the whole test file; a conftest.py: every test below it
+            name = PurePosixPath(path)
+            selected.add(str(name.parent) if name.name == "conftest.py" else path)
             continue
+        if path.endswith(".pyi"):
+            continue  # a type stub is never imported at run time: only the linters judge it
         entry = files.get(path)
         if entry is None:
+            if measured_everything and path.endswith(".py"):
+                continue  # no test executed it: nothing to select (the batch's run confirms)
             return Selection(None, f"{path}: not in the test-impact data")
         touched = [d for d in earlier if any(_diff_path(pf) == path for pf in PatchSet(d))]
-        if not touched and entry.get("sha256") != before.get(path):
+        if not touched and entry.sha256 != before.get(path):
             return Selection(None, f"{path}: changed since its test-impact data was recorded")
         for diff in reversed(touched):
             mapped = to_source_lines(diff, path, lines)
             if mapped is None:
                 return Selection(None, f"{path}: the change meets lines an earlier candidate added")
             lines = mapped
-        if lines & set(entry.get("import_lines", ())):
+        if lines & set(entry.import_lines):
             return Selection(None, f"{path}: a changed line runs at import time")
         for line in lines:
-            selected.update(tests[i] for i in entry["lines"].get(str(line), ()))
+            selected.update(tests[i] for i in entry.lines.get(line, ()))
     return Selection(tuple(sorted(selected)), f"{len(selected)} test(s) reach the change")

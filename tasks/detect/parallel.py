@@ -1,17 +1,23 @@
 """The test suite spread over the cores, under coverage, where the suite allows it.
 
-``coverage run --parallel-mode -m pytest -n N``: pytest-xdist runs the tests in N
+``python -m pytest -n N --dist loadscope``: pytest-xdist runs the tests in N
 worker processes, and a small plugin (written to the run's private temp
 directory, loaded with ``-p``, so imported in every worker before any
 conftest) starts a coverage.py measurement in each worker, which saves its own
-data file; the detector then combines them (``coverage combine``) before
-``coverage json``, as for a repository whose config sets ``parallel = True``.
+data file (parallel mode); the detector then combines them (``coverage
+combine``) before ``coverage json``, as for a repository whose config sets
+``parallel = True``. The controller, which only hands out tests and gathers
+reports, is not measured: under coverage's tracer its own Python would cost
+several times its plain time. Whether a run is spread at all is decided by
+:func:`mendflow.core.spread.plan_workers`.
 
 :func:`measure_tests_spread` falls back to the one serial run when the suite
 does not allow it: xdist or the run failed, or a test that failed among the
 workers passes when its file runs serially (the suite's tests depend on each
-other or on running in one process). ``--dist loadfile`` keeps the tests of
-one file in one worker, in order.
+other or on running in one process). ``--dist loadscope`` keeps a module's
+test functions, or one class's tests, in one worker, in order: a suite of
+one big test module of test classes (more-itertools) still spreads, where
+``loadfile`` would leave it on one worker.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from mendflow.core.config import ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv, ToolResult
 
 WORKER_PLUGIN = "mendflow_xdist_coverage"
+DIST_MODE = "loadscope"
+"""xdist's scheduling: a module's test functions, or one class's tests, stay in one
+worker, in order (module- and class-scoped fixtures are set up once)."""
 WORKER_SOURCE = '''\
 """mendflow: measure each pytest-xdist worker with coverage.py (parallel mode)."""
 import os
@@ -62,18 +71,20 @@ def with_workers(command: list[str], environ: dict[str, str], out_dir: Path,
         workers: the number of xdist workers.
 
     Returns:
-        The command (``--parallel-mode``, ``-n N``, ``-p`` the worker plugin) and
+        The command (``python -m pytest -p`` the worker plugin ``-n N --dist loadscope``) and
         its environment (the plugin's directory on ``PYTHONPATH``, the source to measure).
     """
     (out_dir / f"{WORKER_PLUGIN}.py").write_text(WORKER_SOURCE, encoding="utf-8")
-    run_at = command.index("run") + 1
-    command = [*command[:run_at], "--parallel-mode", *command[run_at:]]
     at = command.index("pytest") + 1
-    command = [*command[:at], "-p", WORKER_PLUGIN, "-n", str(workers), "--dist", "loadfile",
-               *command[at:]]
+    python, pytest_args = command[0], command[at:]
+    measure_all = "--source=." in command[:at]
+    # the controller only hands out tests and gathers reports: it runs outside
+    # coverage (traced, xdist's own Python would cost several times its plain time)
+    command = [python, "-m", "pytest", "-p", WORKER_PLUGIN, "-n", str(workers),
+               "--dist", DIST_MODE, *pytest_args]
     path = environ.get("PYTHONPATH")
     environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
-    if "--source=." in command:
+    if measure_all:
         environ["MENDFLOW_COVERAGE_SOURCE"] = "."
     return command, environ
 

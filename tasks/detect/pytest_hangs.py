@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
@@ -43,11 +44,16 @@ Runner = Callable[..., ProcessResult]
 
 PLUGIN_MODULE = "mendflow_test_timeouts"
 PLAN_ENV = "MENDFLOW_TEST_TIMEOUTS"
+TIMED_OUT_ENV = "MENDFLOW_TIMED_OUT"
+TIMEOUT_PATTERN = r"Timeout \(>[\d.]+s\) from pytest-timeout|Timeout >[\d.]+s"
 PLUGIN_SOURCE = '''"""mendflow's per-test timeouts (written by mendflow; loaded with -p)."""
 import json
 import os
+import re
 
 import pytest
+
+_TIMEOUT = re.compile(TIMEOUT_PATTERN)
 
 
 def pytest_collection_modifyitems(items):
@@ -56,8 +62,19 @@ def pytest_collection_modifyitems(items):
     for item in items:
         seconds = plan["timeouts"].get(item.nodeid, plan["default_s"])
         item.add_marker(pytest.mark.timeout(seconds), append=True)
-'''.replace("PLAN_ENV", PLAN_ENV)
-TIMEOUT_MESSAGE = re.compile(r"Timeout \(>[\d.]+s\) from pytest-timeout|Timeout >[\d.]+s")
+
+
+def pytest_runtest_logreport(report):
+    # name each test stopped by its timeout at once: its second chance starts meanwhile
+    path = os.environ.get("TIMED_OUT_ENV")
+    if path and report.failed and _TIMEOUT.search(str(report.longrepr)[-2000:]):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(report.nodeid + "\\n")
+'''.replace("PLAN_ENV", PLAN_ENV).replace("TIMED_OUT_ENV", TIMED_OUT_ENV).replace(
+    "TIMEOUT_PATTERN", repr(TIMEOUT_PATTERN))
+TIMEOUT_MESSAGE = re.compile(TIMEOUT_PATTERN)
+TIMED_OUT_FILE = "timed-out-main.txt"
+"""The main run's plugin appends there the node id of each test its timeout stops."""
 STARTUP_SLACK_S = 120.0
 """Seconds a side process may take beyond its tests' timeouts (startup, coverage)."""
 
@@ -93,8 +110,9 @@ def install_plugin(out_dir: Path, name: str, plan: TestPlan,
                          encoding="utf-8")
     path = [str(plugin_dir), *([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else [])]
     coverage = out_dir / (".coverage" if name == "main" else f".coverage.{name}")
+    streamed = {TIMED_OUT_ENV: str(out_dir / TIMED_OUT_FILE)} if name == "main" else {}
     return {**environ, "PYTHONPATH": ":".join(path), PLAN_ENV: str(plan_file),
-            "COVERAGE_FILE": str(coverage)}
+            "COVERAGE_FILE": str(coverage), **streamed}
 
 
 def hit_timeout(case: TestCase) -> bool:
@@ -138,43 +156,80 @@ def run_side(sandbox: Sandbox, command: Sequence[str], node_ids: Sequence[str], 
     return SideRun(proc, report)
 
 
-def second_chances(sandbox: Sandbox, build, cases: Sequence[TestCase], tools: ToolsConfig,
-                   out_dir: Path, environ: dict[str, str], runner: Runner) -> dict[str, TestCase]:
-    """Run each timed-out test again alone, in parallel, with ``per_test_timeout_s``.
-
-    Args:
-        sandbox: the worktree.
-        build: ``build(junit_path) -> command`` (the run's command line, no test arguments).
-        cases: the main run's cases that hit their timeout.
-        tools: the ``tools`` config (``pytest.per_test_timeout_s``,
-            ``pytest.second_chance_workers``).
-        out_dir: the run's private directory.
-        environ: the tool environment.
-        runner: the sandboxed process runner (see :func:`run_side`).
-
-    Returns:
-        Node id -> its case after the second chance: passed, failed ... or,
-        with no result again, a hang (:func:`as_hang`).
-    """
+def _rerun(sandbox: Sandbox, build, nodeid: str, name: str, tools: ToolsConfig,
+           out_dir: Path, environ: dict[str, str], runner: Runner) -> TestCase | None:
+    """One second chance: ``nodeid`` alone with ``per_test_timeout_s``; its case, or None."""
     longest = tools.pytest.per_test_timeout_s
-    plan = TestPlan(default_s=longest)
+    junit = out_dir / f"{name}.xml"
+    side = run_side(sandbox, build(junit), [nodeid], junit,
+                    install_plugin(out_dir, name, TestPlan(default_s=longest), environ),
+                    longest + STARTUP_SLACK_S, runner)
+    return next((c for c in (side.junit.cases if side.junit else ()) if c.nodeid == nodeid), None)
 
-    def one(index: int, case: TestCase) -> TestCase:
-        name = f"second-{index}"
-        junit = out_dir / f"{name}.xml"
-        side = run_side(sandbox, build(junit), [case.nodeid], junit,
-                        install_plugin(out_dir, name, plan, environ), longest + STARTUP_SLACK_S,
-                        runner)
-        again = next((c for c in (side.junit.cases if side.junit else ())
-                      if c.nodeid == case.nodeid), None)
-        if again is None or hit_timeout(again):
-            return as_hang(again or case, longest, again=False)
-        return again
 
-    workers = max(1, min(tools.pytest.second_chance_workers, len(cases)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="second-chance") as pool:
-        done = list(pool.map(lambda item: one(*item), enumerate(cases)))
-    return {case.nodeid: again for case, again in zip(cases, done, strict=True)}
+def _judged(case: TestCase, again: TestCase | None, longest: float) -> TestCase:
+    """The case after its second chance: its new result, or a hang when it has none again."""
+    if again is None or hit_timeout(again):
+        return as_hang(again or case, longest, again=False)
+    return again
+
+
+class EarlyChances:
+    """Second chances started while the main run goes on, as its tests hit their timeouts.
+
+    The main run's plugin appends the node id of each test its timeout stops to
+    :data:`TIMED_OUT_FILE`; :meth:`watch` starts that test's second chance at
+    once (at most ``second_chance_workers`` at a time), so it runs beside the rest
+    of the suite instead of after it. :meth:`results` then judges every stopped
+    case of the main run's report, starting the ones not seen yet. Use as a
+    context manager: leaving it waits for every second chance started.
+    """
+
+    def __init__(self, sandbox: Sandbox, build, tools: ToolsConfig, out_dir: Path,
+                 environ: dict[str, str], runner: Runner) -> None:
+        self._rerun = partial(_rerun, sandbox, build, tools=tools, out_dir=out_dir,
+                              environ=environ, runner=runner)
+        self._longest = tools.pytest.per_test_timeout_s
+        self._file = out_dir / TIMED_OUT_FILE
+        self._pool = ThreadPoolExecutor(max_workers=tools.pytest.second_chance_workers,
+                                        thread_name_prefix="second-chance")
+        self._started: dict[str, Future[TestCase | None]] = {}
+
+    def __enter__(self) -> EarlyChances:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _start(self, nodeid: str) -> None:
+        if nodeid and nodeid not in self._started:
+            name = f"second-{len(self._started)}"
+            self._started[nodeid] = self._pool.submit(self._rerun, nodeid, name)
+
+    def poll(self) -> None:
+        """Start the second chance of every test named (on a whole line) since the last poll."""
+        try:
+            text = self._file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        for nodeid in text.split("\n")[:-1]:  # the last part may be a line being written
+            self._start(nodeid)
+
+    def watch(self, main: Future, interval_s: float = 0.25) -> None:
+        """Poll until the main run's future is done."""
+        while not main.done():
+            self.poll()
+            wait([main], timeout=interval_s)
+        self.poll()
+
+    def results(self, stopped: Sequence[TestCase]) -> dict[str, TestCase]:
+        """Node id -> the case of each stopped test after its second chance alone with
+        ``per_test_timeout_s``: passed, failed ... or, with no result again, a hang
+        (:func:`as_hang`)."""
+        for case in stopped:
+            self._start(case.nodeid)
+        return {case.nodeid: _judged(case, self._started[case.nodeid].result(), self._longest)
+                for case in stopped}
 
 
 def known_hangs(side: SideRun | None, plan: TestPlan) -> list[TestCase]:

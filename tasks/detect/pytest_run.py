@@ -10,10 +10,10 @@ tox.ini, pyproject.toml) apply because both run from the worktree root.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -23,27 +23,29 @@ from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TargetEnv, TestCase, TestPlan, TestRun, ToolResult
 from mendflow.infra.isolation import run_isolated
 from mendflow.infra.runner import sandbox_environ
-from mendflow.tasks.detect.common import failed_result, load_pyproject, read_ini, tool_environ, tool_table
-from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
-from mendflow.tasks.detect.impact import save_impact_map, write_plugin
+from mendflow.tasks.detect.common import failed_result, tool_environ
 from mendflow.tasks.detect.parallel import with_workers
+from mendflow.tasks.detect.pytest_coverage import (
+    coverage_config_sets_source,
+    coverage_report,
+    with_contexts,
+)
 from mendflow.tasks.detect.pytest_hangs import (
     PLUGIN_MODULE,
     STARTUP_SLACK_S,
+    EarlyChances,
     Runner,
     SideRun,
     hit_timeout,
     install_plugin,
     known_hangs,
     run_side,
-    second_chances,
 )
-from mendflow.tasks.detect.pytest_reports import parse_coverage_json, parse_junit
+from mendflow.tasks.detect.pytest_reports import parse_junit
 from mendflow.tasks.detect.run_findings import findings_from_test_run
 
 # pytest exit codes: 0 all passed, 1 some failed, 2 interrupted, 5 no tests collected.
 PYTEST_OK_CODES = frozenset({0, 1, 2, 5})
-COVERAGE_REPORT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 60.0
 _PROBE = ("import importlib.util as u, json; "
           "print(json.dumps([m for m in ('pytest', 'coverage', 'pytest_timeout', 'pytest_cov', "
@@ -79,38 +81,6 @@ def target_modules(env: TargetEnv, cwd: Path) -> frozenset[str]:
         ToolError: the interpreter is missing or does not run.
     """
     return _probe(env, str(cwd))
-
-
-def coverage_config_sets_source(root: Path) -> bool:
-    """Does the repository's coverage config choose what to measure (``source``/``include``)?
-
-    coverage.py reads the first of ``.coveragerc``, ``setup.cfg`` ([coverage:run]),
-    ``tox.ini`` ([coverage:run]) and ``pyproject.toml`` ([tool.coverage.run]) that
-    has coverage settings; this looks at the same files in the same order.
-
-    Args:
-        root: the worktree root.
-
-    Returns:
-        True if that config sets ``source``, ``source_pkgs`` or ``include`` in its run section.
-    """
-    keys = ("source", "source_pkgs", "include")
-    rc = root / ".coveragerc"
-    if rc.is_file():
-        parser = read_ini(rc)
-        return bool(parser and parser.has_section("run")
-                    and any(parser.get("run", k, fallback="").strip() for k in keys))
-    for name in ("setup.cfg", "tox.ini"):
-        parser = read_ini(root / name)
-        if parser is None:
-            continue
-        sections = [s for s in parser.sections() if s.startswith("coverage:")]
-        if sections:
-            return parser.has_section("coverage:run") and any(
-                parser.get("coverage:run", k, fallback="").strip() for k in keys)
-    table = tool_table(load_pyproject(root), "coverage")
-    run = (table or {}).get("run")
-    return isinstance(run, dict) and any(run.get(k) for k in keys)
 
 
 def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path,
@@ -208,12 +178,17 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
     if select is not None:  # a first validation runs the selected tests without coverage
         tools = tools.model_copy(update={"coverage": tools.coverage.model_copy(
             update={"enabled": False})})
+    if select is not None or not tools.coverage.enabled or "xdist" not in available:
+        workers = 1  # spread only a whole-suite run under coverage, with xdist there
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp, ExitStack() as stack:
         out_dir = Path(tmp)
         suite = _Suite(sandbox=sandbox, env=env, tools=tools, out_dir=out_dir,
                        available=available, timeouts="pytest_timeout" in available,
                        environ=tool_environ(sandbox, {"COVERAGE_FILE": str(out_dir / ".coverage")}))
+        if suite.timeouts:  # second chances start while the main run goes on
+            suite.early = stack.enter_context(EarlyChances(
+                sandbox, suite.build, tools, out_dir, suite.environ, suite.runner))
         proc, side = _run_main(suite, plan, impact_file, select, workers)
         failed = _run_failure(proc, out_dir, tools)
         if failed is not None:
@@ -224,7 +199,7 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             return failed_result("pytest", proc, err.message)
         cases, coverage, coverage_error = _collect(suite, junit, side, plan, impact_file)
     return _tool_result(sandbox, tools, proc, junit, cases, coverage, coverage_error,
-                        round(time.monotonic() - start, 3))
+                        round(time.monotonic() - start, 3), workers)
 
 
 def _require_modules(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> frozenset[str]:
@@ -250,6 +225,7 @@ class _Suite:
     available: frozenset[str]
     timeouts: bool  # pytest-timeout is in the target env: per-test timeouts and second chances
     environ: dict[str, str]
+    early: EarlyChances | None = None  # the second chances (with timeouts)
 
     def build(self, junit: Path, seconds: float | None = None) -> list[str]:
         """The pytest command line writing ``junit``, with a per-test timeout of ``seconds``."""
@@ -276,11 +252,10 @@ def _run_main(suite: _Suite, plan: TestPlan, impact_file: Path | None,
     if select is not None:
         command += ["--", *select]
     elif impact_file is not None and tools.coverage.enabled:
-        command, main_env = _with_contexts(command, main_env, out_dir)
-    if workers > 1 and select is None and tools.coverage.enabled and "xdist" in suite.available:
+        command, main_env = with_contexts(command, main_env, out_dir)
+    if workers > 1:
         command, main_env = with_workers(command, main_env, out_dir, workers)
-    return _main_and_known_hangs(suite.sandbox, suite.runner, command, main_env, tools, plan,
-                                 suite.build, out_dir, suite.environ if suite.timeouts else None)
+    return _main_and_known_hangs(suite, command, main_env, plan)
 
 
 def _run_failure(proc, out_dir: Path, tools: ToolsConfig) -> ToolResult | None:
@@ -301,24 +276,24 @@ def _collect(suite: _Suite, junit, side, plan: TestPlan, impact_file: Path | Non
         ``(cases, coverage report or None, coverage error or None)``.
     """
     cases = list(junit.cases)
-    if suite.timeouts:
-        cases = _with_second_chances(suite.sandbox, suite.build, cases, suite.tools,
-                                     suite.out_dir, suite.environ, suite.runner)
+    if suite.early is not None:  # with timeouts
+        cases = _with_second_chances(cases, suite.early)
         cases += known_hangs(side, plan)
     coverage, coverage_error = None, None
     if suite.tools.coverage.enabled:
-        coverage, coverage_error = _coverage_report(suite.sandbox, suite.env, suite.out_dir,
-                                                    suite.environ, impact_file)
+        coverage, coverage_error = coverage_report(suite.sandbox, suite.env, suite.out_dir,
+                                                   suite.environ, impact_file)
         if not cases and coverage is None:
             coverage_error = None  # no test ran, so there is no coverage data to report
     return cases, coverage, coverage_error
 
 
 def _tool_result(sandbox: Sandbox, tools: ToolsConfig, proc, junit, cases: list[TestCase],
-                 coverage, coverage_error: str | None, duration: float) -> ToolResult:
+                 coverage, coverage_error: str | None, duration: float,
+                 workers: int) -> ToolResult:
     """The ``pytest`` ToolResult: the test run, its findings, and a coverage error if any."""
     run = TestRun(
-        collected=len(cases), cases=tuple(cases), duration_s=duration,
+        collected=len(cases), cases=tuple(cases), duration_s=duration, workers=workers,
         coverage_percent=coverage.percent if coverage else None,
         files=coverage.files if coverage else (),
         collection_errors=tuple(e.path for e in junit.collection_errors),
@@ -332,72 +307,36 @@ def _tool_result(sandbox: Sandbox, tools: ToolsConfig, proc, junit, cases: list[
                       exit_code=proc.returncode, duration_s=duration)
 
 
-def _main_and_known_hangs(sandbox: Sandbox, runner: Runner, command: list[str],
-                          main_env: dict[str, str],
-                          tools: ToolsConfig, plan: TestPlan, build, out_dir: Path,
-                          environ: dict[str, str] | None):
-    """Run the main run and, at the same time, the known hangs' process (if any).
+def _main_and_known_hangs(suite: _Suite, command: list[str], main_env: dict[str, str],
+                          plan: TestPlan):
+    """Run the main run and, at the same time, the known hangs' process (if any) and
+    the second chances of the tests the main run's timeouts stop (as they stop).
 
     Returns:
         ``(main ProcessResult, SideRun of the known hangs or None)``.
     """
-    if environ is None or not plan.hung:
-        return runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env), None
-    junit = out_dir / "hung.xml"
-    side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s), environ)
-    budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="known-hangs") as pool:
-        side = pool.submit(run_side, sandbox, build(junit, plan.hang_s), plan.hung, junit,
-                           side_env, budget, runner)
-        proc = runner(command, timeout_s=tools.pytest.run_timeout_s, env=main_env)
-        known: SideRun = side.result()
+    runner, out_dir, timeout_s = suite.runner, suite.out_dir, suite.tools.pytest.run_timeout_s
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="main-run") as pool:
+        side = None
+        if suite.timeouts and plan.hung:
+            junit = out_dir / "hung.xml"
+            side_env = install_plugin(out_dir, "hung", TestPlan(default_s=plan.hang_s),
+                                      suite.environ)
+            budget = plan.hang_s * len(plan.hung) + STARTUP_SLACK_S
+            side = pool.submit(run_side, suite.sandbox, suite.build(junit, plan.hang_s),
+                               plan.hung, junit, side_env, budget, runner)
+        main = pool.submit(runner, command, timeout_s=timeout_s, env=main_env)
+        if suite.early is not None:
+            suite.early.watch(main)
+        proc = main.result()
+        known: SideRun | None = side.result() if side is not None else None
     return proc, known
 
 
-def _with_second_chances(sandbox: Sandbox, build, cases: list[TestCase], tools: ToolsConfig,
-                         out_dir: Path, environ: dict[str, str], runner: Runner) -> list[TestCase]:
+def _with_second_chances(cases: list[TestCase], early: EarlyChances) -> list[TestCase]:
     """The main run's cases, each one that hit its timeout replaced by its second chance."""
     stopped = [case for case in cases if hit_timeout(case)]
     if not stopped:
         return cases
-    again = second_chances(sandbox, build, stopped, tools, out_dir, environ, runner)
+    again = early.results(stopped)
     return [again.get(case.nodeid, case) for case in cases]
-
-
-def _with_contexts(command: list[str], environ: dict[str, str],
-                   out_dir: Path) -> tuple[list[str], dict[str, str]]:
-    """Load the context-switching plugin (from ``out_dir``) into the test run."""
-    write_plugin(out_dir)
-    path = environ.get("PYTHONPATH")
-    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
-    at = command.index("pytest") + 1
-    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
-
-
-def _coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
-                     impact_file: Path | None = None):
-    """Combine parallel data files if any, write ``coverage json`` and parse it.
-
-    With ``impact_file``, the report shows contexts and the impact map is saved there.
-
-    Returns:
-        ``(report, None)``, or ``(None, error text)`` when coverage failed.
-    """
-    python = str(env.python)
-    if any(out_dir.glob(".coverage.*")):  # side processes, or the repo's config sets parallel
-        run_isolated([python, "-m", "coverage", "combine", "--append"], target_env=env,
-                     worktree=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ,
-                     writable=(out_dir,))
-    report = out_dir / "coverage.json"
-    contexts = ["--show-contexts"] if impact_file is not None else []
-    proc = run_isolated([python, "-m", "coverage", "json", "-i", *contexts, "-o", str(report)],
-                        target_env=env, worktree=sandbox.path,
-                        timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
-    if not report.is_file():  # exit 2 only means fail_under was not met
-        return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
-    if impact_file is not None:
-        save_impact_map(report, sandbox.path, impact_file)
-    try:
-        return parse_coverage_json(report, sandbox.path), None
-    except ToolError as err:
-        return None, err.message

@@ -12,8 +12,9 @@ from prefect.cache_policies import NO_CACHE
 
 from mendflow.core.config_learning import LearningConfig
 from mendflow.core.insights import insights_markdown, stats_report
-from mendflow.core.models import MissionResult
+from mendflow.core.models import MissionResult, Sandbox
 from mendflow.infra.analysis import analysis_markdown, analyze_path
+from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.charts import write_progress_chart
 from mendflow.infra.outcomes import STORE_ERRORS, OutcomeStore
 from mendflow.infra.progress import report_progress
@@ -67,17 +68,22 @@ def publish_insights(learning: LearningConfig, state_root: Path, result: Mission
     return markdown
 
 
-@task(name="analyze-codebase", cache_policy=NO_CACHE, timeout_seconds=600)
-def analyze_codebase(path: Path) -> str:
+@task(name="analyze-codebase", timeout_seconds=600, cache_policy=MISSION_STEP,
+      persist_result=True)
+def analyze_codebase(sandbox: Sandbox, tree: str) -> str:
     """The self-analysis section of the report (radon metrics and git-churn hotspots).
 
+    Cached by the sandbox (its mission and base commit) and the tree: a resumed
+    mission that ends on the same tree does not analyze it again.
+
     Args:
-        path: the tree to analyze (the mission's worktree).
+        sandbox: the mission's sandbox; its worktree is analyzed.
+        tree: the content hash of that worktree's tree (``git write-tree``): the cache key.
 
     Returns:
         Markdown.
     """
-    return analysis_markdown(analyze_path(path))
+    return analysis_markdown(analyze_path(sandbox.path))
 
 
 @task(name="append-report-sections", cache_policy=NO_CACHE, timeout_seconds=60)

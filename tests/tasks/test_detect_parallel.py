@@ -55,23 +55,37 @@ def repo(tmp_path_factory):
     return new_repo(tmp_path_factory.mktemp("spread") / "repo", FILES)
 
 
+def impact_by_test(path):
+    """The impact map with test indexes resolved to node ids (sets: the order may differ)."""
+    impact = load_impact_map(path)
+    return {file: ({line: {impact.tests[i] for i in ids} for line, ids in entry.lines.items()},
+                   entry.import_lines)
+            for file, entry in impact.files.items()}
+
+
+@pytest.mark.slow
 def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
     sandbox = sandbox_for(repo)
-    serial = measure_tests(sandbox, TARGET_ENV, TOOLS)
+    serial = measure_tests(sandbox, TARGET_ENV, TOOLS, impact_file=tmp_path / "serial.json")
     spread = measure_tests_spread(sandbox, TARGET_ENV, TOOLS, workers=2,
-                                  impact_file=tmp_path / "map.json")
-    assert "-n" in spread.command and "--parallel-mode" in spread.command
+                                  impact_file=tmp_path / "spread.json")
+    assert spread.command[1:5] == ("-m", "pytest", "-p", "mendflow_xdist_coverage")
+    assert "-n" in spread.command and "loadscope" in spread.command
+    assert (spread.test_run.workers, serial.test_run.workers) == (2, 1)
     assert outcomes(spread) == outcomes(serial)
     assert outcomes(spread)["tests/test_add.py::test_add_wrong"] == "failed"
+    assert spread.findings == serial.findings
     assert spread.test_run.coverage_percent == serial.test_run.coverage_percent
-    assert [(f.path, f.missing_lines) for f in spread.test_run.files] == \
-        [(f.path, f.missing_lines) for f in serial.test_run.files]
-    impact = load_impact_map(tmp_path / "map.json")
-    mul_body = impact["files"]["pkg/calc.py"]["lines"]["6"]
-    assert [impact["tests"][i] for i in mul_body] == ["tests/test_mul.py::test_mul"]
+    assert [(f.path, f.covered_lines, f.missing_lines) for f in spread.test_run.files] == \
+        [(f.path, f.covered_lines, f.missing_lines) for f in serial.test_run.files]
+    # the test-impact contexts: which tests reach which lines, and the import-time lines
+    assert impact_by_test(tmp_path / "spread.json") == impact_by_test(tmp_path / "serial.json")
+    mul_body = impact_by_test(tmp_path / "spread.json")["pkg/calc.py"][0][6]
+    assert mul_body == {"tests/test_mul.py::test_mul"}
     assert worktree_status(repo) == ""
 
 
+@pytest.mark.slow
 def test_a_suite_that_breaks_under_workers_runs_serially(make_repo, monkeypatch):
     # this suite itself may run under pytest-xdist: the target must not inherit its worker id
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
@@ -84,5 +98,12 @@ def test_a_suite_that_breaks_under_workers_runs_serially(make_repo, monkeypatch)
             assert os.environ.get("PYTEST_XDIST_WORKER") is None
         """})
     result = measure_tests_spread(sandbox_for(repo), TARGET_ENV, TOOLS, workers=2)
-    assert "-n" not in result.command
-    assert outcomes(result)["tests/test_env.py::test_needs_one_process"] == "passed"
+    assert "-n" not in result.command and result.test_run.workers == 1
+    # the serial run's findings: only the genuinely failing test, none from the xdist worker
+    assert outcomes(result) == {"tests/test_add.py::test_add": "passed",
+                                "tests/test_add.py::test_add_wrong": "failed",
+                                "tests/test_env.py::test_needs_one_process": "passed",
+                                "tests/test_mul.py::test_mul": "passed"}
+    assert {f.path for f in result.findings if f.category == "test-failure"} == \
+        {"tests/test_add.py"}
+    assert result.test_run.coverage_percent is not None

@@ -13,7 +13,7 @@ import pytest
 from mendflow.core.errors import ToolError
 from mendflow.core.models import TargetEnv
 from mendflow.tasks.detect import measure_tests
-from mendflow.tasks.detect.pytest_run import coverage_config_sets_source
+from mendflow.tasks.detect.pytest_coverage import coverage_config_sets_source
 from tests.helpers.detect import (
     TARGET_ENV,
     new_repo,

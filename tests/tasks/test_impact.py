@@ -104,6 +104,28 @@ def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded
     assert import_time.nodeids is None and "import time" in import_time.reason
 
 
+def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measured(recorded):
+    """``coverage run --source=.`` measured every file any test executed: a .py file
+    missing from the data (docs/conf.py, a new module) ran in no test."""
+    _repo, impact = recorded
+    docs = patch(MUL_DIFF.replace("shop/calc.py", "docs/conf.py"), ("docs/conf.py",))
+    failing = {"tests/test_calc.py::test_mul"}
+    chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing, measured_everything=True)
+    assert chosen.nodeids == ("tests/test_calc.py::test_mul",)  # the failing ones only
+    # a narrowed measurement (the repository's coverage config sets source) still falls back
+    assert select_tests(impact, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # a file that is not Python may be read by any test: the whole suite
+    data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
+    assert select_tests(impact, data, {"shop/rates.json": None}, set(),
+                        measured_everything=True).nodeids is None
+    # a type stub is never imported at run time, whatever the measurement
+    stub = patch(MUL_DIFF.replace("shop/calc.py", "shop/calc.pyi"), ("shop/calc.pyi",))
+    assert select_tests(impact, stub, {"shop/calc.pyi": None}, set()).nodeids == ()
+    # a conftest.py reaches every test below it: its directory is selected
+    fixture = patch(MUL_DIFF.replace("shop/calc.py", "tests/conftest.py"), ("tests/conftest.py",))
+    assert select_tests(impact, fixture, {}, set()).nodeids == ("tests",)
+
+
 def test_the_selected_tests_run_alone_without_coverage(recorded):
     repo, _ = recorded
     result = measure_tests(sandbox_for(repo), TARGET_ENV, only(pytest={}, coverage={}),
@@ -126,3 +148,42 @@ def test_lines_map_back_through_an_earlier_candidate_of_the_same_file(recorded):
                                 "-    return a * b\n+    return a * b + 1\n",
                                 "@@ -7,1 +7,1 @@\n-# sum\n+# the sum\n")
     assert select_tests(impact, patch(on_added), stale, set(), [earlier]).nodeids is None
+
+
+def test_the_map_reaches_a_resume_on_another_host_through_the_result_storage(
+        recorded, prefect_harness, tmp_path, monkeypatch):
+    """Host A reads the map its test run wrote; host B (another state directory, no file:
+    it replayed that test run from the cache) reads the same map from the cached result."""
+    from prefect import flow
+
+    from mendflow.core.models import Sandbox
+    from mendflow.tasks.detect.impact import impact_path
+    from mendflow.tasks.detect.impact_record import read_impact_map
+
+    _repo, impact = recorded
+
+    @flow
+    def read_on(sandbox, tree):
+        return read_impact_map(sandbox, tree, return_state=True)
+
+    def sandbox_on(home):
+        path = home / "worktrees" / "m-impact"
+        path.mkdir(parents=True)
+        return Sandbox(mission_id="m-impact", path=path, branch="mendflow/m-impact",
+                       base_commit="0" * 40, repo_root=home / "clones" / "repo")
+
+    tree = f"tree-{tmp_path.name}"  # unique per run: a cache entry of an earlier run can't answer
+    host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
+    monkeypatch.setenv("MENDFLOW_HOME", str(host_a))
+    sandbox_a = sandbox_on(host_a)
+    impact_path(sandbox_a, tree).write_text(impact.model_dump_json(), encoding="utf-8")
+    first = read_on(sandbox_a, tree)
+    assert first.name == "Completed" and first.result() == impact
+
+    monkeypatch.setenv("MENDFLOW_HOME", str(host_b))
+    sandbox_b = sandbox_on(host_b)
+    assert not impact_path(sandbox_b, tree).exists()
+    second = read_on(sandbox_b, tree)
+    assert second.name == "Cached" and second.result() == impact
+    # another tree has no entry and no file: no map, so selection runs the whole suite
+    assert read_on(sandbox_b, tree + "-other").result() is None

@@ -18,12 +18,17 @@ from prefect import flow
 import mendflow.tasks.fix.claude  # noqa: F401
 from mendflow.core.config import AnthropicFixerConfig, FixerConfig, MendflowConfig, validate_config
 from mendflow.core.errors import LLMError
-from mendflow.core.models import Finding, Sandbox
+from mendflow.core.models import Finding, Sandbox, TestCase, TestRun, ToolResult
+from mendflow.core.spread import SuiteCost, cost_from_history
 from mendflow.infra.budget import release_mission_budgets
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.timeouts import LLM_STEP, load_history, percentile, record_duration
 from mendflow.tasks.fix import propose_patch
-from mendflow.tasks.preflight import adapt_fixer_timeouts, plan_fixer_timeouts
+from mendflow.tasks.preflight import (
+    adapt_fixer_timeouts,
+    plan_fixer_timeouts,
+    record_tool_durations,
+)
 from tests.fakes import fake_messages_api as api
 from tests.helpers.llm import CALC_FILES, FAKE_KEY, GOOD_EDIT, git_worktree_sandbox, lint_finding
 
@@ -192,3 +197,14 @@ def test_check_crash_loop_counts_automation_crashes_in_the_run_history(prefect_h
             check_crash_loop.fn(run_id, 1)
     assert caught.value.subject == run_id
     assert "2 times" in str(caught.value) and "mendflow mission resume" in str(caught.value)
+
+
+def test_a_test_run_leaves_the_split_the_next_baseline_decides_spreading_from(repo, state):
+    cases = (TestCase(nodeid="tests/t.py::a", outcome="passed", duration_s=3.0),
+             TestCase(nodeid="tests/t.py::b", outcome="failed", duration_s=1.0))
+    run = TestRun(collected=2, cases=cases, duration_s=6.0)
+    record_tool_durations.fn(repo, [ToolResult(tool="pytest", test_run=run, duration_s=6.0),
+                                    ToolResult(tool="mypy", duration_s=2.5)], state)
+    history = load_history(repo, state)
+    assert history["pytest"] == [6.0]
+    assert cost_from_history(history) == SuiteCost(fixed_s=2.0, tests_s=4.0, others_s=2.5)

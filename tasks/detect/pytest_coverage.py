@@ -1,0 +1,91 @@
+"""The coverage.py side of a test run: what the repository's config measures, the
+test-impact contexts, and the combined JSON report.
+
+Used by :func:`mendflow.tasks.detect.pytest_run.measure_tests`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mendflow.core.errors import ToolError
+from mendflow.core.models import Sandbox, TargetEnv
+from mendflow.infra.isolation import run_isolated
+from mendflow.tasks.detect.common import load_pyproject, read_ini, tool_table
+from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
+from mendflow.tasks.detect.impact import save_impact_map, write_plugin
+from mendflow.tasks.detect.pytest_reports import parse_coverage_json
+
+COVERAGE_REPORT_TIMEOUT_S = 600.0
+
+
+def coverage_config_sets_source(root: Path) -> bool:
+    """Does the repository's coverage config choose what to measure (``source``/``include``)?
+
+    coverage.py reads the first of ``.coveragerc``, ``setup.cfg`` ([coverage:run]),
+    ``tox.ini`` ([coverage:run]) and ``pyproject.toml`` ([tool.coverage.run]) that
+    has coverage settings; this looks at the same files in the same order.
+
+    Args:
+        root: the worktree root.
+
+    Returns:
+        True if that config sets ``source``, ``source_pkgs`` or ``include`` in its run section.
+    """
+    keys = ("source", "source_pkgs", "include")
+    rc = root / ".coveragerc"
+    if rc.is_file():
+        parser = read_ini(rc)
+        return bool(parser and parser.has_section("run")
+                    and any(parser.get("run", k, fallback="").strip() for k in keys))
+    for name in ("setup.cfg", "tox.ini"):
+        parser = read_ini(root / name)
+        if parser is None:
+            continue
+        sections = [s for s in parser.sections() if s.startswith("coverage:")]
+        if sections:
+            return parser.has_section("coverage:run") and any(
+                parser.get("coverage:run", k, fallback="").strip() for k in keys)
+    table = tool_table(load_pyproject(root), "coverage")
+    run = (table or {}).get("run")
+    return isinstance(run, dict) and any(run.get(k) for k in keys)
+
+
+def with_contexts(command: list[str], environ: dict[str, str],
+                   out_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Load the context-switching plugin (from ``out_dir``) into the test run."""
+    write_plugin(out_dir)
+    path = environ.get("PYTHONPATH")
+    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
+    at = command.index("pytest") + 1
+    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
+
+
+def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
+                     impact_file: Path | None = None):
+    """Combine parallel data files if any, write ``coverage json`` and parse it.
+
+    With ``impact_file``, the report shows contexts and the impact map is saved there.
+
+    Returns:
+        ``(report, None)``, or ``(None, error text)`` when coverage failed.
+    """
+    python = str(env.python)
+    if any(out_dir.glob(".coverage.*")):  # side processes, or the repo's config sets parallel
+        run_isolated([python, "-m", "coverage", "combine", "--append"], target_env=env,
+                     worktree=sandbox.path, timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ,
+                     writable=(out_dir,))
+    report = out_dir / "coverage.json"
+    contexts = ["--show-contexts"] if impact_file is not None else []
+    proc = run_isolated([python, "-m", "coverage", "json", "-i", *contexts, "-o", str(report)],
+                        target_env=env, worktree=sandbox.path,
+                        timeout_s=COVERAGE_REPORT_TIMEOUT_S, env=environ, writable=(out_dir,))
+    if not report.is_file():  # exit 2 only means fail_under was not met
+        return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
+    if impact_file is not None:
+        save_impact_map(report, sandbox.path, impact_file)
+    try:
+        return parse_coverage_json(report, sandbox.path), None
+    except ToolError as err:
+        return None, err.message
