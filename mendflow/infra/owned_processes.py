@@ -32,8 +32,12 @@ from mendflow.infra.layout import StateLayout
 
 log = logging.getLogger(__name__)
 
-CREATE_TIME_TOLERANCE_S = 0.05
-"""Two creation times closer than this (seconds) are the same process (clock ticks are 0.01 s)."""
+CREATE_TIME_TOLERANCE_S = 1.0
+"""Two creation times closer than this (seconds) are the same process. psutil derives a
+creation time from the boot time, which some kernels and container runtimes report with a
+drift of up to a second over a long uptime: a tighter bound took a live owner for a dead
+one (a false orphan, seen in a 25-minute test session). A pid reused within a second of
+the first process's start is not a practical risk."""
 _CORRUPT_GRACE_S = 60.0
 _owner_cache: dict[int, float] = {}
 
