@@ -3,12 +3,13 @@ model calls.
 
 Usage::
 
-    .venv/bin/python bench/overhead.py [--bugs 12] [--select | --no-select]
+    .venv/bin/python bench/overhead.py [REPO] [--bugs 12] [--select | --no-select]
 
 One default mission runs in this process (``maintenance_mission``, Prefect's
-ephemeral API started by a warm-up flow run first, reported apart) on the
+ephemeral API started by a warm-up flow run first, reported apart): on the
 generated repository of ``bench/oracle.py`` (``--bugs`` one-line bugs), with the
-Claude fixer on the fake Messages API scripted as a perfect model. While it
+Claude fixer on the fake Messages API scripted as a perfect model; or, given
+``REPO``, on a clone of it with the offline fixer (a real project's suite). While it
 runs, :mod:`mendflow.infra.busy` records every span spent waiting on a tool
 subprocess (``run_process``), on git (``run_git``) and on a model call. It
 prints the mission's wall time, the time covered by those spans (concurrent
@@ -30,9 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -44,6 +47,9 @@ from mendflow.infra import busy  # noqa: E402  (imports no Prefect: the env is s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("repo", nargs="?", type=Path,
+                        help="a git repository: a mission with the offline (ruff) fixer on a "
+                             "clone of it, instead of the generated bugs and the Claude fixer")
     parser.add_argument("--bugs", type=int, default=12)
     parser.add_argument("--select", action=argparse.BooleanOptionalAction, default=True)
     opts = parser.parse_args(argv)
@@ -55,11 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"})
     os.environ.pop("PREFECT_API_URL", None)
 
-    from oracle import generate, make_repo, oracle
     from prefect import flow
-
-    from mendflow.flows.mission import maintenance_mission
-    from tests.fakes import fake_messages_api as api
 
     @flow
     def warm_up() -> int:
@@ -68,27 +70,55 @@ def main(argv: list[str] | None = None) -> None:
     start = time.monotonic()
     warm_up()
     warm = time.monotonic() - start
-    files, bugs = generate(opts.bugs, 7)
-    repo = make_repo(work / "shop", files)
-    with api.FakeMessagesAPI() as fake:
-        fake.respond_with(oracle(bugs))
-        config = work / "mendflow.json"
-        config.write_text(json.dumps({
-            "environment": {"type": "interpreter", "python": sys.executable},
-            "fixer": {"type": "anthropic", "base_url": fake.root_url, "model": "oracle"},
-            "validation": {"select_tests": opts.select}}))
-        busy.start()
-        start, start_wall = time.monotonic(), time.time()
-        result = maintenance_mission(path=str(repo), config_file=str(config),
-                                     mission_id="overhead")
-        wall = time.monotonic() - start
-        spans = busy.stop()
-    bodies = task_run_spans(result.flow_run_id, start - start_wall)
-    accepted = sum(p.status == "accepted" for p in result.patches)
+    config = {"environment": {"type": "interpreter", "python": sys.executable},
+              "validation": {"select_tests": opts.select}}
+    if opts.repo is not None:
+        repo = work / "repo"
+        subprocess.run(["git", "clone", "-q", str(opts.repo), str(repo)], check=True)
+        wall, spans, result = run_mission(work, repo, config)
+        what = f"{repo.name}, offline fixer"
+    else:
+        from oracle import generate, make_repo, oracle
+
+        from tests.fakes import fake_messages_api as api
+
+        files, bugs = generate(opts.bugs, 7)
+        repo = make_repo(work / "shop", files)
+        with api.FakeMessagesAPI() as fake:
+            fake.respond_with(oracle(bugs))
+            config["fixer"] = {"type": "anthropic", "base_url": fake.root_url, "model": "oracle"}
+            wall, spans, result = run_mission(work, repo, config)
+        what = f"{opts.bugs} bugs"
+    bodies = task_run_spans(result.flow_run_id, result.started_mono - result.started_wall)
+    accepted = sum(p.status == "accepted" for p in result.mission.patches)
     print(f"warm-up flow run      {warm:6.1f} s (Prefect's ephemeral API start; not counted)")
-    print(f"mission               {wall:6.1f} s ({opts.bugs} bugs, {accepted} accepted, "
+    print(f"mission               {wall:6.1f} s ({what}, {accepted} accepted, "
           f"select_tests={str(opts.select).lower()})")
     print_split(wall, spans, bodies)
+
+
+@dataclass
+class Timed:
+    """A mission's result and the two clocks at its start."""
+
+    mission: object
+    flow_run_id: str | None
+    started_mono: float
+    started_wall: float
+
+
+def run_mission(work: Path, repo: Path, config: dict) -> tuple[float, list, Timed]:
+    """One mission in this process, with busy spans recorded: (wall s, spans, Timed)."""
+    from mendflow.flows.mission import maintenance_mission
+
+    path = work / "mendflow.json"
+    path.write_text(json.dumps(config))
+    busy.start()
+    start, start_wall = time.monotonic(), time.time()
+    result = maintenance_mission(path=str(repo), config_file=str(path), mission_id="overhead")
+    wall = time.monotonic() - start
+    spans = busy.stop()
+    return wall, spans, Timed(result, result.flow_run_id, start, start_wall)
 
 
 def print_split(wall: float, spans: list[tuple[str, float, float]],
