@@ -15,11 +15,12 @@ from prefect import task
 
 from mendflow.core.models import ImpactMap, Sandbox
 from mendflow.infra.caching import MISSION_STEP
+from mendflow.infra.retry import transient_retries
 from mendflow.tasks.detect.impact import impact_path, load_impact_map
 
 
-@task(name="read-impact-map", timeout_seconds=300, retries=1,
-      cache_policy=MISSION_STEP, persist_result=True)
+@task(name="read-impact-map", timeout_seconds=300, cache_policy=MISSION_STEP,
+      persist_result=True, **transient_retries(1, first_delay_s=1))
 def read_impact_map(sandbox: Sandbox, tree: str) -> ImpactMap | None:
     """The test-impact map the full test run of ``tree`` recorded in ``sandbox``.
 

@@ -67,12 +67,31 @@ def approve_in_ui(ui_root: str, run_id: str, *, approver: str, comment: str) -> 
             field.get_by_role("button", name="str").click()  # the field is `str | None`
             field.locator("textarea").first.fill(approver)
             page.screenshot(path=str(SCREENSHOT))
-            dialog.get_by_role("button", name="Submit").click()
-            # the dialog closes once the API took the resume: on a busy machine
-            # (the suite runs on two workers) that took longer than 5 s
-            expect(dialog).to_be_hidden(timeout=UI_WAIT_MS)
+            submit_resume(dialog, ui_root, run_id)
         finally:
             browser.close()
+
+
+def submit_resume(dialog, ui_root: str, run_id: str, attempts: int = 3) -> None:
+    """Press Submit until the dialog closes; the dialog closes once the API took the resume.
+
+    On a loaded machine a Submit press was once left without effect (the dialog stayed
+    open, no error, the run still paused after 60 s). Before pressing again, the run's
+    state is read from the API: a run no longer paused was resumed, and is not resumed twice.
+    """
+    import httpx
+    from playwright.sync_api import expect
+
+    for attempt in range(1, attempts + 1):
+        dialog.get_by_role("button", name="Submit").click()
+        try:
+            expect(dialog).to_be_hidden(timeout=UI_WAIT_MS // 2)
+            return
+        except AssertionError:
+            state = httpx.get(f"{ui_root}/api/flow_runs/{run_id}", timeout=30).json()["state"]
+            if state["type"] != "PAUSED" or attempt == attempts:
+                assert state["type"] != "PAUSED", f"still {state['name']} after {attempt} Submits"
+                return
 
 
 def test_resume_dialog_approves_the_suspended_mission(served: Served, tmp_path):

@@ -20,7 +20,7 @@ import yaml
 
 from mendflow.core.models import Finding, MissionResult
 from mendflow.flows.mission import maintenance_mission
-from mendflow.tasks.detect.pytest_hangs import PLAN_ENV
+from mendflow.tasks.detect.pytest_hangs import PLAN_ENV, TIMED_OUT_ENV
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.fakes import fake_messages_api as api
 from tests.fixtures.bugs import BUG_NAMES, apply_fix, load_bug, project_files
@@ -341,9 +341,10 @@ def test_test_run_never_sees_the_secrets(make_repo, tmp_path, fake_anthropic, ap
     for environ in runs:
         assert environ["ENV_PROBE_OUT"] == str(probe)
         assert "ANTHROPIC_API_KEY" not in environ and "MY_SERVICE_TOKEN" not in environ
-        # only mendflow's own per-test timeout plan reaches the tests (no secret, no state)
+        # only mendflow's own per-test timeout plan, and the file its timeout plugin names
+        # the stopped tests in, reach the tests (no secret, no state)
         assert not [n for n in environ if n.startswith(("PREFECT_", "MENDFLOW_"))
-                    and n != PLAN_ENV]
+                    and n not in (PLAN_ENV, TIMED_OUT_ENV)]
     text = probe.read_text(encoding="utf-8")
     assert api_key not in text and SERVICE_TOKEN not in text
     assert api_key not in json.dumps([r.json for r in fake_anthropic.requests])
