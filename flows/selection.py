@@ -36,7 +36,6 @@ from mendflow.tasks.detect import (
 )
 from mendflow.tasks.detect.impact import content_hash, select_tests
 from mendflow.tasks.detect.impact_record import read_impact_map
-from mendflow.tasks.detect.pytest_coverage import coverage_config_sets_source
 from mendflow.tasks.detect.selective import merge_selected
 from mendflow.tasks.sandbox import hash_tree
 from mendflow.tasks.validate import judge_patch
@@ -84,9 +83,7 @@ def validate_selected(ledger: MissionLedger, patch: Patch, before: dict[str, str
     run = ledger.current.test_run
     failed = {c.nodeid for c in run.cases if c.outcome in ("failed", "error")} if run else set()
     selection = select_tests(impact, patch, before, failed,
-                             [item.patch.diff for item in ledger.pending],
-                             measured_everything=not coverage_config_sets_source(
-                                 ledger.sandbox.path))
+                             [item.patch.diff for item in ledger.pending])
     if selection.nodeids is None:
         report_progress("validate", f"{patch.id}: full run ({selection.reason})")
         return None

@@ -177,3 +177,7 @@ class ImpactMap(Contract):
 
     tests: tuple[str, ...] = Field(description="pytest node ids, indexed by ImpactFile.lines")
     files: dict[str, ImpactFile] = Field(description="repository-relative POSIX path -> data")
+    whole_tree: bool = Field(
+        False, description="the run measured every Python file it executed under the worktree "
+        "(`coverage run --source=.`; the repository's coverage config does not narrow it): a "
+        ".py file missing from `files` ran in no test")

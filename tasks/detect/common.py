@@ -185,3 +185,10 @@ def tracked_python_files(root: Path) -> list[str]:
     out = run_git(root, "ls-files", "-z", "--", "*.py", error=ToolError,
                   hint="measure a git worktree (mendflow's sandbox)")
     return sorted(p for p in out.split("\0") if p.endswith(".py") and (root / p).is_file())
+
+
+def first_on_pythonpath(environ: dict[str, str], directory: Path) -> dict[str, str]:
+    """``environ`` with ``directory`` first on ``PYTHONPATH`` (where mendflow's pytest and
+    coverage plugins are written for one run), the entries already there kept after it."""
+    path = environ.get("PYTHONPATH")
+    return {**environ, "PYTHONPATH": str(directory) + (os.pathsep + path if path else "")}

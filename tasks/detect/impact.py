@@ -81,12 +81,14 @@ def content_hash(path: Path) -> str | None:
         return None
 
 
-def impact_map_from_coverage_json(report: Path, root: Path) -> ImpactMap:
+def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = False) -> ImpactMap:
     """Reduce ``coverage json --show-contexts`` to the impact map.
 
     Args:
         report: the JSON written by coverage.py with ``--show-contexts``.
         root: the worktree root (files outside it are left out).
+        whole_tree: the run measured the whole worktree (``--source=.``), see
+            :attr:`ImpactMap.whole_tree <mendflow.core.models.ImpactMap>`.
 
     Returns:
         The :class:`~mendflow.core.models.ImpactMap`: each measured file's content
@@ -113,16 +115,17 @@ def impact_map_from_coverage_json(report: Path, root: Path) -> ImpactMap:
                 imports.append(int(line))
         files[rel] = ImpactFile(sha256=content_hash(root / rel), lines=lines,
                                 import_lines=tuple(sorted(imports)))
-    return ImpactMap(tests=tuple(tests), files=files)
+    return ImpactMap(tests=tuple(tests), files=files, whole_tree=whole_tree)
 
 
-def save_impact_map(report: Path, root: Path, target: Path) -> None:
+def save_impact_map(report: Path, root: Path, target: Path, whole_tree: bool = False) -> None:
     """Write the impact map of a ``--show-contexts`` report to ``target`` (atomically).
 
     A report that cannot be read leaves no map (selection then runs the whole suite).
+    ``whole_tree``: see :func:`impact_map_from_coverage_json`.
     """
     try:
-        data = impact_map_from_coverage_json(report, root)
+        data = impact_map_from_coverage_json(report, root, whole_tree)
     except (OSError, ValueError, AttributeError, TypeError):
         return
     partial = target.with_suffix(".part")
@@ -215,12 +218,14 @@ def to_source_lines(diff: str, path: str, lines: set[int]) -> set[int] | None:
 
 
 def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str | None],
-                 failed_at_baseline: set[str], earlier: Sequence[str] = (), *,
-                 measured_everything: bool = False) -> Selection:
+                 failed_at_baseline: set[str], earlier: Sequence[str] = ()) -> Selection:
     """Pick the tests that must run to validate one candidate first.
 
     Args:
         impact: the impact map of the tree the contexts were recorded on (None: missing).
+            When it measured the whole tree (``whole_tree``), a ``.py`` file missing
+            from it ran in no test (a ``docs/conf.py``, a ``setup.py``, a new module)
+            and selects no test; else such a file falls back.
         patch: the candidate.
         before: content hash (sha256) of each of the patch's files just before it
             was applied (None for a file that did not exist).
@@ -228,11 +233,6 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
         earlier: the diffs of candidates applied (uncommitted) since the impact
             data was recorded, in order: a file they changed is not stale, its
             lines are mapped back through them (a line they added falls back).
-        measured_everything: the recording run measured every Python file it
-            executed under the worktree (``coverage run --source=.``: the
-            repository's coverage config does not narrow it). A ``.py`` file
-            missing from the data then ran in no test (a ``docs/conf.py``, a
-            ``setup.py``, a new module) and selects no test; else it falls back.
 
     Returns:
         The selection; ``nodeids=None`` falls back to the whole suite.
@@ -250,7 +250,7 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
             continue  # a type stub is never imported at run time: only the linters judge it
         entry = files.get(path)
         if entry is None:
-            if measured_everything and path.endswith(".py"):
+            if impact.whole_tree and path.endswith(".py"):
                 continue  # no test executed it: nothing to select (the batch's run confirms)
             return Selection(None, f"{path}: not in the test-impact data")
         touched = [d for d in earlier if any(_diff_path(pf) == path for pf in PatchSet(d))]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv, ToolResult
+from mendflow.tasks.detect.common import first_on_pythonpath
 
 WORKER_PLUGIN = "mendflow_xdist_coverage"
 DIST_MODE = "loadscope"
@@ -82,8 +83,7 @@ def with_workers(command: list[str], environ: dict[str, str], out_dir: Path,
     # coverage (traced, xdist's own Python would cost several times its plain time)
     command = [python, "-m", "pytest", "-p", WORKER_PLUGIN, "-n", str(workers),
                "--dist", DIST_MODE, *pytest_args]
-    path = environ.get("PYTHONPATH")
-    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
+    environ = first_on_pythonpath(environ, out_dir)
     if measure_all:
         environ["MENDFLOW_COVERAGE_SOURCE"] = "."
     return command, environ

@@ -6,13 +6,17 @@ Used by :func:`mendflow.tasks.detect.pytest_run.measure_tests`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TargetEnv
 from mendflow.infra.isolation import run_isolated
-from mendflow.tasks.detect.common import load_pyproject, read_ini, tool_table
+from mendflow.tasks.detect.common import (
+    first_on_pythonpath,
+    load_pyproject,
+    read_ini,
+    tool_table,
+)
 from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
 from mendflow.tasks.detect.impact import save_impact_map, write_plugin
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json
@@ -56,10 +60,9 @@ def with_contexts(command: list[str], environ: dict[str, str],
                    out_dir: Path) -> tuple[list[str], dict[str, str]]:
     """Load the context-switching plugin (from ``out_dir``) into the test run."""
     write_plugin(out_dir)
-    path = environ.get("PYTHONPATH")
-    environ = {**environ, "PYTHONPATH": str(out_dir) + (os.pathsep + path if path else "")}
     at = command.index("pytest") + 1
-    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
+    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], first_on_pythonpath(environ,
+                                                                                     out_dir)
 
 
 def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
@@ -84,7 +87,8 @@ def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: di
     if not report.is_file():  # exit 2 only means fail_under was not met
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
     if impact_file is not None:
-        save_impact_map(report, sandbox.path, impact_file)
+        save_impact_map(report, sandbox.path, impact_file,
+                        whole_tree=not coverage_config_sets_source(sandbox.path))
     try:
         return parse_coverage_json(report, sandbox.path), None
     except ToolError as err:

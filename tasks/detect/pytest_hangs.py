@@ -37,6 +37,7 @@ from mendflow.core.config import ToolsConfig
 from mendflow.core.errors import ToolError
 from mendflow.core.models import Sandbox, TestCase, TestPlan
 from mendflow.infra.runner import ProcessResult
+from mendflow.tasks.detect.common import first_on_pythonpath
 from mendflow.tasks.detect.pytest_reports import JUnitReport, parse_junit
 
 Runner = Callable[..., ProcessResult]
@@ -108,10 +109,9 @@ def install_plugin(out_dir: Path, name: str, plan: TestPlan,
     plan_file = out_dir / f"timeouts-{name}.json"
     plan_file.write_text(json.dumps({"default_s": plan.default_s, "timeouts": plan.timeouts}),
                          encoding="utf-8")
-    path = [str(plugin_dir), *([environ["PYTHONPATH"]] if environ.get("PYTHONPATH") else [])]
     coverage = out_dir / (".coverage" if name == "main" else f".coverage.{name}")
     streamed = {TIMED_OUT_ENV: str(out_dir / TIMED_OUT_FILE)} if name == "main" else {}
-    return {**environ, "PYTHONPATH": ":".join(path), PLAN_ENV: str(plan_file),
+    return {**first_on_pythonpath(environ, plugin_dir), PLAN_ENV: str(plan_file),
             "COVERAGE_FILE": str(coverage), **streamed}
 
 

@@ -97,8 +97,9 @@ def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded
     assert missing.nodeids is None and "no test-impact data" in missing.reason
     stale = select_tests(impact, patch(MUL_DIFF), {"shop/calc.py": "0" * 64}, set())
     assert stale.nodeids is None and "changed since" in stale.reason
-    unknown = select_tests(impact, patch(MUL_DIFF.replace("shop/calc.py", "shop/new.py"),
-                                         ("shop/new.py",)), {"shop/new.py": None}, set())
+    narrowed = impact.model_copy(update={"whole_tree": False})  # a repo config sets `source`
+    unknown = select_tests(narrowed, patch(MUL_DIFF.replace("shop/calc.py", "shop/new.py"),
+                                           ("shop/new.py",)), {"shop/new.py": None}, set())
     assert unknown.nodeids is None and "not in the test-impact data" in unknown.reason
     import_time = select_tests(impact, patch(LIMIT_DIFF), fresh, set())
     assert import_time.nodeids is None and "import time" in import_time.reason
@@ -108,22 +109,23 @@ def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measu
     """``coverage run --source=.`` measured every file any test executed: a .py file
     missing from the data (docs/conf.py, a new module) ran in no test."""
     _repo, impact = recorded
+    assert impact.whole_tree  # the repository has no coverage config: --source=.
     docs = patch(MUL_DIFF.replace("shop/calc.py", "docs/conf.py"), ("docs/conf.py",))
     failing = {"tests/test_calc.py::test_mul"}
-    chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing, measured_everything=True)
+    chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing)
     assert chosen.nodeids == ("tests/test_calc.py::test_mul",)  # the failing ones only
     # a narrowed measurement (the repository's coverage config sets source) still falls back
-    assert select_tests(impact, docs, {"docs/conf.py": None}, failing).nodeids is None
+    narrowed = impact.model_copy(update={"whole_tree": False})
+    assert select_tests(narrowed, docs, {"docs/conf.py": None}, failing).nodeids is None
     # a file that is not Python may be read by any test: the whole suite
     data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
-    assert select_tests(impact, data, {"shop/rates.json": None}, set(),
-                        measured_everything=True).nodeids is None
+    assert select_tests(impact, data, {"shop/rates.json": None}, set()).nodeids is None
     # a type stub is never imported at run time, whatever the measurement
     stub = patch(MUL_DIFF.replace("shop/calc.py", "shop/calc.pyi"), ("shop/calc.pyi",))
-    assert select_tests(impact, stub, {"shop/calc.pyi": None}, set()).nodeids == ()
+    assert select_tests(narrowed, stub, {"shop/calc.pyi": None}, set()).nodeids == ()
     # a conftest.py reaches every test below it: its directory is selected
     fixture = patch(MUL_DIFF.replace("shop/calc.py", "tests/conftest.py"), ("tests/conftest.py",))
-    assert select_tests(impact, fixture, {}, set()).nodeids == ("tests",)
+    assert select_tests(narrowed, fixture, {}, set()).nodeids == ("tests",)
 
 
 def test_the_selected_tests_run_alone_without_coverage(recorded):
