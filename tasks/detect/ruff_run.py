@@ -82,7 +82,11 @@ def ruff_config_args(root: Path) -> list[str]:
 
 
 def measure_ruff(sandbox: Sandbox, tools: ToolsConfig) -> ToolResult:
-    """Run ``ruff check --output-format json --no-cache --exit-zero .`` in the worktree.
+    """Run ``ruff check --output-format json --no-cache --no-fix --exit-zero .`` in the worktree.
+
+    ``--no-fix``: a repository whose config sets ``fix = true`` would otherwise
+    have ruff rewrite the worktree during detection and report only what it
+    could not fix.
 
     Args:
         sandbox: the worktree to lint.
@@ -97,7 +101,7 @@ def measure_ruff(sandbox: Sandbox, tools: ToolsConfig) -> ToolResult:
     """
     if not tools.ruff.enabled:
         return ToolResult(tool="ruff", ok=True)
-    command = [ruff_executable(), "check", "--output-format", "json", "--no-cache",
+    command = [ruff_executable(), "check", "--output-format", "json", "--no-cache", "--no-fix",
                "--exit-zero", *ruff_config_args(sandbox.path), *tools.ruff.args, "."]
     proc = run_process(command, cwd=sandbox.path, timeout_s=tools.ruff.timeout_s,
                        env=tool_environ(sandbox))

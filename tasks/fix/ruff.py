@@ -38,7 +38,7 @@ from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import tool_environ
 from mendflow.tasks.detect.ruff_run import ruff_executable
 from mendflow.tasks.fix.base import Fixer
-from mendflow.tasks.fix.ruff_followup import preview_fix, run_ruff_check
+from mendflow.tasks.fix.ruff_followup import fix_only, preview_fix, run_ruff_check
 
 RUFF_TIMEOUT_S = 300.0
 """Seconds one ``ruff check --fix --diff`` may run before its process group is killed."""
@@ -161,7 +161,7 @@ class RuffFixer(Fixer):
         (:func:`mendflow.tasks.detect.ruff_run.ruff_config_args`), so the fixer fixes
         exactly what the detector reported.
         """
-        args = ["--fix", "--diff", "--select", rule]
+        args = [*fix_only(rule), "--diff"]
         if self.config.unsafe_fixes:
             args.append("--unsafe-fixes")
         return run_ruff_check(sandbox, self._env(sandbox), args, files=files,
@@ -277,7 +277,7 @@ def _describe(rule: str, fixed: Sequence[Finding], unsafe: bool,
               extra: Sequence[str] = ()) -> str:
     kind = "fixes (unsafe ones included)" if unsafe else "safe fixes"
     select = ",".join((rule, *extra))
-    lines = [f"Applies ruff's {kind} for {rule} (`ruff check --fix --select {select}`) to:"]
+    lines = [f"Applies ruff's {kind} for {rule} (`ruff check {' '.join(fix_only(select))}`) to:"]
     lines += [f"- {f.path}:{f.line or '?'}: {f.message}" for f in fixed[:50]]
     if len(fixed) > 50:
         lines.append(f"- ... and {len(fixed) - 50} more")

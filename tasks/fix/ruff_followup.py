@@ -85,7 +85,7 @@ def preview_fix(sandbox: Sandbox, rule: str, files: Sequence[str], env: Mapping[
             text = (sandbox.path / path).read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # ruff's own diff run reports what it can't read
-        fixed = run_ruff_check(sandbox, env, ["--fix", "--select", rule, *unsafe],
+        fixed = run_ruff_check(sandbox, env, [*fix_only(rule), *unsafe],
                                stdin=(path, text), what=f"previewing the fix of {rule}").stdout
         after = _lint(sandbox, env, [path], unsafe, stdin_text=fixed)[path]
         remaining[path] = Counter(d.message for d in after if d.code == rule)
@@ -116,6 +116,17 @@ def _lint(sandbox: Sandbox, env: Mapping[str, str], files: Sequence[str], unsafe
     return found
 
 
+def fix_only(rules: str) -> list[str]:
+    """ruff's options that fix ``rules`` (``"UP006"`` or ``"UP006,F401"``) and nothing else.
+
+    ``--fixable`` limits the fixes while the repository's own rule set stays
+    enabled (``--extend-select`` adds the rules if only ``tools.ruff.args``
+    enabled them): with ``--select RUF100`` every ``# noqa`` of another rule
+    would look unused and be removed.
+    """
+    return ["--fix", "--extend-select", rules, "--fixable", rules]
+
+
 def run_ruff_check(sandbox: Sandbox, env: Mapping[str, str], args: Sequence[str], *, what: str,
                    files: Sequence[str] = (), stdin: tuple[str, str] | None = None,
                    timeout_s: float = TIMEOUT_S) -> ProcessResult:
@@ -137,8 +148,11 @@ def run_ruff_check(sandbox: Sandbox, env: Mapping[str, str], args: Sequence[str]
     Raises:
         ToolError: ruff timed out or failed (exit status 2).
     """
+    # the repository's `fix = true` / `unsafe-fixes = true` must not change what this run does
+    pinned = ([] if "--fix" in args else ["--no-fix"]) + (
+        [] if "--unsafe-fixes" in args else ["--no-unsafe-fixes"])
     argv = [ruff_executable(), "check", "--no-cache", "--force-exclude",
-            *ruff_config_args(sandbox.path), *args]
+            *ruff_config_args(sandbox.path), *pinned, *args]
     argv += ["--stdin-filename", stdin[0], "-"] if stdin else ["--", *files]
     result = run_process(argv, cwd=sandbox.path, timeout_s=timeout_s, env=env,
                          input_text=stdin[1] if stdin else None, keep_line_endings=True)

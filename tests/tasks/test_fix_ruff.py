@@ -318,7 +318,7 @@ def test_fix_also_removes_the_import_it_made_unused(make_repo):
 
     assert isinstance(proposal, Patched), proposal
     patch = proposal.patch
-    assert "F401" in patch.title and "--select UP006,F401" in patch.description
+    assert "F401" in patch.title and "--fixable UP006,F401" in patch.description
     assert "-from typing import List\n" in patch.diff
     assert set(patch.finding_ids) == {f.id for f in before.findings}
     assert git_apply(root, patch.diff).returncode == 0
@@ -389,3 +389,57 @@ def test_patch_claims_only_the_findings_its_fix_removes(make_repo):
     assert "+from collections.abc import Callable\n" in patch.diff
     declined = RuffFixer().propose(sandbox, (stays,))
     assert isinstance(declined, Declined) and declined.reason
+
+
+def test_unused_noqa_fix_keeps_the_noqa_of_the_repository_rules(make_repo):
+    """Fixing RUF100 alone must not see the config's other rules as disabled (tabulate 0.10.0)."""
+    root = make_repo({
+        "ruff.toml": '[lint]\nselect = ["F401", "RUF100"]\n',
+        "pkg/__init__.py": """
+            try:
+                from .version import version as __version__  # noqa: F401
+            except ImportError:
+                pass
+            X = 1  # noqa: E731
+            """,
+    })
+    sandbox = sandbox_of(root)
+    before = measure_ruff(sandbox, ToolsConfig())
+    assert [(f.rule, f.line) for f in before.findings] == [("RUF100", 5)]
+
+    patch = RuffFixer().propose(sandbox, RuffFixer().plan(before.findings)[0]).patch
+
+    assert patch is not None and "-    from .version import" not in patch.diff
+    assert "-X = 1  # noqa: E731\n+X = 1\n" in patch.diff
+    assert git_apply(root, patch.diff).returncode == 0
+    assert measure_ruff(sandbox, ToolsConfig()).findings == ()
+
+
+def test_repository_fix_and_unsafe_fixes_settings_change_nothing(make_repo):
+    """`fix = true` must not rewrite the worktree while detecting; `unsafe-fixes = true`
+    must not slip unsafe fixes into a safe-only patch (humanize sets `fix = true`)."""
+    root = make_repo({
+        "pyproject.toml": '[tool.ruff]\nfix = true\nunsafe-fixes = true\n'
+                          '[tool.ruff.lint]\nselect = ["F401", "F841"]\n',
+        "mod.py": """
+            import os
+
+
+            def g():
+                unused = 1
+                return 2
+            """,
+    })
+    sandbox = sandbox_of(root)
+    found = measure_ruff(sandbox, ToolsConfig())
+    assert sorted(f.rule for f in found.findings) == ["F401", "F841"]
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout == ""
+
+    groups = {g[0].rule: g for g in RuffFixer().plan(found.findings)}
+    assert set(groups) == {"F401"}  # F841's fix is unsafe: not fixable for the safe fixer
+    f841 = tuple(f for f in found.findings if f.rule == "F841")
+    declined = RuffFixer().propose(sandbox, f841)
+    assert isinstance(declined, Declined), declined
+    patch = RuffFixer().propose(sandbox, groups["F401"]).patch
+    assert patch is not None and "-import os\n" in patch.diff and "unused = 1" not in patch.diff
