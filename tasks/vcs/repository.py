@@ -77,11 +77,33 @@ def _open_repository(target: Path) -> tuple[Path, str, str | None]:
                                        "on the clone")
         root = Path(repo.working_tree_dir).resolve()
         if not repo.head.is_valid():
+            _refuse_unsafe_owner(repo, root)
             raise RepositoryError("the repository has no commits", subject=str(root),
                                   hint="commit your code first: mendflow works on the "
                                        "committed HEAD")
         branch = None if repo.head.is_detached else repo.head.ref.name
         return root, repo.head.commit.hexsha, branch
+
+
+def _refuse_unsafe_owner(repo: git.Repo, root: Path) -> None:
+    """Raise when git itself refuses the repository (another user owns it).
+
+    GitPython reads ``.git`` directly and sees no valid HEAD, while every git
+    command fails with "detected dubious ownership" (git >= 2.35.2): say so,
+    instead of "no commits".
+
+    Raises:
+        RepositoryError: git refuses to work in the repository.
+    """
+    try:
+        repo.git.rev_parse("--verify", "HEAD")
+    except git.GitCommandError as err:
+        if "dubious ownership" in str(err.stderr):
+            raise RepositoryError(
+                "git refuses this repository: another user owns it (dubious ownership)",
+                subject=str(root),
+                hint=f"run mendflow as the repository's owner, or, if you trust it, "
+                     f"`git config --global --add safe.directory {root}`") from None
 
 
 def _scope(target: Path, root: Path, scope: ScopeName) -> tuple[ScopeKind, str]:

@@ -61,6 +61,18 @@ def test_resolve_empty_repository(tmp_path):
     assert "commit" in info.value.hint
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the repository another owner needs root")
+def test_resolve_repository_owned_by_another_user(make_repo, monkeypatch):
+    """git refuses another user's repository; that is not 'no commits' (a mounted checkout)."""
+    repo = make_repo({"mod.py": "X = 1\n"})
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)  # no safe.directory from this machine
+    os.chown(repo, 4321, 4321)
+    os.chown(repo / ".git", 4321, 4321)
+    with pytest.raises(RepositoryError, match="dubious ownership") as info:
+        resolve_repository(repo)
+    assert info.value.hint and "safe.directory" in info.value.hint
+
+
 def test_resolve_repository_without_python(make_repo):
     root = make_repo({"README.md": "hello\n", "data/x.txt": "1\n"})
     with pytest.raises(RepositoryError, match="no Python files"):
