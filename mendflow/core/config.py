@@ -74,7 +74,8 @@ class ManagedVenv(Section):
     install: list[str] | None = Field(
         None,
         description="pip arguments that install the target, run in the sandbox; "
-        "None = auto: `-e .` (plus test extras/requirements found) when the repo is installable",
+        "None = auto: `-e .` (plus test extras/requirements found) when the repo is installable, "
+        "and the test dependency group (`--group`)",
     )
     extra_packages: list[str] = Field(
         default_factory=list, description="more packages to install (for example plugins)"

@@ -14,6 +14,8 @@ installs the test tools, then the target itself, run in the sandbox worktree:
   ``[project]`` in pyproject.toml, a setup.py, or a setup.cfg with
   ``[metadata]`` next to a pyproject.toml), with its test extras
   (``test``/``tests``/``testing``, else ``dev``), plus
+* the same test dependency group of pyproject.toml (PEP 735
+  ``[dependency-groups]``, ``pip install --group NAME``), plus
 * requirements files found: ``requirements.txt`` and test/dev ones
   (``requirements-test*.txt``, ``test-requirements.txt``,
   ``requirements-dev.txt``, ``requirements/test*.txt`` ...).

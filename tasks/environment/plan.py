@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-KEY_VERSION = "1"  # bump when the venv layout or install logic changes
+KEY_VERSION = "2"  # bump when the venv layout or install logic changes
 DEPENDENCY_GLOBS = ("pyproject.toml", "setup.py", "setup.cfg", "*requirements*.txt",
                     "requirements/*.txt", "Pipfile", "Pipfile.lock", "poetry.lock", "uv.lock",
                     "pdm.lock")
@@ -57,6 +58,8 @@ def install_plan(worktree: Path, config: ManagedVenv) -> list[str]:
     if is_installable(worktree):
         extras = find_test_extras(worktree)
         args += ["-e", f".[{','.join(extras)}]" if extras else "."]
+    for group in find_test_groups(worktree):
+        args += ["--group", group]
     for name in _matching(worktree, TEST_REQUIREMENT_GLOBS):
         args += ["-r", name]
     return args
@@ -97,6 +100,22 @@ def find_test_extras(worktree: Path) -> list[str]:
         declared |= set(cfg.options("options.extras_require"))
     chosen = [name for name in TEST_EXTRAS if name in declared]
     return chosen or (["dev"] if "dev" in declared else [])
+
+
+def find_test_groups(worktree: Path) -> list[str]:
+    """Return the test dependency groups of pyproject.toml: test/tests/testing, else dev.
+
+    ``[dependency-groups]`` (PEP 735) are not extras: pip installs one with
+    ``--group NAME`` (pip >= 25.1), whether or not the project is installable.
+    Names compare normalized (``Test`` and ``test`` are one group); the
+    declared spelling is returned.
+    """
+    groups = (_pyproject(worktree) or {}).get("dependency-groups", {})
+    if not isinstance(groups, dict):
+        return []
+    declared = {re.sub(r"[-_.]+", "-", str(name)).lower(): str(name) for name in groups}
+    chosen = [declared[name] for name in TEST_EXTRAS if name in declared]
+    return chosen or ([declared["dev"]] if "dev" in declared else [])
 
 
 def venv_key(sandbox: Sandbox, base: Path, base_version: str, config: ManagedVenv) -> str:

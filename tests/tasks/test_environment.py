@@ -208,3 +208,25 @@ def test_managed_venv_install_failure(make_repo):
     assert "install the target" in info.value.message
     assert list(home().envs.iterdir()) == []  # the failed venv is gone
     assert not any((path / MARKER).exists() for path in home().envs.iterdir())
+
+
+def test_install_plan_installs_the_test_dependency_group(tmp_path):
+    """PEP 735 groups are not extras: `--group tests` (boltons 26.2.0 declares a `dev` group)."""
+    grouped = tmp_path / "grouped"
+    write_files(grouped, {"pyproject.toml": """
+        [project]
+        name = "g"
+        version = "1"
+        [project.optional-dependencies]
+        tests = ["freezegun"]
+        [dependency-groups]
+        lint = ["ruff"]
+        Tests = ["hypothesis"]
+    """})
+    assert install_plan(grouped, ManagedVenv()) == ["-e", ".[tests]", "--group", "Tests"]
+
+    scripts = tmp_path / "scripts"  # not installable: the group alone
+    write_files(scripts, {"pyproject.toml": "[dependency-groups]\ndev = ['pytest']\n",
+                          "run.py": ""})
+    assert install_plan(scripts, ManagedVenv()) == ["--group", "dev"]
+
