@@ -142,9 +142,11 @@ def listing(layout: StateLayout, now: datetime | None = None) -> list[MissionLis
     With ``PREFECT_API_URL`` set (a shared server), the missions that other hosts
     ran (fleet workers) are added from the server's flow runs (tags and labels).
     """
-    now = now or datetime.now(timezone.utc)
     rows = []
     with get_client(sync_client=True) as client:
+        # after the client started (an ephemeral API takes seconds): a mission
+        # registered meanwhile must not come out younger than zero
+        now = now or datetime.now(timezone.utc)
         for record in list_missions(layout):
             last = record.flow_run_ids[-1] if record.flow_run_ids else None
             status = _status(record, _flow_run_state(client, last))
@@ -152,7 +154,7 @@ def listing(layout: StateLayout, now: datetime | None = None) -> list[MissionLis
             started_at = datetime.fromisoformat(record.started_at)
             rows.append(MissionListing(
                 mission_id=record.mission_id, repository=record.repository, status=status,
-                flow_run_id=last, age_s=(now - started_at).total_seconds(),
+                flow_run_id=last, age_s=max(0.0, (now - started_at).total_seconds()),
                 steps_done=done, steps_started=started))
         if os.environ.get("PREFECT_API_URL"):  # a shared server: missions of every host
             rows.extend(_server_missions(client, {row.mission_id for row in rows}, now))
@@ -180,7 +182,7 @@ def _server_missions(client, known: set[str], now: datetime) -> list[MissionList
         rows[mission_id] = MissionListing(
             mission_id=str(mission_id), status=_STATUS.get(state, state.lower()),
             repository=str(labels.get(f"{LABEL}repository") or run.parameters.get("path", "")),
-            flow_run_id=str(run.id), age_s=(now - since).total_seconds())
+            flow_run_id=str(run.id), age_s=max(0.0, (now - since).total_seconds()))
     return list(rows.values())
 
 
