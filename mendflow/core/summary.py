@@ -32,7 +32,9 @@ def delivered_text(result: MissionResult) -> str:
     if result.dry_run:
         return "nothing (dry run)"
     if result.backup_only:
-        return f"nothing (backup only); backups under {result.report_dir}"
+        # the copies live beside the report (missions/<id>/backups/): name the index of them
+        where = f"{result.report_dir}/backup_history.json" if result.report_dir else "the report"
+        return f"nothing (backup only); backups listed in {where}"
     if not accepted:
         return "nothing (no patch accepted)"
     if any(p.status == "pending_approval" for p in result.patches) or \

@@ -240,3 +240,11 @@ def test_publish_report_creates_prefect_artifacts(prefect_harness):
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [row["patch"] for row in rows] == ["p0accepted01", "p1rejected02"]
     assert rows[1]["reason"] == "no-new-findings"
+
+
+def test_backup_only_summary_points_at_the_backup_index():
+    """The backups are copied beside the report, not into it: name the file that lists them."""
+    from mendflow.core.summary import delivered_text
+
+    text = delivered_text(mission(backup_only=True, patches=()))
+    assert text == "nothing (backup only); backups listed in /tmp/r/backup_history.json"
