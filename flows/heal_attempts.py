@@ -23,6 +23,7 @@ from prefect.utilities.annotations import opaque
 
 from mendflow.core.config import LLMPolicy, MendflowConfig
 from mendflow.core.error_groups import ErrorGroup
+from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealAttempt, HealRecord, judge_reproduction
 from mendflow.core.models import Finding, Measurement, PatchOutcome, Sandbox, TargetEnv
 from mendflow.flows.measure import measure
@@ -68,8 +69,8 @@ def heal_policy(config: MendflowConfig) -> LLMPolicy:
 def attempt_heals(progress: HealProgress) -> HealProgress:
     """Up to ``heal.max_attempts`` attempts; the record says how it ended.
 
-    Raises:
-        LLMError: a model call failed for good.
+    A model call that fails for good (:class:`LLMError`) ends the run as
+    ``failed``, with the attempts made before it.
     """
     config = progress.config
     progress.baseline = measure(progress.sandbox, progress.env, config, label="baseline")
@@ -81,8 +82,12 @@ def attempt_heals(progress: HealProgress) -> HealProgress:
         capped = reserve_slot(progress.layout, "calls", config.heal.max_calls_per_hour)
         if capped:
             return _end(progress, attempts, "refused", capped)
-        proposal = ask_heal(config.fixer, progress.sandbox, progress.finding, policy, config.gates,
-                            feedback, number)
+        try:
+            proposal = ask_heal(config.fixer, progress.sandbox, progress.finding, policy,
+                                config.gates, feedback, number)
+        except LLMError as err:  # the attempts so far, and why they were refused, stay recorded
+            return _end(progress, attempts, "failed", f"the model call failed: {err.message}"
+                        + (f"; attempt {number - 1} was refused: {feedback}" if feedback else ""))
         if proposal.kind == "external":
             attempts.append(_attempt(number, proposal, proposal.reason))
             return _end(progress, attempts, "external", proposal.reason)

@@ -97,6 +97,24 @@ def test_a_reproduction_that_passes_before_the_fix_is_refused_and_the_reason_fed
     assert git(shop, "show", f"{result.branch}:tests/test_heal_mean.py").count("daily([])") == 1
 
 
+def test_a_model_call_that_fails_for_good_keeps_the_attempts_made_before(
+        shop, tmp_path, fake_anthropic, api_key):
+    """The second call is answered 400 (no reply left): the first attempt and why it was
+    refused stay in the result and the record (they were dropped: `attempts: []`)."""
+    fake_anthropic.enqueue(heal_reply([FIX]))  # no reproduction test: refused at once
+    config = heal_config(tmp_path, fake_anthropic)
+    result = heal(repo=str(shop), log_files=[str(production_log(tmp_path))],
+                  config_file=str(config))
+
+    assert result.heal_status == "failed" and "the model call failed" in result.reason
+    assert "attempt 1 was refused: no-reproduction" in result.reason
+    [first] = result.attempts
+    assert not first.accepted and first.reason.startswith("no-reproduction")
+    record = read_record(StateLayout.resolve(), result.fingerprint)
+    assert record is not None and [a.reason for a in record.attempts] == [first.reason]
+    assert len(fake_anthropic.requests) == 2
+
+
 def test_an_external_error_is_reported_never_fixed(shop, tmp_path, fake_anthropic, api_key):
     fake_anthropic.enqueue(heal_reply([], category="external", fixable=False,
                                       root_cause="the payments service was down"))
