@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,22 +89,53 @@ def parse_python(source: str | bytes) -> ast.Module:
 @lru_cache(maxsize=512)
 def _symbols_cached(path: str, mtime_ns: int) -> tuple[tuple[int, int, str], ...]:
     try:
-        tree = parse_python(Path(path).read_bytes())
+        source = Path(path).read_bytes()
+        tree = parse_python(source)
     except (OSError, SyntaxError, ValueError):
         return ()
+    lines = source.decode("utf-8", errors="replace").splitlines()
     found: list[tuple[int, int, str]] = []
 
     def visit(node: ast.AST, prefix: str) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 name = f"{prefix}{child.name}"
-                found.append((child.lineno, child.end_lineno or child.lineno, name))
+                end = _trailing_comments_end(lines, child.end_lineno or child.lineno,
+                                             child.col_offset)
+                found.append((child.lineno, end, name))
                 visit(child, name + ".")
             else:
                 visit(child, prefix)
 
     visit(tree, "")
     return tuple(found)
+
+
+def _trailing_comments_end(lines: Sequence[str], end: int, column: int) -> int:
+    """The last line of a definition, counting the comments indented into its body after its
+    last statement (``ast`` ends it at that statement).
+
+    A ``# TODO`` left after a function's last line stays the function's when
+    that line (a useless ``return``) is removed.
+
+    Args:
+        lines: the file's lines.
+        end: the definition's ``end_lineno`` (1-based).
+        column: the definition's ``col_offset``.
+
+    Returns:
+        ``end``, or the line of the last such comment (1-based).
+    """
+    last = end
+    for number in range(end + 1, len(lines) + 1):
+        text = lines[number - 1]
+        stripped = text.lstrip()
+        if not stripped:
+            continue
+        if not stripped.startswith("#") or len(text) - len(stripped) <= column:
+            break
+        last = number
+    return last
 
 
 def _symbols(path: Path) -> tuple[tuple[int, int, str], ...]:

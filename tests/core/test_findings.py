@@ -31,6 +31,23 @@ def test_fingerprint_changes_with_the_code(tmp_path):
     assert _finding(tmp_path, 6).id != before.id
 
 
+def test_a_comment_after_a_functions_last_line_stays_the_functions(tmp_path):
+    """boltons 26.2.0: removing a useless `return` under a `# TODO` moved the TODO from
+    `URL.__init__` to `URL` (a new finding), and the correct PLR1711 fix was refused."""
+    def todo(text: str, name: str):  # one file per text: the index caches by mtime
+        (tmp_path / name).write_text(text)
+        return make_finding(SourceIndex(tmp_path), source="todo", rule="TODO", path=name,
+                            line=text.splitlines().index("        # TODO: later") + 1,
+                            severity="info", category="todo", message="TODO: later")
+
+    body = "class URL:\n    def __init__(self):\n        self.x = 1\n        # TODO: later\n"
+    before = todo(body + "        return\n\n    def other(self):\n        pass\n", "u1.py")
+    after = todo(body + "\n    # the class's own comment\n    def other(self):\n        pass\n",
+                 "u2.py")
+    assert before.symbol == after.symbol == "URL.__init__"  # the id's key: the same finding
+    assert SourceIndex(tmp_path).symbol_at("u2.py", 6) == "URL"  # the class level: the class
+
+
 def test_identical_lines_get_distinct_ids(tmp_path):
     (tmp_path / "m.py").write_text("def f():\n    x = eval('1')\n    x = eval('1')\n")
     found = [make_finding(SourceIndex(tmp_path), source="bandit", rule="B307", path="m.py",
