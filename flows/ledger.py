@@ -24,6 +24,7 @@ from mendflow.core.models import (
     ValidationTiming,
 )
 from mendflow.tasks.validate import glob_match
+from mendflow.tasks.validate_tests import collected_test_files
 
 if TYPE_CHECKING:
     from mendflow.flows.batch import Pending
@@ -75,17 +76,22 @@ class MissionLedger:
     def fixable(self, findings) -> list[Finding]:
         """In-scope findings a fixer may work on.
 
-        Findings located in test files are left out unless the gates allow test
-        changes, except failing tests themselves: their fix belongs in the code
-        under test (and the ``test-files`` gate still refuses any test edit).
+        Findings located in test files (``gates.test_globs``, or a file pytest
+        collected tests from at baseline, as the ``test-files`` gate judges) are
+        left out unless the gates allow test changes, except failing tests
+        themselves: their fix belongs in the code under test (and the
+        ``test-files`` gate still refuses any test edit).
         Only the categories of ``mission.fix_categories`` are given to the fixer
         (None = all): the others are measured and never attempted.
         """
         gates, wanted = self.config.gates, self.config.mission.fix_categories
+        tests = self.baseline.result_of("pytest")
+        collected = collected_test_files(tests.test_run if tests else None)
         return [f for f in self.scoped(findings)
                 if (wanted is None or f.category in wanted)
                 and (gates.allow_test_changes or f.category == "test-failure"
-                     or not any(glob_match(f.path, g) for g in gates.test_globs))]
+                     or (f.path not in collected
+                         and not any(glob_match(f.path, g) for g in gates.test_globs)))]
 
     def exit_code(self) -> int:
         """0 success; 2 a patch was rejected or the target score was not reached;

@@ -2,7 +2,9 @@
 
 A file counts as a test file when any of these holds:
 
-- pytest collected a test from it at baseline (the JUnit XML's file of a test case);
+- pytest collected a test from it at baseline (the JUnit XML's file of a test case),
+  doctests aside: with ``--doctest-modules`` every module with an example in a
+  docstring is collected, and it stays code under test;
 - it is a ``conftest.py``;
 - it matches ``gates.test_globs`` (gitignore-style patterns, :class:`pathspec.GitIgnoreSpec`);
 - it is test configuration: ``pytest.ini``, ``tox.ini``, ``noxfile.py``, ``.coveragerc``,
@@ -48,10 +50,26 @@ _BROAD = frozenset({"AssertionError", "Exception", "BaseException"})
 
 
 def collected_test_files(run: TestRun | None) -> frozenset[str]:
-    """The files pytest collected a test from (``TestCase.path``, else the node id's file)."""
+    """The files pytest collected a test from (``TestCase.path``, else the node id's file).
+
+    Doctest items (:func:`is_doctest`) do not count: a module whose docstrings
+    hold examples is still code under test (humanize runs ``--doctest-modules``).
+    """
     if run is None:
         return frozenset()
-    return frozenset(c.path or c.nodeid.split("::", 1)[0] for c in run.cases)
+    return frozenset(c.path or c.nodeid.split("::", 1)[0] for c in run.cases
+                     if not is_doctest(c.nodeid))
+
+
+def is_doctest(nodeid: str) -> bool:
+    """Whether a node id is a doctest item of a Python module.
+
+    pytest names those by the dotted name of the documented object
+    (``src/pkg/mod.py::pkg.mod.func``); a test function or class name has no dot
+    outside its parameters (``tests/test_a.py::TestC::test_m[1.5]``).
+    """
+    path, _, name = nodeid.rpartition("::")
+    return path.endswith(".py") and "." in name.split("[", 1)[0]
 
 
 def why_test_file(path: str, *, collected: Iterable[str], globs: Sequence[str],

@@ -80,6 +80,31 @@ def test_mission_commits_accepted_fix_and_leaves_checkout_alone(make_repo, tmp_p
     assert all(b["sha256_before"] != b["sha256_after"] for b in backups)
 
 
+def test_fixer_leaves_collected_test_modules_alone_and_doctest_modules_are_code(
+        make_repo, tmp_path):
+    """python-dateutil 4.0.0 collects tests from `*_solution.py`; humanize 4.17.0 runs
+    --doctest-modules. The F401 patch took the solution file too and was refused whole by
+    `test-files`; with doctests, every documented module counted as a test file."""
+    repo = make_repo({
+        "pyproject.toml": '[tool.pytest.ini_options]\npython_files = ["test_*.py", "*_solution.py"]'
+                          '\naddopts = "--doctest-modules"\n',
+        "pkg/__init__.py": "",
+        "pkg/lib.py": 'import os\n\n\ndef add(a, b):\n    """>>> add(1, 2)\n    3\n    """\n'
+                      "    return a + b\n",
+        "docs/ex_solution.py": "import sys\n\nfrom pkg.lib import add\n\n\n"
+                               "def test_add():\n    assert add(2, 3) == 5\n",
+    })
+    config = write_config(tmp_path, tools={"mypy": {"enabled": False}, "bandit": {"enabled": False}},
+                          mission={"max_iterations": 1})
+
+    result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="t-solution")
+
+    [f401] = [p for p in result.patches if "F401" in p.title]
+    assert f401.status == "accepted", f401.reason
+    assert f401.files == ("pkg/lib.py",)
+    assert "import sys" in git(repo, "show", "mendflow/t-solution:docs/ex_solution.py")
+
+
 def test_patch_that_breaks_a_test_is_rejected_and_rolled_back(make_repo, tmp_path):
     # `os` looks unused in pkg/lib.py, but a test imports it from there: removing it
     # (ruff's safe F401 fix) breaks that test, so the no-test-regression gate must refuse.

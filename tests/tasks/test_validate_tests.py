@@ -78,6 +78,17 @@ def test_files_pytest_collected_at_baseline_come_from_the_junit_cases():
     assert collected_test_files(run) == {"test.py", "checks/suite.py"}
 
 
+def test_doctests_do_not_make_a_module_a_test_file():
+    """humanize 4.17.0 runs --doctest-modules: its code modules stay code under test."""
+    run = TestRun(collected=3, cases=(
+        TestCase(nodeid="src/pkg/num.py::pkg.num.ordinal", outcome="passed", path="src/pkg/num.py"),
+        TestCase(nodeid="src/pkg/num.py::pkg.num", outcome="passed", path="src/pkg/num.py"),
+        TestCase(nodeid="README.rst::README.rst", outcome="passed", path="README.rst"),
+        TestCase(nodeid="tests/test_num.py::TestN::test_o[1.5]", outcome="passed",
+                 path="tests/test_num.py")))
+    assert collected_test_files(run) == {"README.rst", "tests/test_num.py"}
+
+
 def test_a_patch_touching_a_collected_root_test_py_is_rejected():
     gate = gate_test_files(patch("calc.py", "test.py"), GatesConfig(), collected={"test.py"})
     assert not gate.passed
