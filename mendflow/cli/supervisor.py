@@ -130,6 +130,7 @@ class Supervisor:
             self._flush()
             self.server.stop(grace_s=2.0)
             os._exit(code)
+        self._flush()  # the result is out before the wait
         settle_records(self.server.api_url)  # its database gets every task run before it stops
 
     def interruption_line(self) -> str:
