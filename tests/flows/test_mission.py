@@ -80,6 +80,7 @@ def test_mission_commits_accepted_fix_and_leaves_checkout_alone(make_repo, tmp_p
     assert all(b["sha256_before"] != b["sha256_after"] for b in backups)
 
 
+@pytest.mark.slow
 def test_fixer_leaves_collected_test_modules_alone_and_doctest_modules_are_code(
         make_repo, tmp_path):
     """python-dateutil 4.0.0 collects tests from `*_solution.py`; humanize 4.17.0 runs
