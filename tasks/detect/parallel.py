@@ -77,7 +77,7 @@ def with_workers(command: list[str], environ: dict[str, str], out_dir: Path,
     """
     (out_dir / f"{WORKER_PLUGIN}.py").write_text(WORKER_SOURCE, encoding="utf-8")
     at = command.index("pytest") + 1
-    python, pytest_args = command[0], command[at:]
+    python, pytest_args = command[0], _without_serial(command[at:])
     measure_all = "--source=." in command[:at]
     # the controller only hands out tests and gathers reports: it runs outside
     # coverage (traced, xdist's own Python would cost several times its plain time)
@@ -87,6 +87,14 @@ def with_workers(command: list[str], environ: dict[str, str], out_dir: Path,
     if measure_all:
         environ["MENDFLOW_COVERAGE_SOURCE"] = "."
     return command, environ
+
+
+def _without_serial(args: list[str]) -> list[str]:
+    """``args`` without the ``-n 0`` that keeps a serial run serial."""
+    for at in range(len(args) - 1):
+        if args[at:at + 2] == ["-n", "0"]:
+            return args[:at] + args[at + 2:]
+    return args
 
 
 def measure_tests_spread(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, *,

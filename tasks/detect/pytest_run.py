@@ -83,6 +83,11 @@ def target_modules(env: TargetEnv, cwd: Path) -> frozenset[str]:
     return _probe(env, str(cwd))
 
 
+SERIAL = ["-n", "0"]
+"""pytest-xdist's "no workers": the one run stays in the process coverage measures, whatever
+``-n`` the repository's ``addopts`` sets (mendflow spreads a run itself, :mod:`.parallel`)."""
+
+
 def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path,
                    available: frozenset[str], *, junit: Path | None = None,
                    timeout_s: float | None = None, plugin: bool = False) -> list[str]:
@@ -97,6 +102,7 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
         tools: the ``tools`` config (pytest args and timeouts, coverage on/off).
         out_dir: a private directory for the JUnit XML.
         available: what the target env can import (:func:`target_modules`): with
+            ``xdist``, ``-n 0`` (:data:`SERIAL`); with
             ``pytest_timeout``, ``--timeout`` is passed (and, with ``plugin``, mendflow's
             per-test timeout plugin is loaded: :mod:`mendflow.tasks.detect.pytest_hangs`); with
             ``pytest_cov`` and coverage enabled, ``--no-cov``, because pytest-cov
@@ -114,6 +120,8 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
     pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={root}",
                    f"--junit-xml={junit or out_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
                    "--continue-on-collection-errors"]
+    if "xdist" in available:  # the repository's `addopts = -n auto` would leave coverage at 0 %
+        pytest_args += SERIAL
     if "pytest_timeout" in available:
         seconds = tools.pytest.first_timeout_s if timeout_s is None else timeout_s
         pytest_args.append(f"--timeout={seconds:g}")

@@ -71,6 +71,7 @@ def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
                                   impact_file=tmp_path / "spread.json")
     assert spread.command[1:5] == ("-m", "pytest", "-p", "mendflow_xdist_coverage")
     assert "-n" in spread.command and "loadscope" in spread.command
+    assert spread.command.count("-n") == 1  # the serial run's `-n 0` is not left in
     assert (spread.test_run.workers, serial.test_run.workers) == (2, 1)
     assert outcomes(spread) == outcomes(serial)
     assert outcomes(spread)["tests/test_add.py::test_add_wrong"] == "failed"
@@ -98,7 +99,9 @@ def test_a_suite_that_breaks_under_workers_runs_serially(make_repo, monkeypatch)
             assert os.environ.get("PYTEST_XDIST_WORKER") is None
         """})
     result = measure_tests_spread(sandbox_for(repo), TARGET_ENV, TOOLS, workers=2)
-    assert "-n" not in result.command and result.test_run.workers == 1
+    serial = result.command[result.command.index("-n"):][:2]  # `-n 0`: xdist's no workers
+    assert serial == ("-n", "0") and "loadscope" not in result.command
+    assert result.test_run.workers == 1
     # the serial run's findings: only the genuinely failing test, none from the xdist worker
     assert outcomes(result) == {"tests/test_add.py::test_add": "passed",
                                 "tests/test_add.py::test_add_wrong": "failed",

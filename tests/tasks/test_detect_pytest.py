@@ -213,6 +213,23 @@ def test_hanging_test_is_killed_by_the_per_test_timeout_and_is_a_hang(make_repo)
     assert not by_rule(result, "test-failure")
 
 
+def test_the_repositorys_xdist_addopts_do_not_hide_the_coverage(make_repo):
+    """`addopts = "-n 2"` ran the tests in xdist workers outside `coverage run`: 0 % and a
+    low-coverage finding on every file. The measured run is serial (`-n 0`)."""
+    repo = make_repo({
+        "pyproject.toml": '[tool.pytest.ini_options]\naddopts = "-n 2 --dist loadscope"\n',
+        "pkg/__init__.py": "",
+        "pkg/lib.py": "def add(a, b):\n    return a + b\n",
+        "tests/test_lib.py": "from pkg.lib import add\n\n\ndef test_add():\n"
+                             "    assert add(1, 2) == 3\n",
+    })
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, tools_config())
+    assert result.ok and "-n" in result.command
+    assert result.test_run.coverage_percent == 100.0
+    assert [c.outcome for c in result.test_run.cases] == ["passed"]
+    assert not by_rule(result, "low-coverage")
+
+
 def test_run_timeout_kills_the_whole_process_group(make_repo, tmp_path):
     pid_file = tmp_path / "child.pid"
     repo = make_repo({
