@@ -230,6 +230,32 @@ def test_the_repositorys_xdist_addopts_do_not_hide_the_coverage(make_repo):
     assert not by_rule(result, "low-coverage")
 
 
+@pytest.mark.slow
+def test_a_plugin_that_breaks_on_a_stopped_test_gets_a_patient_run(make_repo):
+    """A test stopped by the short first timeout broke hypothesis's report hook
+    (python-dateutil 4.0.0, `filterwarnings = error`): INTERNALERROR, exit 3, and the whole
+    baseline failed. The run is made again with the per-test timeout."""
+    repo = make_repo({
+        "conftest.py": """
+            import pytest
+
+
+            @pytest.hookimpl(hookwrapper=True)
+            def pytest_runtest_makereport(item, call):
+                report = (yield).get_result()
+                if report.failed and "Timeout" in str(report.longrepr):
+                    raise RuntimeError("this plugin cannot report an interrupted test")
+            """,
+        "test_slow.py": "import time\n\n\ndef test_slowish():\n    time.sleep(1.5)\n",
+    })
+    tools = tools_config(pytest={"first_timeout_s": 0.5, "per_test_timeout_s": 30})
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, tools)
+    assert result.ok, result.error
+    assert [(c.nodeid, c.outcome) for c in result.test_run.cases] == [
+        ("test_slow.py::test_slowish", "passed")]
+    assert "--timeout=30" in result.command
+
+
 def test_run_timeout_kills_the_whole_process_group(make_repo, tmp_path):
     pid_file = tmp_path / "child.pid"
     repo = make_repo({
