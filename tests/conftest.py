@@ -29,6 +29,26 @@ import pytest  # noqa: E402  (after the environment above)
 
 from mendflow.core.config import Interpreter, MendflowConfig, validate_config  # noqa: E402
 from tests.helpers.git import GIT_ENV, git, write_files  # noqa: E402, F401  (fixtures)
+from tests.helpers.schedule import DurationRecorder, longest_first  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the xdist controller: keep the workers' longest-first file order (see
+    tests/helpers/schedule.py), and record each file's seconds when asked to."""
+    if hasattr(config, "workerinput"):
+        return
+    if getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False
+    record = os.environ.get("MENDFLOW_RECORD_DURATIONS")
+    if record:
+        config.pluginmanager.register(DurationRecorder(Path(record), config.rootpath),
+                                      "mendflow-durations")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: whole files, the longest expected first (an LPT schedule)."""
+    if hasattr(config, "workerinput"):
+        longest_first(items, config.rootpath)
 
 
 @pytest.fixture
