@@ -18,12 +18,15 @@ import pytest
 
 from tests.helpers.e2e import USER_PROJECT, Served, Server, free_port, mission_config, start, stop
 from tests.helpers.git import GIT_ENV, write_files
+from tests.helpers.prefect_db import seed_prefect_home
 
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> Server:
-    """``prefect server start`` on a free loopback port, with its own PREFECT_HOME."""
+    """``prefect server start`` on a free loopback port, with its own PREFECT_HOME (its
+    database migrated already: :func:`seed_prefect_home`)."""
     home = tmp_path_factory.mktemp("prefect-server")
+    seed_prefect_home(home / "prefect")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_API_HOST": "127.0.0.1",
