@@ -4,9 +4,13 @@ xdist's loadfile scheduler hands out whole files from a queue, and by default so
 that queue by the number of tests per file (``--loadscope-reorder``): the e2e files,
 a few tests of minutes each, came last, and one worker ran one of them alone while
 the other had nothing left. Here the queue is longest-first instead (the classic LPT
-rule): every worker's collection is sorted by each file's expected seconds, and the
-controller keeps that order (``loadscopereorder = False``), so the last files handed
-out are the short ones and both workers finish close together.
+rule): every worker's collection is sorted by each unit's expected seconds, and the
+controller's scheduler (:func:`make_scheduler`) keeps that order, so the last units
+handed out are the short ones and both workers finish close together.
+
+A unit is a test file, except ``tests/e2e/``: its files are one unit, run by one
+worker, since they share that worker's ``prefect server start`` and served deployment
+(session fixtures of tests/e2e/conftest.py): one worker starts them, not both.
 
 The expected seconds of a file are its figure in ``tests/durations.json`` (seconds per
 file measured on a full CI run of 2 workers; refresh it with
@@ -37,13 +41,25 @@ def estimate_s(item: pytest.Item) -> float:
     return 0.5
 
 
+GROUPED = ("tests/e2e/",)
+"""Folders whose test files are one unit of work (one worker runs them all)."""
+
+
 def file_of(item: pytest.Item, root: Path) -> str:
     return item.path.relative_to(root).as_posix()
 
 
+def scope_of(nodeid: str) -> str:
+    """The unit of work of a test id (``tests/a/test_b.py::test_c``): its file, or the
+    grouped folder the file is in."""
+    path = nodeid.split("::", 1)[0]
+    return next((folder for folder in GROUPED if path.startswith(folder)), path)
+
+
 def longest_first(items: list[pytest.Item], root: Path) -> None:
-    """Sort ``items`` in place: whole files, the longest expected first; a file's tests
-    keep their order, and files of equal weight keep the collection's order."""
+    """Sort ``items`` in place: whole units, the longest expected first; a unit's files
+    stay together and keep their order, so do a file's tests, and units of equal weight
+    keep the collection's order."""
     measured = json.loads(DURATIONS.read_text(encoding="utf-8")) if DURATIONS.exists() else {}
     estimated: dict[str, float] = defaultdict(float)
     first: dict[str, int] = {}
@@ -51,8 +67,28 @@ def longest_first(items: list[pytest.Item], root: Path) -> None:
         name = file_of(item, root)
         estimated[name] += estimate_s(item)
         first.setdefault(name, index)
-    weight = {name: float(measured.get(name, estimated[name])) for name in estimated}
-    items.sort(key=lambda item: (-weight[file_of(item, root)], first[file_of(item, root)]))
+        first.setdefault(scope_of(name), index)
+    weight: dict[str, float] = defaultdict(float)
+    for name in estimated:
+        weight[scope_of(name)] += float(measured.get(name, estimated[name]))
+
+    def key(item: pytest.Item) -> tuple[float, int, int]:
+        name = file_of(item, root)
+        return -weight[scope_of(name)], first[scope_of(name)], first[name]
+
+    items.sort(key=key)
+
+
+def make_scheduler(config: pytest.Config, log):
+    """xdist's loadfile scheduler with :func:`scope_of` units, in the workers' order."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirstScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    config.option.loadscopereorder = False  # keep the workers' (longest-first) order
+    return LongestFirstScheduling(config, log)
 
 
 class DurationRecorder:
