@@ -21,10 +21,15 @@ from tests.helpers.git import GIT_ENV, write_files
 from tests.helpers.prefect_db import seed_prefect_home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prefect_server(tmp_path_factory) -> Server:
     """``prefect server start`` on a free loopback port, with its own PREFECT_HOME (its
-    database migrated already: :func:`seed_prefect_home`)."""
+    database migrated already: :func:`seed_prefect_home`).
+
+    One for the e2e package (tests/e2e/ runs whole on one xdist worker: see
+    tests/helpers/schedule.py), stopped when its last test is done: idle, the server and
+    the ``served`` process poll and sweep for ~6 CPU-seconds a minute.
+    """
     home = tmp_path_factory.mktemp("prefect-server")
     seed_prefect_home(home / "prefect")
     port = free_port()
@@ -59,7 +64,7 @@ def prefect_server(tmp_path_factory) -> Server:
             stop(running)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served(prefect_server: Server, tmp_path_factory) -> Served:
     """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server.
 
