@@ -64,13 +64,17 @@ def prefect_server(tmp_path_factory) -> Server:
             stop(running)
 
 
-@pytest.fixture(scope="package")
-def served(prefect_server: Server, tmp_path_factory) -> Served:
+@pytest.fixture(scope="module")
+def served(prefect_server: Server, tmp_path_factory):
     """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server.
 
     It serves from the working directory of a user's project that has a ``tasks.py``
     and a ``flows/`` package of its own (they raise when imported): every served flow
     run of the e2e tests shows that they cannot shadow mendflow's namespace.
+
+    One per test module that uses it, stopped after the module: idle, its runner's polls
+    and its 1 s approval-timeout sweeps cost ~3 CPU-seconds a minute, and the e2e
+    modules between two that use it do not need it.
     """
     work = tmp_path_factory.mktemp("served")
     write_files(work, USER_PROJECT)
@@ -91,4 +95,6 @@ def served(prefect_server: Server, tmp_path_factory) -> Served:
             raise AssertionError("serve did not register the deployment:\n"
                                  + (work / "serve.log").read_text()[-3000:])
         time.sleep(0.5)
-    return Served(server=prefect_server, name=name, config=config)
+    yield Served(server=prefect_server, name=name, config=config)
+    stop(process)
+    prefect_server.processes.remove(process)
