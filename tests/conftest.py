@@ -36,13 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Record each test file's seconds when asked to (in the controller of an xdist run)."""
     record = os.environ.get("MENDFLOW_RECORD_DURATIONS")
     if record and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(DurationRecorder(Path(record), config.rootpath),
+        config.pluginmanager.register(DurationRecorder(Path(record)),
                                       "mendflow-durations")
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (absent with -p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadfile``: whole files (tests/e2e/ as one unit), the longest first
+    """``--dist loadfile``: whole files (tests/e2e/ in two groups), the longest first
     (tests/helpers/schedule.py); any other --dist mode is xdist's own."""
     if config.getvalue("dist") == "loadfile":
         return make_scheduler(config, log)
@@ -52,7 +52,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In an xdist worker: whole units, the longest expected first (an LPT schedule)."""
     if hasattr(config, "workerinput"):
-        longest_first(items, config.rootpath)
+        longest_first(items)
 
 
 @pytest.fixture

@@ -26,9 +26,10 @@ def prefect_server(tmp_path_factory) -> Server:
     """``prefect server start`` on a free loopback port, with its own PREFECT_HOME (its
     database migrated already: :func:`seed_prefect_home`).
 
-    One for the e2e package (tests/e2e/ runs whole on one xdist worker: see
-    tests/helpers/schedule.py), stopped when its last test is done: idle, the server and
-    the ``served`` process poll and sweep for ~6 CPU-seconds a minute.
+    One for the e2e package, stopped when the worker leaves it: under ``-n 2 --dist
+    loadfile`` each of the two groups of e2e files runs whole on one worker (see
+    tests/helpers/schedule.py), not interleaved with other files, so one per group.
+    Idle, the server polls for ~1.5-3 CPU-seconds a minute: it does not outlive its tests.
     """
     home = tmp_path_factory.mktemp("prefect-server")
     seed_prefect_home(home / "prefect")
