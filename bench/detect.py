@@ -71,6 +71,7 @@ from mendflow.core.config import MendflowConfig, ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv, ToolResult
 from mendflow.core.spread import OTHER_TOOLS, cost_of_run, estimate_s, plan_workers
 from mendflow.infra.runner import run_process
+from mendflow.infra.tool_cache import shared_cache_dir
 from mendflow.tasks.detect import count_python_loc
 from mendflow.tasks.detect.bandit_run import bandit_config_args
 from mendflow.tasks.detect.common import tool_environ, tool_home_dir, tracked_python_files
@@ -138,7 +139,10 @@ def target_env(venv: str | None) -> TargetEnv:
 
 
 def clear_mypy_cache(sandbox: Sandbox) -> None:
+    """Cold mypy, as a first mission's (and the by-hand run's): the sandbox's cache and the
+    repository's shared one (a later mission's baseline would start from it)."""
     shutil.rmtree(tool_home_dir(sandbox) / "mypy-cache", ignore_errors=True)
+    shutil.rmtree(shared_cache_dir(sandbox.path, sandbox.repo_root, "mypy"), ignore_errors=True)
 
 
 def sequential_by_hand(sandbox: Sandbox, env: TargetEnv,

@@ -44,6 +44,8 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     ``compared_with`` (a candidate's validation: the measurement it is judged
     against) gives each test a timeout learned from its duration there, and
     runs the tests that hung there with a short one (:mod:`mendflow.core.hangs`).
+    ``label="baseline"`` (no patch applied yet) also shares mypy's cache with the
+    repository's next missions (:mod:`mendflow.infra.tool_cache`).
 
     Raises:
         ValidationUnavailable: the baseline test run could not complete.
@@ -58,7 +60,8 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
         run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools), impact,
                           workers),
         run_ruff.submit(sandbox, tools, tree),
-        run_mypy.submit(sandbox, env, tools, tree),
+        # a baseline runs no patch yet: its mypy cache may seed the next mission's
+        run_mypy.submit(sandbox, env, tools, tree, share_cache=label == "baseline"),
         run_bandit.submit(sandbox, tools, tree),
         find_todos.submit(sandbox, tools, tree),
         *([read_logs.submit(sandbox, tools, tree)] if tools.logs.enabled else []),

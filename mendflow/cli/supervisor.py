@@ -39,7 +39,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from mendflow.infra.prefect_api import EarlyServer, drain_services
+from mendflow.infra.prefect_api import EarlyServer, drain_services, settle_records
 from mendflow.infra.runner import stop_all_processes
 
 INTERRUPTED_EXIT = 130
@@ -113,7 +113,9 @@ class Supervisor:
         self._leave(INTERRUPTED_EXIT, self.interruption_line(), drain=True)
 
     def finish(self, code: int) -> None:
-        """The flow returned: flush Prefect's workers (bounded) and stop watching.
+        """The flow returned: flush Prefect's workers (bounded), let the temporary server
+        record what they sent (:func:`~mendflow.infra.prefect_api.settle_records`), and stop
+        watching.
 
         Args:
             code: the exit code the CLI is about to leave with.
@@ -122,10 +124,14 @@ class Supervisor:
         time (the server is gone), because Prefect's own exit-time drain would hang.
         """
         self._done.set()
-        if self.server is not None and not drain_services(DRAIN_TIMEOUT_S):
+        if self.server is None:
+            return
+        if not drain_services(DRAIN_TIMEOUT_S):
             self._flush()
             self.server.stop(grace_s=2.0)
             os._exit(code)
+        self._flush()  # the result is out before the wait
+        settle_records(self.server.api_url)  # its database gets every task run before it stops
 
     def interruption_line(self) -> str:
         """One line: where the mission stopped, and how to resume it."""
@@ -184,7 +190,8 @@ class Supervisor:
         logging.disable(logging.CRITICAL)
         stop_all_processes(TOOLS_GRACE_S)
         if drain and self.server is not None and self.server.process.poll() is None:
-            drain_services(DRAIN_TIMEOUT_S)
+            if drain_services(DRAIN_TIMEOUT_S):
+                settle_records(self.server.api_url, timeout_s=1.5)  # inside the 10 s promise
         self.console.print(line)
         self._flush()
         if self.server is not None:

@@ -16,14 +16,19 @@ same mission, resumed on another worker, gets them back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from uuid import UUID
 
 import httpx
 
 from mendflow.core.errors import EngineUnavailable
+from mendflow.infra.retry import is_transient
 
+OUTAGE_S = 180.0
+"""How long a mission waiting for its slots rides out an unreachable API, seconds."""
 LEASE_S = 60.0
 """Lease of held slots, seconds (the API's minimum is 60); renewed while the mission lives."""
 REPO_PREFIX = "mendflow-repo-"
@@ -111,17 +116,20 @@ def mission_slots(repository_key: str, fleet: str | None, flow_run_id: str | Non
     from prefect.concurrency.sync import concurrency
 
     names = [repository_limit(repository_key)]
-    ensure_limit(names[0], 1)
     if fleet:
         names.append(fleet_limit(fleet))
-        ensure_limit(names[1], 1)  # normally created by `fleet run` with the fleet's limit
     holder = ConcurrencyLeaseHolder(type="flow_run", id=UUID(flow_run_id)) if flow_run_id else None
-    try:
+
+    def take() -> Any:
+        ensure_limit(names[0], 1)
+        if fleet:  # normally created by `fleet run` with the fleet's limit
+            ensure_limit(names[1], 1)
         slots = concurrency(names, occupy=1, timeout_seconds=timeout_s, lease_duration=LEASE_S,
                             strict=True, holder=holder, raise_on_lease_renewal_failure=False)
         slots.__enter__()
-    except httpx.HTTPError as err:
-        raise engine_error(err, "take the repository's concurrency slot") from None
+        return slots
+
+    slots = ride_out_outage(take, "take the repository's concurrency slot")
     try:
         yield names
     except BaseException as error:
@@ -129,6 +137,41 @@ def mission_slots(repository_key: str, fleet: str | None, flow_run_id: str | Non
             raise
     else:
         slots.__exit__(None, None, None)
+
+
+def ride_out_outage(call: Callable[[], Any], what: str, outage_s: float = OUTAGE_S) -> Any:
+    """``call()``, tried again while the API is down or answers a retryable error.
+
+    A server restarted during a fleet is down for seconds to a minute; the missions waiting for
+    their slots (with a client that has not connected yet, which Prefect does not retry) wait
+    it out instead of failing. Waits 1, 2, 4 ... 16 s between attempts, ``outage_s`` in all.
+
+    Args:
+        call: the API calls to make (no argument); its value is returned.
+        what: what the calls do, for the error ("take the repository's concurrency slot").
+        outage_s: how long to keep trying, seconds.
+
+    Raises:
+        EngineUnavailable: the API stayed unreachable for ``outage_s`` seconds, or
+            answered an error that no retry can change.
+    """
+    # (where Prefect defines it; prefect.concurrency.sync raises it without exporting it)
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    deadline, wait_s = time.monotonic() + outage_s, 1.0
+    while True:
+        try:
+            return call()
+        except (EngineUnavailable, ConcurrencySlotAcquisitionError, httpx.HTTPError) as error:
+            # what went wrong underneath: Prefect's error wraps the client's, ours hides it
+            cause = error if isinstance(error, httpx.HTTPError) else (
+                error.__cause__ or error.__context__ or error)
+            if not is_transient(cause) or time.monotonic() + wait_s > deadline:
+                if isinstance(error, EngineUnavailable):
+                    raise
+                raise engine_error(error, what) from None
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, 16.0)
 
 
 MEMORY_LEASES = "prefect.server.concurrency.lease_storage.memory"

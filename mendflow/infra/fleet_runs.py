@@ -26,7 +26,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from mendflow.core.models import MissionResult
-from mendflow.infra.engine_limits import engine_error
+from mendflow.infra.engine_limits import engine_error, ride_out_outage
 
 MISSION_FLOW = "maintenance-mission"
 TAG = "mendflow"
@@ -62,15 +62,16 @@ def label_flow_run(flow_run_id: str, labels: dict[str, Any]) -> None:
     """Merge ``labels`` into a flow run's labels.
 
     Raises:
-        EngineUnavailable: the Prefect API cannot be reached.
+        EngineUnavailable: the Prefect API stayed unreachable for
+            :data:`~mendflow.infra.engine_limits.OUTAGE_S` seconds.
     """
     from prefect.client.orchestration import get_client
 
-    try:
+    def update() -> None:
         with get_client(sync_client=True) as client:
             client.update_flow_run_labels(UUID(flow_run_id), labels)
-    except httpx.HTTPError as err:
-        raise engine_error(err, "label the flow run") from None
+
+    ride_out_outage(update, "label the flow run")  # a server restarted mid-fleet is waited for
 
 
 class RunSummary(BaseModel):

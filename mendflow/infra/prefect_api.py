@@ -43,6 +43,12 @@ SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
 """What Prefect sets for its temporary server (``SubprocessASGIServer._run_uvicorn_command``)."""
 
 
+SETTLE_TIMEOUT_S = 10.0
+"""How long the CLI waits at exit for its temporary server to record what it was sent, seconds."""
+SETTLE_QUIET_S = 0.5
+"""How long the count of recorded task runs must stay unchanged to count as settled, seconds."""
+
+
 @dataclass
 class EarlyServer:
     """A temporary Prefect API server started before Prefect was imported.
@@ -163,6 +169,41 @@ def drain_services(timeout_s: float) -> bool:
         if not_done:
             return False
     return True
+
+
+def settle_records(api_url: str, timeout_s: float = SETTLE_TIMEOUT_S,
+                   quiet_s: float = SETTLE_QUIET_S) -> bool:
+    """Wait until the temporary server has written down what this process sent it.
+
+    The server records task runs from the events it receives, through an in-memory queue:
+    stopping it while that queue still holds events loses those task runs from its database
+    (a mission's resumed replay, stopped at once, kept 108 of its 212). This polls the
+    number of task runs recorded (``POST /task_runs/count``) until it stays the same for
+    ``quiet_s`` seconds.
+
+    Args:
+        api_url: the server's API URL.
+        timeout_s: give up after this many seconds (the server is stopped anyway).
+        quiet_s: how long the count must stay unchanged, seconds.
+
+    Returns:
+        True when the count settled within ``timeout_s``.
+    """
+    import httpx
+
+    deadline, seen, since = time.monotonic() + timeout_s, None, time.monotonic()
+    with httpx.Client(base_url=api_url, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                count = client.post("/task_runs/count", json={}).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            if count != seen:
+                seen, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return True
+            time.sleep(0.1)
+    return False
 
 
 def spawn_server() -> EarlyServer | None:

@@ -20,6 +20,7 @@ from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import SourceIndex, disambiguate, make_finding
 from mendflow.core.models import Finding, Sandbox, TargetEnv, ToolResult
 from mendflow.infra.isolation import run_isolated
+from mendflow.infra.tool_cache import save_cache, seed_cache, shared_cache_dir
 from mendflow.tasks.detect.common import (
     NOT_LIBRARY_FILES,
     NOT_LIBRARY_TOP_DIRS,
@@ -109,13 +110,18 @@ def mypy_command(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             "--python-executable", str(env.python), *tools.mypy.args, *targets]
 
 
-def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolResult:
+def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
+                 share_cache: bool = False) -> ToolResult:
     """Type-check the worktree with mypy.
 
     Args:
         sandbox: the worktree to check.
         env: the target environment (its site-packages are visible to mypy).
         tools: the ``tools`` config (``mypy.args``, ``mypy.timeout_s`` seconds).
+        share_cache: a baseline's run: start from the repository's shared mypy cache (the
+            last baseline's) and leave this run's cache there for the next mission
+            (:mod:`mendflow.infra.tool_cache`). A later mission's cold check of an
+            unchanged package becomes a cache read (toolz: 16 s to 0.7 s).
 
     Returns:
         A ``mypy`` :class:`ToolResult`; ``ok=True`` with no findings when there is
@@ -131,6 +137,13 @@ def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolRe
     targets = [] if configured else discover_mypy_targets(sandbox.path)
     if not configured and not targets:
         return ToolResult(tool="mypy", ok=True)
+    cache = tool_home_dir(sandbox) / "mypy-cache"
+    shared = shared_cache_dir(sandbox.path, sandbox.repo_root, "mypy")
+    # a cache this sandbox already holds (a resumed mission's) may come from a validation's
+    # run, which model-written code could have touched: it is neither replaced nor shared
+    share_cache = share_cache and not (cache.is_dir() and any(cache.iterdir()))
+    if share_cache:
+        seed_cache(shared, cache)
     # isolated too: a mypy plugin named by the repository's config is the target's code
     proc = run_isolated(mypy_command(sandbox, env, tools, targets), target_env=env,
                         worktree=sandbox.path, timeout_s=tools.mypy.timeout_s,
@@ -140,6 +153,8 @@ def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig) -> ToolRe
     records = _json_lines(proc.stdout)
     if proc.returncode not in (0, 1, 2) or (proc.returncode != 0 and not records):
         return failed_result("mypy", proc, f"mypy crashed or failed (exit {proc.returncode})")
+    if share_cache:
+        save_cache(cache, shared)
     findings = parse_mypy(records, sandbox.path)
     return ToolResult(tool="mypy", findings=tuple(findings), command=proc.args,
                       exit_code=proc.returncode, duration_s=proc.duration_s)

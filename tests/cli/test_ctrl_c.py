@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tests.helpers.git import git
+from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
 
 pytestmark = pytest.mark.slow
@@ -142,6 +143,10 @@ def resume(mission_id: str, env: dict[str, str]) -> dict:
     data = json.loads(done.stdout)
     assert data["status"] == "completed"
     assert [p["status"] for p in data["patches"]].count("accepted") == 1
+    # the replay's task runs, most of them cached, outrun the temporary server's recorder:
+    # the CLI lets it record them all before stopping it
+    logged, lost = unrecorded_task_runs(env["PREFECT_HOME"], data["flow_run_id"])
+    assert logged > 10 and lost == 0, (logged, lost)
     return data
 
 

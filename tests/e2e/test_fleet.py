@@ -197,6 +197,17 @@ def _server_log(fleet) -> str:
     return (fleet.server.home / "server.log").read_text(errors="replace")[-4000:]
 
 
+def _why(fleet, ids: list[str]) -> str:
+    """Each run's state and message, and the tails of the workers' and the server's logs."""
+    runs = [fleet.server.api("GET", f"/flow_runs/{i}") for i in ids]
+    states = [(r["id"], r["state_type"], (r["state"] or {}).get("message")) for r in runs]
+    logs = [w.log.read_text(errors="replace")[-3000:] for w in fleet.workers]
+    restarted = fleet.server.home / "server-restarted.log"
+    if restarted.is_file():
+        logs.append(restarted.read_text(errors="replace")[-3000:])
+    return "\n\n".join([repr(states), *logs, _server_log(fleet)])
+
+
 def _linted(worker, mission_id: str) -> bool:
     """Has the mission's baseline ruff run finished on this host (its flow-run process's own
     log lines in the worker's log: immediate, where the server's task-run records lag)?"""
@@ -308,8 +319,8 @@ def test_server_restarted_during_a_fleet(fleet, tmp_path):
 
     deadline = time.monotonic() + 480
     while (seen := [_state(fleet, i) for i in ids]) != ["COMPLETED"] * len(ids):
-        assert not {"FAILED", "CANCELLED"} & set(seen), (seen, _server_log(fleet))
-        assert time.monotonic() < deadline, (seen, _server_log(fleet))
+        assert not {"FAILED", "CANCELLED"} & set(seen), _why(fleet, ids)
+        assert time.monotonic() < deadline, _why(fleet, ids)
         time.sleep(2)
     for run_id in ids:  # completed once, by one process, never two at a time
         states = [s["type"] for s in

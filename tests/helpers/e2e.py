@@ -76,7 +76,14 @@ class Server:
         return self.url.removesuffix("/api")
 
     def api(self, method: str, path: str, body: dict | None = None):
-        response = httpx.request(method, f"{self.url}{path}", json=body, timeout=30)
+        """One API call, retried on 429/502/503 as Prefect's own client retries them: the
+        server answers 503 for a database error a client can retry (SQLite locked under
+        load), with the transaction rolled back."""
+        for wait_s in (1, 2, 4, 8, 16, 0):
+            response = httpx.request(method, f"{self.url}{path}", json=body, timeout=30)
+            if response.status_code not in (429, 502, 503) or not wait_s:
+                break
+            time.sleep(wait_s)
         response.raise_for_status()
         return response.json()
 

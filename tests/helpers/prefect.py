@@ -35,3 +35,23 @@ def _read_artifact(key: str):
             flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(), offset=0, limit=1,
             sort=ArtifactSort.UPDATED_DESC)
     return found[0] if found else None
+
+
+def unrecorded_task_runs(prefect_home, flow_run_id: str) -> tuple[int, int]:
+    """Of a finished flow run in a stopped server's SQLite database (``<home>/prefect.db``):
+    how many of its task runs sent logs, and how many of those have no task-run record.
+
+    Logs reach the database over HTTP (``POST /logs/``) as soon as the client flushes them;
+    task runs through the server's in-memory event queue, whose backlog a stopped server
+    loses. A task run that logged and has no record is one the server lost.
+    """
+    import sqlite3
+    from pathlib import Path
+
+    with sqlite3.connect(Path(prefect_home) / "prefect.db") as db:
+        logged = db.execute("SELECT count(DISTINCT task_run_id) FROM log WHERE flow_run_id = ? "
+                            "AND task_run_id IS NOT NULL", (flow_run_id,)).fetchone()[0]
+        lost = db.execute("SELECT count(DISTINCT task_run_id) FROM log WHERE flow_run_id = ? "
+                          "AND task_run_id IS NOT NULL AND task_run_id NOT IN "
+                          "(SELECT id FROM task_run)", (flow_run_id,)).fetchone()[0]
+    return logged, lost

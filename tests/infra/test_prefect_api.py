@@ -65,3 +65,22 @@ def test_no_early_server_when_the_environment_names_an_api(monkeypatch):
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     assert spawn_server() is None
+
+
+def test_settling_waits_for_a_quiet_count_and_gives_up_on_a_dead_server(prefect_harness):
+    """The exit-time wait for the server's recorder: it returns once the count of task runs
+    stays the same for ``quiet_s``, and at once when no server answers."""
+    import socket
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from mendflow.infra.prefect_api import settle_records
+
+    started = time.monotonic()
+    assert settle_records(PREFECT_API_URL.value(), timeout_s=30, quiet_s=0.5)
+    assert 0.5 <= time.monotonic() - started < 30
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert not settle_records(f"http://127.0.0.1:{port}/api", timeout_s=30)

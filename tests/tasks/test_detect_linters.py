@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mendflow.infra.tool_cache import shared_cache_dir
 from mendflow.tasks.detect import measure_bandit, measure_mypy, measure_ruff
 from mendflow.tasks.detect.bandit_run import bandit_config_args
 from mendflow.tasks.detect.mypy_run import discover_mypy_targets, mypy_config_sets_targets
@@ -15,7 +16,7 @@ from tests.helpers.detect import (
     tools_config,
     worktree_status,
 )
-from tests.helpers.git import write_files
+from tests.helpers.git import git, write_files
 
 LINTY = {
     "pkg/__init__.py": "",
@@ -266,3 +267,41 @@ def test_disabled_linters_run_nothing(tmp_path: Path):
     for result in (measure_ruff(sandbox, tools), measure_mypy(sandbox, TARGET_ENV, tools),
                    measure_bandit(sandbox, tools)):
         assert result.ok and result.findings == () and result.command == ()
+
+
+def test_a_baseline_mypy_cache_seeds_the_next_mission_and_stays_right(make_repo, tmp_path):
+    """The next mission's baseline starts from the last one's mypy cache, in a worktree at
+    another path, and still reports its own tree: a fixed error is gone, a new one found.
+    Only a baseline updates the shared cache; a validation leaves it as it was."""
+    repo = make_repo({**TYPED, "pkg/other.py": "def name() -> str:\n    return 'x'\n"})
+    worktrees = tmp_path / "state" / "worktrees"
+    first, second = worktrees / "m-1", worktrees / "m-2"
+    for tree in (first, second):
+        git(repo, "worktree", "add", "-q", "--detach", str(tree))
+    sandbox = sandbox_for(repo)
+    one = sandbox.model_copy(update={"mission_id": "m-1", "path": first})
+    two = sandbox.model_copy(update={"mission_id": "m-2", "path": second})
+    shared = shared_cache_dir(first, repo, "mypy")
+
+    baseline = measure_mypy(one, TARGET_ENV, tools_config(), share_cache=True)
+    assert rules(baseline) == ["arg-type", "import-not-found", "return-value"]
+    assert shared.is_dir() and sorted(p.name for p in shared.iterdir())
+
+    # the next mission's tree: double() fixed, other.py broken
+    write_files(second, {"pkg/typed.py": (repo / "pkg/typed.py").read_text().replace(
+        "return str(x * 2)", "return x * 2"),
+        "pkg/other.py": "def name() -> str:\n    return 1\n"})
+    seeded = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
+    assert sorted((f.path, f.rule) for f in seeded.findings) == [
+        ("pkg/other.py", "return-value"), ("pkg/typed.py", "arg-type"),
+        ("pkg/typed.py", "import-not-found")]
+    saved = {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")}
+
+    write_files(second, {"pkg/other.py": "def name() -> str:\n    return None\n"})
+    validation = measure_mypy(two, TARGET_ENV, tools_config())  # a patch's run
+    assert ("pkg/other.py", "return-value") in {(f.path, f.rule) for f in validation.findings}
+    assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
+    # a sandbox that already holds a cache (a resumed mission's) does not replace it either
+    again = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
+    assert rules(again) == rules(validation)
+    assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
