@@ -82,9 +82,10 @@ def units(nodeids: Iterable[str]) -> dict[str, str]:
 
 
 def longest_first(items: list[pytest.Item]) -> None:
-    """Sort ``items`` in place: whole units, the longest expected first; a unit's files
-    stay together and keep their order, so do a file's tests, and units of equal weight
-    keep the collection's order."""
+    """Sort ``items`` in place: whole units, the longest expected first, and within a
+    unit whole files, the longest first (in the e2e group of the fleet test, whose servers
+    are its own, the package's ``prefect server`` is started only after it); a file's
+    tests keep their order, and equal weights keep the collection's order."""
     unit = units(item.nodeid for item in items)
     estimated: dict[str, float] = defaultdict(float)
     first: dict[str, int] = {}
@@ -95,11 +96,12 @@ def longest_first(items: list[pytest.Item]) -> None:
         first.setdefault(unit[name], index)
     weight: dict[str, float] = defaultdict(float)
     for name, seconds in estimated.items():
-        weight[unit[name]] += measured().get(name, seconds)
+        weight[name] = measured().get(name, seconds)
+        weight[unit[name]] += weight[name] if unit[name] != name else 0.0
 
-    def key(item: pytest.Item) -> tuple[float, int, int]:
+    def key(item: pytest.Item) -> tuple[float, int, float, int]:
         name = file_of(item.nodeid)
-        return -weight[unit[name]], first[unit[name]], first[name]
+        return -weight[unit[name]], first[unit[name]], -weight[name], first[name]
 
     items.sort(key=key)
 
