@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -66,7 +67,7 @@ def prefect_server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(scope="module")
-def served(prefect_server: Server, tmp_path_factory):
+def served(prefect_server: Server, tmp_path_factory) -> Iterator[Served]:
     """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server.
 
     It serves from the working directory of a user's project that has a ``tasks.py``
