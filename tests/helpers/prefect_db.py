@@ -3,10 +3,11 @@
 A Prefect API server (``prefect server start``, or the temporary server of a CLI run
 without ``PREFECT_API_URL``) opens ``$PREFECT_HOME/prefect.db`` and runs Alembic's
 ``upgrade head`` on it: on an empty file that is every migration, ~7 CPU-seconds of
-the ~12 a server's first start costs; on a database already at head Alembic applies
-nothing. :func:`seed_prefect_home` copies a database migrated once per test run (by
-the real ``prefect server database upgrade``; the first xdist worker that needs it
-makes it, under a file lock, in the run's shared temp dir) into a new PREFECT_HOME.
+the 13-16 a server's start costs (7-9 on a database at head: Alembic applies nothing;
+building the template once costs ~13). :func:`seed_prefect_home` copies a database
+migrated once per test run (by the real ``prefect server database upgrade``; the first
+xdist worker that needs it makes it, under a file lock, in the run's shared temp dir)
+into a new PREFECT_HOME.
 Tests of what a user's first run does on an empty home do not use it.
 """
 
