@@ -29,6 +29,30 @@ import pytest  # noqa: E402  (after the environment above)
 
 from mendflow.core.config import Interpreter, MendflowConfig, validate_config  # noqa: E402
 from tests.helpers.git import GIT_ENV, git, write_files  # noqa: E402, F401  (fixtures)
+from tests.helpers.schedule import DurationRecorder, longest_first, make_scheduler  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record each test file's seconds when asked to (in the controller of an xdist run)."""
+    record = os.environ.get("MENDFLOW_RECORD_DURATIONS")
+    if record and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(DurationRecorder(Path(record)),
+                                      "mendflow-durations")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist (absent with -p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``: whole files (tests/e2e/ in two groups), the longest first
+    (tests/helpers/schedule.py); any other --dist mode is xdist's own."""
+    if config.getvalue("dist") == "loadfile":
+        return make_scheduler(config, log)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: whole units, the longest expected first (an LPT schedule)."""
+    if hasattr(config, "workerinput"):
+        longest_first(items)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import yaml
 
 from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
+from tests.helpers.prefect_db import seed_prefect_home
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +49,10 @@ NOISE = ("Traceback", "EventsWorker", "ConnectError", "failed to process item")
 
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory) -> Path:
-    """One PREFECT_HOME for the module: its database is migrated once."""
-    return tmp_path_factory.mktemp("ctrl-c-prefect")
+    """One PREFECT_HOME for the module, its database migrated already (the temporary API
+    servers of the CLI runs start on it; what a first run on an empty home does is
+    tests/infra/test_prefect_api.py's)."""
+    return seed_prefect_home(tmp_path_factory.mktemp("ctrl-c-prefect"))
 
 
 @pytest.fixture

@@ -12,18 +12,28 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.helpers.e2e import USER_PROJECT, Served, Server, free_port, mission_config, start, stop
 from tests.helpers.git import GIT_ENV, write_files
+from tests.helpers.prefect_db import seed_prefect_home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prefect_server(tmp_path_factory) -> Server:
-    """``prefect server start`` on a free loopback port, with its own PREFECT_HOME."""
+    """``prefect server start`` on a free loopback port, with its own PREFECT_HOME (its
+    database migrated already: :func:`seed_prefect_home`).
+
+    One for the e2e package, stopped when the worker leaves it: under ``-n 2 --dist
+    loadfile`` each of the two groups of e2e files runs whole on one worker (see
+    tests/helpers/schedule.py), not interleaved with other files, so one per group.
+    Idle, the server polls for ~1.5-3 CPU-seconds a minute: it does not outlive its tests.
+    """
     home = tmp_path_factory.mktemp("prefect-server")
+    seed_prefect_home(home / "prefect")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update({"PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -56,13 +66,17 @@ def prefect_server(tmp_path_factory) -> Server:
             stop(running)
 
 
-@pytest.fixture(scope="session")
-def served(prefect_server: Server, tmp_path_factory) -> Served:
+@pytest.fixture(scope="module")
+def served(prefect_server: Server, tmp_path_factory) -> Iterator[Served]:
     """``python -m mendflow.deployments.serve`` serving maintenance-mission/<name> against the server.
 
     It serves from the working directory of a user's project that has a ``tasks.py``
     and a ``flows/`` package of its own (they raise when imported): every served flow
     run of the e2e tests shows that they cannot shadow mendflow's namespace.
+
+    One per test module that uses it, stopped after the module: idle, its runner's polls
+    and its 1 s approval-timeout sweeps cost ~3 CPU-seconds a minute, and the e2e
+    modules between two that use it do not need it.
     """
     work = tmp_path_factory.mktemp("served")
     write_files(work, USER_PROJECT)
@@ -83,4 +97,6 @@ def served(prefect_server: Server, tmp_path_factory) -> Served:
             raise AssertionError("serve did not register the deployment:\n"
                                  + (work / "serve.log").read_text()[-3000:])
         time.sleep(0.5)
-    return Served(server=prefect_server, name=name, config=config)
+    yield Served(server=prefect_server, name=name, config=config)
+    stop(process)
+    prefect_server.processes.remove(process)

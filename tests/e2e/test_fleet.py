@@ -37,6 +37,7 @@ from tests.helpers.fleet import (
     write_fleet,
 )
 from tests.helpers.git import git
+from tests.helpers.prefect_db import seed_prefect_home
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
@@ -87,7 +88,8 @@ def fleet(tmp_path_factory):
 def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:
     """The same missions one by one, in one local process (ephemeral Prefect, its own homes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MENDFLOW_"))}
-    env.update({"PREFECT_HOME": str(base / "ref-prefect"), "MENDFLOW_HOME": str(base / "ref-home"),
+    env.update({"PREFECT_HOME": str(seed_prefect_home(base / "ref-prefect")),
+                "MENDFLOW_HOME": str(base / "ref-home"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
                 "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"})

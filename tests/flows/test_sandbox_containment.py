@@ -104,7 +104,6 @@ def test_an_escaping_patch_is_contained_and_rejected_naming_the_limits(
             "address_space_mb": 2048, "max_processes": 64, "file_size_mb": 64,
             "cpu_time_s": 120}},
     }), encoding="utf-8")
-    processes_before = len(psutil.pids())
 
     result = maintenance_mission(path=str(repo), config_file=str(config), mission_id="escape")
 
@@ -124,10 +123,24 @@ def test_an_escaping_patch_is_contained_and_rejected_naming_the_limits(
     assert connections == []
     assert not (home / "pwned").exists() and not outside.exists()
     assert CANARY not in result.model_dump_json()
-    # the machine stayed healthy: no process left behind, and the user's repo untouched
-    assert len(psutil.pids()) < processes_before + 10
+    # the machine stayed healthy: no process left behind in the worktree (the forked
+    # children sleep 60 s where the tests ran), and the user's repo untouched
+    assert _running_in(Path(result.worktree)) == []
     assert git(repo, "status", "--porcelain") == ""
     assert git(repo, "rev-list", "--count", f"{result.base_commit}..{result.branch}") == "0"
+
+
+def _running_in(worktree: Path) -> list[int]:
+    """The live processes whose working directory is inside ``worktree``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            cwd = Path(proc.cwd())
+            if proc.status() != psutil.STATUS_ZOMBIE and cwd.is_relative_to(worktree):
+                found.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found
 
 
 def _serve(server: socket.socket, connections: list[object], stop: threading.Event) -> None:

@@ -111,9 +111,9 @@ def test_two_processes_migrate_a_new_store_at_once(tmp_path):
     assert len(OutcomeStore.open(None, tmp_path).attempts()) == 50
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postgres():
-    """A throw-away PostgreSQL 15 cluster for the session."""
+    """A throw-away PostgreSQL 15 cluster for the module (stopped after its last test)."""
     base = Path(tempfile.mkdtemp(prefix="mendflow-pg-"))
     cluster = PostgresCluster(base, free_port()).start()
     try:

@@ -26,6 +26,7 @@ from mendflow.infra.owned_processes import (
     unregister_process,
 )
 from mendflow.infra.runner import run_process
+from tests.helpers.prefect_db import seed_prefect_home
 
 OWNER = textwrap.dedent("""
     from pathlib import Path
@@ -188,7 +189,7 @@ home = StateLayout.resolve  # the $MENDFLOW_HOME layout (isolated per test by co
 
 @pytest.mark.slow
 def test_the_temporary_prefect_server_of_a_killed_mendflow_is_found_and_stopped(tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"),
+    env = {**os.environ, "PREFECT_HOME": str(seed_prefect_home(tmp_path / "prefect")),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)
     owner = subprocess.Popen([sys.executable, "-c", SERVER_OWNER], env=env, stdout=subprocess.PIPE,
