@@ -188,6 +188,21 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
             update={"enabled": False})})
     if select is not None or not tools.coverage.enabled or "xdist" not in available:
         workers = 1  # spread only a whole-suite run under coverage, with xdist there
+    result, crashed = _run_suite(sandbox, env, tools, available, plan, impact_file, select,
+                                 workers)
+    if crashed:  # once more, where only a hang is stopped
+        patient = plan.model_copy(update={"default_s": tools.pytest.per_test_timeout_s,
+                                          "timeouts": {}})
+        result, _ = _run_suite(sandbox, env, tools, available, patient, impact_file, select,
+                               workers)
+    return result
+
+
+def _run_suite(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, available: frozenset[str],
+               plan: TestPlan, impact_file: Path | None, select: tuple[str, ...] | None,
+               workers: int) -> tuple[ToolResult, bool]:
+    """One run of the suite (:func:`measure_tests`): its result, and whether it failed with
+    pytest's internal error under short per-test timeouts (:func:`_stopped_tests_crashed_pytest`)."""
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mendflow-pytest-") as tmp, ExitStack() as stack:
         out_dir = Path(tmp)
@@ -199,22 +214,15 @@ def measure_tests(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
                 sandbox, suite.build, tools, out_dir, suite.environ, suite.runner))
         proc, side = _run_main(suite, plan, impact_file, select, workers)
         failed = _run_failure(proc, out_dir, tools)
-        retry = failed is not None and _stopped_tests_crashed_pytest(proc, plan, tools)
-        if failed is not None and not retry:
-            return failed
-        if not retry:
-            try:
-                junit = parse_junit(out_dir / "junit.xml", sandbox.path)
-            except ToolError as err:
-                return failed_result("pytest", proc, err.message)
-            cases, coverage, coverage_error = _collect(suite, junit, side, plan, impact_file)
-    if retry:  # once more, where only a hang is stopped
-        patient = plan.model_copy(update={"default_s": tools.pytest.per_test_timeout_s,
-                                          "timeouts": {}})
-        return measure_tests(sandbox, env, tools, patient, impact_file=impact_file,
-                             select=select, workers=workers)
+        if failed is not None:
+            return failed, _stopped_tests_crashed_pytest(proc, plan, tools)
+        try:
+            junit = parse_junit(out_dir / "junit.xml", sandbox.path)
+        except ToolError as err:
+            return failed_result("pytest", proc, err.message), False
+        cases, coverage, coverage_error = _collect(suite, junit, side, plan, impact_file)
     return _tool_result(sandbox, tools, proc, junit, cases, coverage, coverage_error,
-                        round(time.monotonic() - start, 3), workers)
+                        round(time.monotonic() - start, 3), workers), False
 
 
 def _stopped_tests_crashed_pytest(proc, plan: TestPlan, tools: ToolsConfig) -> bool:
