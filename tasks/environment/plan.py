@@ -98,8 +98,7 @@ def find_test_extras(worktree: Path) -> list[str]:
     cfg = _setup_cfg(worktree)
     if cfg.has_section("options.extras_require"):
         declared |= set(cfg.options("options.extras_require"))
-    chosen = [name for name in TEST_EXTRAS if name in declared]
-    return chosen or (["dev"] if "dev" in declared else [])
+    return _test_names({name: name for name in declared})
 
 
 def find_test_groups(worktree: Path) -> list[str]:
@@ -113,7 +112,16 @@ def find_test_groups(worktree: Path) -> list[str]:
     groups = (_pyproject(worktree) or {}).get("dependency-groups", {})
     if not isinstance(groups, dict):
         return []
-    declared = {re.sub(r"[-_.]+", "-", str(name)).lower(): str(name) for name in groups}
+    return _test_names({re.sub(r"[-_.]+", "-", str(name)).lower(): str(name)
+                        for name in groups})
+
+
+def _test_names(declared: dict[str, str]) -> list[str]:
+    """The declared spellings of test/tests/testing (:data:`TEST_EXTRAS`), else of dev.
+
+    Args:
+        declared: name as compared -> name as declared.
+    """
     chosen = [declared[name] for name in TEST_EXTRAS if name in declared]
     return chosen or ([declared["dev"]] if "dev" in declared else [])
 
