@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from mendflow.core.checkpoint import CHECKPOINT_FILE, LedgerCheckpoint
+from mendflow.infra import audit
 from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git, write_files
@@ -191,6 +192,10 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
         assert kept >= 1
     assert named(settled_task_runs(resumed["flow_run_id"]), "commit-accepted-patch") == \
         len(accepted) - kept
+    # the audit trail records each accepted commit once, however often it was replayed
+    trail = audit.read(Path(env["MENDFLOW_HOME"]), mission)
+    assert sorted(e["details"]["commit"] for e in trail if e["what"] == "commit") == \
+        sorted(p["commit"] for p in resumed["patches"] if p["status"] == "accepted")
     # the fixer was not asked more often than in the uninterrupted mission
     runs = task_runs(mission_runs(env, mission))
     assert executed(runs, "propose-patch") <= executed(ref_runs, "propose-patch")
