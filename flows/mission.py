@@ -55,6 +55,7 @@ from mendflow.tasks.bookkeeping import (
     new_mission_id,
     register_mission,
 )
+from mendflow.tasks.checkpoint import load_checkpoint
 from mendflow.tasks.environment import prepare_target_env
 from mendflow.tasks.fleet import (
     clone_repository,
@@ -65,7 +66,6 @@ from mendflow.tasks.fleet import (
 from mendflow.tasks.learn.audit import audit_config, audit_delivery
 from mendflow.tasks.learn.insights import analyze_codebase, append_report_sections, publish_insights
 from mendflow.tasks.learn.record import load_priors, record_mission
-from mendflow.tasks.checkpoint import load_checkpoint
 from mendflow.tasks.preflight import (
     check_crash_loop,
     check_free_disk,
