@@ -204,7 +204,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # A resumed mission replays from its base commit: cached steps return at once
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
+    env_started = time.monotonic()  # a first venv build can take minutes
     env = prepare_target_env(sandbox, config.environment, layout)
+    environment_s = round(time.monotonic() - env_started, 3)
     env = env.model_copy(update={"isolation": isolation})  # every run of the target's code
     config = config.model_copy(update={
         "tools": plan_timeouts(mission_id, target.root, config, layout),
@@ -222,7 +224,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                          started_at=started_at, state_root=state_root,
                          priors=load_priors(config.learning, state_root, str(target.root),
                                             mission_id),
-                         baseline_s=round(time.monotonic() - started, 3))
+                         baseline_s=round(time.monotonic() - started, 3),
+                         environment_s=environment_s)
     if config.mission.backup_only:
         ledger = back_up_baseline(ledger)
     else:
@@ -295,7 +298,8 @@ def _result(ledger: MissionLedger, flow_run_id: str | None, layout: StateLayout)
         exit_code=ledger.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(ledger.scoped(ledger.current.findings)), llm_usage=ledger.llm_usage,
-        timings=Timings(baseline_s=ledger.baseline_s, validations=tuple(ledger.validation_timings)),
+        timings=Timings(baseline_s=ledger.baseline_s, environment_s=ledger.environment_s,
+                        validations=tuple(ledger.validation_timings)),
         tests_before=suite_summary(baseline), tests_after=suite_summary(ledger.current),
         baseline_tests=BaselineTests.of(baseline.test_run),
     )

@@ -149,7 +149,8 @@ def _print_summary(result) -> None:
     timings = result.timings
     if timings.baseline_s or timings.validations:
         spent = sum(v.duration_s for v in timings.validations)
-        table.add_row("time", f"baseline {timings.baseline_s:.1f} s, "
+        table.add_row("time", f"environment {timings.environment_s:.1f} s, "
+                              f"baseline {timings.baseline_s:.1f} s, "
                               f"{len(timings.validations)} validation(s) {spent:.1f} s")
     table.add_row("stopped", result.stop_reason)
     table.add_row("delivered", delivered_text(result))
