@@ -28,6 +28,7 @@ from mendflow.tasks.detect.common import (
     tool_environ,
     tool_table,
 )
+from mendflow.tasks.detect.python_floor import ruff_target_args
 
 # Syntax errors and undefined names: the code cannot run as written.
 SEVERE_PREFIXES = ("E9", "F63", "F7", "F82")
@@ -75,10 +76,16 @@ def has_ruff_config(root: Path) -> bool:
 def ruff_config_args(root: Path) -> list[str]:
     """Return ``["--isolated"]`` when the repository has no ruff config, else ``[]``.
 
+    ``--isolated`` also stops ruff from reading ``requires-python``, so the
+    oldest Python the repository declares (pyproject.toml, setup.cfg or
+    setup.py) is passed as ``--target-version``: otherwise ruff targets the
+    newest Python and its fixes (``Optional[X]`` → ``X | None`` ...) break the
+    project on the Pythons it supports.
+
     The ruff fixer should pass the same arguments, so that it fixes exactly
     what this detector reports.
     """
-    return [] if has_ruff_config(root) else ["--isolated"]
+    return [] if has_ruff_config(root) else ["--isolated", *ruff_target_args(root)]
 
 
 def measure_ruff(sandbox: Sandbox, tools: ToolsConfig) -> ToolResult:

@@ -36,6 +36,7 @@ from mendflow.core.errors import ToolError
 from mendflow.core.models import Declined, Finding, Patch, Patched, Proposal, Sandbox
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import tool_environ
+from mendflow.tasks.detect.python_floor import declared_requires_python, oldest_python
 from mendflow.tasks.detect.ruff_run import ruff_executable
 from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.ruff_followup import fix_only, preview_fix, run_ruff_check
@@ -105,6 +106,11 @@ class RuffFixer(Fixer):
         if feedback is not None:
             return self._declined(ids, attempt, f"ruff's fix for {rule} is deterministic and "
                                                 "was already rejected")
+        oldest = oldest_python(sandbox.path)
+        if oldest is not None and oldest < (3, 0):  # six 1.16.0: exec_ = moves.builtins.exec
+            return self._declined(ids, attempt, (
+                f"the project supports Python {oldest[0]}.{oldest[1]} (requires-python "
+                f"{declared_requires_python(sandbox.path)!r}); ruff's fixes assume Python 3.7+"))
         files = [p for p in dict.fromkeys(f.path for f in group) if (sandbox.path / p).is_file()]
         if not files:
             return self._declined(ids, attempt, f"the files of the {rule} findings are gone")
