@@ -53,11 +53,17 @@ from mendflow.core.errors import EnvironmentSetupError, ToolError
 from mendflow.core.models import Sandbox, TargetEnv
 from mendflow.infra.layout import StateLayout
 from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
-from mendflow.tasks.environment.plan import find_test_extras, install_plan, is_installable, venv_key
+from mendflow.tasks.environment.plan import (
+    find_test_extras,
+    install_plan,
+    is_installable,
+    project_dirs,
+    venv_key,
+)
 
 __all__ = [
     "MARKER", "TEST_TOOLS", "find_test_extras", "install_environ", "install_plan",
-    "is_installable", "managed_venv", "prepare_environment", "prepare_target_env",
+    "is_installable", "managed_venv", "prepare_environment", "prepare_target_env", "project_dirs",
     "read_marker", "use_interpreter", "venv_key", "venv_python",
 ]
 
@@ -222,7 +228,7 @@ def _repoint(python: Path, sandbox: Sandbox, config: ManagedVenv, deadline: floa
     if config.install is not None:
         args = list(config.install)
     else:
-        args = ["-e", "."] if is_installable(sandbox.path) else []
+        args = [arg for project in project_dirs(sandbox.path) for arg in ("-e", project)]
     if args:
         _logger().info("re-pointing the cached venv's install at %s", sandbox.path)
         _run_step([python, "-m", "pip", "install", "--progress-bar", "off", "--no-deps", *args],

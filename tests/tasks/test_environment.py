@@ -19,6 +19,7 @@ from mendflow.tasks.environment import (
     is_installable,
     prepare_environment,
     prepare_target_env,
+    project_dirs,
     read_marker,
     venv_key,
 )
@@ -124,6 +125,18 @@ def test_install_plan_detection(tmp_path):
                                       "dev = black\n"})
     assert is_installable(legacy) and find_test_extras(legacy) == ["dev"]
     assert install_plan(legacy, ManagedVenv()) == ["-e", ".[dev]"]
+
+    # a monorepo: the package in python/ (parse 1.20.2), a broken template and docs beside it
+    mono = tmp_path / "mono"
+    write_files(mono, {"README.md": "", "web/package.json": "{}",
+                       "python/pyproject.toml": '[project]\nname = "p"\nversion = "1"\n'
+                                                '[project.optional-dependencies]\ntest = ["x"]\n',
+                       "python/src/pyproject.toml": '[project]\nname = "inner"\n',
+                       "templates/new/pyproject.toml": "[project\n",
+                       "docs/setup.py": "", ".hidden/setup.py": ""})
+    assert project_dirs(mono) == ["./python"]
+    assert install_plan(mono, ManagedVenv()) == ["-e", "./python[test]"]
+    assert project_dirs(project) == ["."]
 
     cfg_only = tmp_path / "cfg_only"
     write_files(cfg_only, {"setup.cfg": "[flake8]\nmax-line-length = 100\n"})
