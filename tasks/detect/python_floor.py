@@ -25,7 +25,7 @@ from mendflow.tasks.detect.common import load_pyproject, read_ini
 
 RUFF_OLDEST = (3, 7)
 """The oldest ``--target-version`` ruff accepts (``py37``)."""
-_CANDIDATES = [(2, 7), *((3, minor) for minor in range(0, 20))]
+_CANDIDATES = [*((2, minor) for minor in range(8)), *((3, minor) for minor in range(20))]
 
 
 def declared_requires_python(root: Path) -> str | None:
@@ -56,7 +56,7 @@ def oldest_python(root: Path) -> tuple[int, int] | None:
     Returns:
         e.g. ``(2, 7)`` for ``">=2.7, !=3.0.*"``, ``(3, 8)`` for ``">=3.8"``;
         None when nothing is declared, the specifier is not valid, or it admits
-        no Python from 2.7 to 3.19.
+        no Python from 2.0 to 3.19.
     """
     text = declared_requires_python(root)
     if text is None:
@@ -86,14 +86,21 @@ def ruff_target_args(root: Path) -> list[str]:
 
 
 def _setup_py_requires(path: Path) -> str | None:
-    """The string literal of a ``python_requires=`` keyword in setup.py, or None."""
+    """The ``python_requires=`` of setup.py: a string literal, or a module-level name bound
+    to one (simplejson 3.19.3: ``PYTHON_REQUIRES = '>=2.5, ...'``); else None."""
     try:
         tree = ast.parse(path.read_bytes())
     except (OSError, SyntaxError, ValueError):
         return None
+    constants = {target.id: node.value.value for node in tree.body
+                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                 and isinstance(node.value.value, str)
+                 for target in node.targets if isinstance(target, ast.Name)}
     for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "python_requires":
             value = node.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 return value.value
+            if isinstance(value, ast.Name):
+                return constants.get(value.id)
     return None

@@ -29,6 +29,8 @@ OPTIONAL = """
     ({"setup.py": 'from setuptools import setup\nsetup(name="s", '
                   'python_requires=">=2.7, !=3.0.*, !=3.1.*, !=3.2.*")\n'}, (2, 7)),
     ({"setup.py": "from setuptools import setup\nsetup(name='s', python_requires=REQ)\n"}, None),
+    ({"setup.py": "PYTHON_REQUIRES = '>=2.5, !=3.0.*'\nsetup(python_requires=PYTHON_REQUIRES)\n"},
+     (2, 5)),
     ({"pyproject.toml": '[project]\nname = "p"\nrequires-python = "not a specifier"\n'}, None),
     ({}, None),
 ])
