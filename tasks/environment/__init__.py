@@ -52,6 +52,7 @@ from mendflow.core.config import EnvironmentConfig, Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError, ToolError
 from mendflow.core.models import Sandbox, TargetEnv
 from mendflow.infra.layout import StateLayout
+from mendflow.infra.progress import report_progress
 from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
 from mendflow.tasks.environment.plan import (
     find_test_extras,
@@ -160,6 +161,9 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> 
             _write_marker(venv, {**marker, "worktree": str(sandbox.path)})
         return TargetEnv(python=python, kind="managed-venv", fingerprint=key)
     _logger().info("creating the target venv %s (installing: %s)", venv, " ".join(plan) or "-")
+    # minutes on a first run (a C extension, a big dependency tree): say so, not a silent setup
+    report_progress("setup", f"creating the target's venv (pip install {' '.join(plan) or '-'}); "
+                             "a first build for these dependency files can take minutes")
     _build(venv, base, plan, sandbox, config, deadline)
     _write_marker(venv, {"key": key, "python": str(python), "base_python": str(base),
                          "base_version": base_version, "worktree": str(sandbox.path),

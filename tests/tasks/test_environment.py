@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from mendflow.core.config import Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError
 from mendflow.infra.layout import StateLayout
+from mendflow.infra.progress import PROGRESS_LOGGER
 from mendflow.tasks.environment import (
     MARKER,
     find_test_extras,
@@ -214,8 +216,18 @@ def test_managed_venv_install_failure(make_repo):
         "dependencies = []", 'dependencies = ["this-package-does-not-exist-mendflow==0.0.0"]')
     box = _sandbox(make_repo, broken)
     config = ManagedVenv(base_python=sys.executable)
-    with pytest.raises(EnvironmentSetupError) as info:
-        prepare_environment(box, config, home())
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
+    try:
+        with pytest.raises(EnvironmentSetupError) as info:
+            prepare_environment(box, config, home())
+    finally:
+        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
+    # the minutes of a first build are announced (the setup stage was silent)
+    assert lines == ["creating the target's venv (pip install -e .); a first build for these "
+                     "dependency files can take minutes"]
     assert "this-package-does-not-exist-mendflow" in info.value.output_tail
     assert "environment.install" in info.value.hint
     assert "install the target" in info.value.message
