@@ -56,6 +56,7 @@ from mendflow.infra.progress import report_progress
 from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
 from mendflow.tasks.environment.plan import (
     find_test_extras,
+    for_python,
     install_plan,
     is_installable,
     project_dirs,
@@ -63,7 +64,7 @@ from mendflow.tasks.environment.plan import (
 )
 
 __all__ = [
-    "MARKER", "TEST_TOOLS", "find_test_extras", "install_environ", "install_plan",
+    "MARKER", "TEST_TOOLS", "find_test_extras", "for_python", "install_environ", "install_plan",
     "is_installable", "managed_venv", "prepare_environment", "prepare_target_env", "project_dirs",
     "read_marker", "use_interpreter", "venv_key", "venv_python",
 ]
@@ -149,7 +150,7 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> 
     deadline = time.monotonic() + config.install_timeout_s
     base = _locate(config.base_python)
     base_version = _python_version(base)
-    plan = install_plan(sandbox.path, config)
+    plan = install_plan(sandbox.path, config, _major_minor(base_version))
     key = venv_key(sandbox, base, base_version, config)
     layout.envs.mkdir(parents=True, exist_ok=True)
     venv = layout.envs / key
@@ -170,6 +171,15 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> 
                          "install": plan, "extra_packages": list(config.extra_packages),
                          "created_at": datetime.now(timezone.utc).isoformat()})
     return TargetEnv(python=python, kind="managed-venv", fingerprint=key)
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    """(3, 11) of ``"3.11.7"``; None when the text is not a version."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def venv_python(venv: Path) -> Path:

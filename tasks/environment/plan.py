@@ -42,12 +42,15 @@ NOT_PROJECT_DIRS = frozenset({"docs", "doc", "tests", "test", "testing", "exampl
 # --- what to install ------------------------------------------------------------------
 
 
-def install_plan(worktree: Path, config: ManagedVenv) -> list[str]:
+def install_plan(worktree: Path, config: ManagedVenv,
+                 python_version: tuple[int, int] | None = None) -> list[str]:
     """Return the pip arguments that install the target (run in the worktree).
 
     Args:
         worktree: the sandbox worktree.
         config: the ``managed-venv`` environment; its ``install`` replaces detection.
+        python_version: (major, minor) of the venv's Python (chooses among requirement
+            files pinned per version, :func:`for_python`); None = this interpreter's.
 
     Returns:
         pip ``install`` arguments, e.g. ``["-e", ".[test]", "-r",
@@ -64,9 +67,44 @@ def install_plan(worktree: Path, config: ManagedVenv) -> list[str]:
         args += ["-e", f"{project}[{','.join(extras)}]" if extras else project]
     for group in find_test_groups(worktree):
         args += ["--group", group]
-    for name in _matching(worktree, TEST_REQUIREMENT_GLOBS):
+    for name in for_python(_matching(worktree, TEST_REQUIREMENT_GLOBS), python_version):
         args += ["-r", name]
     return args
+
+
+_VERSIONED = re.compile(r"^(?P<stem>.*?)(?:py)?(?P<major>[23])(?P<minor>\d{1,2})\.txt$")
+
+
+def for_python(names: Sequence[str], python_version: tuple[int, int] | None = None) -> list[str]:
+    """Keep one of the requirement files pinned per Python version (pip-compile's
+    ``requirements-tests36.txt``, ``-tests37.txt``, ``-tests39.txt``): the newest
+    version not newer than the target's Python, else the oldest.
+
+    Installed together they conflict (wcwidth 0.2.13: attrs==22.2.0 and
+    attrs==23.1.0, ResolutionImpossible, no mission). Files without a version
+    suffix, and a versioned file alone in its family, are kept.
+
+    Args:
+        names: requirement file paths (POSIX, relative), in install order.
+        python_version: (major, minor) of the target's Python; None = this one.
+
+    Returns:
+        ``names`` without the other versions' files, order kept.
+    """
+    target = python_version or sys.version_info[:2]
+    families: dict[str, list[tuple[tuple[int, int], str]]] = {}
+    for name in names:
+        match = _VERSIONED.match(name)
+        if match:
+            version = (int(match["major"]), int(match["minor"]))
+            families.setdefault(match["stem"], []).append((version, name))
+    dropped = set()
+    for members in families.values():
+        if len(members) > 1:
+            fitting = [m for m in members if m[0] <= target]
+            keep = max(fitting)[1] if fitting else min(members)[1]
+            dropped |= {name for _, name in members if name != keep}
+    return [name for name in names if name not in dropped]
 
 
 def project_dirs(worktree: Path) -> list[str]:

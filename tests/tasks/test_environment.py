@@ -16,6 +16,7 @@ from mendflow.infra.progress import PROGRESS_LOGGER
 from mendflow.tasks.environment import (
     MARKER,
     find_test_extras,
+    for_python,
     install_environ,
     install_plan,
     is_installable,
@@ -127,6 +128,21 @@ def test_install_plan_detection(tmp_path):
                                       "dev = black\n"})
     assert is_installable(legacy) and find_test_extras(legacy) == ["dev"]
     assert install_plan(legacy, ManagedVenv()) == ["-e", ".[dev]"]
+
+    # requirement files pinned per Python version (wcwidth 0.2.13): one of them, never all
+    pinned = tmp_path / "pinned"
+    write_files(pinned, {"setup.py": "", "requirements-develop.txt": "docopt\n",
+                         "requirements-tests36.txt": "attrs==22.2.0\n",
+                         "requirements-tests37.txt": "attrs==23.1.0\n",
+                         "requirements-tests39.txt": "attrs==23.1.0\n"})
+    assert install_plan(pinned, ManagedVenv(), (3, 11)) == [
+        "-e", ".", "-r", "requirements-develop.txt", "-r", "requirements-tests39.txt"]
+    assert for_python(["requirements-tests36.txt", "requirements-tests39.txt"], (3, 8)) == [
+        "requirements-tests36.txt"]
+    assert for_python(["requirements-py310.txt", "requirements-py38.txt"], (3, 7)) == [
+        "requirements-py38.txt"]  # none fits: the oldest
+    assert for_python(["requirements-py38.txt", "requirements.txt"], (3, 11)) == [
+        "requirements-py38.txt", "requirements.txt"]
 
     # a monorepo: the package in python/ (parse 1.20.2), a broken template and docs beside it
     mono = tmp_path / "mono"
