@@ -114,7 +114,8 @@ def list_missions_command(
         table.add_column(column)
     for row in rows:
         steps = f"{row.steps_done}/{row.steps_started}" if row.steps_started else "-"
-        table.add_row(row.mission_id, row.status, _age(row.age_s), steps, row.repository)
+        status = f"{row.status}, {row.detail}" if row.detail else row.status
+        table.add_row(row.mission_id, status, _age(row.age_s), steps, row.repository)
     Console().print(table)
 
 
