@@ -34,6 +34,7 @@ from mendflow.core.models import (
     MissionResult,
     QualityScore,
     RepoTarget,
+    Sandbox,
     Timings,
 )
 from mendflow.core.outcomes import suite_summary
@@ -261,9 +262,20 @@ def _record_and_report(ledger: MissionLedger, result: MissionResult, started_at:
     sandbox = ledger.sandbox
     sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
-                analyze_codebase(sandbox, hash_tree(sandbox)) if config.learning.analyze else ""]
+                _self_analysis(sandbox) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
+
+
+def _self_analysis(sandbox: Sandbox) -> str:
+    """The report's self-analysis section; a failed or timed-out analysis is a line in the
+    report, never the mission's failure (wcwidth 0.2.13: exit 1 after 600 s of radon)."""
+    state = analyze_codebase(sandbox, hash_tree(sandbox), return_state=True)
+    if state.is_completed():
+        return state.result()
+    reason = state.message or state.name
+    report_progress("report", f"self-analysis skipped: {reason}")
+    return f"## Self-analysis\n\nSkipped: {reason}\n"
 
 
 def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,
