@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mendflow.core.models import Declined
+from mendflow.core.models import Declined, Patched
 from mendflow.tasks.detect.python_floor import oldest_python, ruff_target_args
 from mendflow.tasks.detect.ruff_run import measure_ruff, ruff_config_args
 from mendflow.tasks.fix.ruff import RuffFixer
@@ -66,3 +66,14 @@ def test_ruff_fixer_declines_for_a_python_2_project(make_repo):
     proposal = RuffFixer().propose(sandbox, unused)
     assert isinstance(proposal, Declined)
     assert "supports Python 2.7" in proposal.reason and "'>=2.7'" in proposal.reason
+
+
+def test_ruff_fixer_leaves_syntax_upgrades_alone_below_python_3_7(make_repo):
+    """inflection 0.5.1 declares >=3.5: UP032's f-strings were accepted; F401 still fixed."""
+    repo = make_repo({"pkg/__init__.py": "", "pkg/mod.py": 'import os\n\nX = "{}".format(1)\n',
+                      "setup.cfg": "[options]\npython_requires = >=3.5\n"})
+    sandbox = sandbox_for(repo)
+    found = {f.rule: f for f in measure_ruff(sandbox, tools_config()).findings}
+    upgrade = RuffFixer().propose(sandbox, [found["UP032"]])
+    assert isinstance(upgrade, Declined) and "UP032 fix may need Python 3.7+" in upgrade.reason
+    assert isinstance(RuffFixer().propose(sandbox, [found["F401"]]), Patched)
