@@ -17,6 +17,7 @@ evaluated with :mod:`packaging.specifiers`.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -55,12 +56,13 @@ def oldest_python(root: Path) -> tuple[int, int] | None:
 
     Returns:
         e.g. ``(2, 7)`` for ``">=2.7, !=3.0.*"``, ``(3, 8)`` for ``">=3.8"``;
-        None when nothing is declared, the specifier is not valid, or it admits
-        no Python from 2.0 to 3.19.
+        without a requires-python, the oldest ``Programming Language :: Python
+        :: X.Y`` classifier; None when nothing is declared, the specifier is not
+        valid, or it admits no Python from 2.0 to 3.19.
     """
     text = declared_requires_python(root)
     if text is None:
-        return None
+        return _oldest_classifier(root)
     try:
         spec = SpecifierSet(text)
     except InvalidSpecifier:
@@ -83,6 +85,31 @@ def ruff_target_args(root: Path) -> list[str]:
         return []
     major, minor = max(oldest, RUFF_OLDEST)
     return ["--target-version", f"py{major}{minor}"]
+
+
+_CLASSIFIER = re.compile(r"^Programming Language :: Python :: ([23])\.(\d{1,2})$")
+
+
+def _oldest_classifier(root: Path) -> tuple[int, int] | None:
+    """The oldest ``Programming Language :: Python :: X.Y`` trove classifier, when no
+    requires-python is declared (wcwidth 0.2.13 lists 2.7 in setup.py's classifiers).
+    Read from pyproject.toml ``[project]``, setup.cfg ``[metadata]`` and the string
+    literals of setup.py."""
+    texts: list[str] = []
+    project = load_pyproject(root).get("project")
+    if isinstance(project, dict) and isinstance(project.get("classifiers"), list):
+        texts += [c for c in project["classifiers"] if isinstance(c, str)]
+    ini = read_ini(root / "setup.cfg")
+    if ini is not None and ini.has_option("metadata", "classifiers"):
+        texts += [line.strip() for line in ini.get("metadata", "classifiers").splitlines()]
+    try:
+        tree = ast.parse((root / "setup.py").read_bytes())
+        texts += [node.value for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    except (OSError, SyntaxError, ValueError):
+        pass
+    versions = [(int(m[1]), int(m[2])) for text in texts if (m := _CLASSIFIER.match(text))]
+    return min(versions) if versions else None
 
 
 def _setup_py_requires(path: Path) -> str | None:

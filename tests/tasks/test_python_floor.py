@@ -32,6 +32,10 @@ OPTIONAL = """
     ({"setup.py": "PYTHON_REQUIRES = '>=2.5, !=3.0.*'\nsetup(python_requires=PYTHON_REQUIRES)\n"},
      (2, 5)),
     ({"pyproject.toml": '[project]\nname = "p"\nrequires-python = "not a specifier"\n'}, None),
+    ({"setup.py": "setup(classifiers=['Programming Language :: Python :: 3.9',\n"
+                  "    'Programming Language :: Python :: 2.7'])\n"}, (2, 7)),  # wcwidth
+    ({"setup.cfg": "[metadata]\nclassifiers =\n    Programming Language :: Python :: 3.6\n"},
+     (3, 6)),
     ({}, None),
 ])
 def test_oldest_python_from_the_packaging_metadata(tmp_path: Path, files, oldest):
