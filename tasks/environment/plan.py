@@ -36,7 +36,8 @@ TEST_REQUIREMENT_GLOBS = ("requirements.txt", "requirements-test*.txt", "require
 TEST_EXTRAS = ("test", "tests", "testing")
 NOT_PROJECT_DIRS = frozenset({"docs", "doc", "tests", "test", "testing", "examples", "example",
                               "benchmarks", "bench", "scripts", "build", "dist", "site-packages",
-                              "node_modules", "venv"})
+                              "node_modules", "venv", "vendor", "vendored", "third_party",
+                              "thirdparty", "external", "extern"})
 
 
 # --- what to install ------------------------------------------------------------------
