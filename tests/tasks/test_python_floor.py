@@ -81,3 +81,14 @@ def test_ruff_fixer_leaves_syntax_upgrades_alone_below_python_3_7(make_repo):
     upgrade = RuffFixer().propose(sandbox, [found["UP032"]])
     assert isinstance(upgrade, Declined) and "UP032 fix may need Python 3.7+" in upgrade.reason
     assert isinstance(RuffFixer().propose(sandbox, [found["F401"]]), Patched)
+
+
+def test_a_subdirectory_project_is_first_party_for_ruff(make_repo):
+    """parse 1.20.2 in python/: run from the root, isort took `parse` for third-party."""
+    repo = make_repo({"README.md": "", "python/pyproject.toml": '[project]\nname = "pkg"\n',
+                      "python/pkg/__init__.py": "",
+                      "python/tests/test_pkg.py": "import os\n\nimport requests\n\nimport pkg\n"})
+    assert ruff_config_args(repo)[-2:] == [
+        "--config", 'src = [".", "src", "python", "python/src"]']
+    result = measure_ruff(sandbox_for(repo), tools_config())
+    assert result.ok and "I001" not in {f.rule for f in result.findings}
