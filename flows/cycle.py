@@ -15,11 +15,13 @@ import time
 
 from prefect.utilities.annotations import opaque
 
+from mendflow.core.checkpoint import LoopPosition
 from mendflow.core.config import FixerConfig
 from mendflow.core.errors import PatchRejected
 from mendflow.core.models import Finding, OutputRejected, Patched
 from mendflow.core.outcomes import suite_summary
 from mendflow.flows.batch import confirm_batch, validate_candidate
+from mendflow.flows.checkpoint import TRANSIENT_STOPS, checkpoint_ledger
 from mendflow.flows.cycle_learning import GroupAttempts, no_patch_result
 from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
@@ -37,45 +39,33 @@ __all__ = ["MissionLedger", "back_up_baseline", "fix_group", "measure", "run_ite
            "suite_summary"]
 
 
-def run_iterations(ledger: MissionLedger) -> MissionLedger:
+def run_iterations(ledger: MissionLedger, resume: LoopPosition | None = None) -> MissionLedger:
     """Repeat the M-T-D-V cycle until the target score, max iterations or no progress.
 
     Failing tests are attempted even above the target score (a failing test is
     a defect, not a point of score). Each cycle attempts at most
     ``mission.max_patches_per_iteration`` candidates; a group whose findings an
     earlier patch already fixed (or claimed) is skipped and spends no slot.
+    The ledger is checkpointed at every settled point (:mod:`mendflow.flows.checkpoint`).
+
+    Args:
+        ledger: the mission's ledger, on its baseline (or restored from a checkpoint).
+        resume: where a restored ledger's cycle stood; None = start at iteration 1.
     """
     mission = ledger.config.mission
-    ledger.batch_base = ledger.current
-    for iteration in range(1, mission.max_iterations + 1):
-        if _must_stop(ledger):
-            break
-        queue = rank_queue(ledger.config, opaque(ledger.fixable(ledger.current.findings)),
-                           opaque(ledger.priors))
-        reached = ledger.current.score >= mission.target_score
-        if reached:  # a failing test is a defect whatever the score: it is still attempted
-            queue = [f for f in queue if f.category == "test-failure"]
-        groups = [g for g in plan_fixes(planning_fixer(ledger.config), opaque(queue))
-                  if frozenset(f.id for f in g) not in ledger.tried] if queue else []
-        if reached and not groups:
-            ledger.stop_reason = f"target score {mission.target_score} reached"
-            break
-        ledger.iterations = iteration
-        if not groups:
-            ledger.stop_reason = "no fixable findings left"
-            break
-        accepted = attempted = 0
-        for group in groups:
-            if attempted >= mission.max_patches_per_iteration:
+    if resume is not None and resume.finished:
+        ledger.stop_reason = resume.finished
+        return ledger
+    if resume is None:
+        ledger.batch_base = ledger.current
+    where = resume or LoopPosition(iteration=1)
+    for iteration in range(where.iteration, mission.max_iterations + 1):
+        if where.groups is None:
+            groups = _plan(ledger, iteration)
+            if groups is None:  # stopped: the reason is set
                 break
-            live = _live(ledger, group)
-            if not live:  # an earlier patch of this iteration fixed the group: no slot spent
-                continue
-            if ledger.fixer_disabled or _must_stop(ledger):
-                break
-            ledger.tried.add(frozenset(f.id for f in group))
-            attempted += 1
-            accepted += fix_group(ledger, live, iteration)
+            where = LoopPosition(iteration=iteration, groups=groups)
+        where = _attempt_groups(ledger, where)
         if ledger.pending:  # the iteration's last batch: one full run confirms it
             confirm_batch(ledger)
         if ledger.fixer_disabled:
@@ -83,14 +73,70 @@ def run_iterations(ledger: MissionLedger) -> MissionLedger:
             break
         if ledger.stop_reason:
             break
-        if accepted == 0:
+        if where.accepted == 0:
             ledger.stop_reason = "no candidate was accepted in the last iteration"
             break
+        where = LoopPosition(iteration=iteration + 1)
+        checkpoint_ledger(ledger, where)
     else:
         ledger.stop_reason = f"max iterations ({mission.max_iterations}) reached"
     if not ledger.stop_reason:
         ledger.stop_reason = "finished"
+    # a transient stop (low disk, the wall-time budget) resumes where it stood
+    final = where if ledger.stop_reason.startswith(TRANSIENT_STOPS) else \
+        LoopPosition(iteration=where.iteration, finished=ledger.stop_reason)
+    checkpoint_ledger(ledger, final)
     return ledger
+
+
+def _plan(ledger: MissionLedger, iteration: int) -> tuple[tuple[Finding, ...], ...] | None:
+    """The groups iteration ``iteration`` attempts, or None when the cycle stops (the
+    ledger's ``stop_reason`` then says why)."""
+    mission = ledger.config.mission
+    if _must_stop(ledger):
+        return None
+    queue = rank_queue(ledger.config, opaque(ledger.fixable(ledger.current.findings)),
+                       opaque(ledger.priors))
+    reached = ledger.current.score >= mission.target_score
+    if reached:  # a failing test is a defect whatever the score: it is still attempted
+        queue = [f for f in queue if f.category == "test-failure"]
+    groups = [tuple(g) for g in plan_fixes(planning_fixer(ledger.config), opaque(queue))
+              if frozenset(f.id for f in g) not in ledger.tried] if queue else []
+    if reached and not groups:
+        ledger.stop_reason = f"target score {mission.target_score} reached"
+        return None
+    ledger.iterations = iteration
+    if not groups:
+        ledger.stop_reason = "no fixable findings left"
+        return None
+    return tuple(groups)
+
+
+def _attempt_groups(ledger: MissionLedger, where: LoopPosition) -> LoopPosition:
+    """Attempt the planned groups from ``where.next_group`` on; return the position reached.
+
+    Stops at the iteration's cap, when the fixer is disabled, or on a transient stop
+    (:func:`_must_stop`); the returned ``next_group`` is then the group not attempted.
+    After each group that leaves nothing pending, the ledger is checkpointed.
+    """
+    cap = ledger.config.mission.max_patches_per_iteration
+    groups = where.groups or ()
+    index, attempted, accepted = where.next_group, where.attempted, where.accepted
+    while index < len(groups) and attempted < cap:
+        group = groups[index]
+        live = _live(ledger, group)
+        if live:  # else an earlier patch of this iteration fixed the group: no slot spent
+            if ledger.fixer_disabled or _must_stop(ledger):
+                break
+            ledger.tried.add(frozenset(f.id for f in group))
+            attempted += 1
+            accepted += fix_group(ledger, live, where.iteration)
+        index += 1
+        if live:
+            checkpoint_ledger(ledger, where.model_copy(update={
+                "next_group": index, "attempted": attempted, "accepted": accepted}))
+    return where.model_copy(update={"next_group": index, "attempted": attempted,
+                                    "accepted": accepted})
 
 
 def _live(ledger: MissionLedger, group: tuple[Finding, ...]) -> tuple[Finding, ...]:

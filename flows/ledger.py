@@ -70,6 +70,8 @@ class MissionLedger:
     started: float = field(default_factory=time.monotonic)
     iterations: int = 0
     stop_reason: str = ""
+    config_hash: str = ""
+    """:func:`mendflow.core.checkpoint.config_digest` of the run; empty = no checkpoints."""
 
     def scoped(self, findings) -> list[Finding]:
         return [f for f in findings if in_scope(f, self.target)]

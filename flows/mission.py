@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, get_run_logger, runtime
 from prefect.utilities.annotations import opaque
 
+from mendflow.core.checkpoint import LoopPosition, config_digest
 from mendflow.core.config import MendflowConfig
 from mendflow.core.fleet import repository_key
 from mendflow.core.learning import choices_markdown
@@ -39,6 +40,7 @@ from mendflow.core.models import (
 )
 from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
+from mendflow.flows.checkpoint import restore_ledger
 from mendflow.flows.cycle import back_up_baseline, run_iterations
 from mendflow.flows.ledger import MissionLedger
 from mendflow.flows.measure import measure
@@ -54,6 +56,7 @@ from mendflow.tasks.bookkeeping import (
     new_mission_id,
     register_mission,
 )
+from mendflow.tasks.checkpoint import load_checkpoint
 from mendflow.tasks.environment import prepare_target_env
 from mendflow.tasks.fleet import (
     clone_repository,
@@ -202,8 +205,10 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
         audit_config(state_root, mission_id, str(target.root), config)
     before = snapshot_user_checkout(target.root)
     sandbox = create_sandbox(target, mission_id, layout)
-    # A resumed mission replays from its base commit: cached steps return at once
-    # and every commit is re-created identically (same content, same date).
+    # A resumed mission starts from its base commit (the baseline comes back from the
+    # cache), then moves to its checkpoint's commit (see _restore_checkpoint); the steps
+    # after it replay from the cache and every commit is re-created identically (same
+    # content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
     env_started = time.monotonic()  # a first venv build can take minutes
     env = prepare_target_env(sandbox, config.environment, layout)
@@ -226,12 +231,14 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                          priors=load_priors(config.learning, state_root, str(target.root),
                                             mission_id),
                          baseline_s=round(time.monotonic() - started, 3),
-                         environment_s=environment_s)
+                         environment_s=environment_s,
+                         config_hash=config_digest(config, env.fingerprint))
     if config.mission.backup_only:
         ledger = back_up_baseline(ledger)
     else:
+        resume = _restore_checkpoint(ledger, layout)
         try:
-            ledger = run_iterations(ledger)
+            ledger = run_iterations(ledger, resume)
         finally:
             release_mission_budgets(mission_id)  # the in-process LLM budget of this mission
         if not finish_replay(sandbox):
@@ -248,6 +255,27 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     _record_and_report(ledger, result, started_at)
     close_mission(result, layout)
     return result
+
+
+def _restore_checkpoint(ledger: MissionLedger, layout: StateLayout) -> LoopPosition | None:
+    """A resumed mission's checkpoint, restored: the sandbox moves to its commit and the
+    ledger takes its state; the position to continue from. None (a replay from the base
+    commit) when there is no valid checkpoint; why an existing one is not used is logged."""
+    read = load_checkpoint(layout, ledger.sandbox, ledger.config_hash)
+    if read.checkpoint is None:
+        if read.problem:
+            report_progress("setup", f"checkpoint not used ({read.problem}): replaying the "
+                            "mission from its base commit", mission_id=ledger.mission_id)
+        return None
+    checkpoint = read.checkpoint
+    rewind_sandbox(ledger.sandbox, checkpoint.commit)
+    position = restore_ledger(ledger, checkpoint)
+    where = (f"its end ({position.finished})" if position.finished else
+             f"iteration {position.iteration}, group {position.next_group + 1}")
+    report_progress("setup", f"restored from its checkpoint at {checkpoint.commit[:10]}: "
+                    f"{sum(o.status == 'accepted' for o in checkpoint.outcomes)} accepted, "
+                    f"continuing at {where}", mission_id=ledger.mission_id)
+    return position
 
 
 def _record_and_report(ledger: MissionLedger, result: MissionResult, started_at: str) -> None:

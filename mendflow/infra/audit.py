@@ -157,6 +157,39 @@ def append(state_root: Path, *, who: Actor, what: Action, why: Why | None = None
     return entry
 
 
+def has_commit(state_root: Path, mission: str, patch_id: str, commit: str) -> bool:
+    """True when the trail already records ``commit`` of ``mission``'s patch ``patch_id``.
+
+    A resumed mission replays the commits made after its checkpoint (re-using the
+    very same commits): their ``commit`` entries are written once, not again.
+
+    Args:
+        state_root: the state directory.
+        mission: the mission id.
+        patch_id: the patch's id.
+        commit: the commit sha (40 hex).
+
+    Returns:
+        Whether such a ``commit`` entry exists (unparsable lines are skipped).
+    """
+    path = audit_path(state_root)
+    if not path.exists():
+        return False
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if commit not in line:  # most lines: no JSON parsing
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            details = entry.get("details") or {}
+            if entry.get("what") == "commit" and entry.get("mission") == mission and \
+                    details.get("commit") == commit and details.get("patch_id") == patch_id:
+                return True
+    return False
+
+
 def read(state_root: Path, mission: str | None = None) -> list[dict[str, Any]]:
     """The entries (optionally of one mission), oldest first; unparsable lines are skipped."""
     path = audit_path(state_root)

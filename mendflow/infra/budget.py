@@ -133,6 +133,19 @@ class Budget:
             self._output_tokens += usage.output_tokens
             self._cost_usd += cost
 
+    def charge(self, calls: int, usage: Usage) -> None:
+        """Count ``calls`` calls made elsewhere (now) and their ``usage`` (a resumed mission).
+
+        Args:
+            calls: calls to count, >= 0.
+            usage: their tokens, all together.
+        """
+        with self._lock:
+            now = self._clock()
+            self._call_times.extend([now] * max(0, calls))
+            self._calls += max(0, calls)
+        self.record(usage)
+
     def snapshot(self) -> BudgetSnapshot:
         """Return what was counted so far."""
         with self._lock:
@@ -187,6 +200,35 @@ def mission_budget(mission_id: str, limits: LLMBudget) -> Budget:
         if key not in _MISSION_BUDGETS:
             _MISSION_BUDGETS[key] = Budget(limits)
         return _MISSION_BUDGETS[key]
+
+
+def charge_mission_budget(mission_id: str, limits: LLMBudget, *, calls: int,
+                          input_tokens: int = 0, output_tokens: int = 0,
+                          cache_creation_input_tokens: int = 0,
+                          cache_read_input_tokens: int = 0) -> Budget:
+    """Count what a mission already spent before this process (a resumed mission).
+
+    A resumed mission restored from its checkpoint makes none of its earlier calls
+    again, so its budget starts from what they spent: ``calls`` calls (counted as
+    made now, so the per-hour window may count them a little longer than they
+    were) and their tokens and estimated cost.
+
+    Args:
+        mission_id: the mission.
+        limits: the budget's limits (the key of :func:`mission_budget`).
+        calls: model calls already made.
+        input_tokens: uncached input tokens already used.
+        output_tokens: output tokens already used.
+        cache_creation_input_tokens: prompt-cache writes already made, tokens.
+        cache_read_input_tokens: prompt-cache reads already made, tokens.
+
+    Returns:
+        The mission's :class:`Budget`, charged.
+    """
+    budget = mission_budget(mission_id, limits)
+    budget.charge(calls, Usage(input_tokens, output_tokens, cache_creation_input_tokens,
+                               cache_read_input_tokens))
+    return budget
 
 
 def release_mission_budgets(mission_id: str) -> list[BudgetSnapshot]:

@@ -36,9 +36,17 @@ def audit_commit(state_root: Path, mission_id: str, repository: str, branch: str
                  outcome: PatchOutcome) -> bool:
     """Record an accepted patch committed on the mission branch (who: mendflow).
 
+    A commit the trail already records for this mission and patch (a resumed
+    mission's replay re-uses its commits) is not written again.
+
     Returns:
-        True when written (False: reported, the mission goes on).
+        True when written or already there (False: reported, the mission goes on).
     """
+    try:
+        if outcome.commit and audit.has_commit(state_root, mission_id, outcome.id, outcome.commit):
+            return True
+    except OSError:
+        pass  # the append below reports an unusable log
     gates = tuple(f"{g.gate}: {'passed' if g.passed else 'failed'}"
                   for g in (outcome.validation.gates if outcome.validation else ()))
     return _append(state_root, who=audit.AUTOMATION, what="commit",

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 import yaml
 
+from mendflow.core.checkpoint import CHECKPOINT_FILE, LedgerCheckpoint
+from mendflow.infra import audit
 from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git, write_files
@@ -103,8 +107,48 @@ def reference(prefect_harness, config, tmp_path_factory):
     return repo, result, runs, env
 
 
+def settled_task_runs(flow_run_id: str, quiet_s: float = 1.0, timeout_s: float = 30.0):
+    """The flow run's task runs, once the server has recorded them all (their count stays
+    the same for ``quiet_s`` seconds)."""
+    runs, deadline = task_runs([flow_run_id]), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        again = task_runs([flow_run_id])
+        if len(again) == len(runs):
+            return again
+        runs = again
+    return runs
+
+
+def named(runs, prefix: str) -> int:
+    """Task runs of that name, whatever their state (run again or served from the cache)."""
+    return sum(1 for r in runs if r.name.startswith(prefix))
+
+
+def read_checkpoint(env, mission_id: str) -> LedgerCheckpoint | None:
+    path = Path(env["MENDFLOW_HOME"]) / "missions" / mission_id / CHECKPOINT_FILE
+    return LedgerCheckpoint.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def kill_after_checkpoint(proc: subprocess.Popen[str], env, mission_id: str,
+                          timeout_s: float = 300) -> None:
+    """SIGKILL the mission once its checkpoint holds an accepted commit (its first
+    confirmed batch), as a crash would."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            checkpoint = read_checkpoint(env, mission_id)
+        except ValueError:  # a file being replaced is never partial, but be patient
+            checkpoint = None
+        if checkpoint and any(o.status == "accepted" for o in checkpoint.outcomes):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
 @pytest.mark.parametrize("marker, nth, delay_s", [
-    ("measuring baseline", 1, 1.0),     # during detection
+    ("checkpoint", 1, 0.0),             # after the first confirmed batch (its checkpoint)
     ("candidate ", 2, 0.0),             # between two validations
     ("commit accepted ", 1, 0.0),       # just after a commit
 ])
@@ -118,7 +162,11 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
 
     proc = start(["mission", "run", str(repo), "--config", str(config), "--mission-id", mission],
                  env)
-    kill_when(proc, marker, nth, delay_s)
+    if marker == "checkpoint":
+        kill_after_checkpoint(proc, env, mission)
+    else:
+        kill_when(proc, marker, nth, delay_s)
+    checkpoint = read_checkpoint(env, mission)
     made_before = git(repo, "rev-parse", f"mendflow/{mission}")
     listed = subprocess.run([*CLI, "mission", "list", "--json"], env=env, capture_output=True,
                             text=True, timeout=120)
@@ -138,6 +186,16 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
     assert len(log) == len(accepted)
     assert made_before in log or made_before == resumed["base_commit"]  # re-used, not re-made
     assert git(repo, "for-each-ref", f"refs/mendflow/{mission}/replay") == ""
+    # the steps before the checkpoint were not replayed: only the commits after it were made
+    kept = sum(o.status == "accepted" for o in checkpoint.outcomes) if checkpoint else 0
+    if marker == "checkpoint":
+        assert kept >= 1
+    assert named(settled_task_runs(resumed["flow_run_id"]), "commit-accepted-patch") == \
+        len(accepted) - kept
+    # the audit trail records each accepted commit once, however often it was replayed
+    trail = audit.read(Path(env["MENDFLOW_HOME"]), mission)
+    assert sorted(e["details"]["commit"] for e in trail if e["what"] == "commit") == \
+        sorted(p["commit"] for p in resumed["patches"] if p["status"] == "accepted")
     # the fixer was not asked more often than in the uninterrupted mission
     runs = task_runs(mission_runs(env, mission))
     assert executed(runs, "propose-patch") <= executed(ref_runs, "propose-patch")
@@ -158,9 +216,13 @@ def test_resume_of_a_finished_mission_reuses_everything(reference):
     assert again["patches"] == first["patches"]
     assert git(repo, "rev-parse", "mendflow/ref-run") == \
         next(p["commit"] for p in reversed(first["patches"]) if p["status"] == "accepted")
-    runs = task_runs([again["flow_run_id"]])
+    runs = settled_task_runs(again["flow_run_id"])
     for tool in ("run-pytest", "run-ruff", "run-bandit", "propose-patch"):
         assert executed(runs, tool) == 0, tool  # every tool run and proposal came from the cache
+    # restored from the final checkpoint: no step of the cycle was replayed
+    for step in ("propose-patch", "apply-patch", "check-patch-syntax", "judge-patch",
+                 "commit-accepted-patch"):
+        assert named(runs, step) == 0, step
     # the replayed tool runs' durations were not recorded a second time
     assert next((Path(env["MENDFLOW_HOME"]) / "history").glob("*.json")).read_text() == history
 

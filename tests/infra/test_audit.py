@@ -30,6 +30,16 @@ def test_an_intact_chain_verifies(tmp_path):
     assert [e["seq"] for e in audit.read(tmp_path, mission="m1")] == [2, 4]
 
 
+def test_a_recorded_commit_is_found_by_mission_patch_and_sha(tmp_path):
+    fill(tmp_path, 3)
+    audit.append(tmp_path, who=audit.AUTOMATION, what="commit", mission="m1",
+                 details={"commit": "c" * 40, "patch_id": "p-1"})
+    assert audit.has_commit(tmp_path, "m1", "p-1", "c" * 40)
+    assert not audit.has_commit(tmp_path, "m0", "p-1", "c" * 40)
+    assert not audit.has_commit(tmp_path, "m1", "p-2", "c" * 40)
+    assert not audit.has_commit(tmp_path / "none", "m1", "p-1", "c" * 40)
+
+
 def test_an_edited_line_is_named(tmp_path):
     lines = fill(tmp_path)
     lines[2] = lines[2].replace(b'"f2"', b'"f9"')
