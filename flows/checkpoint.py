@@ -13,6 +13,7 @@ from prefect.utilities.annotations import opaque
 
 from mendflow.core.checkpoint import LedgerCheckpoint, LoopPosition, PriorEntry
 from mendflow.core.config import FixerConfig, LLMBudget
+from mendflow.core.models import ValidationReport
 from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.budget import charge_mission_budget
 from mendflow.infra.layout import StateLayout
@@ -37,7 +38,7 @@ def ledger_checkpoint(ledger: MissionLedger, position: LoopPosition) -> LedgerCh
         mission_id=ledger.mission_id, base_commit=ledger.sandbox.base_commit,
         config_hash=ledger.config_hash, position=position, current=ledger.current,
         batch_base=ledger.batch_base or ledger.current, baseline_s=ledger.baseline_s,
-        outcomes=tuple(ledger.outcomes), validations=tuple(ledger.validations),
+        outcomes=tuple(ledger.outcomes), validations=tuple(_slim(v) for v in ledger.validations),
         validation_timings=tuple(ledger.validation_timings), backups=tuple(ledger.backups),
         tried=tuple(sorted(tuple(sorted(group)) for group in ledger.tried)),
         rejected_patches=tuple(sorted(ledger.rejected_patches)),
@@ -46,6 +47,17 @@ def ledger_checkpoint(ledger: MissionLedger, position: LoopPosition) -> LedgerCh
         choices=tuple(ledger.choices), attempt_log=tuple(ledger.attempt_log),
         llm_usage=ledger.llm_usage, fixer_disabled=ledger.fixer_disabled,
         iterations=ledger.iterations)
+
+
+def _slim(report: ValidationReport) -> ValidationReport:
+    """A validation without its measurement's tool results (test cases, coverage files, each
+    tool's findings again): only its tree, score, loc and findings reach the report
+    (:func:`mendflow.tasks.report.validation_entry`). A checkpoint is rewritten after every
+    settled group, so what each validation adds to it must stay small on a long mission."""
+    after = report.after
+    if after is None or not after.results:
+        return report
+    return report.model_copy(update={"after": after.model_copy(update={"results": ()})})
 
 
 def checkpoint_ledger(ledger: MissionLedger, position: LoopPosition) -> None:

@@ -36,6 +36,7 @@ from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.budget import mission_budget, release_mission_budgets
 from mendflow.infra.layout import StateLayout
 from mendflow.tasks.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from mendflow.tasks.report import validation_entry
 from mendflow.tasks.sandbox import WorktreeSandbox, rewind_worktree
 from mendflow.tasks.vcs import commit_patch, resolve_repository
 from tests.helpers.git import git
@@ -124,10 +125,14 @@ def test_a_checkpoint_round_trip_restores_an_equal_ledger_and_charges_the_budget
     fresh = _ledger(sandbox, config)
     try:
         restored_at = restore_ledger(fresh, LedgerCheckpoint.model_validate_json(text))
-        fields = ("current", "batch_base", "outcomes", "validations", "validation_timings",
+        fields = ("current", "batch_base", "outcomes", "validation_timings",
                   "backups", "tried", "rejected_patches", "priors", "choices", "attempt_log",
                   "llm_usage", "fixer_disabled", "iterations", "baseline_s")
         assert {f: getattr(fresh, f) for f in fields} == {f: getattr(ledger, f) for f in fields}
+        # a validation keeps what the report shows of it, not its measurement's tool results
+        assert [validation_entry(v) for v in fresh.validations] == \
+            [validation_entry(v) for v in ledger.validations]
+        assert fresh.validations[0].after.results == () and ledger.validations[0].after.results
         assert restored_at == position
         # the LLM budget counts the calls the checkpointed part of the mission made
         spent = mission_budget(ledger.mission_id, config.fixer.budget).snapshot()

@@ -126,6 +126,7 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
     assert set(saved["timings"]["validations"][0]) == {"patch_id", "duration_s", "tests_run",
                                                        "tests_total", "full_run"}
     report = (Path(result.report_dir) / "final_maintenance_report.md").read_text()
-    assert "## Timings" in report and "- Environment: " in report and "| 5 of 5 | yes |" in report and "| no |" in report
+    assert "## Timings" in report and "- Environment: " in report
+    assert "| 5 of 5 | yes |" in report and "| no |" in report
     assert f"2 commit(s) on {result.branch} to review and merge" in report
     assert "0/5 passed" in report and "5/5 passed" in report
