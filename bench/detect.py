@@ -32,8 +32,10 @@ It prints, and asserts nothing:
     starts Prefect's ephemeral API), pytest as a mission runs it by default
     (test-impact contexts recorded, ``validation.test_workers``: the suite spread
     over pytest-xdist workers where that pays and the suite allows it): once as
-    a first baseline (nothing known: serial), once as the next measurement, the
-    workers decided from what the first one took; with ``--compare``, the same
+    a first baseline (nothing known: serial, every test with the first
+    timeout), once as the next measurement, the workers decided from what the
+    first one took and each test's timeout learned from its duration there
+    (as a later baseline of the repository learns it); with ``--compare``, the same
     flow again with the suite forced serial (1 worker) and forced spread (one
     worker per core), in the same run;
 the ratio (b)/(a) (the goal is <= 0.6), and Prefect's share of (b): the flow's
@@ -68,9 +70,12 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mendflow.core.config import MendflowConfig, ToolsConfig
-from mendflow.core.models import Sandbox, TargetEnv, ToolResult
+from mendflow.core.hangs import plan_from_durations
+from mendflow.core.models import Sandbox, TargetEnv, TestPlan, ToolResult
 from mendflow.core.spread import OTHER_TOOLS, cost_of_run, estimate_s, plan_workers
+from mendflow.infra.layout import StateLayout
 from mendflow.infra.runner import run_process
+from mendflow.infra.test_durations import load_test_durations, record_test_durations
 from mendflow.infra.tool_cache import shared_cache_dir
 from mendflow.tasks.detect import count_python_loc
 from mendflow.tasks.detect.bandit_run import bandit_config_args
@@ -203,11 +208,13 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
 
-def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, workers: int):
+def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, workers: int,
+                    plan: TestPlan | None = None):
     """(b): one flow submitting the four detect tasks concurrently.
 
     Args:
         workers: ``validation.test_workers`` (0 = decided per run, 1 = serial).
+        plan: the tests' timeouts (None: the first timeout for each, as at a first baseline).
 
     Returns:
         ``(flow wall seconds, [(task name, task-run seconds, ok)], in-flow seconds)``.
@@ -224,7 +231,8 @@ def concurrent_flow(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, worker
     @flow(name="bench-detect")
     def detect() -> tuple[list[Any], list[ToolResult], float]:
         start = time.perf_counter()
-        futures = [run_pytest.submit(sandbox, env, tools, tree, impact=IMPACT, workers=workers),
+        futures = [run_pytest.submit(sandbox, env, tools, tree, plan, impact=IMPACT,
+                                          workers=workers),
                    run_ruff.submit(sandbox, tools, tree),
                    run_mypy.submit(sandbox, env, tools, tree),
                    run_bandit.submit(sandbox, tools, tree)]
@@ -286,9 +294,9 @@ def bench_one(root: Path, env: TargetEnv, compare: bool) -> dict[str, str]:
     sequential = report_by_hand(root, env, by_hand, (before, load()))
     ratios: dict[str, str] = {}
 
-    def one(label: str, workers: int):
+    def one(label: str, workers: int, plan: TestPlan | None = None):
         before = load()
-        result = concurrent_flow(sandbox, env, tools, workers)
+        result = concurrent_flow(sandbox, env, tools, workers, plan)
         ratio = report_flow(label, sequential, result, (before, load()))
         ratios[label] = f"{ratio:.2f} ({before})"
         return result
@@ -301,10 +309,17 @@ def bench_one(root: Path, env: TargetEnv, compare: bool) -> dict[str, str]:
     print(f"\n    learned: tests {cost.tests_s:.2f} s, fixed {cost.fixed_s:.2f} s, others "
           f"{cost.others_s:.2f} s -> estimate serial {estimate_s(cost, 1, cores):.2f} s, "
           f"spread {estimate_s(cost, cores, cores):.2f} s: {workers} worker(s)")
-    one(f"mission, next measurement ({workers} worker(s))", workers)
+    # a later baseline also gives each test that passed a timeout learned from its
+    # duration, so an honest slow test runs once instead of twice (its second chance)
+    layout = StateLayout.resolve(root.parent / "mendflow-state")
+    record_test_durations(root, run, layout)
+    plan = plan_from_durations(load_test_durations(root, layout), tools.pytest)
+    print(f"    learned timeouts: {len(plan.timeouts) if plan else 0} test(s) above the first "
+          f"timeout of {tools.pytest.first_timeout_s:g} s")
+    one(f"mission, next measurement ({workers} worker(s))", workers, plan)
     if compare:
-        one("forced serial (test_workers=1)", 1)
-        one(f"forced spread (test_workers={cores})", cores)
+        one("forced serial (test_workers=1)", 1, plan)
+        one(f"forced spread (test_workers={cores})", cores, plan)
     shutil.rmtree(tool_home_dir(sandbox), ignore_errors=True)
     return ratios
 

@@ -23,8 +23,7 @@ from mendflow.core.models import (
     ValidationReport,
     ValidationTiming,
 )
-from mendflow.tasks.validate import glob_match
-from mendflow.tasks.validate_tests import collected_test_files
+from mendflow.tasks.validate_tests import collected_test_files, why_test_file
 
 if TYPE_CHECKING:
     from mendflow.flows.batch import Pending
@@ -76,8 +75,10 @@ class MissionLedger:
     def fixable(self, findings) -> list[Finding]:
         """In-scope findings a fixer may work on.
 
-        Findings located in test files (``gates.test_globs``, or a file pytest
-        collected tests from at baseline, as the ``test-files`` gate judges) are
+        Findings located in test files (a file pytest collected tests from at
+        baseline, a ``conftest.py``, ``gates.test_globs``, test or CI
+        configuration: whatever the ``test-files`` gate would refuse to see
+        changed, :func:`~mendflow.tasks.validate_tests.why_test_file`) are
         left out unless the gates allow test changes, except failing tests
         themselves: their fix belongs in the code under test (and the
         ``test-files`` gate still refuses any test edit).
@@ -90,8 +91,8 @@ class MissionLedger:
         return [f for f in self.scoped(findings)
                 if (wanted is None or f.category in wanted)
                 and (gates.allow_test_changes or f.category == "test-failure"
-                     or (f.path not in collected
-                         and not any(glob_match(f.path, g) for g in gates.test_globs)))]
+                     or why_test_file(f.path, collected=collected,
+                                      globs=gates.test_globs) is None)]
 
     def exit_code(self) -> int:
         """0 success; 2 a patch was rejected or the target score was not reached;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect.utilities.annotations import opaque
 
-from mendflow.core.config import MendflowConfig, ToolsConfig
+from mendflow.core.config import MendflowConfig
 from mendflow.core.errors import ValidationUnavailable
 from mendflow.core.hangs import plan_test_timeouts
 from mendflow.core.models import Measurement, Sandbox, TargetEnv, TestPlan
@@ -33,7 +33,7 @@ from mendflow.tasks.detect import (
     run_ruff,
 )
 from mendflow.tasks.detect.parallel import default_workers
-from mendflow.tasks.preflight import record_tool_durations
+from mendflow.tasks.preflight import plan_baseline_tests, record_tool_durations
 from mendflow.tasks.sandbox import hash_tree
 
 
@@ -57,8 +57,9 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
     workers = plan_workers(config.validation.test_workers, default_workers(),
                            _suite_cost(sandbox, compared_with, config))
     futures = [
-        run_pytest.submit(sandbox, env, tools, tree, _test_plan(compared_with, tools), impact,
-                          workers),
+        run_pytest.submit(sandbox, env, tools, tree, _test_plan(sandbox, tree, label,
+                                                                 compared_with, config),
+                          impact, workers),
         run_ruff.submit(sandbox, tools, tree),
         # a baseline runs no patch yet: its mypy cache may seed the next mission's
         run_mypy.submit(sandbox, env, tools, tree, share_cache=label == "baseline"),
@@ -96,9 +97,14 @@ def _suite_cost(sandbox: Sandbox, compared_with: Measurement | None,
                                           StateLayout.of(config.mission.state_dir)))
 
 
-def _test_plan(compared_with: Measurement | None, tools: ToolsConfig) -> TestPlan | None:
+def _test_plan(sandbox: Sandbox, tree: str, label: str, compared_with: Measurement | None,
+               config: MendflowConfig) -> TestPlan | None:
+    """The tests' timeouts: learned from the measurement compared with; at a baseline,
+    from the repository's earlier runs (None: every test gets the first timeout)."""
+    tools = config.tools
     if compared_with is None:
-        return None
+        return plan_baseline_tests(sandbox, tree, tools.pytest, config.mission.state_dir) \
+            if label == "baseline" else None
     result = compared_with.result_of("pytest")
     run = result.test_run if result is not None and result.ok else None
     return plan_test_timeouts(run, tools.pytest) if run is not None else None

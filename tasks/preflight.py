@@ -18,12 +18,14 @@ from mendflow.core.config import (
     FixerConfig,
     HealthConfig,
     MendflowConfig,
+    PytestConfig,
     TimeoutsConfig,
     ToolsConfig,
 )
 from mendflow.core.config_fixers import LLMFixerSection
 from mendflow.core.errors import CrashLoop
-from mendflow.core.models import ToolResult
+from mendflow.core.hangs import plan_from_durations
+from mendflow.core.models import Sandbox, TestPlan, ToolResult
 from mendflow.core.spread import FIXED_STEP, TESTS_STEP, fixed_s, tests_s
 from mendflow.infra.caching import MISSION_STEP
 from mendflow.infra.flow_runs import heartbeat_crashes
@@ -32,6 +34,7 @@ from mendflow.infra.lock import MissionLock
 from mendflow.infra.owned_processes import register_prefect_server
 from mendflow.infra.retry import transient_retries
 from mendflow.infra.system_checks import Check, check_disk_space
+from mendflow.infra.test_durations import load_test_durations, record_test_durations
 from mendflow.infra.timeouts import adaptive_timeout, llm_timeout, record_duration
 
 _HELD: dict[tuple[str, str], MissionLock] = {}
@@ -177,7 +180,9 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
 
     A test run also adds the sum of its tests' durations and its time outside
     them (:data:`~mendflow.core.spread.TESTS_STEP`, :data:`~mendflow.core.spread.FIXED_STEP`):
-    the next baseline decides from them whether to spread the suite over xdist workers.
+    the next baseline decides from them whether to spread the suite over xdist workers;
+    and each test's duration (:func:`mendflow.infra.test_durations.record_test_durations`),
+    from which the next baseline learns its tests' timeouts (:func:`plan_baseline_tests`).
 
     Cached by its inputs: a resumed mission replaying cached tool runs finds
     this step Cached too, so no duration is recorded twice.
@@ -193,6 +198,8 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
         if result.ok and result.duration_s > 0:
             record_duration(repo_root, result.tool, result.duration_s, layout=where)
         run = result.test_run
+        if result.ok and run is not None and run.cases:
+            record_test_durations(repo_root, run, where)
         if result.ok and run is not None and run.cases and not run.timed_out:
             # the split that decides whether the next run spreads the suite (core/spread.py)
             record_duration(repo_root, TESTS_STEP, tests_s(run), layout=where)
@@ -239,3 +246,27 @@ def disk_paths(repo_root: Path, layout: StateLayout | Path | None) -> list[Path]
             (``config.mission.state_dir``), see :meth:`StateLayout.of`.
     """
     return [StateLayout.of(layout).root, repo_root]
+
+
+@task(name="plan-baseline-tests", cache_policy=MISSION_STEP, persist_result=True,
+      timeout_seconds=30)
+def plan_baseline_tests(sandbox: Sandbox, tree: str, pytest: PytestConfig,
+                        layout: StateLayout | Path | None) -> TestPlan | None:
+    """The per-test timeouts of a baseline, learned from the repository's earlier runs.
+
+    Cached by the sandbox (one mission) and its tree: a resumed mission gets the
+    plan its baseline ran with, so the cached test run is found again even after
+    later runs changed the durations file.
+
+    Args:
+        sandbox: the mission's worktree (its ``repo_root`` names the repository).
+        tree: the content hash of the tree being measured (a cache-key input).
+        pytest: the ``tools.pytest`` config (timeouts in seconds).
+        layout: mendflow's state directory, resolved; or its root, see :meth:`StateLayout.of`.
+
+    Returns:
+        The :class:`TestPlan` (:func:`mendflow.core.hangs.plan_from_durations`), or
+        None: nothing learned yet, every test gets ``first_timeout_s``.
+    """
+    return plan_from_durations(
+        load_test_durations(sandbox.repo_root, StateLayout.of(layout)), pytest)

@@ -11,7 +11,9 @@ import pytest
 
 from mendflow.core.hangs import plan_test_timeouts
 from mendflow.core.models import TestCase, TestRun
+from mendflow.infra.layout import StateLayout
 from mendflow.tasks.detect import measure_tests
+from mendflow.tasks.preflight import plan_baseline_tests, record_tool_durations
 from mendflow.tasks.validate import gate_no_test_regression
 from tests.helpers.detect import TARGET_ENV, new_repo, sandbox_for, tools_config, worktree_status
 
@@ -115,3 +117,20 @@ def test_the_plan_of_no_run_is_the_first_timeout():
         TestCase(nodeid="a.py::t", outcome="passed", duration_s=100.0),
         TestCase(nodeid="a.py::u", outcome="failed", duration_s=0.9)))
     assert plan_test_timeouts(run, pytest_config).timeouts == {"a.py::t": 8.0}
+
+
+def test_a_later_baseline_learns_the_slow_tests_timeout_from_the_earlier_runs(
+        repo, baseline, tmp_path):
+    layout = StateLayout.resolve(tmp_path / "state")
+    sandbox = sandbox_for(repo)
+    pytest_config = tools_config(pytest=TIMEOUTS).pytest
+    assert plan_baseline_tests.fn(sandbox, "tree", pytest_config, layout) is None  # first
+
+    record_tool_durations.fn(repo, [baseline], layout)
+    plan = plan_baseline_tests.fn(sandbox, "tree", pytest_config, layout)
+
+    # the honest slow test runs once, long enough; the one that hung is not taken for a
+    # hang in advance (first timeout and a second chance, as at a first baseline)
+    assert plan is not None and 7.5 <= plan.timeouts[SLOW] <= 8.0
+    assert SPIN not in plan.timeouts and plan.hung == () and plan.default_s == 1.0
+    assert "tests/test_fast.py::test_one" not in plan.timeouts
