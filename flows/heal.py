@@ -32,7 +32,8 @@ from mendflow.core.config import MendflowConfig
 from mendflow.core.error_groups import ErrorGroup, group_events, group_finding
 from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealRecord, HealResult, event_from_payload
-from mendflow.core.models import QualityScore, RepoTarget
+from mendflow.core.models import LLMUsage, QualityScore, RepoTarget
+from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.heal_attempts import HealProgress, attempt_heals
 from mendflow.infra.heal_records import group_lock, read_record, reserve_slot, try_lock
@@ -223,6 +224,10 @@ def _result(record: HealRecord, target: RepoTarget, config: MendflowConfig,
         exit_code=0 if record.status == "fixed" else 2, worktree=str(sandbox.path) if sandbox
         else None, fingerprint=record.fingerprint,
         reproduction_test=progress.reproduction_test if progress else None,
+        llm_usage=progress.llm_usage if progress else LLMUsage(),
+        tests_before=suite_summary(progress.baseline) if progress and progress.baseline else None,
+        tests_after=suite_summary(progress.current or progress.baseline)
+        if progress and progress.baseline else None,
         heal_status=record.status, reason=reason or record.reason, attempts=record.attempts,
         commit=record.commit)
 

@@ -25,7 +25,14 @@ from mendflow.core.config import LLMPolicy, MendflowConfig
 from mendflow.core.error_groups import ErrorGroup
 from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealAttempt, HealRecord, judge_reproduction
-from mendflow.core.models import Finding, Measurement, PatchOutcome, Sandbox, TargetEnv
+from mendflow.core.models import (
+    Finding,
+    LLMUsage,
+    Measurement,
+    PatchOutcome,
+    Sandbox,
+    TargetEnv,
+)
 from mendflow.flows.measure import measure
 from mendflow.infra.heal_records import reserve_slot
 from mendflow.infra.layout import StateLayout
@@ -48,7 +55,10 @@ class HealProgress:
     config: MendflowConfig
     layout: StateLayout
     baseline: Measurement | None = None
+    current: Measurement | None = None
+    """The measurement of the accepted fix (None until one is accepted)."""
     outcomes: list[PatchOutcome] = field(default_factory=list)
+    llm_usage: LLMUsage = field(default_factory=LLMUsage)
     reproduction_test: str | None = None
     baseline_score: float = 0.0
     score: float = 0.0
@@ -86,8 +96,16 @@ def attempt_heals(progress: HealProgress) -> HealProgress:
             proposal = ask_heal(config.fixer, progress.sandbox, progress.finding, policy,
                                 config.gates, feedback, number)
         except LLMError as err:  # the attempts so far, and why they were refused, stay recorded
+            usage = progress.llm_usage
+            progress.llm_usage = usage.model_copy(update={
+                "calls": usage.calls + 1, "failures": (*usage.failures, err.message)})
             return _end(progress, attempts, "failed", f"the model call failed: {err.message}"
                         + (f"; attempt {number - 1} was refused: {feedback}" if feedback else ""))
+        usage = progress.llm_usage  # the result's llm_usage, as a mission's
+        progress.llm_usage = usage.model_copy(update={
+            "calls": usage.calls + proposal.llm_calls,
+            "input_tokens": usage.input_tokens + proposal.input_tokens,
+            "output_tokens": usage.output_tokens + proposal.output_tokens})
         if proposal.kind == "external":
             attempts.append(_attempt(number, proposal, proposal.reason))
             return _end(progress, attempts, "external", proposal.reason)
@@ -145,7 +163,7 @@ def _try(progress: HealProgress, proposal: HealProposal) -> str | None:
             validation=report.model_copy(update={"after": None})))
         if not report.accepted:
             return f"gates: {report.reason}\n{format_feedback(report)}"
-        progress.score = measured.score
+        progress.score, progress.current = measured.score, measured
         accepted = True
         return None
     finally:

@@ -59,6 +59,8 @@ class MissionLedger:
     impact: tuple[str, ImpactMap | None] | None = None
     """The test-impact map last read, with the tree it belongs to (``batch_base.tree``)."""
     baseline_s: float = 0.0
+    environment_s: float = 0.0
+    """Wall time (seconds) of preparing the target's environment (a first venv build)."""
     backups: list[BackupEntry] = field(default_factory=list)
     tried: set[frozenset[str]] = field(default_factory=set)
     rejected_patches: set[str] = field(default_factory=set)

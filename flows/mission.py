@@ -34,6 +34,7 @@ from mendflow.core.models import (
     MissionResult,
     QualityScore,
     RepoTarget,
+    Sandbox,
     Timings,
 )
 from mendflow.core.outcomes import suite_summary
@@ -204,7 +205,9 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
     # A resumed mission replays from its base commit: cached steps return at once
     # and every commit is re-created identically (same content, same date).
     rewind_sandbox(sandbox, sandbox.base_commit)
+    env_started = time.monotonic()  # a first venv build can take minutes
     env = prepare_target_env(sandbox, config.environment, layout)
+    environment_s = round(time.monotonic() - env_started, 3)
     env = env.model_copy(update={"isolation": isolation})  # every run of the target's code
     config = config.model_copy(update={
         "tools": plan_timeouts(mission_id, target.root, config, layout),
@@ -222,7 +225,8 @@ def _run(mission_id: str, flow_run_id: str | None, target: RepoTarget, config: M
                          started_at=started_at, state_root=state_root,
                          priors=load_priors(config.learning, state_root, str(target.root),
                                             mission_id),
-                         baseline_s=round(time.monotonic() - started, 3))
+                         baseline_s=round(time.monotonic() - started, 3),
+                         environment_s=environment_s)
     if config.mission.backup_only:
         ledger = back_up_baseline(ledger)
     else:
@@ -258,9 +262,20 @@ def _record_and_report(ledger: MissionLedger, result: MissionResult, started_at:
     sandbox = ledger.sandbox
     sections = [choices_markdown(ledger.choices),
                 publish_insights(config.learning, state_root, opaque(result)),
-                analyze_codebase(sandbox, hash_tree(sandbox)) if config.learning.analyze else ""]
+                _self_analysis(sandbox) if config.learning.analyze else ""]
     markdown = append_report_sections(Path(result.report_dir), markdown, sections)
     publish_report(opaque(result), markdown)
+
+
+def _self_analysis(sandbox: Sandbox) -> str:
+    """The report's self-analysis section; a failed or timed-out analysis is a line in the
+    report, never the mission's failure (wcwidth 0.2.13: exit 1 after 600 s of radon)."""
+    state = analyze_codebase(sandbox, hash_tree(sandbox), return_state=True)
+    if state.is_completed():
+        return state.result()
+    reason = state.message or state.name
+    report_progress("report", f"self-analysis skipped: {reason}")
+    return f"## Self-analysis\n\nSkipped: {reason}\n"
 
 
 def _paused_at_start(mission_id: str, flow_run_id: str | None, target: RepoTarget,
@@ -295,7 +310,8 @@ def _result(ledger: MissionLedger, flow_run_id: str | None, layout: StateLayout)
         exit_code=ledger.exit_code(), dry_run=config.mission.dry_run,
         backup_only=config.mission.backup_only, worktree=str(sandbox.path),
         final_findings=tuple(ledger.scoped(ledger.current.findings)), llm_usage=ledger.llm_usage,
-        timings=Timings(baseline_s=ledger.baseline_s, validations=tuple(ledger.validation_timings)),
+        timings=Timings(baseline_s=ledger.baseline_s, environment_s=ledger.environment_s,
+                        validations=tuple(ledger.validation_timings)),
         tests_before=suite_summary(baseline), tests_after=suite_summary(ledger.current),
         baseline_tests=BaselineTests.of(baseline.test_run),
     )

@@ -168,11 +168,12 @@ def _llm_section(result: MissionResult) -> str:
 
 
 def _timings_section(result: MissionResult) -> str:
-    """Wall time of the baseline and of each validation, with the tests each one ran."""
+    """Wall time of the environment, the baseline and each validation, with the tests each ran."""
     timings = result.timings
     if not (timings.baseline_s or timings.validations):
         return ""
-    lines = ["## Timings", "", f"- Baseline measurement: {timings.baseline_s:.1f} s"]
+    lines = ["## Timings", "", f"- Environment: {timings.environment_s:.1f} s",
+             f"- Baseline measurement: {timings.baseline_s:.1f} s"]
     if timings.validations:
         spent = sum(v.duration_s for v in timings.validations)
         lines += [f"- Validations: {len(timings.validations)}, {spent:.1f} s in all", "",

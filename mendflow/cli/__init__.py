@@ -114,7 +114,8 @@ def list_missions_command(
         table.add_column(column)
     for row in rows:
         steps = f"{row.steps_done}/{row.steps_started}" if row.steps_started else "-"
-        table.add_row(row.mission_id, row.status, _age(row.age_s), steps, row.repository)
+        status = f"{row.status}, {row.detail}" if row.detail else row.status
+        table.add_row(row.mission_id, status, _age(row.age_s), steps, row.repository)
     Console().print(table)
 
 
@@ -149,7 +150,8 @@ def _print_summary(result) -> None:
     timings = result.timings
     if timings.baseline_s or timings.validations:
         spent = sum(v.duration_s for v in timings.validations)
-        table.add_row("time", f"baseline {timings.baseline_s:.1f} s, "
+        table.add_row("time", f"environment {timings.environment_s:.1f} s, "
+                              f"baseline {timings.baseline_s:.1f} s, "
                               f"{len(timings.validations)} validation(s) {spent:.1f} s")
     table.add_row("stopped", result.stop_reason)
     table.add_row("delivered", delivered_text(result))

@@ -39,6 +39,8 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
+from mendflow.infra.layout import StateLayout
+from mendflow.infra.missions import mark_interrupted
 from mendflow.infra.prefect_api import EarlyServer, drain_services, settle_records
 from mendflow.infra.runner import stop_all_processes
 
@@ -73,6 +75,7 @@ class Supervisor:
         self.server: EarlyServer | None = None
         self._leaving = threading.Lock()
         self._interrupted = False
+        self._signal: str | None = None
         self._done = threading.Event()
 
     # --- what the CLI tells it ----------------------------------------------------
@@ -160,6 +163,7 @@ class Supervisor:
         if self._interrupted:  # a second Ctrl-C: leave now
             self._leave(INTERRUPTED_EXIT, self.interruption_line(), drain=False)
         self._interrupted = True
+        self._signal = signal.Signals(signum).name
         logging.disable(logging.CRITICAL)  # no Prefect log dump on the terminal
         threading.Thread(target=stop_all_processes, args=(TOOLS_GRACE_S,),
                          name="mendflow-stop-tools", daemon=True).start()
@@ -189,6 +193,11 @@ class Supervisor:
                 time.sleep(60)
         logging.disable(logging.CRITICAL)
         stop_all_processes(TOOLS_GRACE_S)
+        if code == INTERRUPTED_EXIT and self.mission_id and self._signal:
+            try:  # `mission list`: crashed, interrupted (Ctrl-C)
+                mark_interrupted(self.mission_id, self._signal, StateLayout.resolve())
+            except Exception:  # noqa: BLE001 - never in the way of leaving
+                pass
         if drain and self.server is not None and self.server.process.poll() is None:
             if drain_services(DRAIN_TIMEOUT_S):
                 settle_records(self.server.api_url, timeout_s=1.5)  # inside the 10 s promise

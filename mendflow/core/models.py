@@ -297,6 +297,9 @@ class Timings(Contract):
     """Where a mission's wall time went (``timings`` of session_data.json)."""
 
     baseline_s: float = Field(0.0, description="wall time of the baseline measurement, seconds")
+    environment_s: float = Field(
+        0.0, description="wall time of preparing the target's environment before the baseline "
+                         "(a first venv build; a cached venv takes about a second), seconds")
     validations: tuple[ValidationTiming, ...] = ()
 
 

@@ -52,6 +52,9 @@ class MissionListing(BaseModel):
     age_s: float
     steps_done: int | None = None
     steps_started: int | None = None
+    detail: str | None = None
+    """Why a crashed mission stopped, when known: ``interrupted (Ctrl-C)`` after a SIGINT,
+    ``interrupted (SIGTERM)``."""
 
 
 def _flow_run_state(client, flow_run_id: str | None) -> str | None:
@@ -155,7 +158,7 @@ def listing(layout: StateLayout, now: datetime | None = None) -> list[MissionLis
             rows.append(MissionListing(
                 mission_id=record.mission_id, repository=record.repository, status=status,
                 flow_run_id=last, age_s=max(0.0, (now - started_at).total_seconds()),
-                steps_done=done, steps_started=started))
+                steps_done=done, steps_started=started, detail=_detail(record, status)))
         if os.environ.get("PREFECT_API_URL"):  # a shared server: missions of every host
             rows.extend(_server_missions(client, {row.mission_id for row in rows}, now))
     return rows
@@ -184,6 +187,13 @@ def _server_missions(client, known: set[str], now: datetime) -> list[MissionList
             repository=str(labels.get(f"{LABEL}repository") or run.parameters.get("path", "")),
             flow_run_id=str(run.id), age_s=max(0.0, (now - since).total_seconds()))
     return list(rows.values())
+
+
+def _detail(record: MissionRecord, status: str) -> str | None:
+    """``interrupted (Ctrl-C)`` for a crashed mission whose run a signal stopped."""
+    if status != "crashed" or not record.interrupted:
+        return None
+    return f"interrupted ({'Ctrl-C' if record.interrupted == 'SIGINT' else record.interrupted})"
 
 
 def _status(record: MissionRecord, state: str | None) -> str:

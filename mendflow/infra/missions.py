@@ -41,6 +41,9 @@ class MissionRecord(BaseModel):
     report_dir: str | None = None
     worktree: str | None = None
     updated_at: str | None = None
+    interrupted: str | None = Field(
+        None, description="the signal that stopped the last run (SIGINT: Ctrl-C, SIGTERM); "
+                          "None when it ended otherwise; cleared when a run starts")
 
 
 def _now() -> str:
@@ -90,9 +93,25 @@ def start_mission(mission_id: str, repository: str, parameters: dict[str, Any],
                                   flow_run_id not in record.flow_run_ids else [])
     record = record.model_copy(update={
         "parameters": parameters or record.parameters, "flow_run_ids": runs, "pid": os.getpid(),
-        "status": "running", "updated_at": _now()})
+        "status": "running", "updated_at": _now(), "interrupted": None})
     _write(path, record)
     return record
+
+
+def mark_interrupted(mission_id: str, signal_name: str, layout: StateLayout) -> None:
+    """Record that a signal stopped the mission's run (``mendflow mission list`` says so).
+
+    The record's status stays ``running`` (its process is gone, so the listing
+    reports the documented state ``crashed``); a missing or unreadable record
+    is left alone.
+    """
+    path = layout.mission(mission_id) / RECORD
+    try:
+        record = MissionRecord.model_validate_json(path.read_text(encoding="utf-8"))
+        _write(path, record.model_copy(update={"interrupted": signal_name,
+                                               "updated_at": _now()}))
+    except (OSError, ValueError):
+        return
 
 
 def finish_mission(mission_id: str, status: str, report_dir: str | None, worktree: str | None,

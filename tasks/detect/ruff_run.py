@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mendflow.core.config import ToolsConfig
-from mendflow.core.errors import ToolError
+from mendflow.core.errors import EnvironmentSetupError, ToolError
 from mendflow.core.findings import SourceIndex, disambiguate, make_finding
 from mendflow.core.models import Finding, Sandbox, ToolResult
 from mendflow.infra.gitops import run_git
@@ -28,6 +28,8 @@ from mendflow.tasks.detect.common import (
     tool_environ,
     tool_table,
 )
+from mendflow.tasks.detect.python_floor import ruff_target_args
+from mendflow.tasks.environment.plan import project_dirs
 
 # Syntax errors and undefined names: the code cannot run as written.
 SEVERE_PREFIXES = ("E9", "F63", "F7", "F82")
@@ -75,10 +77,32 @@ def has_ruff_config(root: Path) -> bool:
 def ruff_config_args(root: Path) -> list[str]:
     """Return ``["--isolated"]`` when the repository has no ruff config, else ``[]``.
 
+    ``--isolated`` also stops ruff from reading ``requires-python``, so the
+    oldest Python the repository declares (pyproject.toml, setup.cfg or
+    setup.py) is passed as ``--target-version``: otherwise ruff targets the
+    newest Python and its fixes (``Optional[X]`` → ``X | None`` ...) break the
+    project on the Pythons it supports.
+
     The ruff fixer should pass the same arguments, so that it fixes exactly
     what this detector reports.
     """
-    return [] if has_ruff_config(root) else ["--isolated"]
+    if has_ruff_config(root):
+        return []
+    return ["--isolated", *ruff_target_args(root), *_first_party_args(root)]
+
+
+def _first_party_args(root: Path) -> list[str]:
+    """ruff's ``src`` with a subdirectory project's folders (a monorepo's ``python/``): run
+    from the root, isort took the project's own package for a third-party one (parse
+    1.20.2 in python/: 3 I001 findings that ruff run in python/ does not report)."""
+    try:
+        projects = [p.removeprefix("./") for p in project_dirs(root) if p != "."]
+    except EnvironmentSetupError:  # the root's pyproject.toml is broken: the install says so
+        return []
+    if not projects:
+        return []
+    src = [".", "src", *(f"{p}{tail}" for p in projects for tail in ("", "/src"))]
+    return ["--config", f"src = {json.dumps(src)}"]
 
 
 def measure_ruff(sandbox: Sandbox, tools: ToolsConfig) -> ToolResult:

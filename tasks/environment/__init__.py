@@ -52,12 +52,20 @@ from mendflow.core.config import EnvironmentConfig, Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError, ToolError
 from mendflow.core.models import Sandbox, TargetEnv
 from mendflow.infra.layout import StateLayout
+from mendflow.infra.progress import report_progress
 from mendflow.infra.runner import ProcessResult, run_process, sandbox_environ
-from mendflow.tasks.environment.plan import find_test_extras, install_plan, is_installable, venv_key
+from mendflow.tasks.environment.plan import (
+    find_test_extras,
+    for_python,
+    install_plan,
+    is_installable,
+    project_dirs,
+    venv_key,
+)
 
 __all__ = [
-    "MARKER", "TEST_TOOLS", "find_test_extras", "install_environ", "install_plan",
-    "is_installable", "managed_venv", "prepare_environment", "prepare_target_env",
+    "MARKER", "TEST_TOOLS", "find_test_extras", "for_python", "install_environ", "install_plan",
+    "is_installable", "managed_venv", "prepare_environment", "prepare_target_env", "project_dirs",
     "read_marker", "use_interpreter", "venv_key", "venv_python",
 ]
 
@@ -142,7 +150,7 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> 
     deadline = time.monotonic() + config.install_timeout_s
     base = _locate(config.base_python)
     base_version = _python_version(base)
-    plan = install_plan(sandbox.path, config)
+    plan = install_plan(sandbox.path, config, _major_minor(base_version))
     key = venv_key(sandbox, base, base_version, config)
     layout.envs.mkdir(parents=True, exist_ok=True)
     venv = layout.envs / key
@@ -154,12 +162,24 @@ def managed_venv(sandbox: Sandbox, config: ManagedVenv, layout: StateLayout) -> 
             _write_marker(venv, {**marker, "worktree": str(sandbox.path)})
         return TargetEnv(python=python, kind="managed-venv", fingerprint=key)
     _logger().info("creating the target venv %s (installing: %s)", venv, " ".join(plan) or "-")
+    # minutes on a first run (a C extension, a big dependency tree): say so, not a silent setup
+    report_progress("setup", f"creating the target's venv (pip install {' '.join(plan) or '-'}); "
+                             "a first build for these dependency files can take minutes")
     _build(venv, base, plan, sandbox, config, deadline)
     _write_marker(venv, {"key": key, "python": str(python), "base_python": str(base),
                          "base_version": base_version, "worktree": str(sandbox.path),
                          "install": plan, "extra_packages": list(config.extra_packages),
                          "created_at": datetime.now(timezone.utc).isoformat()})
     return TargetEnv(python=python, kind="managed-venv", fingerprint=key)
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    """(3, 11) of ``"3.11.7"``; None when the text is not a version."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def venv_python(venv: Path) -> Path:
@@ -222,7 +242,7 @@ def _repoint(python: Path, sandbox: Sandbox, config: ManagedVenv, deadline: floa
     if config.install is not None:
         args = list(config.install)
     else:
-        args = ["-e", "."] if is_installable(sandbox.path) else []
+        args = [arg for project in project_dirs(sandbox.path) for arg in ("-e", project)]
     if args:
         _logger().info("re-pointing the cached venv's install at %s", sandbox.path)
         _run_step([python, "-m", "pip", "install", "--progress-bar", "off", "--no-deps", *args],

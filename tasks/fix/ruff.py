@@ -36,6 +36,11 @@ from mendflow.core.errors import ToolError
 from mendflow.core.models import Declined, Finding, Patch, Patched, Proposal, Sandbox
 from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import tool_environ
+from mendflow.tasks.detect.python_floor import (
+    RUFF_OLDEST,
+    declared_requires_python,
+    oldest_python,
+)
 from mendflow.tasks.detect.ruff_run import ruff_executable
 from mendflow.tasks.fix.base import Fixer
 from mendflow.tasks.fix.ruff_followup import fix_only, preview_fix, run_ruff_check
@@ -46,6 +51,8 @@ RUFF_TIMEOUT_S = 300.0
 _RULE_CODE = re.compile(r"^[A-Z]{1,10}[0-9]{1,6}$")
 _DIFF_LINE_TYPES = (LINE_TYPE_CONTEXT, LINE_TYPE_REMOVED, LINE_TYPE_ADDED, LINE_TYPE_NO_NEWLINE)
 _NOT_PATCHABLE = (".ipynb",)  # ruff diffs notebooks per cell: not something `git apply` takes
+VERSION_DEPENDENT_PREFIXES = ("UP", "FLY")
+"""Rules that rewrite code for a newer Python (pyupgrade, flynt's f-strings)."""
 
 
 class RuffFixer(Fixer):
@@ -105,6 +112,16 @@ class RuffFixer(Fixer):
         if feedback is not None:
             return self._declined(ids, attempt, f"ruff's fix for {rule} is deterministic and "
                                                 "was already rejected")
+        oldest = oldest_python(sandbox.path)
+        # ruff's oldest target is 3.7: under it, its fixes may use newer syntax. Python 2
+        # (six 1.16.0: exec_ = moves.builtins.exec): none; 3.0-3.6 (inflection 0.5.1,
+        # >=3.5: UP032 made f-strings): no syntax upgrades (pyupgrade UP, flynt FLY)
+        if oldest is not None and (oldest < (3, 0) or (
+                oldest < RUFF_OLDEST and rule.startswith(VERSION_DEPENDENT_PREFIXES))):
+            return self._declined(ids, attempt, (
+                f"the project supports Python {oldest[0]}.{oldest[1]} (requires-python "
+                f"{declared_requires_python(sandbox.path)!r}); ruff's "
+                f"{'fixes assume' if oldest < (3, 0) else f'{rule} fix may need'} Python 3.7+"))
         files = [p for p in dict.fromkeys(f.path for f in group) if (sandbox.path / p).is_file()]
         if not files:
             return self._declined(ids, attempt, f"the files of the {rule} findings are gone")

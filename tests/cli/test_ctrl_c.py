@@ -25,6 +25,8 @@ import psutil
 import pytest
 import yaml
 
+from mendflow.infra.layout import StateLayout
+from mendflow.infra.missions import read_mission
 from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
@@ -187,8 +189,11 @@ def test_ctrl_c_during_detection_exits_130_in_one_line_and_resume_finishes(
                                       r"ctrl-c-detect$")
     assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
     assert not tools_of(cli_env)
+    layout = StateLayout.resolve(cli_env["MENDFLOW_HOME"])
+    assert read_mission("ctrl-c-detect", layout).interrupted == "SIGINT"  # list: Ctrl-C
     gate.unlink()
     resume("ctrl-c-detect", cli_env)
+    assert read_mission("ctrl-c-detect", layout).interrupted is None
 
 
 def test_ctrl_c_during_validation_rolls_back_and_resume_finishes(make_repo, tmp_path, cli_env):

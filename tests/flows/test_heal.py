@@ -65,6 +65,11 @@ def test_a_good_reproduction_and_fix_becomes_a_validated_commit_with_its_test(
     gates = {g.gate: g.passed for g in result.patches[0].validation.gates}
     assert all(gates.values()) and "no-test-regression" in gates
     assert git(shop, "status", "--porcelain") == ""  # the checkout is untouched
+    # the model call and the suite are in the result, as a mission's (were 0 calls and null)
+    assert result.llm_usage.calls == len(fake_anthropic.requests) == 1
+    assert result.llm_usage.output_tokens > 0
+    assert result.tests_before is not None and result.tests_after is not None
+    assert result.tests_after.total == result.tests_before.total + 1  # the reproduction test
 
     # the model saw the production traceback and the located source, not the key
     sent = user_text(fake_anthropic.requests[0])

@@ -108,6 +108,7 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
     # timings and the suite before/after are in the contract and the report
     timings = result.timings
     assert timings.baseline_s > 0
+    assert timings.environment_s > 0  # the environment's preparation, before the baseline
     # each patch is validated first by its selected tests (the mul patch's lines mapped
     # back through the add patch, applied before it); one full run confirms both
     first, second, batch = timings.validations
@@ -121,9 +122,10 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
     assert (result.tests_after.passed, result.tests_after.total) == (5, 5)
     saved = json.loads((Path(result.report_dir) / "session_data.json").read_text())
     assert saved["timings"]["baseline_s"] == timings.baseline_s
+    assert saved["timings"]["environment_s"] == timings.environment_s
     assert set(saved["timings"]["validations"][0]) == {"patch_id", "duration_s", "tests_run",
                                                        "tests_total", "full_run"}
     report = (Path(result.report_dir) / "final_maintenance_report.md").read_text()
-    assert "## Timings" in report and "| 5 of 5 | yes |" in report and "| no |" in report
+    assert "## Timings" in report and "- Environment: " in report and "| 5 of 5 | yes |" in report and "| no |" in report
     assert f"2 commit(s) on {result.branch} to review and merge" in report
     assert "0/5 passed" in report and "5/5 passed" in report

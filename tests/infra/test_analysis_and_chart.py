@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mendflow.infra.analysis import analysis_markdown, analyze_path
+import time
+
+from mendflow.infra.analysis import analysis_markdown, analyze_path, raw_counts
 from mendflow.infra.charts import write_progress_chart
 from tests.helpers.git import git
 from tests.helpers.outcomes import mission
@@ -26,6 +28,19 @@ def test_the_self_analysis_names_hotspots_by_complexity_times_churn(make_repo):
                                                                       ("calm.py", 1, 1)]
     text = analysis_markdown(analysis)
     assert text.startswith("## Self-analysis") and "| hot.py | 7 | 4 | 28 |" in text
+
+
+def test_raw_counts_are_one_pass_over_a_huge_literal():
+    """radon.raw.analyze is quadratic in a statement's lines: wcwidth 0.2.13's table
+    modules (one literal over 4843 lines) timed the self-analysis out after 600 s."""
+    code = ('"""Tables.\n\nGenerated.\n"""\nimport os  # os\n\nTABLE = (\n'
+            + "".join(f"    (0x{n:05x}, 0x{n:05x},),  # {n}\n" for n in range(5000))
+            + ")\nx = 1; y = 2\n")
+    started = time.monotonic()
+    counts = raw_counts(code)
+    assert time.monotonic() - started < 5
+    assert (counts.loc, counts.lloc, counts.comments, counts.multi) == (5009, 5, 5001, 4)
+    assert counts.sloc == 5009 - 4 - 1  # less the docstring and the blank line
 
 
 def test_the_progress_chart_is_a_png(tmp_path):

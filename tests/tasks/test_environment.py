@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +12,17 @@ import pytest
 from mendflow.core.config import Interpreter, ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError
 from mendflow.infra.layout import StateLayout
+from mendflow.infra.progress import PROGRESS_LOGGER
 from mendflow.tasks.environment import (
     MARKER,
     find_test_extras,
+    for_python,
     install_environ,
     install_plan,
     is_installable,
     prepare_environment,
     prepare_target_env,
+    project_dirs,
     read_marker,
     venv_key,
 )
@@ -125,6 +129,33 @@ def test_install_plan_detection(tmp_path):
     assert is_installable(legacy) and find_test_extras(legacy) == ["dev"]
     assert install_plan(legacy, ManagedVenv()) == ["-e", ".[dev]"]
 
+    # requirement files pinned per Python version (wcwidth 0.2.13): one of them, never all
+    pinned = tmp_path / "pinned"
+    write_files(pinned, {"setup.py": "", "requirements-develop.txt": "docopt\n",
+                         "requirements-tests36.txt": "attrs==22.2.0\n",
+                         "requirements-tests37.txt": "attrs==23.1.0\n",
+                         "requirements-tests39.txt": "attrs==23.1.0\n"})
+    assert install_plan(pinned, ManagedVenv(), (3, 11)) == [
+        "-e", ".", "-r", "requirements-develop.txt", "-r", "requirements-tests39.txt"]
+    assert for_python(["requirements-tests36.txt", "requirements-tests39.txt"], (3, 8)) == [
+        "requirements-tests36.txt"]
+    assert for_python(["requirements-py310.txt", "requirements-py38.txt"], (3, 7)) == [
+        "requirements-py38.txt"]  # none fits: the oldest
+    assert for_python(["requirements-py38.txt", "requirements.txt"], (3, 11)) == [
+        "requirements-py38.txt", "requirements.txt"]
+
+    # a monorepo: the package in python/ (parse 1.20.2), a broken template and docs beside it
+    mono = tmp_path / "mono"
+    write_files(mono, {"README.md": "", "web/package.json": "{}",
+                       "python/pyproject.toml": '[project]\nname = "p"\nversion = "1"\n'
+                                                '[project.optional-dependencies]\ntest = ["x"]\n',
+                       "python/src/pyproject.toml": '[project]\nname = "inner"\n',
+                       "templates/new/pyproject.toml": "[project\n",
+                       "docs/setup.py": "", ".hidden/setup.py": ""})
+    assert project_dirs(mono) == ["./python"]
+    assert install_plan(mono, ManagedVenv()) == ["-e", "./python[test]"]
+    assert project_dirs(project) == ["."]
+
     cfg_only = tmp_path / "cfg_only"
     write_files(cfg_only, {"setup.cfg": "[flake8]\nmax-line-length = 100\n"})
     assert not is_installable(cfg_only)
@@ -201,8 +232,18 @@ def test_managed_venv_install_failure(make_repo):
         "dependencies = []", 'dependencies = ["this-package-does-not-exist-mendflow==0.0.0"]')
     box = _sandbox(make_repo, broken)
     config = ManagedVenv(base_python=sys.executable)
-    with pytest.raises(EnvironmentSetupError) as info:
-        prepare_environment(box, config, home())
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger(PROGRESS_LOGGER).addHandler(handler)
+    try:
+        with pytest.raises(EnvironmentSetupError) as info:
+            prepare_environment(box, config, home())
+    finally:
+        logging.getLogger(PROGRESS_LOGGER).removeHandler(handler)
+    # the minutes of a first build are announced (the setup stage was silent)
+    assert lines == ["creating the target's venv (pip install -e .); a first build for these "
+                     "dependency files can take minutes"]
     assert "this-package-does-not-exist-mendflow" in info.value.output_tail
     assert "environment.install" in info.value.hint
     assert "install the target" in info.value.message
