@@ -24,6 +24,11 @@ if "MENDFLOW_TESTS_TMPDIR" not in os.environ:
     _children = tempfile.mkdtemp(prefix="mf-")
     os.chmod(_children, 0o1777)  # like /tmp: PostgreSQL's own user writes there too
     os.environ["MENDFLOW_TESTS_TMPDIR"] = os.environ["TMPDIR"] = _children
+    # Prefect's API clients load this CA file each: one certificate, not certifi's bundle
+    # (every Prefect API here is plain HTTP on loopback; tests/helpers/prefect_env.py)
+    from tests.helpers.prefect_env import CERT_FILE, one_certificate_pem  # noqa: E402
+
+    os.environ.setdefault(CERT_FILE, str(one_certificate_pem(Path(_children))))
 
 import pytest  # noqa: E402  (after the environment above)
 

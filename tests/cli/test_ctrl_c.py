@@ -30,6 +30,7 @@ from mendflow.infra.missions import read_mission
 from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
+from tests.helpers.prefect_env import client_env
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +61,7 @@ def prefect_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def cli_env(prefect_home, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(client_env())  # the suite's CA file: no API URL
     env.update(PREFECT_HOME=str(prefect_home), MENDFLOW_HOME=str(tmp_path / "home"),
                CTRL_C_TEST_GATE=str(tmp_path / "gate"))
     return env

@@ -20,6 +20,7 @@ import pytest
 from tests.helpers.e2e import USER_PROJECT, Served, Server, free_port, mission_config, start, stop
 from tests.helpers.git import GIT_ENV, write_files
 from tests.helpers.prefect_db import seed_prefect_home
+from tests.helpers.prefect_env import client_env
 
 
 @pytest.fixture(scope="package")
@@ -43,7 +44,7 @@ def prefect_server(tmp_path_factory) -> Server:
                 "PREFECT_RUNNER_POLL_FREQUENCY": "2", "MENDFLOW_HOME": str(home / "mendflow"),
                 "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
                 # proactive automations (the crash automation) evaluated every second, not 5
-                "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S", **GIT_ENV})
+                "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S", **client_env(), **GIT_ENV})
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     process = start([sys.executable, "-m", "prefect", "server", "start"], env,
                     home / "server.log")

@@ -17,6 +17,7 @@ import yaml
 from tests.fixtures.sample_project import LIB, TESTS
 from tests.helpers.e2e import Server, free_port, start, stop
 from tests.helpers.git import GIT_ENV, git, write_files
+from tests.helpers.prefect_env import client_env
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -95,7 +96,7 @@ def server_env(home: Path, port: int, database_url: str) -> dict[str, str]:
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
         "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "120",
-        "MENDFLOW_HOME": str(home / "cli-home"), **GIT_ENV})
+        "MENDFLOW_HOME": str(home / "cli-home"), **client_env(), **GIT_ENV})
     return env
 
 
