@@ -200,8 +200,13 @@ def _server_log(fleet) -> str:
 
 def _why(fleet, ids: list[str]) -> str:
     """Each run's state and message, and the tails of the workers' and the server's logs."""
-    runs = [fleet.server.api("GET", f"/flow_runs/{i}") for i in ids]
-    states = [(r["id"], r["state_type"], (r["state"] or {}).get("message")) for r in runs]
+    states = []
+    for run_id in ids:  # the diagnosis must not fail on the busy server it explains
+        try:
+            run = fleet.server.api("GET", f"/flow_runs/{run_id}")
+            states.append((run_id, run["state_type"], (run["state"] or {}).get("message")))
+        except httpx.HTTPError as err:
+            states.append((run_id, "unread", f"{type(err).__name__}: {err}"))
     logs = [w.log.read_text(errors="replace")[-3000:] for w in fleet.workers]
     restarted = fleet.server.home / "server-restarted.log"
     if restarted.is_file():
