@@ -13,6 +13,7 @@ from prefect.utilities.annotations import opaque
 
 from mendflow.core.checkpoint import LedgerCheckpoint, LoopPosition, PriorEntry
 from mendflow.core.config import FixerConfig, LLMBudget
+from mendflow.core.config_fixers import fixer_members
 from mendflow.core.models import ValidationReport
 from mendflow.flows.ledger import MissionLedger
 from mendflow.infra.budget import charge_mission_budget
@@ -111,7 +112,7 @@ def restore_ledger(ledger: MissionLedger, checkpoint: LedgerCheckpoint) -> LoopP
 def llm_budgets(fixer: FixerConfig) -> list[LLMBudget]:
     """The distinct budget limits of the model fixers in ``fixer`` (a chain's members too)."""
     found: list[LLMBudget] = []
-    for member in getattr(fixer, "fixers", None) or [fixer]:
+    for member in fixer_members(fixer):
         limits = getattr(member, "budget", None)
         if isinstance(limits, LLMBudget) and limits not in found:
             found.append(limits)

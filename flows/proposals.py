@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import get_run_logger
 
 from mendflow.core.config import FixerConfig
+from mendflow.core.config_fixers import fixer_members
 from mendflow.core.errors import LLMError
 from mendflow.core.models import CallFailed, Declined, OutputRejected, PatchOutcome, Proposal
 from mendflow.flows.ledger import MissionLedger
@@ -64,5 +65,5 @@ def reject_output(ledger: MissionLedger, proposal: OutputRejected, iteration: in
 
 def max_attempts(fixer: FixerConfig) -> int:
     """The repair-loop bound: the largest ``policy.max_attempts`` of the fixer(s), else 1."""
-    fixers = getattr(fixer, "fixers", None) or [fixer]
-    return max(int(getattr(getattr(f, "policy", None), "max_attempts", 1)) for f in fixers)
+    return max(int(getattr(getattr(f, "policy", None), "max_attempts", 1))
+               for f in fixer_members(fixer))

@@ -198,9 +198,10 @@ def record_tool_durations(repo_root: Path, results: Sequence[ToolResult],
         if result.ok and result.duration_s > 0:
             record_duration(repo_root, result.tool, result.duration_s, layout=where)
         run = result.test_run
-        if result.ok and run is not None and run.cases:
-            record_test_durations(repo_root, run, where)
-        if result.ok and run is not None and run.cases and not run.timed_out:
+        if not result.ok or run is None or not run.cases:
+            continue
+        record_test_durations(repo_root, run, where)
+        if not run.timed_out:
             # the split that decides whether the next run spreads the suite (core/spread.py)
             record_duration(repo_root, TESTS_STEP, tests_s(run), layout=where)
             record_duration(repo_root, FIXED_STEP, fixed_s(run), layout=where)

@@ -263,7 +263,11 @@ def fixer_section(kind: str) -> type[Section] | None:
     return next((c for c in FIXER_CONFIGS if fixer_type(c) == kind), None)
 
 
+def fixer_members(fixer: Section) -> list[Section]:
+    """The fixer sections that answer for ``fixer``: a chain's members, else itself."""
+    return list(getattr(fixer, "fixers", None) or [fixer])
+
+
 def runs_model_code(fixer: Section) -> bool:
     """Does this fixer section produce model-written code (itself or a member of its chain)?"""
-    members = getattr(fixer, "fixers", None) or [fixer]
-    return any(getattr(member, "runs_model_code", False) for member in members)
+    return any(getattr(member, "runs_model_code", False) for member in fixer_members(fixer))

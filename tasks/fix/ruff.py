@@ -112,16 +112,9 @@ class RuffFixer(Fixer):
         if feedback is not None:
             return self._declined(ids, attempt, f"ruff's fix for {rule} is deterministic and "
                                                 "was already rejected")
-        oldest = oldest_python(sandbox.path)
-        # ruff's oldest target is 3.7: under it, its fixes may use newer syntax. Python 2
-        # (six 1.16.0: exec_ = moves.builtins.exec): none; 3.0-3.6 (inflection 0.5.1,
-        # >=3.5: UP032 made f-strings): no syntax upgrades (pyupgrade UP, flynt FLY)
-        if oldest is not None and (oldest < (3, 0) or (
-                oldest < RUFF_OLDEST and rule.startswith(VERSION_DEPENDENT_PREFIXES))):
-            return self._declined(ids, attempt, (
-                f"the project supports Python {oldest[0]}.{oldest[1]} (requires-python "
-                f"{declared_requires_python(sandbox.path)!r}); ruff's "
-                f"{'fixes assume' if oldest < (3, 0) else f'{rule} fix may need'} Python 3.7+"))
+        too_old = _python_too_old(sandbox, rule)
+        if too_old is not None:
+            return self._declined(ids, attempt, too_old)
         files = [p for p in dict.fromkeys(f.path for f in group) if (sandbox.path / p).is_file()]
         if not files:
             return self._declined(ids, attempt, f"the files of the {rule} findings are gone")
@@ -302,3 +295,20 @@ def _describe(rule: str, fixed: Sequence[Finding], unsafe: bool,
         lines.append(f"The {rule} fix leaves {', '.join(extra)} findings behind (none were "
                      "there before in these files); ruff fixes them in the same patch.")
     return "\n".join(lines)
+
+
+def _python_too_old(sandbox: Sandbox, rule: str) -> str | None:
+    """Why ruff's fix of ``rule`` may break a Python the project declares, or None.
+
+    ruff's oldest target is 3.7: under it, its fixes may use newer syntax. A Python 2
+    project (six 1.16.0: ``exec_ = moves.builtins.exec``) gets none; a 3.0-3.6 one
+    (inflection 0.5.1, >=3.5: UP032 made f-strings) no syntax upgrades (pyupgrade UP,
+    flynt FLY).
+    """
+    oldest = oldest_python(sandbox.path)
+    if oldest is None or not (oldest < (3, 0) or (
+            oldest < RUFF_OLDEST and rule.startswith(VERSION_DEPENDENT_PREFIXES))):
+        return None
+    return (f"the project supports Python {oldest[0]}.{oldest[1]} (requires-python "
+            f"{declared_requires_python(sandbox.path)!r}); ruff's "
+            f"{'fixes assume' if oldest < (3, 0) else f'{rule} fix may need'} Python 3.7+")
