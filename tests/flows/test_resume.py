@@ -21,6 +21,7 @@ from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git, write_files
 from tests.helpers.processes import kill_when
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def env(prefect_harness, tmp_path):
 def config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("resume-config") / "cfg.yaml"
     path.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "mission": {"max_iterations": 2, "target_score": 100},
     }))
@@ -237,7 +238,7 @@ def test_killed_llm_mission_resumes_without_repeating_a_model_call(make_repo, tm
     llm_env = {**env, "ANTHROPIC_API_KEY": "sk-ant-resume-test-key"}
     config = tmp_path / "llm.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "claude-test"},
         "mission": {"max_iterations": 2, "target_score": 100},
