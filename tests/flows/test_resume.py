@@ -72,6 +72,26 @@ def finish(args, env) -> dict:
     return json.loads(proc.stdout)
 
 
+def listed_missions(env, monkeypatch) -> list[dict]:
+    """``mendflow mission list --json`` run in this process (typer's CliRunner), on the
+    mission's MENDFLOW_HOME and this session's Prefect API: a CLI subprocess would only
+    add its ~3 CPU-seconds of imports (the command is the same code)."""
+    from typer.testing import CliRunner
+
+    from mendflow.cli import app
+
+    for key in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL"):
+        monkeypatch.setenv(key, os.environ[key]) if key in os.environ \
+            else monkeypatch.delenv(key, raising=False)  # restored after the test
+    out = CliRunner().invoke(app, ["mission", "list", "--json"],
+                             env={"MENDFLOW_HOME": env["MENDFLOW_HOME"],
+                                  "PREFECT_API_URL": env["PREFECT_API_URL"]})
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
 def task_runs(flow_run_ids: list[str]):
     from prefect.client.orchestration import get_client
 
@@ -154,7 +174,7 @@ def kill_after_checkpoint(proc: subprocess.Popen[str], env, mission_id: str,
     ("commit accepted ", 1, 0.0),       # just after a commit
 ])
 def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, reference, marker,
-                                                   nth, delay_s):
+                                                   nth, delay_s, monkeypatch):
     ref_repo, ref, ref_runs, _ = reference
     repo = make_repo(FILES, name="target")
     (repo / "notes.txt").write_text("the user's own untracked work\n")
@@ -169,9 +189,7 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
         kill_when(proc, marker, nth, delay_s)
     checkpoint = read_checkpoint(env, mission)
     made_before = git(repo, "rev-parse", f"mendflow/{mission}")
-    listed = subprocess.run([*CLI, "mission", "list", "--json"], env=env, capture_output=True,
-                            text=True, timeout=120)
-    row = next(r for r in json.loads(listed.stdout) if r["mission_id"] == mission)
+    row = next(r for r in listed_missions(env, monkeypatch) if r["mission_id"] == mission)
     assert row["status"] == "crashed"
 
     resumed = finish(["mission", "resume", mission], env)
