@@ -271,3 +271,21 @@ def test_install_plan_installs_the_test_dependency_group(tmp_path):
                           "run.py": ""})
     assert install_plan(scripts, ManagedVenv()) == ["--group", "dev"]
 
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"setup.cfg": "[metadata]\nname = p\n[coverage:run]\nplugins = covdefaults\n"},
+     ["covdefaults"]),  # pyflakes 4.1.0: coverage failed to start without it
+    ({".coveragerc": "[run]\nplugins =\n    coverage_conditional_plugin\n    covdefaults\n",
+      "setup.cfg": "[coverage:run]\nplugins = other\n"},  # .coveragerc comes first
+     ["coverage-conditional-plugin", "covdefaults"]),
+    ({"tox.ini": "[coverage:run]\nbranch = true\n",
+      "pyproject.toml": '[tool.coverage.run]\nplugins = ["ignored"]\n'}, []),
+    ({"pyproject.toml": '[tool.coverage.run]\nplugins = ["django_coverage_plugin.x", '
+                        '"localplug"]\n', "localplug.py": ""},  # a module of the repository
+     ["django-coverage-plugin"]),
+])
+def test_install_plan_installs_the_coverage_plugins_of_the_coverage_config(tmp_path, files,
+                                                                            expected):
+    write_files(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", **files})
+    assert install_plan(tmp_path, ManagedVenv()) == ["-e", ".", *expected]
