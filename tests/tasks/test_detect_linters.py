@@ -305,3 +305,15 @@ def test_a_baseline_mypy_cache_seeds_the_next_mission_and_stays_right(make_repo,
     again = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
     assert rules(again) == rules(validation)
     assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
+
+
+def test_mypy_runs_serially_whatever_num_workers_the_config_sets(make_repo):
+    """humanize 4.17.0 sets `num_workers = 4`: mypy's worker processes crashed (exit 2)."""
+    repo = make_repo({
+        "pyproject.toml": "[tool.mypy]\nstrict = true\nnum_workers = 2\n",
+        "src/pkg/__init__.py": "",
+        "src/pkg/core.py": "def untyped(x):\n    return x\n",
+    })
+    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    assert result.ok, result.error
+    assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
