@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from mendflow.core.config import ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError
 from mendflow.core.models import Sandbox
@@ -69,9 +71,46 @@ def install_plan(worktree: Path, config: ManagedVenv,
         args += ["-e", f"{project}[{','.join(extras)}]" if extras else project]
     for group in find_test_groups(worktree):
         args += ["--group", group]
+    declared = len(args)
     for name in for_python(_matching(worktree, TEST_REQUIREMENT_GLOBS), python_version):
         args += ["-r", name]
+    if len(args) == declared and not any("[" in arg for arg in args):  # no test dependencies
+        args += tox_test_deps(worktree)
     return args + coverage_plugins(worktree)
+
+
+def tox_test_deps(worktree: Path) -> list[str]:
+    """The unconditional ``deps`` of tox.ini's ``[testenv]``, as pip arguments.
+
+    For a project whose test dependencies are declared nowhere else (no test extra,
+    dependency group or requirement file): natsort 8.4.0 lists hypothesis and
+    pytest-mock only there, and its conftest.py imports hypothesis (the baseline
+    failed to collect). Lines with a tox factor (``py38: x``) or substitution
+    (``{env:X}``), and lines that are not a requirement, are left out; ``-r FILE``
+    is kept when the file exists.
+
+    Returns:
+        e.g. ``["pytest", "pytest-mock", "hypothesis"]``; ``[]`` without tox.ini or deps.
+    """
+    parser = _ini(worktree / "tox.ini")
+    if parser is None or not parser.has_section("testenv"):
+        return []
+    args: list[str] = []
+    for line in parser.get("testenv", "deps", fallback="").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or "{" in line or re.match(r"^[\w,!-]+:\s", line):
+            continue
+        if line.startswith("-r"):
+            name = line[2:].strip()
+            if (worktree / name).is_file():
+                args += ["-r", name]
+            continue
+        try:
+            Requirement(line)
+        except InvalidRequirement:
+            continue
+        args.append(line)
+    return args
 
 
 def coverage_plugins(worktree: Path) -> list[str]:

@@ -289,3 +289,17 @@ def test_install_plan_installs_the_coverage_plugins_of_the_coverage_config(tmp_p
                                                                             expected):
     write_files(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", **files})
     assert install_plan(tmp_path, ManagedVenv()) == ["-e", ".", *expected]
+
+
+def test_install_plan_falls_back_to_the_tox_testenv_deps(tmp_path):
+    """natsort 8.4.0 declares hypothesis (imported by its conftest.py) only in tox.ini."""
+    tox = ("[testenv]\ndeps =\n    pytest-mock\n    hypothesis>=6 # property tests\n"
+           "    py38: typing-extensions\n    {env:EXTRA:}\n    -r reqs/test.txt\n"
+           "    -r missing.txt\n    not a requirement !\n")
+    write_files(tmp_path / "plain", {"setup.py": "", "tox.ini": tox, "reqs/test.txt": "x\n"})
+    assert install_plan(tmp_path / "plain", ManagedVenv()) == [
+        "-e", ".", "pytest-mock", "hypothesis>=6", "-r", "reqs/test.txt"]
+    # declared test dependencies win: tox's deps are not added to them
+    write_files(tmp_path / "extra", {"setup.py": "", "tox.ini": tox, "setup.cfg":
+                                     "[metadata]\nname = p\n[options.extras_require]\ntest = x\n"})
+    assert install_plan(tmp_path / "extra", ManagedVenv()) == ["-e", ".[test]"]
