@@ -83,6 +83,11 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
             "fix the test setup (the output above says why the run failed), or name missing "
             "packages in environment.extra_packages")
     report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
+    if label == "baseline":
+        for failed in (r for r in measurement.results if not r.ok):
+            first = (failed.error or "failed").splitlines()[0]
+            report_progress("detect", f"baseline: {failed.tool} did not complete ({first}); "
+                                      "its findings are missing")
     return measurement
 
 
