@@ -17,8 +17,13 @@ from mendflow.tasks.detect.common import (
     read_ini,
     tool_table,
 )
+from mendflow.tasks.detect.impact import (
+    IMPORTED_ENV,
+    read_imported,
+    save_impact_map,
+    write_plugin,
+)
 from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
-from mendflow.tasks.detect.impact import save_impact_map, write_plugin
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json
 
 COVERAGE_REPORT_TIMEOUT_S = 600.0
@@ -61,8 +66,8 @@ def with_contexts(command: list[str], environ: dict[str, str],
     """Load the context-switching plugin (from ``out_dir``) into the test run."""
     write_plugin(out_dir)
     at = command.index("pytest") + 1
-    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], first_on_pythonpath(environ,
-                                                                                     out_dir)
+    environ = {**first_on_pythonpath(environ, out_dir), IMPORTED_ENV: str(out_dir)}
+    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
 
 
 def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
@@ -88,7 +93,8 @@ def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: di
         return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
     if impact_file is not None:
         save_impact_map(report, sandbox.path, impact_file,
-                        whole_tree=not coverage_config_sets_source(sandbox.path))
+                        whole_tree=not coverage_config_sets_source(sandbox.path),
+                        imported=read_imported(out_dir, sandbox.path))
     try:
         return parse_coverage_json(report, sandbox.path), None
     except ToolError as err:

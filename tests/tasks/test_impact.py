@@ -97,7 +97,8 @@ def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded
     assert missing.nodeids is None and "no test-impact data" in missing.reason
     stale = select_tests(impact, patch(MUL_DIFF), {"shop/calc.py": "0" * 64}, set())
     assert stale.nodeids is None and "changed since" in stale.reason
-    narrowed = impact.model_copy(update={"whole_tree": False})  # a repo config sets `source`
+    # a repo config sets `source`, and which files were imported is not recorded
+    narrowed = impact.model_copy(update={"whole_tree": False, "imported": None})
     unknown = select_tests(narrowed, patch(MUL_DIFF.replace("shop/calc.py", "shop/new.py"),
                                            ("shop/new.py",)), {"shop/new.py": None}, set())
     assert unknown.nodeids is None and "not in the test-impact data" in unknown.reason
@@ -114,9 +115,17 @@ def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measu
     failing = {"tests/test_calc.py::test_mul"}
     chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing)
     assert chosen.nodeids == ("tests/test_calc.py::test_mul",)  # the failing ones only
-    # a narrowed measurement (the repository's coverage config sets source) still falls back
-    narrowed = impact.model_copy(update={"whole_tree": False})
-    assert select_tests(narrowed, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # a narrowed measurement (the repository's coverage config sets source) falls back
+    # when it did not record which files the tests imported ...
+    unrecorded = impact.model_copy(update={"whole_tree": False, "imported": None})
+    assert select_tests(unrecorded, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # ... and for a file outside the measured source that a test process imported
+    assert "shop/calc.py" in impact.imported and "docs/conf.py" not in impact.imported
+    narrowed = impact.model_copy(update={"whole_tree": False, "files": {}})
+    assert select_tests(narrowed, patch(MUL_DIFF), {}, set()).nodeids is None
+    # a file no test process imported (an examples/ script) selects none, as above
+    assert select_tests(narrowed, docs, {"docs/conf.py": None}, failing).nodeids == (
+        "tests/test_calc.py::test_mul",)
     # a file that is not Python may be read by any test: the whole suite
     data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
     assert select_tests(impact, data, {"shop/rates.json": None}, set()).nodeids is None
