@@ -88,7 +88,13 @@ def ruff_config_args(root: Path) -> list[str]:
     """
     if has_ruff_config(root):
         return []
-    return ["--isolated", *ruff_target_args(root), *_first_party_args(root)]
+    return ["--isolated", *ruff_target_args(root), *_first_party_args(root), *NOT_RUFFS_NOQA]
+
+
+NOT_RUFFS_NOQA = ["--extend-ignore", "RUF100"]
+"""Without a ruff config, a ``# noqa`` serves the project's own linter (flake8), not ruff's
+defaults: tabulate 0.10.0 lints with flake8 (``[flake8]`` in tox.ini) and ruff's RUF100 fix,
+accepted by every gate, removed its ``# noqa: E731`` comments (flake8 then fails)."""
 
 
 def _first_party_args(root: Path) -> list[str]:

@@ -317,3 +317,12 @@ def test_mypy_runs_serially_whatever_num_workers_the_config_sets(make_repo):
     result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
     assert result.ok, result.error
     assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
+
+
+def test_without_a_ruff_config_the_noqa_comments_of_another_linter_are_not_unused(make_repo):
+    """tabulate 0.10.0 lints with flake8: RUF100 removed its `# noqa: E731` comments."""
+    repo = make_repo({"tox.ini": "[flake8]\nmax-line-length = 99\n",
+                      "pkg/__init__.py": "", "pkg/mod.py": "f = lambda s: s  # noqa: E731\n"})
+    result = measure_ruff(sandbox_for(repo), tools_config())
+    assert result.ok and "--isolated" in result.command
+    assert "RUF100" not in {f.rule for f in result.findings}
