@@ -33,7 +33,7 @@ from mendflow.core.config import MendflowConfig
 from mendflow.core.error_groups import ErrorGroup, group_events, group_finding
 from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealRecord, HealResult, event_from_payload
-from mendflow.core.models import LLMUsage, QualityScore, RepoTarget, Timings
+from mendflow.core.models import LLMUsage, QualityScore, RepoTarget, Timings, ToolFailure
 from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.heal_attempts import HealProgress, attempt_heals
@@ -232,7 +232,9 @@ def _result(record: HealRecord, target: RepoTarget, config: MendflowConfig,
         tests_after=suite_summary(progress.current or progress.baseline)
         if progress and progress.baseline else None,
         heal_status=record.status, reason=reason or record.reason, attempts=record.attempts,
-        commit=record.commit, timings=progress.timings() if progress else Timings())
+        commit=record.commit, timings=progress.timings() if progress else Timings(),
+        tool_failures=ToolFailure.of(progress.baseline.results)
+        if progress and progress.baseline else ())
 
 
 class Notifier:
