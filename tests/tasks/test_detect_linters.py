@@ -326,3 +326,16 @@ def test_without_a_ruff_config_the_noqa_comments_of_another_linter_are_not_unuse
     result = measure_ruff(sandbox_for(repo), tools_config())
     assert result.ok and "--isolated" in result.command
     assert "RUF100" not in {f.rule for f in result.findings}
+
+
+def test_without_a_ruff_config_the_flake8_line_length_applies(make_repo):
+    """tabulate 0.10.0 (`max-line-length = 99` in tox.ini's [flake8]): a fix joining lines
+    into one longer than that passed every gate and broke the project's flake8."""
+    long_line = "x = " + repr("a" * 94) + "\n"  # 100 characters
+    repo = make_repo({"tox.ini": "[flake8]\nmax-line-length = 99\nignore = W503\n",
+                      "pkg/__init__.py": "", "pkg/mod.py": long_line + "y = 1\n"})
+    assert ruff_config_args(repo)[-4:] == ["--line-length", "99", "--extend-select", "E501"]
+    result = measure_ruff(sandbox_for(repo), tools_config())
+    assert [(f.rule, f.line) for f in result.findings if f.rule == "E501"] == [("E501", 1)]
+    write_files(repo, {"setup.cfg": "[flake8]\nextend-ignore = E5\n", "tox.ini": ""})
+    assert "E501" not in ruff_config_args(repo)
