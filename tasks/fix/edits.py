@@ -190,19 +190,7 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
                       f"max_edit_bytes={policy.max_edit_bytes}",
                       hint="raise policy.max_edit_bytes if such fixes are expected")
     root = sandbox.path.resolve()
-    originals: dict[str, str | None] = {}
-    current: dict[str, str | None] = {}
-    for edit in reply.edits:
-        rel = check_edit_path(root, edit.path, policy.denylist)
-        if "\0" in edit.replace:
-            raise _reject("binary", "the replacement text holds NUL bytes", rel)
-        if bidi := bidi_characters(edit.replace):
-            raise _reject("bidi", f"the replacement text holds bidirectional control "
-                          f"characters ({', '.join(bidi)}): code that reads differently "
-                          "from how it runs", rel)
-        if rel not in originals:
-            originals[rel] = current[rel] = _read_original(root, rel)
-        current[rel] = apply_edit(current[rel], edit, rel)
+    originals, current = _apply_edits(root, reply, policy)
     diffs = []
     for rel, after in current.items():
         assert after is not None  # every path got at least one edit
@@ -229,6 +217,35 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
                     f"{reply.explanation.strip()}",
         confidence=analysis.confidence,
     )
+
+
+def _apply_edits(root: Path, reply: FixReply, policy: LLMPolicy
+                 ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Apply the reply's edits in memory (:func:`edits_to_patch`), each path and
+    replacement checked first.
+
+    Returns:
+        ``(originals, current)``: each edited path's text before (None: a new file)
+        and after every edit.
+
+    Raises:
+        PatchRejected: a denied path, NUL bytes, bidirectional controls, or an edit
+            whose search text is not found once.
+    """
+    originals: dict[str, str | None] = {}
+    current: dict[str, str | None] = {}
+    for edit in reply.edits:
+        rel = check_edit_path(root, edit.path, policy.denylist)
+        if "\0" in edit.replace:
+            raise _reject("binary", "the replacement text holds NUL bytes", rel)
+        if bidi := bidi_characters(edit.replace):
+            raise _reject("bidi", f"the replacement text holds bidirectional control "
+                          f"characters ({', '.join(bidi)}): code that reads differently "
+                          "from how it runs", rel)
+        if rel not in originals:
+            originals[rel] = current[rel] = _read_original(root, rel)
+        current[rel] = apply_edit(current[rel], edit, rel)
+    return originals, current
 
 
 def _check_parses(diff: str, files: tuple[str, ...]) -> None:
