@@ -13,6 +13,9 @@ from mendflow.core.error_groups import RepoFiles, group_events
 from mendflow.core.exception_groups import split_group
 from mendflow.core.tracebacks import parse_text
 
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11),
+                                reason="exception groups and TaskGroup are Python 3.11+")
+
 SERVICE = '''\
 import asyncio
 import logging
