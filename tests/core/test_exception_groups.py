@@ -11,6 +11,8 @@ import pytest
 
 from mendflow.core.error_groups import RepoFiles, group_events
 from mendflow.core.exception_groups import split_group
+from mendflow.core.heal import judge_reproduction
+from mendflow.core.measurements import TestCase, TestRun
 from mendflow.core.tracebacks import parse_text
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11),
@@ -128,3 +130,15 @@ def test_split_group_leaves_out_pythons_notes_and_keeps_the_frames_of_members():
     with pytest.raises(ValueError):
         split_group([])
 
+
+
+def test_a_reproduction_failing_inside_a_task_group_reproduces_the_member_it_names(printed):
+    repo = RepoFiles(["svc/__init__.py", "svc/jobs.py"])
+    groups = {(g.exception_type, g.function): g for g in group_events(parse_text(printed), repo)}
+    block = printed.split("ERROR retry failed")[0]  # the first group: KeyError and ValueError
+    run = TestRun(collected=1, cases=(TestCase(nodeid="tests/test_jobs.py::test_batch",
+                                               outcome="failed", detail=block),))
+    for key in (("KeyError", "fetch"), ("ValueError", "parse")):
+        assert judge_reproduction(run, groups[key], repo, fixed=False).ok
+    other = judge_reproduction(run, groups[("RuntimeError", "<module>")], repo, fixed=False)
+    assert not other.ok and "wanted RuntimeError in svc/jobs.py:<module>" in other.reason
