@@ -66,14 +66,11 @@ def pytest_runtest_logfinish(nodeid, location):
 def pytest_sessionfinish(session):
     """Write the files of the modules imported in this process (one file per process: xdist)."""
     import json, os, sys
-    out = os.environ.get("MENDFLOW_IMPACT_IMPORTED")
-    if out:
-        files = sorted({str(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())})
-        with open(os.path.join(out, "imported-%d.json" % os.getpid()), "w") as handle:
-            json.dump([f for f in files if f], handle)
+    out = os.path.dirname(os.path.abspath(__file__))  # the run's private temp directory
+    files = sorted({str(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())})
+    with open(os.path.join(out, "imported-%d.json" % os.getpid()), "w") as handle:
+        json.dump([f for f in files if f], handle)
 '''
-IMPORTED_ENV = "MENDFLOW_IMPACT_IMPORTED"
-"""Names the directory the plugin writes ``imported-<pid>.json`` into (the run's temp dir)."""
 
 
 def read_imported(directory: Path, root: Path) -> tuple[str, ...] | None:

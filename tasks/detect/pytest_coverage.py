@@ -17,13 +17,12 @@ from mendflow.tasks.detect.common import (
     read_ini,
     tool_table,
 )
+from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
 from mendflow.tasks.detect.impact import (
-    IMPORTED_ENV,
     read_imported,
     save_impact_map,
     write_plugin,
 )
-from mendflow.tasks.detect.impact import PLUGIN_MODULE as IMPACT_PLUGIN
 from mendflow.tasks.detect.pytest_reports import parse_coverage_json
 
 COVERAGE_REPORT_TIMEOUT_S = 600.0
@@ -66,8 +65,8 @@ def with_contexts(command: list[str], environ: dict[str, str],
     """Load the context-switching plugin (from ``out_dir``) into the test run."""
     write_plugin(out_dir)
     at = command.index("pytest") + 1
-    environ = {**first_on_pythonpath(environ, out_dir), IMPORTED_ENV: str(out_dir)}
-    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], environ
+    return [*command[:at], "-p", IMPACT_PLUGIN, *command[at:]], first_on_pythonpath(environ,
+                                                                                     out_dir)
 
 
 def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str],
