@@ -198,3 +198,25 @@ def test_the_map_reaches_a_resume_on_another_host_through_the_result_storage(
     assert second.name == "Cached" and second.result() == impact
     # another tree has no entry and no file: no map, so selection runs the whole suite
     assert read_on(sandbox_b, tree + "-other").result() is None
+
+
+def test_a_contexts_report_over_the_file_size_limit_falls_back_to_plain_coverage(make_repo):
+    """packaging 26.4 (64,207 tests): `coverage json --show-contexts` passed the sandbox's
+    1 GiB file size limit, the report was truncated and the whole baseline failed. Here
+    150 tests x 2,000 lines make a ~10 MB contexts report under a 1 MiB limit."""
+    from mendflow.core.config_sandbox import SandboxLimits
+    from mendflow.core.models import Isolation
+
+    body = "".join("    a += 1\n" for _ in range(2000))
+    repo = make_repo({"big.py": f"def f():\n    a = 0\n{body}    return a\n",
+                      "tests/test_big.py": "import pytest\n\nfrom big import f\n\n\n"
+                                           "@pytest.mark.parametrize('i', range(150))\n"
+                                           "def test_f(i):\n    assert f() == 2000\n"})
+    env = TARGET_ENV.model_copy(update={"isolation": Isolation(
+        backend="bwrap", limits=SandboxLimits(file_size_mb=1))})
+    target = repo.parent / "map.json"
+    result = measure_tests(sandbox_for(repo), env, only(pytest={}, coverage={}),
+                           impact_file=target)
+    assert result.ok, result.error
+    assert result.test_run.collected == 150 and result.test_run.coverage_percent == 100.0
+    assert not target.exists()  # no impact map: validations run the whole suite
