@@ -314,7 +314,7 @@ def test_mypy_runs_serially_whatever_num_workers_the_config_sets(make_repo):
         "src/pkg/__init__.py": "",
         "src/pkg/core.py": "def untyped(x):\n    return x\n",
     })
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok, result.error
     assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
 
