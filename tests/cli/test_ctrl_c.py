@@ -31,7 +31,6 @@ from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
 from tests.helpers.prefect_env import client_env
-from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +68,7 @@ def cli_env(prefect_home, tmp_path) -> dict[str, str]:
 
 
 def write_config(tmp_path: Path, **approval) -> Path:
-    data = {"environment": {"type": "interpreter", "python": target_python()},
+    data = {"environment": {"type": "interpreter", "python": sys.executable},
             "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
             "mission": {"max_iterations": 1, "target_score": 100}}
     if approval:
