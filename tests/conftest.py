@@ -97,8 +97,16 @@ def config_from():
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A real, temporary Prefect API (prefect_test_harness) for the whole session."""
+    """A real, temporary Prefect API (prefect_test_harness) for the whole session.
+
+    The flows run in this process do not ship their log records to it
+    (``PREFECT_LOGGING_TO_API_ENABLED``): no test here reads logs back from the API (the
+    e2e tests, which do, run their own servers and processes), and each record was a
+    batched POST and a row inserted by the server (~10 % of a mission's CPU here).
+    """
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}):
         yield

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.helpers.git import git, write_files
+from tests.helpers.target import target_python
 
 MENDFLOW = [sys.executable, "-m", "mendflow.cli"]
 
@@ -34,7 +35,7 @@ def run_cli(args, env, cwd=None) -> subprocess.CompletedProcess[str]:
 def interpreter_config(tmp_path: Path) -> Path:
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "mission": {"max_iterations": 1, "target_score": 100},
     }))

@@ -167,8 +167,11 @@ def tools_of(env: dict[str, str]) -> list[psutil.Process]:
     return found
 
 
-def test_ctrl_c_during_detection_exits_130_in_one_line_and_resume_finishes(
+def test_ctrl_c_during_detection_then_the_api_servers_death_and_resume_finishes(
         make_repo, tmp_path, cli_env):
+    """Ctrl-C during the baseline: exit 130 in one line; then the resumed mission's temporary
+    API server is killed during the baseline again: exit 1 in one line; then the resume,
+    with the gate gone, finishes (two stops of one mission share its set-up)."""
     repo = make_repo(FILES)
     gate = Path(cli_env["CTRL_C_TEST_GATE"])
     gate.touch()
@@ -191,6 +194,21 @@ def test_ctrl_c_during_detection_exits_130_in_one_line_and_resume_finishes(
     assert not tools_of(cli_env)
     layout = StateLayout.resolve(cli_env["MENDFLOW_HOME"])
     assert read_mission("ctrl-c-detect", layout).interrupted == "SIGINT"  # list: Ctrl-C
+
+    # the death of the temporary API server (the gate still blocks the baseline's tests)
+    cli = Cli(["mission", "resume", "ctrl-c-detect"], cli_env)
+    cli.wait_for("measuring baseline")
+    server = cli.api_server()
+    before = len(cli.lines)
+
+    elapsed = cli.exit_after(server.kill)
+
+    assert cli.proc.returncode == 1 and elapsed <= 15, (cli.proc.returncode, elapsed)
+    assert_one_line_stop(cli, before, r"Prefect's temporary API server \(pid \d+\) was killed "
+                                      r"by signal 9; mission ctrl-c-detect stopped during "
+                                      r"detect .*mendflow mission resume ctrl-c-detect$")
+    assert not tools_of(cli_env)
+
     gate.unlink()
     resume("ctrl-c-detect", cli_env)
     assert read_mission("ctrl-c-detect", layout).interrupted is None
@@ -252,22 +270,3 @@ def test_ctrl_c_during_the_approval_wait_and_resume_then_approve(make_repo, tmp_
     data = json.loads(resumed.stdout)
     assert data["status"] == "completed"
     assert git(repo, "log", "--format=%s", "-1") != "initial"  # delivered after the approval
-
-
-def test_the_death_of_the_api_server_is_one_line_and_a_prompt_exit(make_repo, tmp_path,
-                                                                    cli_env):
-    repo = make_repo(FILES)
-    Path(cli_env["CTRL_C_TEST_GATE"]).touch()
-    cli = Cli(["mission", "run", str(repo), "--config", str(write_config(tmp_path)),
-               "--mission-id", "api-gone"], cli_env)
-    cli.wait_for("measuring baseline")
-    server = cli.api_server()
-    before = len(cli.lines)
-
-    elapsed = cli.exit_after(server.kill)
-
-    assert cli.proc.returncode == 1 and elapsed <= 15, (cli.proc.returncode, elapsed)
-    assert_one_line_stop(cli, before, r"Prefect's temporary API server \(pid \d+\) was killed "
-                                      r"by signal 9; mission api-gone stopped during detect .*"
-                                      r"mendflow mission resume api-gone$")
-    assert not tools_of(cli_env)

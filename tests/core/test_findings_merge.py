@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mendflow.core.findings import innermost_frame, make_finding, merge_cross_tool
 from mendflow.tasks.detect import measure_bandit, measure_mypy, measure_ruff, merge_findings
-from tests.helpers.detect import TARGET_ENV, sandbox_for, tools_config
+from tests.helpers.detect import FULL_ENV, sandbox_for, tools_config
 
 
 def test_ruff_f821_and_mypy_name_defined_on_one_line_merge_with_the_real_tools(make_repo):
@@ -12,7 +12,7 @@ def test_ruff_f821_and_mypy_name_defined_on_one_line_merge_with_the_real_tools(m
         "import subprocess\n\n\ndef compare(x: int) -> int:\n    if x:\n        return undefined_name\n"
         "    subprocess.call('ls', shell=True)\n    return x\n")})
     sandbox, tools = sandbox_for(repo), tools_config(ruff={"args": ["--extend-select", "S"]})
-    results = [measure_ruff(sandbox, tools), measure_mypy(sandbox, TARGET_ENV, tools),
+    results = [measure_ruff(sandbox, tools), measure_mypy(sandbox, FULL_ENV, tools),
                measure_bandit(sandbox, tools)]
     raw = [(f.source, f.rule, f.line) for r in results for f in r.findings]
     assert ("ruff", "F821", 6) in raw and ("mypy", "name-defined", 6) in raw

@@ -9,7 +9,6 @@ what reached the target branch.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
@@ -29,13 +28,14 @@ from tests.fakes.server import FakeServer, json_reply
 from tests.fixtures.sample_project import LIB, TESTS
 from tests.helpers.git import git
 from tests.helpers.prefect import read_artifact
+from tests.helpers.target import target_python
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
 
 
 def write_config(tmp_path: Path, **approval) -> Path:
-    data = {"environment": {"type": "interpreter", "python": sys.executable},
+    data = {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
             "mission": {"target_score": 100, "max_iterations": 1},
             "approval": {"poll_interval_s": 1, **approval}}

@@ -17,6 +17,7 @@ import yaml
 from mendflow.core.errors import MissionLocked
 from mendflow.flows.mission import maintenance_mission
 from tests.helpers.git import git
+from tests.helpers.target import target_python
 
 FILES = {
     "pkg/__init__.py": "",
@@ -28,7 +29,7 @@ CLI = [sys.executable, "-m", "mendflow.cli"]
 
 def config_file(tmp_path: Path, **health) -> Path:
     path = tmp_path / "cfg.yaml"
-    data = {"environment": {"type": "interpreter", "python": sys.executable},
+    data = {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"mypy": {"enabled": False}},
             "mission": {"max_iterations": 1, "target_score": 100}}
     if health:

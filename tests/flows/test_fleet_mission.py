@@ -3,7 +3,6 @@ the mission branch pushed back, the flow run labelled; an unclonable URL is a ty
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,13 @@ from mendflow.core.fleet import repository_key
 from mendflow.flows.mission import maintenance_mission
 from mendflow.infra.engine_limits import repository_limit
 from tests.helpers.git import git, write_files
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 LIB = "import os\n\n\ndef add(a, b):\n    return a + b\n"
 TESTS = "from pkg.lib import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
-OVERRIDES = {"environment": {"type": "interpreter", "python": sys.executable},
+OVERRIDES = {"environment": {"type": "interpreter", "python": target_python()},
              "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
              "mission": {"target_score": 100, "max_iterations": 1}}
 

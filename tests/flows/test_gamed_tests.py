@@ -7,14 +7,13 @@ file because pytest collected tests from it at baseline (the JUnit XML).
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import yaml
 
 from mendflow.flows.mission import maintenance_mission
 from tests.fakes import fake_messages_api as api
 from tests.helpers.git import git
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -36,7 +35,7 @@ def test_a_patch_to_a_collected_root_test_py_is_refused(make_repo, tmp_path, fak
           "replace": "    assert add(1, 2) == -1\n"}]))
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m",
                   "policy": {"max_attempts": 1}},

@@ -8,13 +8,13 @@ too (a known hang is no regression).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mendflow.flows.mission import maintenance_mission
+from tests.helpers.target import target_python
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def test_a_hang_is_a_finding_and_never_a_regression_of_a_patch(make_repo, tmp_pa
     repo = make_repo(FILES)
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False},
                   "pytest": {"first_timeout_s": 1, "per_test_timeout_s": 6,
                              "hang_timeout_s": 0.5}},

@@ -13,7 +13,6 @@ store, and the next mission's bandit starts from that history.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from mendflow.infra.outcomes import OutcomeStore
 from tests.fakes import fake_messages_api as api
 from tests.fixtures.bugs import load_bug, project_files
 from tests.helpers.llm import user_text
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -64,7 +64,7 @@ def strategy(name: str, fake: api.FakeMessagesAPI) -> dict[str, Any]:
 
 
 def write_config(tmp_path: Path, fake: api.FakeMessagesAPI) -> Path:
-    data = {"environment": {"type": "interpreter", "python": sys.executable},
+    data = {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"bandit": {"enabled": False}},
             "fixer": {"type": "anthropic", "base_url": fake.root_url, "model": "claude-big"},
             "mission": {"max_iterations": 1},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mendflow.flows.mission import maintenance_mission
 from mendflow.infra import audit
 from mendflow.infra.progress import PROGRESS_LOGGER
 from tests.helpers.e2e import free_port
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -35,7 +35,7 @@ def test_a_mission_goes_on_when_the_outcome_store_is_down(make_repo, tmp_path, m
     port = free_port()  # nothing listens there
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}}, "mission": {"max_iterations": 1},
         "learning": {"database_url": f"postgresql+psycopg://u:s3cret@127.0.0.1:{port}/x",
                      "connect_timeout_s": 1}}), encoding="utf-8")

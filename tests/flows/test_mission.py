@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from mendflow.core.errors import ConfigError, RepositoryError
 from mendflow.flows.mission import maintenance_mission
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -34,7 +34,7 @@ def test_add():
 
 
 def write_config(tmp_path: Path, **sections) -> Path:
-    data = {"environment": {"type": "interpreter", "python": sys.executable},
+    data = {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"mypy": {"enabled": False}}}
     data.update(sections)
     path = tmp_path / "mendflow.yaml"

@@ -7,7 +7,6 @@ the Claude fixer talking to the fake Messages API, scripted as a perfect model.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from mendflow.flows.mission import maintenance_mission
 from tests.fakes import fake_messages_api as api
 from tests.fakes.server import RecordedRequest, ScriptedReply
 from tests.helpers.llm import user_text
+from tests.helpers.target import target_python
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -84,7 +84,7 @@ def test_one_call_per_defect_and_the_cap_counts_attempts(make_repo, tmp_path, fa
     fake_anthropic.respond_with(perfect_model)
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m"},
         "mission": {"max_iterations": 1, "max_patches_per_iteration": 2, "target_score": 100},

@@ -11,7 +11,6 @@ one (``wrong_fix.json``).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from tests.fakes import fake_messages_api as api
 from tests.fixtures.bugs import BUG_NAMES, apply_fix, load_bug, project_files
 from tests.helpers.git import git
 from tests.helpers.llm import reply, route_by_test, user_text
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -50,7 +50,7 @@ def write_config(tmp_path: Path, fixer: dict[str, Any], *, mypy: bool = False,
                  **sections: Any) -> Path:
     """A mission config: this interpreter runs the tests, mypy off unless asked, 2 iterations."""
     data: dict[str, Any] = {
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": mypy}},
         "fixer": fixer,
         "mission": {"max_iterations": 2},

@@ -8,7 +8,6 @@ Claude fixer talks to the fake Messages API on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.fakes import fake_messages_api as api
 from tests.fakes.server import RecordedRequest, ScriptedReply
 from tests.helpers.git import git
 from tests.helpers.llm import user_text
+from tests.helpers.target import target_python
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -84,7 +84,7 @@ def test_the_batch_run_refuses_what_selection_missed_and_blames_the_right_candid
     fake_anthropic.respond_with(model)
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m",
                   "policy": {"max_attempts": 1}},

@@ -13,6 +13,7 @@ import yaml
 from mendflow.flows.mission import maintenance_mission
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git
+from tests.helpers.target import target_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -41,7 +42,7 @@ def test_mission_on_a_real_public_package(sdist_repo, tmp_path):
     before = snapshot_checkout(sdist_repo)
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "mission": {"max_iterations": 1, "target_score": 100, "max_patches_per_iteration": 3},
     }))
 

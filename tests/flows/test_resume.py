@@ -21,6 +21,7 @@ from mendflow.infra.flow_runs import read_task_runs
 from mendflow.tasks.vcs import snapshot_checkout
 from tests.helpers.git import git, write_files
 from tests.helpers.processes import kill_when
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def env(prefect_harness, tmp_path):
 def config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("resume-config") / "cfg.yaml"
     path.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "mission": {"max_iterations": 2, "target_score": 100},
     }))
@@ -69,6 +70,26 @@ def finish(args, env) -> dict:
                           timeout=600)
     assert proc.returncode in (0, 2), proc.stderr
     return json.loads(proc.stdout)
+
+
+def listed_missions(env, monkeypatch) -> list[dict]:
+    """``mendflow mission list --json`` run in this process (typer's CliRunner), on the
+    mission's MENDFLOW_HOME and this session's Prefect API: a CLI subprocess would only
+    add its ~3 CPU-seconds of imports (the command is the same code)."""
+    from typer.testing import CliRunner
+
+    from mendflow.cli import app
+
+    for key in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "PREFECT_LOGGING_HANDLERS_DEBUG_LEVEL"):
+        monkeypatch.setenv(key, os.environ[key]) if key in os.environ \
+            else monkeypatch.delenv(key, raising=False)  # restored after the test
+    out = CliRunner().invoke(app, ["mission", "list", "--json"],
+                             env={"MENDFLOW_HOME": env["MENDFLOW_HOME"],
+                                  "PREFECT_API_URL": env["PREFECT_API_URL"]})
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
 
 
 def task_runs(flow_run_ids: list[str]):
@@ -153,7 +174,7 @@ def kill_after_checkpoint(proc: subprocess.Popen[str], env, mission_id: str,
     ("commit accepted ", 1, 0.0),       # just after a commit
 ])
 def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, reference, marker,
-                                                   nth, delay_s):
+                                                   nth, delay_s, monkeypatch):
     ref_repo, ref, ref_runs, _ = reference
     repo = make_repo(FILES, name="target")
     (repo / "notes.txt").write_text("the user's own untracked work\n")
@@ -168,9 +189,7 @@ def test_killed_mission_resumes_to_the_same_result(make_repo, config, env, refer
         kill_when(proc, marker, nth, delay_s)
     checkpoint = read_checkpoint(env, mission)
     made_before = git(repo, "rev-parse", f"mendflow/{mission}")
-    listed = subprocess.run([*CLI, "mission", "list", "--json"], env=env, capture_output=True,
-                            text=True, timeout=120)
-    row = next(r for r in json.loads(listed.stdout) if r["mission_id"] == mission)
+    row = next(r for r in listed_missions(env, monkeypatch) if r["mission_id"] == mission)
     assert row["status"] == "crashed"
 
     resumed = finish(["mission", "resume", mission], env)
@@ -237,7 +256,7 @@ def test_killed_llm_mission_resumes_without_repeating_a_model_call(make_repo, tm
     llm_env = {**env, "ANTHROPIC_API_KEY": "sk-ant-resume-test-key"}
     config = tmp_path / "llm.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "claude-test"},
         "mission": {"max_iterations": 2, "target_score": 100},

@@ -12,7 +12,6 @@ that no static check sees them: only the sandbox stands in the way.
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 from mendflow.flows.mission import maintenance_mission
 from tests.fakes import fake_messages_api as api
 from tests.helpers.git import git
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -95,7 +95,7 @@ def test_an_escaping_patch_is_contained_and_rejected_naming_the_limits(
         [{"path": "calc.py", "search": FILES["calc.py"], "replace": code}]))
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake_anthropic.root_url, "model": "m",
                   "policy": {"max_attempts": 1}},

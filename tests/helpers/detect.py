@@ -8,9 +8,12 @@ from pathlib import Path
 from mendflow.core.config import ToolsConfig
 from mendflow.core.models import Sandbox, TargetEnv
 from tests.helpers.git import git, write_files
+from tests.helpers.target import target_python
 
-# The test interpreter (mendflow's .venv) has pytest, coverage and pytest-timeout.
-TARGET_ENV = TargetEnv(python=Path(sys.executable), kind="interpreter", fingerprint="test")
+# A target's interpreter: pytest, coverage and pytest-timeout (tests/helpers/target.py).
+TARGET_ENV = TargetEnv(python=Path(target_python()), kind="interpreter", fingerprint="test")
+# The test interpreter (mendflow's .venv): pytest-xdist too, and mypy's view of its packages.
+FULL_ENV = TargetEnv(python=Path(sys.executable), kind="interpreter", fingerprint="test")
 
 
 def sandbox_for(repo: Path) -> Sandbox:

@@ -3,7 +3,6 @@ a config pointing delivery at the suite's fake GitHub (tests/fakes/fake_forges.p
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
@@ -11,6 +10,7 @@ import yaml
 from tests.fakes.fake_forges import FakeGitHub
 from tests.fixtures.sample_project import LIB, TESTS
 from tests.helpers.git import git, write_files
+from tests.helpers.target import target_python
 
 
 def setup_loop(tmp_path: Path, github: FakeGitHub, extra: dict[str, str] | None = None,
@@ -44,7 +44,7 @@ def write_loop_config(config: Path, github: FakeGitHub, **sections) -> None:
     """Write the loop's config: delivery to ``github`` as acme/widgets, autonomous cycles;
     each keyword replaces that whole top-level section."""
     config.write_text(yaml.safe_dump({
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
         "mission": {"max_iterations": 1, "target_score": 100},
         "delivery": {"remote": "origin", "forge": "github", "forge_url": github.root_url,

@@ -18,6 +18,7 @@ from tests.fixtures.sample_project import LIB, TESTS
 from tests.helpers.e2e import Server, free_port, start, stop
 from tests.helpers.git import GIT_ENV, git, write_files
 from tests.helpers.prefect_env import client_env
+from tests.helpers.target import target_python
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -233,7 +234,7 @@ def make_bare_repos(base: Path, count: int) -> list[Path]:
 
 def mission_overrides(**extra) -> dict:
     """A fast, offline mission config (the running interpreter, ruff only)."""
-    return {"environment": {"type": "interpreter", "python": sys.executable},
+    return {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
             "mission": {"target_score": 100, "max_iterations": 1}, **extra}
 

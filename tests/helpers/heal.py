@@ -3,7 +3,6 @@ logs, and the model replies (analysis + reproduction test + fix) the fake API se
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import yaml
 
 from tests.fakes import fake_messages_api as api
 from tests.fakes.server import ScriptedReply
+from tests.helpers.target import target_python
 
 SHOP_FILES = {
     "pyproject.toml": """
@@ -100,7 +100,7 @@ def heal_reply(edits: list[dict[str, str]], *, category: str = "logic",
 
 def heal_config(tmp_path: Path, fake: api.FakeMessagesAPI, **sections: Any) -> Path:
     data: dict[str, Any] = {
-        "environment": {"type": "interpreter", "python": sys.executable},
+        "environment": {"type": "interpreter", "python": target_python()},
         "tools": {"mypy": {"enabled": False}},
         "fixer": {"type": "anthropic", "base_url": fake.root_url, "model": "claude-test"},
     }

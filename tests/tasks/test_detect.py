@@ -30,6 +30,7 @@ from mendflow.tasks.detect.common import is_library_path, is_test_path, relative
 from mendflow.tasks.detect.pytest_reports import line_ranges, node_id, parse_coverage_json, parse_junit
 from mendflow.tasks.detect.ruff_run import parse_ruff
 from tests.helpers.detect import (
+    FULL_ENV,
     TARGET_ENV,
     only,
     sandbox_for,
@@ -118,7 +119,7 @@ def test_disabled_tools_return_empty_results(tmp_path):
     sandbox = sandbox_for_missing(tmp_path)
     tools = only()
     results = [measure_tests(sandbox, TARGET_ENV, tools), measure_ruff(sandbox, tools),
-               measure_mypy(sandbox, TARGET_ENV, tools), measure_bandit(sandbox, tools),
+               measure_mypy(sandbox, FULL_ENV, tools), measure_bandit(sandbox, tools),
                scan_todos(sandbox, tools)]
     assert [r.tool for r in results] == ["pytest", "ruff", "mypy", "bandit", "todo"]
     assert all(r.ok and r.findings == () and r.command == () for r in results)
@@ -157,7 +158,7 @@ STABLE = {
 def measure_all(repo: Path) -> dict[str, set[str]]:
     sandbox, tools = sandbox_for(repo), tools_config(coverage={"min_file_percent": 90})
     results = [measure_tests(sandbox, TARGET_ENV, tools), measure_ruff(sandbox, tools),
-               measure_mypy(sandbox, TARGET_ENV, tools), measure_bandit(sandbox, tools),
+               measure_mypy(sandbox, FULL_ENV, tools), measure_bandit(sandbox, tools),
                scan_todos(sandbox, tools)]
     assert all(r.ok for r in results), [r.error for r in results]
     return {r.tool: {f.id for f in r.findings} for r in results}
@@ -255,7 +256,7 @@ def test_tasks_run_concurrently_in_a_flow(prefect_harness, make_repo):
     def detect_flow():
         futures = [run_pytest.submit(sandbox, TARGET_ENV, tools, "tree"),
                    run_ruff.submit(sandbox, tools, "tree"),
-                   run_mypy.submit(sandbox, TARGET_ENV, tools, "tree"),
+                   run_mypy.submit(sandbox, FULL_ENV, tools, "tree"),
                    run_bandit.submit(sandbox, tools, "tree"),
                    find_todos.submit(sandbox, tools, "tree")]
         results = [f.result() for f in futures]

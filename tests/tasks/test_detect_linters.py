@@ -10,7 +10,7 @@ from mendflow.tasks.detect.bandit_run import bandit_config_args
 from mendflow.tasks.detect.mypy_run import discover_mypy_targets, mypy_config_sets_targets
 from mendflow.tasks.detect.ruff_run import ruff_config_args
 from tests.helpers.detect import (
-    TARGET_ENV,
+    FULL_ENV,
     sandbox_for,
     sandbox_for_missing,
     tools_config,
@@ -124,7 +124,7 @@ TYPED = {
 
 def test_mypy_errors_notes_and_severities(make_repo):
     repo = make_repo(TYPED)
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok and result.exit_code == 1 and result.command[-1] == "pkg"
     found = {f.rule: f for f in result.findings}
     assert set(found) == {"return-value", "arg-type", "import-not-found"}
@@ -144,7 +144,7 @@ def test_mypy_config_files_is_respected(make_repo):
         "lib/checked.py": "def f() -> int:\n    return 'no'\n",
     })
     assert mypy_config_sets_targets(repo)
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok and result.command[-2] == "--python-executable"  # no targets passed
     assert [(f.path, f.rule) for f in result.findings] == [("lib/checked.py", "return-value")]
 
@@ -158,7 +158,7 @@ def test_mypy_src_layout_and_pyproject_config(make_repo):
     })
     assert not mypy_config_sets_targets(repo)
     assert discover_mypy_targets(repo) == ["src/pkg"]
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
 
 
@@ -174,13 +174,13 @@ def test_mypy_target_discovery_flat_layout(tmp_path):
 
 def test_mypy_with_nothing_to_check_is_ok(make_repo):
     repo = make_repo({"tests/test_a.py": "def test_a():\n    pass\n"})
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok and result.findings == () and result.command == ()
 
 
 def test_mypy_syntax_error_is_a_finding(make_repo):
     repo = make_repo({"mod.py": "def f(:\n    pass\n"})
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok and result.exit_code == 2
     assert result.findings and all(
         (f.rule, f.category, f.severity, f.path) == ("syntax", "syntax", "high", "mod.py")
@@ -189,7 +189,7 @@ def test_mypy_syntax_error_is_a_finding(make_repo):
 
 def test_mypy_crash_is_a_failed_result(make_repo):
     repo = make_repo({"mod.py": "x = 1\n"})
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV,
+    result = measure_mypy(sandbox_for(repo), FULL_ENV,
                           tools_config(mypy={"args": ["--no-such-option"]}))
     assert not result.ok and result.exit_code == 2
     assert "unrecognized arguments" in result.error
@@ -264,7 +264,7 @@ def test_disabled_linters_run_nothing(tmp_path: Path):
     sandbox = sandbox_for_missing(tmp_path)
     tools = tools_config(ruff={"enabled": False}, mypy={"enabled": False},
                          bandit={"enabled": False})
-    for result in (measure_ruff(sandbox, tools), measure_mypy(sandbox, TARGET_ENV, tools),
+    for result in (measure_ruff(sandbox, tools), measure_mypy(sandbox, FULL_ENV, tools),
                    measure_bandit(sandbox, tools)):
         assert result.ok and result.findings == () and result.command == ()
 
@@ -283,7 +283,7 @@ def test_a_baseline_mypy_cache_seeds_the_next_mission_and_stays_right(make_repo,
     two = sandbox.model_copy(update={"mission_id": "m-2", "path": second})
     shared = shared_cache_dir(first, repo, "mypy")
 
-    baseline = measure_mypy(one, TARGET_ENV, tools_config(), share_cache=True)
+    baseline = measure_mypy(one, FULL_ENV, tools_config(), share_cache=True)
     assert rules(baseline) == ["arg-type", "import-not-found", "return-value"]
     assert shared.is_dir() and sorted(p.name for p in shared.iterdir())
 
@@ -291,18 +291,18 @@ def test_a_baseline_mypy_cache_seeds_the_next_mission_and_stays_right(make_repo,
     write_files(second, {"pkg/typed.py": (repo / "pkg/typed.py").read_text().replace(
         "return str(x * 2)", "return x * 2"),
         "pkg/other.py": "def name() -> str:\n    return 1\n"})
-    seeded = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
+    seeded = measure_mypy(two, FULL_ENV, tools_config(), share_cache=True)
     assert sorted((f.path, f.rule) for f in seeded.findings) == [
         ("pkg/other.py", "return-value"), ("pkg/typed.py", "arg-type"),
         ("pkg/typed.py", "import-not-found")]
     saved = {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")}
 
     write_files(second, {"pkg/other.py": "def name() -> str:\n    return None\n"})
-    validation = measure_mypy(two, TARGET_ENV, tools_config())  # a patch's run
+    validation = measure_mypy(two, FULL_ENV, tools_config())  # a patch's run
     assert ("pkg/other.py", "return-value") in {(f.path, f.rule) for f in validation.findings}
     assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
     # a sandbox that already holds a cache (a resumed mission's) does not replace it either
-    again = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
+    again = measure_mypy(two, FULL_ENV, tools_config(), share_cache=True)
     assert rules(again) == rules(validation)
     assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
 
@@ -314,7 +314,7 @@ def test_mypy_runs_serially_whatever_num_workers_the_config_sets(make_repo):
         "src/pkg/__init__.py": "",
         "src/pkg/core.py": "def untyped(x):\n    return x\n",
     })
-    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_mypy(sandbox_for(repo), FULL_ENV, tools_config())
     assert result.ok, result.error
     assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
 

@@ -7,7 +7,7 @@ import pytest
 from mendflow.tasks.detect import measure_tests
 from mendflow.tasks.detect.impact import load_impact_map
 from mendflow.tasks.detect.parallel import measure_tests_spread
-from tests.helpers.detect import TARGET_ENV, new_repo, only, sandbox_for, worktree_status
+from tests.helpers.detect import FULL_ENV, new_repo, only, sandbox_for, worktree_status
 
 FILES = {
     "pkg/__init__.py": "",
@@ -66,8 +66,8 @@ def impact_by_test(path):
 @pytest.mark.slow
 def test_spread_run_measures_like_the_serial_one(repo, tmp_path):
     sandbox = sandbox_for(repo)
-    serial = measure_tests(sandbox, TARGET_ENV, TOOLS, impact_file=tmp_path / "serial.json")
-    spread = measure_tests_spread(sandbox, TARGET_ENV, TOOLS, workers=2,
+    serial = measure_tests(sandbox, FULL_ENV, TOOLS, impact_file=tmp_path / "serial.json")
+    spread = measure_tests_spread(sandbox, FULL_ENV, TOOLS, workers=2,
                                   impact_file=tmp_path / "spread.json")
     assert spread.command[1:5] == ("-m", "pytest", "-p", "mendflow_xdist_coverage")
     assert "-n" in spread.command and "loadscope" in spread.command
@@ -98,7 +98,7 @@ def test_a_suite_that_breaks_under_workers_runs_serially(make_repo, monkeypatch)
         def test_needs_one_process():
             assert os.environ.get("PYTEST_XDIST_WORKER") is None
         """})
-    result = measure_tests_spread(sandbox_for(repo), TARGET_ENV, TOOLS, workers=2)
+    result = measure_tests_spread(sandbox_for(repo), FULL_ENV, TOOLS, workers=2)
     serial = result.command[result.command.index("-n"):][:2]  # `-n 0`: xdist's no workers
     assert serial == ("-n", "0") and "loadscope" not in result.command
     assert result.test_run.workers == 1

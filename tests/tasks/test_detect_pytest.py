@@ -15,6 +15,7 @@ from mendflow.core.models import TargetEnv
 from mendflow.tasks.detect import measure_tests
 from mendflow.tasks.detect.pytest_coverage import coverage_config_sets_source
 from tests.helpers.detect import (
+    FULL_ENV,
     TARGET_ENV,
     new_repo,
     sandbox_for,
@@ -223,7 +224,7 @@ def test_the_repositorys_xdist_addopts_do_not_hide_the_coverage(make_repo):
         "tests/test_lib.py": "from pkg.lib import add\n\n\ndef test_add():\n"
                              "    assert add(1, 2) == 3\n",
     })
-    result = measure_tests(sandbox_for(repo), TARGET_ENV, tools_config())
+    result = measure_tests(sandbox_for(repo), FULL_ENV, tools_config())  # with pytest-xdist
     assert result.ok and "-n" in result.command
     assert result.test_run.coverage_percent == 100.0
     assert [c.outcome for c in result.test_run.cases] == ["passed"]
