@@ -184,9 +184,10 @@ class Worker:
 
 
 def start_worker(server: Server, pool: str, name: str, base: Path, shared_results: Path,
-                 history_url: str | None = None) -> Worker:
+                 history_url: str | None = None, limit: int | None = None) -> Worker:
     """A worker standing in for a host: its own homes; result storage shared (as S3 would be),
-    and the duration history in ``history_url`` (a database every worker shares) if given."""
+    the duration history in ``history_url`` (a database every worker shares) if given, and
+    at most ``limit`` flow runs at a time (``prefect worker start --limit``) if given."""
     home = base / name
     home.mkdir(parents=True, exist_ok=True)
     env = {**server.env, "MENDFLOW_HOME": str(home / "mendflow"),
@@ -197,7 +198,8 @@ def start_worker(server: Server, pool: str, name: str, base: Path, shared_result
         env["MENDFLOW_HISTORY_URL"] = history_url
     log = home / "worker.log"
     process = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                     "--name", name, "--type", "process"], env, log, cwd=home)
+                     "--name", name, "--type", "process",
+                     *(["--limit", str(limit)] if limit else [])], env, log, cwd=home)
     worker = Worker(name=name, home=home, process=process, log=log)
     server.processes.append(process)
     return worker
@@ -260,6 +262,5 @@ class Fleet:
                                timeout=timeout)
 
     def close(self) -> None:
-        for process in reversed(self.server.processes):
-            stop(process)
+        self.server.close()
         self.postgres.stop()
