@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -45,6 +47,11 @@ from tests.helpers.prefect_env import client_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
+SLOT_POLL = {"PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+"""A mission waiting for its repository's (or the fleet's) slot asks again after the
+server's Retry-After: the limit's mean occupancy (a mission's ~30 s here) capped by this
+setting (30 s by default), so every wait for a slot ended up to ~40 s after the slot was
+free. 2 s here, as the server's other loops of the suite are shortened."""
 WORKER_LIMIT = 3
 """Flow runs a worker takes at a time: with the six runs of the fleet-of-three test, one host
 cannot take them all when the other's poll comes a moment later (both hosts work)."""
@@ -67,11 +74,17 @@ print(json.dumps(out))
 def fleet(tmp_path_factory):
     """PostgreSQL, the server, the pool's deployment and two workers; the 3 repositories."""
     base = tmp_path_factory.mktemp("fleet")
-    postgres = start_postgres(base / "pg")
+    # PostgreSQL runs as `postgres`: its data must stay readable to that user. Not under
+    # pytest's /tmp/pytest-of-<user>, which any pytest run started on the machine meanwhile
+    # sets back to mode 0700 (pytest >= 7.3): the cluster then PANICs ("could not open file
+    # global/pg_control: Permission denied") and the server answers 500 to everything.
+    pg_base = Path(tempfile.mkdtemp(prefix="fleet-pg-", dir=os.environ.get("MENDFLOW_TESTS_TMPDIR")))
+    postgres = start_postgres(pg_base / "pg")
     try:
-        server = start_server(base / "server", postgres.url())
+        server = start_server(base / "server", postgres.url(), env=SLOT_POLL)
     except BaseException:
         postgres.stop()
+        shutil.rmtree(pg_base, ignore_errors=True)
         raise
     running = Fleet(postgres=postgres, server=server, pool=POOL, base=base)
     try:
@@ -91,6 +104,7 @@ def fleet(tmp_path_factory):
         yield running
     finally:
         running.close()
+        shutil.rmtree(pg_base, ignore_errors=True)
 
 
 def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:

@@ -100,10 +100,11 @@ def server_env(home: Path, port: int, database_url: str) -> dict[str, str]:
     return env
 
 
-def start_server(home: Path, database_url: str) -> Server:
-    """``prefect server start`` on PostgreSQL; waits until /health answers."""
+def start_server(home: Path, database_url: str, env: dict[str, str] | None = None) -> Server:
+    """``prefect server start`` on PostgreSQL; waits until /health answers. ``env``: more
+    settings (of the server, its CLI and its workers)."""
     port = free_port()
-    env = server_env(home, port, database_url)
+    env = {**server_env(home, port, database_url), **(env or {})}
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     home.mkdir(parents=True, exist_ok=True)
     return _launch_server(server, home / "server.log")
