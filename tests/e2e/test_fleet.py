@@ -185,9 +185,11 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
                                           "--json").stdout)["runs"]
     run_id = submitted[0]["flow_run_id"]
     deadline = time.monotonic() + 300
+    mission_id = None
     while True:  # mid-mission: its sandbox exists on the host that runs it, and its baseline
-        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]  # lint has run
-        mission_id = labels.get("mendflow.mission_id")
+        if not mission_id:  # lint has run (the label read from the server until it is there)
+            labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+            mission_id = labels.get("mendflow.mission_id")
         hosts = [worker for worker in fleet.workers if mission_id and
                  (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()
                  and _linted(worker, mission_id)]

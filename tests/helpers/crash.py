@@ -219,8 +219,8 @@ def _play(server: Server, crash: Scenario, resume: Scenario) -> None:
 
 def crash_tests_follow(request: pytest.FixtureRequest) -> bool:
     """Will this process run the crash module's tests after the requesting test's module
-    (selected, later in the run's order, and in the same e2e group of ``--dist loadfile``:
-    tests/helpers/schedule.py)?"""
+    (selected, later in the run's order, and, in an xdist worker, in the same e2e group of
+    ``--dist loadfile``: tests/helpers/schedule.py)?"""
     from tests.helpers.schedule import file_of, units
 
     items = [item.nodeid for item in request.session.items]
@@ -229,5 +229,7 @@ def crash_tests_follow(request: pytest.FixtureRequest) -> bool:
     mine = [index for index, nodeid in enumerate(items) if file_of(nodeid) == here]
     if not crash or not mine or crash[0] < mine[-1]:
         return False
+    if not hasattr(request.config, "workerinput"):
+        return True  # one process runs every selected test, in this order
     unit = units(items)
     return unit[CRASH_TESTS] == unit[here]
