@@ -126,7 +126,10 @@ class Server:
         response.raise_for_status()
         return response.json()
 
-    def run(self, *command: str, check: bool = True, timeout: float = 120,
+    # the waits below are bounds on progress, not speed targets: on a 2-core box running
+    # the suite (or with other jobs on it) a CLI call took over 120 s and four missions
+    # over 240 s to reach their suspend
+    def run(self, *command: str, check: bool = True, timeout: float = 300,
             env: dict[str, str] | None = None):
         done = subprocess.run(list(command), cwd=ROOT, env={**self.env, **(env or {})},
                               capture_output=True,
@@ -143,7 +146,7 @@ class Server:
         run = self.api("GET", f"/flow_runs/{run_id}")
         return run["state_type"], run["state_name"]
 
-    def wait_state(self, run_id: str, state_type: str, timeout_s: float = 240) -> str:
+    def wait_state(self, run_id: str, state_type: str, timeout_s: float = 480) -> str:
         deadline = time.monotonic() + timeout_s
         seen = None
         while time.monotonic() < deadline:
