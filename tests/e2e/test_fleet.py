@@ -101,6 +101,7 @@ def fleet(tmp_path_factory):
                                                 postgres.url("mendflow", "psycopg"),
                                                 limit=WORKER_LIMIT))
         wait_workers(server, POOL, 2)
+        _wait_polling(running.workers)
         yield running
     finally:
         running.close()
@@ -328,6 +329,20 @@ def _revive_workers(fleet) -> None:
                                                 fleet.postgres.url("mendflow", "psycopg"),
                                                 limit=WORKER_LIMIT)
     wait_workers(fleet.server, POOL, 2)
+    _wait_polling(fleet.workers)
+
+
+def _wait_polling(workers: list, timeout_s: float = 180) -> None:
+    """Until each worker's process has started its polling loop (``Worker 'NAME' started!``
+    in its own log, printed once the loop is scheduled). The server's ONLINE status is not
+    enough: a worker revived under the name of a killed one is ONLINE at once (the old
+    heartbeat), before the new process polls, and one host would take the next runs alone."""
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        while f"Worker '{worker.name}' started!" not in worker.log.read_text(errors="replace"):
+            assert worker.process.poll() is None, worker.log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"{worker.name} is not polling"
+            time.sleep(0.2)
 
 
 def _submissions(fleet, run_id: str, workers: list | None = None) -> int:
