@@ -30,7 +30,7 @@ from tests.helpers.e2e import (
 from tests.helpers.git import git
 from tests.helpers.ui import SCREENSHOT, approve_in_ui, require_browser
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]  # 4 missions in setup
 
 TOOL_STEPS = ("run-pytest", "run-ruff", "run-mypy", "run-bandit", "find-todos", "propose-patch",
               "plan-timeouts", "new-mission-id")
