@@ -100,8 +100,10 @@ class Server:
         once, then the ``prefect server start`` itself (clients stopped first do not hang
         retrying a server that is gone)."""
         servers = [p for p in self.processes if "server" in p.args]
-        stop_all([p for p in self.processes if p not in servers])
-        stop_all(servers)
+        # 5 s: at the end nothing waits for a graceful exit (a fleet's workers, their
+        # database already stopped, never exit on SIGTERM)
+        stop_all([p for p in self.processes if p not in servers], grace_s=5)
+        stop_all(servers, grace_s=5)
         self.processes.clear()
 
     @property
