@@ -17,6 +17,9 @@ to the hooks that were there before. Each exception becomes a Prefect event
   secret-looking text), ``frames`` (file, line, function, source line; no
   local variables), ``chain`` (the causes, oldest first), ``timestamp``,
   ``repeats`` (repeats held back by the rate limit since the last event), ``source``.
+  An exception group (``asyncio.TaskGroup``, ``except*``) is one event per distinct
+  failing member (nested groups included), its chain starting with the groups that
+  held it, as the log scanner reads a printed group.
 
 The fingerprint is the one the log scanner computes
 (:func:`mendflow.core.error_groups.event_fingerprint`), so a group is the same
@@ -43,7 +46,6 @@ import json
 import logging
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -55,26 +57,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mendflow.heal_report import failures as _failures
+from mendflow.heal_report import scrub
+from mendflow.heal_report import traceback_of as _traceback_of
+from mendflow.heal_report import type_name as _type_name
+from mendflow.heal_report import walk as _walk
+
 EVENT_NAME = "mendflow.exception.raised"
-_SECRETS = [
-    (re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|apikey|auth|"
-                r"credentials?|session|cookie)(\s*[=:]\s*)(['\"]?)[^\s'\",;&]+"), r"\1\2\3[redacted]"),
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [redacted]"),
-    (re.compile(r"://[^/\s:@]+:[^/\s@]+@"), "://[redacted]@"),
-    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}|\bgh[pousr]_[A-Za-z0-9]{16,}|\bAKIA[0-9A-Z]{16}"
-                r"|\bxox[abpr]-[A-Za-z0-9-]{8,}|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+"),
-     "[redacted]"),
-    (re.compile(r"\b[A-Fa-f0-9]{32,}\b|\b[A-Za-z0-9+/]{40,}={0,2}"), "[redacted]"),
-]
-
-
-def scrub(text: str, limit: int = 500) -> str:
-    """Cut ``text`` to ``limit`` characters and replace anything that looks like a secret."""
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 @dataclass
 class HookStats:
     """What the hook did and what it cost the application (seconds of the raising thread)."""
@@ -123,7 +112,8 @@ class Hook:
                 exc.__mendflow_reported__ = True  # type: ignore[attr-defined]
             except (AttributeError, TypeError):
                 pass
-            self._report(exc, source)
+            for holders, failure in _failures(exc):
+                self._report(failure, source, holders)
         except Exception:  # noqa: BLE001  (never raise into the application)
             self.stats.dropped += 1
         finally:
@@ -132,13 +122,14 @@ class Hook:
             self.stats.hook_s += spent
             self.stats.max_hook_s = max(self.stats.max_hook_s, spent)
 
-    def _report(self, exc: BaseException, source: str) -> None:
+    def _report(self, exc: BaseException, source: str,
+                holders: tuple[BaseException, ...] = ()) -> None:
         from mendflow.core.error_groups import fingerprint_of
 
         # the fingerprint first, from code objects only (no source lines read), so that a
         # repeat held back by the rate limit costs little
         frames = [(tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name)
-                  for tb in _walk(exc.__traceback__)]
+                  for tb in _walk(_traceback_of(exc, holders))]
         fingerprint = fingerprint_of(_type_name(exc), frames)
         now = time.monotonic()
         with self._lock:
@@ -149,7 +140,7 @@ class Hook:
                 return
             self._last[fingerprint] = now
             repeats = self._held.pop(fingerprint, 0)
-        payload = self.payload(exc)
+        payload = self.payload(exc, holders)
         payload.update(fingerprint=fingerprint, repeats=repeats, source=source,
                        repository=self.repository)
         event = {"id": str(uuid.uuid4()), "occurred": payload["timestamp"], "event": EVENT_NAME,
@@ -163,20 +154,27 @@ class Hook:
         except queue.Full:
             self.stats.dropped += 1
 
-    def payload(self, exc: BaseException) -> dict[str, Any]:
-        """Type, scrubbed message, frames and the chain of causes (oldest first)."""
+    def payload(self, exc: BaseException,
+                holders: tuple[BaseException, ...] = ()) -> dict[str, Any]:
+        """Type, scrubbed message, frames and the chain of causes (oldest first); for a
+        member of an exception group, the groups that hold it (outermost first) and their
+        causes come first in the chain, and a member never raised itself takes the frames
+        of its group."""
+        records = [record for held in (*holders, exc) for record in self._causes(held)]
+        last = records.pop()
+        if not last["frames"] and holders:
+            last["frames"] = records[-1]["frames"]
+        return {**last, "chain": records,
+                "timestamp": datetime.now(timezone.utc).isoformat()}
+
+    def _causes(self, exc: BaseException) -> list[dict[str, Any]]:
         chain: list[BaseException] = []
-        seen: set[int] = set()
         current: BaseException | None = exc
-        while current is not None and id(current) not in seen and len(chain) < 10:
-            seen.add(id(current))
+        while current is not None and current not in chain and len(chain) < 10:
             chain.append(current)
             current = current.__cause__ or (None if current.__suppress_context__
                                             else current.__context__)
-        records = [self._record(e) for e in reversed(chain)]
-        last = records.pop()
-        return {**last, "chain": records,
-                "timestamp": datetime.now(timezone.utc).isoformat()}
+        return [self._record(e) for e in reversed(chain)]
 
     def _record(self, exc: BaseException) -> dict[str, Any]:
         name = _type_name(exc)
@@ -327,22 +325,6 @@ def install(repository: str | os.PathLike[str], *, api_url: str | None = None,
     hook._thread.start()
     atexit.register(hook._at_exit)
     return hook
-
-
-def _type_name(exc: BaseException) -> str:
-    """The exception's class as Python prints it (``KeyError``, ``shop.errors.PricingError``)."""
-    kind = type(exc)
-    return kind.__qualname__ if kind.__module__ in ("builtins", "__main__") \
-        else f"{kind.__module__}.{kind.__qualname__}"
-
-
-def _walk(tb: TracebackType | None):
-    """The traceback's entries, outermost first (at most 64, as the payload keeps)."""
-    entries: list[TracebackType] = []
-    while tb is not None and len(entries) < 64:
-        entries.append(tb)
-        tb = tb.tb_next
-    return entries
 
 
 def _install_sys(hook: Hook) -> None:

@@ -140,14 +140,14 @@ def judge_reproduction(run: TestRun | None, group: ErrorGroup, repo: RepoFiles, 
         if not events:
             seen.append(f"{case.nodeid}: {case.message or case.outcome}")
             continue
-        last = events[-1]
-        frames = app_frames(last, repo)
-        inner = frames[-1] if frames else None
+        for event in events:  # an exception group's failing members are one event each
+            frames = app_frames(event, repo)
+            inner = frames[-1] if frames else None
+            if _exc_matches(event.last.type, group.exception_type) and inner is not None \
+                    and inner.path == group.path and inner.frame.function == group.function:
+                return Reproduction(ok=True)
         where = f"{inner.path}:{inner.frame.function}" if inner else "(no repository frame)"
-        if _exc_matches(last.last.type, group.exception_type) and inner is not None \
-                and inner.path == group.path and inner.frame.function == group.function:
-            return Reproduction(ok=True)
-        seen.append(f"{case.nodeid}: {last.last.type} in {where}")
+        seen.append(f"{case.nodeid}: {events[-1].last.type} in {where}")
     return Reproduction(ok=False, reason=f"the reproduction test fails for another reason "
                         f"(wanted {wanted}): " + "; ".join(seen[:3]))
 

@@ -12,6 +12,11 @@ state machine over lines, so a log of any size is read as a stream:
   continue the same event: one chained traceback is one event whose
   :attr:`TracebackEvent.last` is the exception that was finally raised (as
   error trackers group them), with the whole chain kept.
+- An exception group (``+ Exception Group Traceback``, Python 3.11+) is one
+  event per leaf sub-exception: its chain is the group's own traceback (and
+  what was chained before it) followed by that sub-exception's, so each
+  failing task of an ``asyncio.TaskGroup`` is grouped by its own last frames
+  (:mod:`mendflow.core.exception_groups` takes the box-drawn frame apart).
 - The event's time is the last timestamp seen on a line before the traceback
   (``2024-05-01 12:00:00,123``, ``2024-05-01T12:00:00Z`` …), normalized to ISO 8601.
 
@@ -30,6 +35,13 @@ from typing import Any
 
 from pydantic import Field
 
+from mendflow.core.exception_groups import (
+    content,
+    is_box_line,
+    is_group_start,
+    nested_group_start,
+    split_group,
+)
 from mendflow.core.models import Contract
 
 _HEADER = "Traceback (most recent call last):"
@@ -134,6 +146,7 @@ class TextParser:
         self.current: _Builder | None = None
         self.seen_time = timestamp
         self.pending_chain = False  # a chain marker was read: the next traceback continues
+        self.group: _Group | None = None  # an exception group's block being read
 
     def _open(self, line: str) -> None:
         self.current = _Builder(self.seen_time)
@@ -144,6 +157,13 @@ class TextParser:
         """Read one line; return the events it completed (usually none)."""
         line = raw.rstrip("\r\n")
         stripped = line.strip()
+        if self.group is not None:
+            if is_box_line(line):
+                self.group.block.append(line)
+                return []
+            return self._finish_group() + self.feed(raw)
+        if is_group_start(line):
+            return self._open_group(line)
         current = self.current
         if current is None:
             if stripped == _HEADER:
@@ -184,8 +204,28 @@ class TextParser:
             self.seen_time = normalize_timestamp(line) or self.seen_time
         return done
 
+    def _open_group(self, line: str) -> list[TracebackEvent]:
+        """An exception group starts: it continues a chain whose marker was just read,
+        else it ends the event being read."""
+        current = self.current
+        if current is not None and self.pending_chain and not current.in_frames:
+            self.current, self.pending_chain = None, False
+            self.group = _Group(current.timestamp, tuple(current.records), current.lines)
+            self.group.block.append(line)
+            return []
+        done = self.finish()
+        self.group = _Group(self.seen_time, (), [])
+        self.group.block.append(line)
+        return done
+
+    def _finish_group(self) -> list[TracebackEvent]:
+        group, self.group = self.group, None
+        return group.events() if group is not None else []
+
     def finish(self) -> list[TracebackEvent]:
         """End of input: return the event being read, if any (a cut-off one too)."""
+        if self.group is not None:
+            return self._finish_group()
         current, self.current, self.pending_chain = self.current, None, False
         if current is None:
             return []
@@ -193,6 +233,62 @@ class TextParser:
             current.close_exception("<truncated>", "")
         event = current.event()
         return [event] if event is not None else []
+
+
+class _Group:
+    """An exception group's printed block, read line by line (:class:`TextParser`)."""
+
+    def __init__(self, timestamp: str | None, before: tuple[ExceptionRecord, ...],
+                 lines: list[str]):
+        self.timestamp = timestamp
+        self.before = before  # the exceptions chained before the group
+        self.lines = lines  # their text
+        self.block: list[str] = []
+
+    def events(self) -> list[TracebackEvent]:
+        """One event per distinct leaf sub-exception (the group alone when it has none)."""
+        text = "\n".join([*self.lines, *self.block]).strip("\n")[:MAX_SAMPLE_CHARS]
+        chains: dict[tuple, tuple[ExceptionRecord, ...]] = {}
+        for chain in _leaf_chains(self.block, self.before):
+            chains.setdefault((chain[-1].type, chain[-1].frames), chain)
+        return [TracebackEvent(chain=chain, timestamp=self.timestamp, text=text)
+                for chain in chains.values()]
+
+
+def _leaf_chains(block: list[str], before: tuple[ExceptionRecord, ...]
+                 ) -> list[tuple[ExceptionRecord, ...]]:
+    """The chain of every leaf of a group's block, each preceded by ``before`` and the
+    chains of the groups that hold it. A leaf printed without a traceback (never
+    raised itself) gets the frames of the group that holds it."""
+    parts = split_group(block)
+    chain = (*before, *_records(list(parts.own)))
+    frames = chain[-1].frames if chain else ()
+    leaves: list[tuple[ExceptionRecord, ...]] = []
+    for member in parts.members:
+        nested = nested_group_start(member)
+        if nested is not None:  # a group in the group, maybe after what was chained before it
+            cause = _records([content(line) for line in member[:nested]])
+            leaves += _leaf_chains(list(member[nested:]), (*chain, *cause))
+            continue
+        records = _records([content(line) for line in member])
+        if records and not records[-1].frames:
+            records = (*records[:-1], records[-1].model_copy(update={"frames": frames}))
+        leaves.append((*chain, *records))
+    return leaves or [chain]
+
+
+def _records(lines: list[str]) -> tuple[ExceptionRecord, ...]:
+    """The exceptions of a traceback's lines; a bare ``Type: message`` line (a
+    sub-exception that was never raised) is one record without frames."""
+    events = list(parse_lines(lines))
+    if events:
+        return events[0].chain
+    text = next((line.strip() for line in lines if line.strip()), "")
+    if not text:
+        return ()
+    exc = _EXC_LINE.match(text)
+    return (ExceptionRecord(type=exc["type"] if exc else text.split(":")[0][:200],
+                            message=((exc["msg"] or "") if exc else text)[:2000]),)
 
 
 def parse_lines(lines: Iterable[str], *, timestamp: str | None = None) -> Iterator[TracebackEvent]:

@@ -129,17 +129,7 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
     if _STOPPING.is_set():
         raise ToolsStopped(f"not started, mendflow is stopping: {argv[0]}")
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True,
-            stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not keep_line_endings,
-            encoding=None if keep_line_endings else "utf-8",
-            errors=None if keep_line_endings else "replace",
-        )
-    except FileNotFoundError:
-        raise ToolError(f"executable not found: {argv[0]}", subject=argv[0],
-                        hint="install it or put it on PATH (see `mendflow doctor`)") from None
+    proc = _spawn(argv, cwd, env, input_text is not None, keep_line_endings)
     if keep_line_endings and input_text is not None:
         input_text = input_text.encode("utf-8")  # type: ignore[assignment]
     timed_out = False
@@ -169,6 +159,26 @@ def run_process(args: Sequence[str | os.PathLike[str]], *, cwd: Path, timeout_s:
     busy.record("tool", start, end)
     return ProcessResult(argv, None if timed_out else proc.returncode, stdout, stderr,
                          end - start, timed_out)
+
+
+def _spawn(argv: tuple[str, ...], cwd: Path, env: Mapping[str, str] | None, has_input: bool,
+           keep_line_endings: bool) -> subprocess.Popen:
+    """Start ``argv`` in a new session with piped output (:func:`run_process`).
+
+    Raises:
+        ToolError: the executable does not exist.
+    """
+    try:
+        return subprocess.Popen(
+            argv, cwd=cwd, env=dict(env) if env is not None else None, start_new_session=True,
+            stdin=subprocess.PIPE if has_input else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=not keep_line_endings,
+            encoding=None if keep_line_endings else "utf-8",
+            errors=None if keep_line_endings else "replace",
+        )
+    except FileNotFoundError:
+        raise ToolError(f"executable not found: {argv[0]}", subject=argv[0],
+                        hint="install it or put it on PATH (see `mendflow doctor`)") from None
 
 
 def stop_all_processes(grace_s: float = 2.0) -> int:

@@ -117,13 +117,9 @@ def deliver(root: Path, mission_id: str, base: str, commits: Sequence[ApprovedCo
         raise DeliveryError(f"the target branch {target_branch} does not exist",
                             reason="no-target", subject=target_branch,
                             hint="create it, or set approval.target_branch")
-    done = delivered_patches(root, old, base, mission_id)
-    if commits and all(c.patch_id in done for c in commits):
-        already = tuple(c.model_copy(update={"commit": done[c.patch_id]}) for c in commits)
-        return Delivery(mode="already-delivered", target_branch=target_branch, old_tip=old,
-                        new_tip=old, commits=already)
-    if not commits:
-        return Delivery(mode="none", target_branch=target_branch, old_tip=old, new_tip=old)
+    settled = _nothing_to_deliver(root, mission_id, base, commits, target_branch, old)
+    if settled is not None:
+        return settled
     checkout = _checkout_of(root, ref)
     if checkout is not None:
         _require_clean(checkout, target_branch)
@@ -147,6 +143,21 @@ def deliver(root: Path, mission_id: str, base: str, commits: Sequence[ApprovedCo
     if push_remote:
         delivery = _push(root, delivery, push_remote)
     return delivery
+
+
+def _nothing_to_deliver(root: Path, mission_id: str, base: str,
+                        commits: Sequence[ApprovedCommit], target_branch: str,
+                        old: str) -> Delivery | None:
+    """The delivery when there is nothing to do (:func:`deliver`): ``none`` without
+    commits, ``already-delivered`` when the target already holds every one; else None."""
+    if not commits:
+        return Delivery(mode="none", target_branch=target_branch, old_tip=old, new_tip=old)
+    done = delivered_patches(root, old, base, mission_id)
+    if all(c.patch_id in done for c in commits):
+        already = tuple(c.model_copy(update={"commit": done[c.patch_id]}) for c in commits)
+        return Delivery(mode="already-delivered", target_branch=target_branch, old_tip=old,
+                        new_tip=old, commits=already)
+    return None
 
 
 def _checkout_of(root: Path, ref: str) -> Path | None:

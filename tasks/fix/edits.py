@@ -7,7 +7,8 @@ to the worktree; applying the patch is the job of the validation stage.
 
 Every refusal raises :class:`PatchRejected` with one of these reasons:
 ``no-edits``, ``path-escape``, ``denylisted``, ``search-not-found``,
-``search-ambiguous``, ``binary``, ``bidi``, ``too-large``, ``syntax``, ``dangerous-code``
+``search-ambiguous``, ``binary``, ``native-source``, ``bidi``, ``too-large``, ``syntax``,
+``dangerous-code``
 (see :mod:`mendflow.tasks.fix.code_guards`), ``invalid-diff``.
 """
 
@@ -39,6 +40,13 @@ def _unnumber(text: str) -> str:
     return "".join(_NUMBERED.sub("", line, count=1) for line in text.splitlines(keepends=True))
 
 
+NATIVE_SUFFIXES = (".c", ".h", ".cc", ".cpp", ".cxx", ".hh", ".hpp", ".pyx", ".pxd", ".pxi",
+                   ".rs", ".f", ".f90", ".cu", ".m", ".mm")
+"""Sources compiled into extension modules (C, C++, Cython, Rust, Fortran, CUDA, Objective-C).
+The target's environment builds them once, when it is made: validation would run the
+tests against the old build, so a change to one could never be proven."""
+
+
 def _reject(reason: str, message: str, subject: str | None = None,
             hint: str = "the model's edits are unusable; a new attempt may do better") -> PatchRejected:
     return PatchRejected(message, reason=reason, subject=subject, hint=hint)
@@ -57,7 +65,8 @@ def check_edit_path(root: Path, path: str, denylist: Sequence[str]) -> str:
 
     Raises:
         PatchRejected: ``path-escape`` (absolute, ``..``, ``.git``, a symlink,
-            a control character, or outside the worktree) or ``denylisted``.
+            a control character, or outside the worktree), ``denylisted``, or
+            ``native-source`` (:data:`NATIVE_SUFFIXES`).
     """
     if not path.strip() or _BAD_PATH_CHARS.search(path) or re.match(r"^[A-Za-z]:", path):
         raise _reject("path-escape", "the path is empty or has forbidden characters", repr(path))
@@ -70,6 +79,11 @@ def check_edit_path(root: Path, path: str, denylist: Sequence[str]) -> str:
     if matches_denylist(rel, denylist):
         raise _reject("denylisted", "the path matches the policy denylist", rel,
                       hint="edit policy.denylist if this file may really be changed")
+    if pure.suffix.lower() in NATIVE_SUFFIXES:
+        raise _reject("native-source", "the path is a native extension's source: validation "
+                      "runs the tests against the extension built with the environment, so "
+                      "this change could not be proven", rel,
+                      hint="fix native code by hand; mendflow fixes Python files only")
     current = root
     for part in pure.parts:
         current = current / part
@@ -190,19 +204,7 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
                       f"max_edit_bytes={policy.max_edit_bytes}",
                       hint="raise policy.max_edit_bytes if such fixes are expected")
     root = sandbox.path.resolve()
-    originals: dict[str, str | None] = {}
-    current: dict[str, str | None] = {}
-    for edit in reply.edits:
-        rel = check_edit_path(root, edit.path, policy.denylist)
-        if "\0" in edit.replace:
-            raise _reject("binary", "the replacement text holds NUL bytes", rel)
-        if bidi := bidi_characters(edit.replace):
-            raise _reject("bidi", f"the replacement text holds bidirectional control "
-                          f"characters ({', '.join(bidi)}): code that reads differently "
-                          "from how it runs", rel)
-        if rel not in originals:
-            originals[rel] = current[rel] = _read_original(root, rel)
-        current[rel] = apply_edit(current[rel], edit, rel)
+    originals, current = _apply_edits(root, reply, policy)
     diffs = []
     for rel, after in current.items():
         assert after is not None  # every path got at least one edit
@@ -229,6 +231,35 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
                     f"{reply.explanation.strip()}",
         confidence=analysis.confidence,
     )
+
+
+def _apply_edits(root: Path, reply: FixReply, policy: LLMPolicy
+                 ) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Apply the reply's edits in memory (:func:`edits_to_patch`), each path and
+    replacement checked first.
+
+    Returns:
+        ``(originals, current)``: each edited path's text before (None: a new file)
+        and after every edit.
+
+    Raises:
+        PatchRejected: a denied path, NUL bytes, bidirectional controls, or an edit
+            whose search text is not found once.
+    """
+    originals: dict[str, str | None] = {}
+    current: dict[str, str | None] = {}
+    for edit in reply.edits:
+        rel = check_edit_path(root, edit.path, policy.denylist)
+        if "\0" in edit.replace:
+            raise _reject("binary", "the replacement text holds NUL bytes", rel)
+        if bidi := bidi_characters(edit.replace):
+            raise _reject("bidi", f"the replacement text holds bidirectional control "
+                          f"characters ({', '.join(bidi)}): code that reads differently "
+                          "from how it runs", rel)
+        if rel not in originals:
+            originals[rel] = current[rel] = _read_original(root, rel)
+        current[rel] = apply_edit(current[rel], edit, rel)
+    return originals, current
 
 
 def _check_parses(diff: str, files: tuple[str, ...]) -> None:

@@ -77,24 +77,37 @@ def commit_patch(sandbox: Sandbox, patch: Patch, summary: str, backups_dir: Path
             run_git(sandbox.path, "reset", "-q", replayed.hexsha)
             return _record(sandbox, patch, replayed.hexsha, head,
                            lambda name: _blob_bytes(replayed, name), backups_dir)
-        changed = [name for name in patch.files
-                   if _blob_bytes(head, name) != _worktree_bytes(sandbox.path, name)]
-        if not changed:
-            raise PatchRejected("the patch changes none of its files", reason="empty",
-                                subject=patch.id, hint="apply the patch before committing it")
-        run_git(sandbox.path, "reset", "-q")  # the index of the sandbox = HEAD, nothing else staged
-        run_git(sandbox.path, "--literal-pathspecs", "add", "-A", "--", *changed)
-        with tempfile.TemporaryDirectory(prefix="mendflow-msg-") as tmp:
-            message = Path(tmp) / "message"
-            message.write_text(commit_message(patch, sandbox.mission_id, summary), "utf-8")
-            env = identity_env(sandbox.path)
-            if date:
-                env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
-            run_git(sandbox.path, "commit", "-q", "--no-verify", "--cleanup=whitespace",
-                    "-F", str(message), env=env)
-        sha = rev_parse(sandbox.path, "HEAD") or ""
+        sha = _new_commit(sandbox, patch, head, summary, date)
         return _record(sandbox, patch, sha, head,
                        lambda name: _worktree_bytes(sandbox.path, name), backups_dir)
+
+
+def _new_commit(sandbox: Sandbox, patch: Patch, head: git.Commit, summary: str,
+                date: str | None) -> str:
+    """Stage exactly the patch's changed files and commit them (:func:`commit_patch`).
+
+    Returns:
+        The new commit's sha.
+
+    Raises:
+        PatchRejected: the patch changes none of its files (``empty``).
+    """
+    changed = [name for name in patch.files
+               if _blob_bytes(head, name) != _worktree_bytes(sandbox.path, name)]
+    if not changed:
+        raise PatchRejected("the patch changes none of its files", reason="empty",
+                            subject=patch.id, hint="apply the patch before committing it")
+    run_git(sandbox.path, "reset", "-q")  # the index of the sandbox = HEAD, nothing else staged
+    run_git(sandbox.path, "--literal-pathspecs", "add", "-A", "--", *changed)
+    with tempfile.TemporaryDirectory(prefix="mendflow-msg-") as tmp:
+        message = Path(tmp) / "message"
+        message.write_text(commit_message(patch, sandbox.mission_id, summary), "utf-8")
+        env = identity_env(sandbox.path)
+        if date:
+            env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+        run_git(sandbox.path, "commit", "-q", "--no-verify", "--cleanup=whitespace",
+                "-F", str(message), env=env)
+    return rev_parse(sandbox.path, "HEAD") or ""
 
 
 def commit_message(patch: Patch, mission_id: str, summary: str) -> str:

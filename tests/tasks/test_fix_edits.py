@@ -153,6 +153,13 @@ def test_denylisted_paths_are_refused(sandbox, path):
     assert err.reason == "denylisted"
 
 
+@pytest.mark.parametrize("path", ["ext/_speedups.c", "src/core.PYX", "native/lib.rs"])
+def test_native_extension_sources_are_refused(sandbox, path):
+    err = rejected(sandbox, reply({"path": path, "search": "", "replace": "int x;\n"}))
+    assert err.reason == "native-source" and err.subject == path
+    assert "Python files only" in (err.hint or "")
+
+
 def test_a_custom_denylist_is_honored(sandbox):
     policy = LLMPolicy(denylist=["calc.py"])
     assert rejected(sandbox, reply(GOOD_EDIT), policy).reason == "denylisted"
