@@ -22,6 +22,7 @@ only adds to the group's count.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,7 +33,7 @@ from mendflow.core.config import MendflowConfig
 from mendflow.core.error_groups import ErrorGroup, group_events, group_finding
 from mendflow.core.errors import LLMError
 from mendflow.core.heal import HealRecord, HealResult, event_from_payload
-from mendflow.core.models import LLMUsage, QualityScore, RepoTarget
+from mendflow.core.models import LLMUsage, QualityScore, RepoTarget, Timings, ToolFailure
 from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
 from mendflow.flows.heal_attempts import HealProgress, attempt_heals
@@ -156,11 +157,13 @@ def _heal(record: HealRecord, group: ErrorGroup, target: RepoTarget, config: Men
         before = snapshot_user_checkout(target.root)
         sandbox = create_sandbox(target, mission_id, layout)
         rewind_sandbox(sandbox, config.heal.deployed_commit or sandbox.base_commit)
+        started = time.monotonic()
         env = prepare_target_env(sandbox, config.environment, layout)
+        environment_s = time.monotonic() - started
         measured = config.model_copy(update={"tools": config.tools.model_copy(update={
             "logs": config.tools.logs.model_copy(update={"enabled": False})})})
         progress = HealProgress(record=record, group=group, finding=finding, sandbox=sandbox,
-                          env=env, config=measured, layout=layout)
+                          env=env, config=measured, layout=layout, environment_s=environment_s)
         notifier.send("analyzing", f"analyzing {record.exception_type}",
                       f"Asking the model for a reproduction and a fix of {record.path}:"
                       f"{record.function} (at most {config.heal.max_attempts} attempts).")
@@ -229,7 +232,9 @@ def _result(record: HealRecord, target: RepoTarget, config: MendflowConfig,
         tests_after=suite_summary(progress.current or progress.baseline)
         if progress and progress.baseline else None,
         heal_status=record.status, reason=reason or record.reason, attempts=record.attempts,
-        commit=record.commit)
+        commit=record.commit, timings=progress.timings() if progress else Timings(),
+        tool_failures=ToolFailure.of(progress.baseline.results)
+        if progress and progress.baseline else ())
 
 
 class Notifier:

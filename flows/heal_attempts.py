@@ -17,6 +17,7 @@ category not allowed) or the hourly call cap ends the run without a fix.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from prefect.utilities.annotations import opaque
@@ -32,6 +33,8 @@ from mendflow.core.models import (
     PatchOutcome,
     Sandbox,
     TargetEnv,
+    Timings,
+    ValidationTiming,
 )
 from mendflow.flows.measure import measure
 from mendflow.infra.heal_records import reserve_slot
@@ -62,6 +65,18 @@ class HealProgress:
     reproduction_test: str | None = None
     baseline_score: float = 0.0
     score: float = 0.0
+    environment_s: float = 0.0
+    """Wall time of preparing the target's environment, seconds (set by the heal flow)."""
+    baseline_s: float = 0.0
+    validations: list[ValidationTiming] = field(default_factory=list)
+    last_tests_run: int | None = None
+    """Test cases the last attempt's measurement of the patched tree ran (None: not measured)."""
+
+    def timings(self) -> Timings:
+        """The result's ``timings``, as a mission's: environment, baseline, each validation
+        (the reproduction runs and the measurement of the patched tree)."""
+        return Timings(environment_s=round(self.environment_s, 3),
+                       baseline_s=round(self.baseline_s, 3), validations=tuple(self.validations))
 
 
 def heal_policy(config: MendflowConfig) -> LLMPolicy:
@@ -83,7 +98,9 @@ def attempt_heals(progress: HealProgress) -> HealProgress:
     ``failed``, with the attempts made before it.
     """
     config = progress.config
+    start = time.monotonic()
     progress.baseline = measure(progress.sandbox, progress.env, config, label="baseline")
+    progress.baseline_s = time.monotonic() - start
     progress.baseline_score = progress.score = progress.baseline.score
     policy = heal_policy(config)
     feedback: str | None = None
@@ -112,7 +129,7 @@ def attempt_heals(progress: HealProgress) -> HealProgress:
         if proposal.kind in ("declined", "budget"):
             attempts.append(_attempt(number, proposal, proposal.reason))
             return _end(progress, attempts, "refused", proposal.reason)
-        reason = proposal.reason if proposal.kind == "refused" else _try(progress, proposal)
+        reason = proposal.reason if proposal.kind == "refused" else _timed_try(progress, proposal)
         attempts.append(_attempt(number, proposal, reason or ""))
         if not reason:
             commit = commit_accepted_patch(progress.sandbox, proposal.patch,
@@ -127,6 +144,26 @@ def attempt_heals(progress: HealProgress) -> HealProgress:
         feedback = reason
     return _end(progress, attempts, "refused", f"no valid reproduction and fix in "
                 f"{config.heal.max_attempts} attempt(s); last: {feedback}")
+
+
+def _timed_try(progress: HealProgress, proposal: HealProposal) -> str | None:
+    """:func:`_try`, its wall time and the tests the patched tree's measurement ran recorded
+    as a validation timing (0 tests when it was refused before that measurement)."""
+    start, progress.last_tests_run = time.monotonic(), None
+    try:
+        return _try(progress, proposal)
+    finally:
+        patch_id = proposal.patch.id if proposal.patch else f"attempt-{len(progress.validations) + 1}"
+        progress.validations.append(ValidationTiming(
+            patch_id=patch_id, duration_s=round(time.monotonic() - start, 3),
+            tests_run=progress.last_tests_run or 0, tests_total=_collected(progress.baseline),
+            full_run=progress.last_tests_run is not None))
+
+
+def _collected(measurement: Measurement | None) -> int:
+    """Test cases of a measurement's pytest run (0 without one)."""
+    result = measurement.result_of("pytest") if measurement is not None else None
+    return result.test_run.collected if result is not None and result.test_run else 0
 
 
 def _try(progress: HealProgress, proposal: HealProposal) -> str | None:
@@ -155,6 +192,8 @@ def _try(progress: HealProgress, proposal: HealProposal) -> str | None:
         assert progress.baseline is not None
         measured = measure(progress.sandbox, progress.env, progress.config, label=f"heal {patch.id}") \
             if syntax.passed else progress.baseline
+        if syntax.passed:
+            progress.last_tests_run = _collected(measured)
         report = judge_patch(opaque(progress.baseline), opaque(measured), patch, gates, syntax)
         progress.outcomes.append(PatchOutcome(
             id=patch.id, finding_ids=patch.finding_ids, fixer=patch.fixer,

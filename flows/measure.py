@@ -76,10 +76,18 @@ def measure(sandbox: Sandbox, env: TargetEnv, config: MendflowConfig, *, label: 
                                       config.score)
     pytest_result = measurement.result_of("pytest")
     if label == "baseline" and pytest_result is not None and not pytest_result.ok:
+        timed_out = pytest_result.test_run is not None and pytest_result.test_run.timed_out
         raise ValidationUnavailable(
             f"the baseline test run failed to complete: {pytest_result.error or 'unknown error'}",
-            subject="pytest", hint="raise tools.pytest.run_timeout_s, or fix the test setup")
+            subject="pytest", hint="raise tools.pytest.run_timeout_s" if timed_out else
+            "fix the test setup (the output above says why the run failed), or name missing "
+            "packages in environment.extra_packages")
     report_progress("detect", f"{label}: {len(findings)} findings, score {measurement.score}")
+    if label == "baseline":
+        for failed in (r for r in measurement.results if not r.ok):
+            first = (failed.error or "failed").splitlines()[0]
+            report_progress("detect", f"baseline: {failed.tool} did not complete ({first}); "
+                                      "its findings are missing")
     return measurement
 
 

@@ -37,6 +37,7 @@ from mendflow.core.models import (
     RepoTarget,
     Sandbox,
     Timings,
+    ToolFailure,
 )
 from mendflow.core.outcomes import suite_summary
 from mendflow.flows.approval import approve_and_deliver
@@ -340,6 +341,7 @@ def _result(ledger: MissionLedger, flow_run_id: str | None, layout: StateLayout)
         final_findings=tuple(ledger.scoped(ledger.current.findings)), llm_usage=ledger.llm_usage,
         timings=Timings(baseline_s=ledger.baseline_s, environment_s=ledger.environment_s,
                         validations=tuple(ledger.validation_timings)),
+        tool_failures=ToolFailure.of(baseline.results),
         tests_before=suite_summary(baseline), tests_after=suite_summary(ledger.current),
         baseline_tests=BaselineTests.of(baseline.test_run),
     )

@@ -241,6 +241,10 @@ def _findings_section(result: MissionResult) -> str:
     lines += ["", "| Severity | Before | After |", "|---|---|---|"]
     lines += [f"| {s} | {_count(before, severity=s)} | {_count(after, severity=s)} |"
               for s in _SEVERITIES]
+    if result.tool_failures:  # a crashed tool is not a clean one
+        lines += ["", "**Did not complete at baseline** (their findings are missing):", ""]
+        lines += [f"- {f.tool}: {f.error.splitlines()[0] if f.error else 'failed'}"
+                  for f in result.tool_failures]
     return "\n".join(lines)
 
 

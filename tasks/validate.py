@@ -222,11 +222,30 @@ def gate_claimed_fixed(patch: Patch, after: Measurement, baseline: Measurement) 
     remaining = {f.id: f for f in after.findings}
     still = [remaining[i] for i in patch.finding_ids
              if i in remaining and left[base_id(i)] > before[base_id(i)] - claimed[base_id(i)]]
+    still += [f for f in _same_place_left(patch, after, baseline) if f not in still]
     if still:
         return GateResult(gate="claimed-fixed", passed=False,
                           detail=listing([f"STILL PRESENT {describe_finding(f)}" for f in still]))
     return GateResult(gate="claimed-fixed", passed=True,
                       detail=f"all {len(patch.finding_ids)} claimed finding(s) are gone")
+
+
+def _same_place_left(patch: Patch, after: Measurement, baseline: Measurement) -> list[Finding]:
+    """The findings left at a claimed finding's place (:func:`finding_key`) when that place
+    has no fewer findings than before minus the claims on it.
+
+    A finding's id hashes the text of its line, so an edit of the line alone (tabulate
+    0.10.0: a model's fix of ``_padboth`` that claimed the UP031 on ``"{0:>%ds}" % width``
+    and left it there, on an edited line) made the claimed id vanish and the claim pass.
+    """
+    by_id = {f.id: f for f in baseline.findings}
+    claimed = Counter(finding_key(by_id[i]) for i in patch.finding_ids if i in by_id)
+    if not claimed:
+        return []
+    before = Counter(finding_key(f) for f in baseline.findings)
+    left = Counter(finding_key(f) for f in after.findings)
+    return [f for f in after.findings if claimed[finding_key(f)]
+            and left[finding_key(f)] > before[finding_key(f)] - claimed[finding_key(f)]]
 
 
 def gate_test_files(patch: Patch, gates: GatesConfig) -> GateResult:

@@ -181,3 +181,7 @@ class ImpactMap(Contract):
         False, description="the run measured every Python file it executed under the worktree "
         "(`coverage run --source=.`; the repository's coverage config does not narrow it): a "
         ".py file missing from `files` ran in no test")
+    imported: tuple[str, ...] | None = Field(
+        None, description="repository-relative files whose modules the test processes imported "
+        "(None: not recorded): with a narrowed coverage source, a .py file missing from `files` "
+        "and from this list ran in no test as a module")

@@ -333,6 +333,19 @@ class BaselineTests(Contract):
                    coverage_percent=run.coverage_percent, passing=passing, failing=failing)
 
 
+class ToolFailure(Contract):
+    """A tool that did not complete at baseline: its findings are missing from the mission."""
+
+    tool: str
+    error: str = Field(description="why (the first lines of the tool's error), at most 500 chars")
+
+    @classmethod
+    def of(cls, results: tuple[ToolResult, ...]) -> tuple[ToolFailure, ...]:
+        """The failures among a measurement's tool results (``ok=False``)."""
+        return tuple(cls(tool=r.tool, error=(r.error or "failed")[:500])
+                     for r in results if not r.ok)
+
+
 class MissionResult(Contract):
     """The machine-readable result of a mission (``--json`` and session_data.json)."""
 
@@ -357,6 +370,9 @@ class MissionResult(Contract):
     approval: ApprovalRecord | None = Field(
         default=None, description="approval and delivery; None = autonomy not set")
     timings: Timings = Field(default_factory=lambda: Timings())
+    tool_failures: tuple[ToolFailure, ...] = Field(
+        default=(), description="tools that crashed or timed out at baseline (their findings "
+                                "are missing, so the score and the queue leave them out)")
     tests_before: SuiteSummary | None = Field(default=None, description="the suite at baseline")
     tests_after: SuiteSummary | None = Field(default=None, description="the suite at the end")
     baseline_tests: BaselineTests | None = Field(

@@ -21,7 +21,10 @@ repository coverage config that narrows what was measured), or a changed line
 run at import time (every test depends on it). A Python file the map does not
 know, when the run measured the whole worktree, was executed by no test: it
 selects none (the batch's full run still confirms the candidate), and so does a
-type stub (``.pyi``: never imported at run time).
+type stub (``.pyi``: never imported at run time). When the repository's coverage
+config narrows what is measured, the plugin also records which of the worktree's
+files the test processes imported: a changed file outside the measured source
+that no test process imported (an ``examples/`` script) selects none too.
 """
 
 from __future__ import annotations
@@ -58,7 +61,33 @@ def pytest_runtest_setup(item):
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logfinish(nodeid, location):
     _switch("")
+
+
+def pytest_sessionfinish(session):
+    """Write the files of the modules imported in this process (one file per process: xdist)."""
+    import json, os, sys
+    out = os.path.dirname(os.path.abspath(__file__))  # the run's private temp directory
+    files = sorted({str(getattr(m, "__file__", None) or "") for m in list(sys.modules.values())})
+    with open(os.path.join(out, "imported-%d.json" % os.getpid()), "w") as handle:
+        json.dump([f for f in files if f], handle)
 '''
+
+
+def read_imported(directory: Path, root: Path) -> tuple[str, ...] | None:
+    """The worktree's files whose modules the test processes imported (the plugin's
+    ``imported-<pid>.json`` files in ``directory``), repository-relative; None when no
+    process wrote one (the run crashed, or the plugin did not load)."""
+    found: set[str] = set()
+    written = False
+    for path in directory.glob("imported-*.json"):
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        written = True
+        found |= {rel for name in names if isinstance(name, str)
+                  for rel in [relative_posix(root, name)] if rel is not None}
+    return tuple(sorted(found)) if written else None
 
 
 def write_plugin(directory: Path) -> None:
@@ -81,7 +110,8 @@ def content_hash(path: Path) -> str | None:
         return None
 
 
-def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = False) -> ImpactMap:
+def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = False,
+                                  imported: tuple[str, ...] | None = None) -> ImpactMap:
     """Reduce ``coverage json --show-contexts`` to the impact map.
 
     Args:
@@ -89,6 +119,7 @@ def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = F
         root: the worktree root (files outside it are left out).
         whole_tree: the run measured the whole worktree (``--source=.``), see
             :attr:`ImpactMap.whole_tree <mendflow.core.models.ImpactMap>`.
+        imported: the worktree's files the test processes imported (:func:`read_imported`).
 
     Returns:
         The :class:`~mendflow.core.models.ImpactMap`: each measured file's content
@@ -115,17 +146,18 @@ def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = F
                 imports.append(int(line))
         files[rel] = ImpactFile(sha256=content_hash(root / rel), lines=lines,
                                 import_lines=tuple(sorted(imports)))
-    return ImpactMap(tests=tuple(tests), files=files, whole_tree=whole_tree)
+    return ImpactMap(tests=tuple(tests), files=files, whole_tree=whole_tree, imported=imported)
 
 
-def save_impact_map(report: Path, root: Path, target: Path, whole_tree: bool = False) -> None:
+def save_impact_map(report: Path, root: Path, target: Path, whole_tree: bool = False,
+                    imported: tuple[str, ...] | None = None) -> None:
     """Write the impact map of a ``--show-contexts`` report to ``target`` (atomically).
 
     A report that cannot be read leaves no map (selection then runs the whole suite).
-    ``whole_tree``: see :func:`impact_map_from_coverage_json`.
+    ``whole_tree``, ``imported``: see :func:`impact_map_from_coverage_json`.
     """
     try:
-        data = impact_map_from_coverage_json(report, root, whole_tree)
+        data = impact_map_from_coverage_json(report, root, whole_tree, imported)
     except (OSError, ValueError, AttributeError, TypeError):
         return
     partial = target.with_suffix(".part")
@@ -250,7 +282,8 @@ def select_tests(impact: ImpactMap | None, patch: Patch, before: dict[str, str |
             continue  # a type stub is never imported at run time: only the linters judge it
         entry = files.get(path)
         if entry is None:
-            if impact.whole_tree and path.endswith(".py"):
+            if path.endswith(".py") and (impact.whole_tree or (
+                    impact.imported is not None and path not in impact.imported)):
                 continue  # no test executed it: nothing to select (the batch's run confirms)
             return Selection(None, f"{path}: not in the test-impact data")
         touched = [d for d in earlier if any(_diff_path(pf) == path for pf in PatchSet(d))]

@@ -144,10 +144,13 @@ def measure_mypy(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig,
     share_cache = share_cache and not (cache.is_dir() and any(cache.iterdir()))
     if share_cache:
         seed_cache(shared, cache)
-    # isolated too: a mypy plugin named by the repository's config is the target's code
+    # isolated too: a mypy plugin named by the repository's config is the target's code.
+    # MYPY_NUM_WORKERS=0 overrides the config's `num_workers`: mypy 2.4's worker processes
+    # crashed ("Failed to establish connection with worker", exit 2, no findings) on
+    # humanize 4.17.0's `num_workers = 4`; mendflow already runs the tools side by side
     proc = run_isolated(mypy_command(sandbox, env, tools, targets), target_env=env,
                         worktree=sandbox.path, timeout_s=tools.mypy.timeout_s,
-                        env=tool_environ(sandbox))
+                        env=tool_environ(sandbox, {"MYPY_NUM_WORKERS": "0"}))
     if proc.timed_out:
         return failed_result("mypy", proc, f"mypy exceeded {tools.mypy.timeout_s:g} s")
     records = _json_lines(proc.stdout)

@@ -25,6 +25,7 @@ from mendflow.infra.isolation import run_isolated
 from mendflow.infra.runner import sandbox_environ
 from mendflow.tasks.detect.common import failed_result, tool_environ
 from mendflow.tasks.detect.parallel import with_workers
+from mendflow.tasks.detect.pytest_config import subproject_pytest
 from mendflow.tasks.detect.pytest_coverage import (
     coverage_config_sets_source,
     coverage_report,
@@ -94,7 +95,8 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
     """Build the command line of the one test run.
 
     ``--rootdir`` is the worktree, so node ids are relative to it even if a
-    config file in a parent directory were found.
+    config file in a parent directory were found. The config of a project in a
+    subdirectory is given with ``-c`` (:func:`subproject_pytest`).
 
     Args:
         root: the worktree root (to read the coverage config).
@@ -120,6 +122,9 @@ def pytest_command(root: Path, env: TargetEnv, tools: ToolsConfig, out_dir: Path
     pytest_args = ["-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={root}",
                    f"--junit-xml={junit or out_dir / 'junit.xml'}", "-o", "junit_family=xunit1",
                    "--continue-on-collection-errors"]
+    subproject = subproject_pytest(root)
+    if subproject is not None:
+        pytest_args.append(f"--config-file={root / subproject.config}")
     if "xdist" in available:  # the repository's `addopts = -n auto` would leave coverage at 0 %
         pytest_args += SERIAL
     if "pytest_timeout" in available:
@@ -285,9 +290,12 @@ def _run_main(suite: _Suite, plan: TestPlan, impact_file: Path | None,
     if suite.timeouts:
         main_env = install_plugin(out_dir, "main", plan, suite.environ)
         command += [f"--deselect={nodeid}" for nodeid in plan.hung]
+    subproject = subproject_pytest(suite.sandbox.path)
     if select is not None:
         command += ["--", *select]
-    elif impact_file is not None and tools.coverage.enabled:
+    elif subproject is not None:  # what `pytest` in the project's directory collects
+        command += ["--", *subproject.paths]
+    if select is None and impact_file is not None and tools.coverage.enabled:
         command, main_env = with_contexts(command, main_env, out_dir)
     if workers > 1:
         command, main_env = with_workers(command, main_env, out_dir, workers)

@@ -24,6 +24,7 @@ from mendflow.infra.runner import run_process
 from mendflow.tasks.detect.common import (
     failed_result,
     load_pyproject,
+    read_ini,
     relative_posix,
     tool_environ,
     tool_table,
@@ -88,7 +89,41 @@ def ruff_config_args(root: Path) -> list[str]:
     """
     if has_ruff_config(root):
         return []
-    return ["--isolated", *ruff_target_args(root), *_first_party_args(root)]
+    return ["--isolated", *ruff_target_args(root), *_first_party_args(root), *NOT_RUFFS_NOQA,
+            *flake8_line_args(root)]
+
+
+def flake8_line_args(root: Path) -> list[str]:
+    """The line length of the repository's flake8 config, for ruff run without a config.
+
+    A fix that joins lines (UP032's f-strings, SIM114's merged branches) must not
+    write a line the project's own linter refuses: tabulate 0.10.0 sets
+    ``max-line-length = 99`` in tox.ini's ``[flake8]``. flake8 reads ``.flake8``,
+    ``setup.cfg`` and ``tox.ini``; its default is 79.
+
+    Returns:
+        ``["--line-length", "N", "--extend-select", "E501"]``; ``[]`` without a
+        ``[flake8]`` section, or when it ignores E501.
+    """
+    for name in (".flake8", "setup.cfg", "tox.ini"):
+        parser = read_ini(root / name)
+        if parser is None or not parser.has_section("flake8"):
+            continue
+        section = parser["flake8"]
+        ignored = " ".join(section.get(key, "") for key in
+                           ("ignore", "extend-ignore", "extend_ignore")).replace(",", " ")
+        if any("E501".startswith(code) for code in ignored.split()):
+            return []
+        length = (section.get("max-line-length") or section.get("max_line_length") or "79")
+        return ["--line-length", length.strip(), "--extend-select", "E501"] \
+            if length.strip().isdigit() else []
+    return []
+
+
+NOT_RUFFS_NOQA = ["--extend-ignore", "RUF100"]
+"""Without a ruff config, a ``# noqa`` serves the project's own linter (flake8), not ruff's
+defaults: tabulate 0.10.0 lints with flake8 (``[flake8]`` in tox.ini) and ruff's RUF100 fix,
+accepted by every gate, removed its ``# noqa: E731`` comments (flake8 then fails)."""
 
 
 def _first_party_args(root: Path) -> list[str]:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from mendflow.core.config import ManagedVenv
 from mendflow.core.errors import EnvironmentSetupError
 from mendflow.core.models import Sandbox
@@ -23,11 +25,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-KEY_VERSION = "2"  # bump when the venv layout or install logic changes
+KEY_VERSION = "3"  # bump when the venv layout or install logic changes
 DEPENDENCY_GLOBS = ("pyproject.toml", "setup.py", "setup.cfg", "*requirements*.txt",
                     "requirements/*.txt", "Pipfile", "Pipfile.lock", "poetry.lock", "uv.lock",
                     "pdm.lock", "*/pyproject.toml", "*/setup.py", "*/setup.cfg",
-                    "*/*/pyproject.toml", "*/*/setup.py", "*/*/setup.cfg")  # project_dirs
+                    "*/*/pyproject.toml", "*/*/setup.py", "*/*/setup.cfg",  # project_dirs
+                    ".coveragerc", "tox.ini")  # coverage_plugins
 TEST_REQUIREMENT_GLOBS = ("requirements.txt", "requirements-test*.txt", "requirements_test*.txt",
                           "test-requirements*.txt", "test_requirements*.txt",
                           "requirements-dev*.txt", "requirements_dev*.txt",
@@ -68,9 +71,100 @@ def install_plan(worktree: Path, config: ManagedVenv,
         args += ["-e", f"{project}[{','.join(extras)}]" if extras else project]
     for group in find_test_groups(worktree):
         args += ["--group", group]
+    declared = len(args)
     for name in for_python(_matching(worktree, TEST_REQUIREMENT_GLOBS), python_version):
         args += ["-r", name]
+    if len(args) == declared and not any("[" in arg for arg in args):  # no test dependencies
+        args += tox_test_deps(worktree)
+    return args + coverage_plugins(worktree)
+
+
+def tox_test_deps(worktree: Path) -> list[str]:
+    """The unconditional ``deps`` of tox.ini's ``[testenv]``, as pip arguments.
+
+    For a project whose test dependencies are declared nowhere else (no test extra,
+    dependency group or requirement file): natsort 8.4.0 lists hypothesis and
+    pytest-mock only there, and its conftest.py imports hypothesis (the baseline
+    failed to collect). Lines with a tox factor (``py38: x``) or substitution
+    (``{env:X}``), and lines that are not a requirement, are left out; ``-r FILE``
+    is kept when the file exists.
+
+    Returns:
+        e.g. ``["pytest", "pytest-mock", "hypothesis"]``; ``[]`` without tox.ini or deps.
+    """
+    parser = _ini(worktree / "tox.ini")
+    if parser is None or not parser.has_section("testenv"):
+        return []
+    args: list[str] = []
+    for line in parser.get("testenv", "deps", fallback="").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#") or "{" in line or re.match(r"^[\w,!-]+:\s", line):
+            continue
+        if line.startswith("-r"):
+            name = line[2:].strip()
+            if (worktree / name).is_file():
+                args += ["-r", name]
+            continue
+        try:
+            Requirement(line)
+        except InvalidRequirement:
+            continue
+        args.append(line)
     return args
+
+
+def coverage_plugins(worktree: Path) -> list[str]:
+    """The coverage.py plugins the repository's coverage config loads, as pip requirements.
+
+    ``coverage run`` imports each module of ``[run] plugins`` before any test runs,
+    so one missing from the venv fails the whole baseline (pyflakes 4.1.0's setup.cfg:
+    ``plugins = covdefaults``, ModuleNotFoundError, no mission). coverage.py reads the
+    first of ``.coveragerc``, ``setup.cfg``, ``tox.ini`` (``[coverage:run]``) and
+    ``pyproject.toml`` (``[tool.coverage.run]``) that has coverage settings; so does this.
+    A plugin that is a module of the repository itself is not a requirement.
+
+    Returns:
+        Distribution names (the plugin's top-level module, ``_`` as ``-``), e.g.
+        ``["covdefaults"]``; ``[]`` when none.
+    """
+    modules: list[str] = []
+    rc = _ini(worktree / ".coveragerc")
+    if rc is not None:
+        modules = rc.get("run", "plugins", fallback="").split()
+    else:
+        for name in ("setup.cfg", "tox.ini"):
+            parser = _ini(worktree / name)
+            if parser is not None and any(s.startswith("coverage:") for s in parser.sections()):
+                modules = parser.get("coverage:run", "plugins", fallback="").split()
+                break
+        else:
+            try:
+                run = ((_pyproject(worktree) or {}).get("tool", {}).get("coverage", {})
+                       .get("run", {}))
+            except (EnvironmentSetupError, AttributeError):
+                run = {}
+            value = run.get("plugins", []) if isinstance(run, dict) else []
+            modules = [str(m) for m in value] if isinstance(value, list) else []
+    requirements = []
+    for module in modules:
+        top = module.split(".")[0]
+        local = (worktree / top).is_dir() or (worktree / f"{top}.py").is_file() \
+            or (worktree / "src" / top).is_dir()
+        if top and not local and top.replace("_", "-") not in requirements:
+            requirements.append(top.replace("_", "-"))
+    return requirements
+
+
+def _ini(path: Path) -> configparser.ConfigParser | None:
+    """An INI file's parser (no interpolation); None when missing or not valid INI."""
+    if not path.is_file():
+        return None
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(path.read_text(encoding="utf-8", errors="replace"))
+    except configparser.Error:
+        return None
+    return parser
 
 
 _VERSIONED = re.compile(r"^(?P<stem>.*?)(?:py)?(?P<major>[23])(?P<minor>\d{1,2})\.txt$")

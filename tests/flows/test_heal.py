@@ -70,6 +70,11 @@ def test_a_good_reproduction_and_fix_becomes_a_validated_commit_with_its_test(
     assert result.llm_usage.output_tokens > 0
     assert result.tests_before is not None and result.tests_after is not None
     assert result.tests_after.total == result.tests_before.total + 1  # the reproduction test
+    timings = result.timings  # were all zeros
+    assert timings.environment_s > 0 and timings.baseline_s > 0
+    [validation] = timings.validations
+    assert validation.full_run and validation.duration_s > 0
+    assert validation.tests_run == validation.tests_total + 1 == result.tests_after.total
 
     # the model saw the production traceback and the located source, not the key
     sent = user_text(fake_anthropic.requests[0])

@@ -305,3 +305,37 @@ def test_a_baseline_mypy_cache_seeds_the_next_mission_and_stays_right(make_repo,
     again = measure_mypy(two, TARGET_ENV, tools_config(), share_cache=True)
     assert rules(again) == rules(validation)
     assert {p.name: p.stat().st_mtime_ns for p in shared.rglob("*")} == saved
+
+
+def test_mypy_runs_serially_whatever_num_workers_the_config_sets(make_repo):
+    """humanize 4.17.0 sets `num_workers = 4`: mypy's worker processes crashed (exit 2)."""
+    repo = make_repo({
+        "pyproject.toml": "[tool.mypy]\nstrict = true\nnum_workers = 2\n",
+        "src/pkg/__init__.py": "",
+        "src/pkg/core.py": "def untyped(x):\n    return x\n",
+    })
+    result = measure_mypy(sandbox_for(repo), TARGET_ENV, tools_config())
+    assert result.ok, result.error
+    assert [(f.path, f.rule) for f in result.findings] == [("src/pkg/core.py", "no-untyped-def")]
+
+
+def test_without_a_ruff_config_the_noqa_comments_of_another_linter_are_not_unused(make_repo):
+    """tabulate 0.10.0 lints with flake8: RUF100 removed its `# noqa: E731` comments."""
+    repo = make_repo({"tox.ini": "[flake8]\nmax-line-length = 99\n",
+                      "pkg/__init__.py": "", "pkg/mod.py": "f = lambda s: s  # noqa: E731\n"})
+    result = measure_ruff(sandbox_for(repo), tools_config())
+    assert result.ok and "--isolated" in result.command
+    assert "RUF100" not in {f.rule for f in result.findings}
+
+
+def test_without_a_ruff_config_the_flake8_line_length_applies(make_repo):
+    """tabulate 0.10.0 (`max-line-length = 99` in tox.ini's [flake8]): a fix joining lines
+    into one longer than that passed every gate and broke the project's flake8."""
+    long_line = "x = " + repr("a" * 94) + "\n"  # 100 characters
+    repo = make_repo({"tox.ini": "[flake8]\nmax-line-length = 99\nignore = W503\n",
+                      "pkg/__init__.py": "", "pkg/mod.py": long_line + "y = 1\n"})
+    assert ruff_config_args(repo)[-4:] == ["--line-length", "99", "--extend-select", "E501"]
+    result = measure_ruff(sandbox_for(repo), tools_config())
+    assert [(f.rule, f.line) for f in result.findings if f.rule == "E501"] == [("E501", 1)]
+    write_files(repo, {"setup.cfg": "[flake8]\nextend-ignore = E5\n", "tox.ini": ""})
+    assert "E501" not in ruff_config_args(repo)

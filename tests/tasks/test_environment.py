@@ -271,3 +271,35 @@ def test_install_plan_installs_the_test_dependency_group(tmp_path):
                           "run.py": ""})
     assert install_plan(scripts, ManagedVenv()) == ["--group", "dev"]
 
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"setup.cfg": "[metadata]\nname = p\n[coverage:run]\nplugins = covdefaults\n"},
+     ["covdefaults"]),  # pyflakes 4.1.0: coverage failed to start without it
+    ({".coveragerc": "[run]\nplugins =\n    coverage_conditional_plugin\n    covdefaults\n",
+      "setup.cfg": "[coverage:run]\nplugins = other\n"},  # .coveragerc comes first
+     ["coverage-conditional-plugin", "covdefaults"]),
+    ({"tox.ini": "[coverage:run]\nbranch = true\n",
+      "pyproject.toml": '[tool.coverage.run]\nplugins = ["ignored"]\n'}, []),
+    ({"pyproject.toml": '[tool.coverage.run]\nplugins = ["django_coverage_plugin.x", '
+                        '"localplug"]\n', "localplug.py": ""},  # a module of the repository
+     ["django-coverage-plugin"]),
+])
+def test_install_plan_installs_the_coverage_plugins_of_the_coverage_config(tmp_path, files,
+                                                                            expected):
+    write_files(tmp_path, {"setup.py": "from setuptools import setup\nsetup()\n", **files})
+    assert install_plan(tmp_path, ManagedVenv()) == ["-e", ".", *expected]
+
+
+def test_install_plan_falls_back_to_the_tox_testenv_deps(tmp_path):
+    """natsort 8.4.0 declares hypothesis (imported by its conftest.py) only in tox.ini."""
+    tox = ("[testenv]\ndeps =\n    pytest-mock\n    hypothesis>=6 # property tests\n"
+           "    py38: typing-extensions\n    {env:EXTRA:}\n    -r reqs/test.txt\n"
+           "    -r missing.txt\n    not a requirement !\n")
+    write_files(tmp_path / "plain", {"setup.py": "", "tox.ini": tox, "reqs/test.txt": "x\n"})
+    assert install_plan(tmp_path / "plain", ManagedVenv()) == [
+        "-e", ".", "pytest-mock", "hypothesis>=6", "-r", "reqs/test.txt"]
+    # declared test dependencies win: tox's deps are not added to them
+    write_files(tmp_path / "extra", {"setup.py": "", "tox.ini": tox, "setup.cfg":
+                                     "[metadata]\nname = p\n[options.extras_require]\ntest = x\n"})
+    assert install_plan(tmp_path / "extra", ManagedVenv()) == ["-e", ".[test]"]

@@ -97,7 +97,8 @@ def test_missing_stale_or_import_time_data_falls_back_to_the_full_suite(recorded
     assert missing.nodeids is None and "no test-impact data" in missing.reason
     stale = select_tests(impact, patch(MUL_DIFF), {"shop/calc.py": "0" * 64}, set())
     assert stale.nodeids is None and "changed since" in stale.reason
-    narrowed = impact.model_copy(update={"whole_tree": False})  # a repo config sets `source`
+    # a repo config sets `source`, and which files were imported is not recorded
+    narrowed = impact.model_copy(update={"whole_tree": False, "imported": None})
     unknown = select_tests(narrowed, patch(MUL_DIFF.replace("shop/calc.py", "shop/new.py"),
                                            ("shop/new.py",)), {"shop/new.py": None}, set())
     assert unknown.nodeids is None and "not in the test-impact data" in unknown.reason
@@ -114,9 +115,17 @@ def test_an_unmeasured_python_file_selects_no_test_when_the_whole_tree_was_measu
     failing = {"tests/test_calc.py::test_mul"}
     chosen = select_tests(impact, docs, {"docs/conf.py": None}, failing)
     assert chosen.nodeids == ("tests/test_calc.py::test_mul",)  # the failing ones only
-    # a narrowed measurement (the repository's coverage config sets source) still falls back
-    narrowed = impact.model_copy(update={"whole_tree": False})
-    assert select_tests(narrowed, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # a narrowed measurement (the repository's coverage config sets source) falls back
+    # when it did not record which files the tests imported ...
+    unrecorded = impact.model_copy(update={"whole_tree": False, "imported": None})
+    assert select_tests(unrecorded, docs, {"docs/conf.py": None}, failing).nodeids is None
+    # ... and for a file outside the measured source that a test process imported
+    assert "shop/calc.py" in impact.imported and "docs/conf.py" not in impact.imported
+    narrowed = impact.model_copy(update={"whole_tree": False, "files": {}})
+    assert select_tests(narrowed, patch(MUL_DIFF), {}, set()).nodeids is None
+    # a file no test process imported (an examples/ script) selects none, as above
+    assert select_tests(narrowed, docs, {"docs/conf.py": None}, failing).nodeids == (
+        "tests/test_calc.py::test_mul",)
     # a file that is not Python may be read by any test: the whole suite
     data = patch(MUL_DIFF.replace("shop/calc.py", "shop/rates.json"), ("shop/rates.json",))
     assert select_tests(impact, data, {"shop/rates.json": None}, set()).nodeids is None
@@ -189,3 +198,25 @@ def test_the_map_reaches_a_resume_on_another_host_through_the_result_storage(
     assert second.name == "Cached" and second.result() == impact
     # another tree has no entry and no file: no map, so selection runs the whole suite
     assert read_on(sandbox_b, tree + "-other").result() is None
+
+
+def test_a_contexts_report_over_the_file_size_limit_falls_back_to_plain_coverage(make_repo):
+    """packaging 26.4 (64,207 tests): `coverage json --show-contexts` passed the sandbox's
+    1 GiB file size limit, the report was truncated and the whole baseline failed. Here
+    150 tests x 2,000 lines make a ~10 MB contexts report under a 1 MiB limit."""
+    from mendflow.core.config_sandbox import SandboxLimits
+    from mendflow.core.models import Isolation
+
+    body = "".join("    a += 1\n" for _ in range(2000))
+    repo = make_repo({"big.py": f"def f():\n    a = 0\n{body}    return a\n",
+                      "tests/test_big.py": "import pytest\n\nfrom big import f\n\n\n"
+                                           "@pytest.mark.parametrize('i', range(150))\n"
+                                           "def test_f(i):\n    assert f() == 2000\n"})
+    env = TARGET_ENV.model_copy(update={"isolation": Isolation(
+        backend="bwrap", limits=SandboxLimits(file_size_mb=1))})
+    target = repo.parent / "map.json"
+    result = measure_tests(sandbox_for(repo), env, only(pytest={}, coverage={}),
+                           impact_file=target)
+    assert result.ok, result.error
+    assert result.test_run.collected == 150 and result.test_run.coverage_percent == 100.0
+    assert not target.exists()  # no impact map: validations run the whole suite

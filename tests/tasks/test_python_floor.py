@@ -56,7 +56,8 @@ def test_isolated_ruff_keeps_the_declared_python(make_repo):
     repo = make_repo({"pkg/__init__.py": "", "pkg/mod.py": OPTIONAL,
                       "setup.py": 'from setuptools import setup\n\n'
                                   'setup(name="p", python_requires=">=3.8")\n'})
-    assert ruff_config_args(repo) == ["--isolated", "--target-version", "py38"]
+    assert ruff_config_args(repo) == ["--isolated", "--target-version", "py38",
+                                      "--extend-ignore", "RUF100"]
     rules = {f.rule for f in measure_ruff(sandbox_for(repo), tools_config()).findings}
     assert "UP045" not in rules and "FA100" in rules
 
@@ -88,7 +89,7 @@ def test_a_subdirectory_project_is_first_party_for_ruff(make_repo):
     repo = make_repo({"README.md": "", "python/pyproject.toml": '[project]\nname = "pkg"\n',
                       "python/pkg/__init__.py": "",
                       "python/tests/test_pkg.py": "import os\n\nimport requests\n\nimport pkg\n"})
-    assert ruff_config_args(repo)[-2:] == [
+    assert ruff_config_args(repo)[-4:-2] == [
         "--config", 'src = [".", "src", "python", "python/src"]']
     result = measure_ruff(sandbox_for(repo), tools_config())
     assert result.ok and "I001" not in {f.rule for f in result.findings}

@@ -248,3 +248,19 @@ def test_backup_only_summary_points_at_the_backup_index():
 
     text = delivered_text(mission(backup_only=True, patches=()))
     assert text == "nothing (backup only); backups listed in /tmp/r/backup_history.json"
+
+
+def test_a_tool_that_crashed_at_baseline_is_named_in_the_result_and_the_report():
+    """humanize 4.17.0: mypy crashed at baseline and the report showed 'bandit 2' only, as if
+    mypy had found nothing."""
+    from mendflow.core.models import ToolFailure, ToolResult
+
+    failures = ToolFailure.of((ToolResult(tool="ruff", ok=True),
+                               ToolResult(tool="mypy", ok=False,
+                                          error="mypy crashed or failed (exit 2)\nTraceback")))
+    assert failures == (ToolFailure(tool="mypy", error="mypy crashed or failed (exit 2)\n"
+                                                       "Traceback"),)
+    text = render_markdown(mission(tool_failures=failures), [])
+    assert "**Did not complete at baseline** (their findings are missing):\n\n" \
+           "- mypy: mypy crashed or failed (exit 2)" in text
+    assert "Did not complete" not in render_markdown(mission(), [])

@@ -333,3 +333,17 @@ def test_the_sandbox_gate_names_the_limit_the_patched_code_hit():
     assert "CPU-time limit" in gate(evaluate_gates(BASE, cpu, patch(), GatesConfig(), OK_SYNTAX),
                                     "sandbox").detail
     assert gate(evaluate_gates(BASE, BASE, patch(), GatesConfig(), OK_SYNTAX), "sandbox").passed
+
+
+def test_claimed_fixed_fails_when_an_edited_line_keeps_the_claimed_finding():
+    """tabulate 0.10.0: a fix claiming the UP031 on `fmt = "{0:>%ds}" % width` edited that
+    line (new id) and left the UP031 there; the claim passed on the vanished id."""
+    base = measure([finding("u1", rule="UP031", line=9, symbol="_padboth")], run(*TESTS))
+    after = measure([finding("u2", rule="UP031", line=9, symbol="_padboth")], run(*TESTS))
+    report = evaluate_gates(base, after, patch(finding_ids=("u1",)), GatesConfig(), OK_SYNTAX)
+    assert report.reason == "claimed-fixed"
+    assert gate(report, "claimed-fixed").detail == (
+        "STILL PRESENT ruff UP031 pkg/a.py:9 (in _padboth): unused import")
+    gone = measure([], run(*TESTS))
+    assert evaluate_gates(base, gone, patch(finding_ids=("u1",)), GatesConfig(),
+                          OK_SYNTAX).accepted
