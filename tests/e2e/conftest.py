@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.helpers.crash import CrashScenarios
 from tests.helpers.e2e import USER_PROJECT, Served, Server, free_port, mission_config, start, stop
 from tests.helpers.git import GIT_ENV, write_files
 from tests.helpers.prefect_db import seed_prefect_home
@@ -63,8 +64,7 @@ def prefect_server(tmp_path_factory) -> Server:
             time.sleep(0.5)
         yield server
     finally:
-        for running in reversed(server.processes):
-            stop(running)
+        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,16 @@ def served(prefect_server: Server, tmp_path_factory) -> Iterator[Served]:
     yield Served(server=prefect_server, name=name, config=config)
     stop(process)
     prefect_server.processes.remove(process)
+
+
+@pytest.fixture(scope="package")
+def crash_scenarios(prefect_server: Server, tmp_path_factory) -> Iterator[CrashScenarios]:
+    """The crash automations' scenarios on the package's server (tests/helpers/crash.py), not
+    started yet: :meth:`CrashScenarios.start` runs them in a background thread (the e2e
+    module before the crash module starts them early, tests/e2e/test_deployment_approval.py),
+    :meth:`CrashScenarios.outcome` waits for their end."""
+    scenarios = CrashScenarios(prefect_server, tmp_path_factory.mktemp("crash"))
+    try:
+        yield scenarios
+    finally:
+        scenarios.close()

@@ -5,7 +5,9 @@ Three runs of the served ``maintenance-mission/<name>`` deployment go at once:
 * A: approved with ``mendflow approve`` → delivered to ``main``;
 * B: the target branch gets a conflicting commit while the run waits → approved,
   but the delivery conflicts and nothing changes;
-* C: nobody answers; the server's timeout sweeper answers for them → rejected.
+* C: nobody answers; the server's timeout sweeper answers for them → rejected;
+* D: approved in the Prefect UI's "Resume" dialog by a real headless Chromium → delivered
+  (its mission runs with the others': one served deployment, one wait for all four).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 
 import pytest
 
+from tests.helpers.crash import crash_tests_follow
 from tests.helpers.e2e import (
     ROOT,
     Served,
@@ -25,8 +28,9 @@ from tests.helpers.e2e import (
     session_of,
 )
 from tests.helpers.git import git
+from tests.helpers.ui import SCREENSHOT, approve_in_ui, require_browser
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]  # 4 missions in setup
 
 TOOL_STEPS = ("run-pytest", "run-ruff", "run-mypy", "run-bandit", "find-todos", "propose-patch",
               "plan-timeouts", "new-mission-id")
@@ -36,21 +40,25 @@ in milliseconds and re-creates the very same commits (see README, "Long missions
 
 
 @pytest.fixture(scope="module")
-def runs(served: Served, tmp_path_factory):
+def runs(served: Served, tmp_path_factory, request):
+    if crash_tests_follow(request):  # their 2-minute wait for Prefect passes beside these runs
+        request.getfixturevalue("crash_scenarios").start()
     work = tmp_path_factory.mktemp("deployed")
     server = served.server
     repo_a = make_target_repo(work / "a")
     repo_b = make_target_repo(work / "b")
     repo_c = make_target_repo(work / "c")
+    repo_d = make_target_repo(work / "d")
     git(repo_b, "checkout", "-q", "-b", "work")  # B's checkout is on `work`; target is main
-    base = {r: git(r, "rev-parse", "HEAD") for r in (repo_a, repo_b, repo_c)}
+    base = {r: git(r, "rev-parse", "HEAD") for r in (repo_a, repo_b, repo_c, repo_d)}
     b_config = mission_config(work / "b.yaml", target_branch="main")
     c_config = mission_config(work / "c.yaml", timeout_s=5)
 
     run_a = served.run(repo_a, autonomy="interactive")
     run_b = served.run(repo_b, autonomy="interactive", config_file=str(b_config))
     run_c = served.run(repo_c, autonomy="interactive", config_file=str(c_config))
-    for run in (run_a, run_b):
+    run_d = served.run(repo_d, autonomy="interactive")  # approved in the UI (the last test)
+    for run in (run_a, run_b, run_d):
         assert server.wait_state(run, "PAUSED") == "Suspended"
     listed = json.loads(server.mendflow("approvals", "--json").stdout)
     waiting = {item["run_id"]: item for item in listed}
@@ -69,7 +77,8 @@ def runs(served: Served, tmp_path_factory):
     for run in (run_a, run_b, run_c):
         server.wait_state(run, "COMPLETED")
     return {"a": (run_a, repo_a, base[repo_a]), "b": (run_b, repo_b, b_main),
-            "c": (run_c, repo_c, base[repo_c]), "waiting": waiting, "server": server}
+            "c": (run_c, repo_c, base[repo_c]), "d": (run_d, repo_d, base[repo_d]),
+            "waiting": waiting, "server": server}
 
 
 def test_cli_approval_resumes_the_suspended_run_and_delivers(runs):
@@ -163,3 +172,23 @@ def test_prefect_deploy_accepts_prefect_yaml(served: Served, tmp_path):
     assert [s["schedule"]["interval"] for s in deployment["schedules"]] == [86400.0]
     assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"] == \
         {"directory": str(ROOT)}
+
+
+def test_resume_dialog_approves_the_suspended_mission(runs):
+    """The Prefect UI's "Resume" dialog renders the mission's approval form; filled in like a
+    person would (tests/helpers/ui.py), it resumes the suspended run, which delivers."""
+    require_browser()
+    run, repo, base = runs["d"]
+    server = runs["server"]
+    assert server.state(run) == ("PAUSED", "Suspended")
+
+    approve_in_ui(server.ui, run, approver="Grace", comment="approved in the UI")
+
+    server.wait_state(run, "COMPLETED")
+    session = session_of(server, run)
+    accepted = [p for p in session["patches"] if p["status"] == "accepted"]
+    assert len(accepted) == 2
+    assert approved_log(repo, base) == [(p["title"], "Grace") for p in reversed(accepted)]
+    assert "Approval-comment: approved in the UI" in git(repo, "log", "-1", "--format=%B", "main")
+    assert session["approval"]["approver"] == "Grace"
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -21,7 +21,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _history(server, work) -> list[dict]:
+    """The loop's cycle records as ``mendflow evolve history --json`` prints them."""
     return json.loads(server.mendflow("evolve", "history", str(work), "--json").stdout)
+
+
+def _records(server, work) -> list[dict]:
+    """The same records, read in this process from the loop's folder under the served
+    MENDFLOW_HOME (what the command reads): polled every second, where a command line would
+    cost a second of CPU a poll."""
+    from mendflow.infra.evolution_store import loop_dir, read_history
+    from mendflow.infra.layout import StateLayout
+
+    layout = StateLayout.resolve(server.env["MENDFLOW_HOME"])
+    return [r.model_dump(mode="json") for r in read_history(loop_dir(layout, str(work.resolve())))]
 
 
 def _wait(predicate, timeout_s: float, what: str, log) -> None:
@@ -73,9 +85,9 @@ def test_served_evolution_loop(prefect_server, tmp_path):
         for _ in range(2):
             server.run(sys.executable, "-m", "prefect", "deployment", "run",
                        f"evolution-cycle/{name}")
-        _wait(lambda: len([r for r in _history(server, work) if r["status"] != "skipped"]) >= 3,
+        _wait(lambda: len([r for r in _records(server, work) if r["status"] != "skipped"]) >= 3,
               400, "three cycles did not run", log)
-        _wait(lambda: any(r["status"] == "skipped" for r in _history(server, work)), 120,
+        _wait(lambda: any(r["status"] == "skipped" for r in _records(server, work)), 120,
               "no overlapping run was recorded as skipped", log)
         records = _history(server, work)
         ran = [r for r in records if r["status"] != "skipped"]

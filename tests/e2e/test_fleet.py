@@ -4,9 +4,12 @@ Shares nothing with the other e2e tests (it needs PostgreSQL): its own throwaway
 PostgreSQL 15 cluster, ``prefect server start`` on it (asyncpg), ``mendflow fleet
 deploy --pool``, two ``prefect worker start --pool`` processes with their own
 MENDFLOW_HOME and PREFECT_HOME, and 3 small repositories served from bare
-repositories through ``file://`` URLs (a fleet of three with two slots; the later
-tests run missions on the same repositories again). The result storage is one
-directory both workers use (what an S3 or NFS result storage is in production).
+repositories through ``file://`` URLs (a fleet of three with two slots; the other
+tests run missions on the same repositories again). The worker-crash test comes first:
+the one-by-one reference missions (a local process started with the fixture) run during
+its wait for the crash automation (three silent heartbeat periods), not beside the fleet.
+The result storage is one directory both workers use (what an S3 or NFS result storage
+is in production).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -42,6 +47,14 @@ from tests.helpers.prefect_env import client_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
+SLOT_POLL = {"PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+"""A mission waiting for its repository's (or the fleet's) slot asks again after the
+server's Retry-After: the limit's mean occupancy (a mission's ~30 s here) capped by this
+setting (30 s by default), so every wait for a slot ended up to ~40 s after the slot was
+free. 2 s here, as the server's other loops of the suite are shortened."""
+WORKER_LIMIT = 3
+"""Flow runs a worker takes at a time: with the six runs of the fleet-of-three test, one host
+cannot take them all when the other's poll comes a moment later (both hosts work)."""
 REFERENCE = """
 import json, subprocess, sys
 from mendflow.flows.mission import maintenance_mission
@@ -61,11 +74,17 @@ print(json.dumps(out))
 def fleet(tmp_path_factory):
     """PostgreSQL, the server, the pool's deployment and two workers; the 3 repositories."""
     base = tmp_path_factory.mktemp("fleet")
-    postgres = start_postgres(base / "pg")
+    # PostgreSQL runs as `postgres`: its data must stay readable to that user. Not under
+    # pytest's /tmp/pytest-of-<user>, which any pytest run started on the machine meanwhile
+    # sets back to mode 0700 (pytest >= 7.3): the cluster then PANICs ("could not open file
+    # global/pg_control: Permission denied") and the server answers 500 to everything.
+    pg_base = Path(tempfile.mkdtemp(prefix="fleet-pg-", dir=os.environ.get("MENDFLOW_TESTS_TMPDIR")))
+    postgres = start_postgres(pg_base / "pg")
     try:
-        server = start_server(base / "server", postgres.url())
+        server = start_server(base / "server", postgres.url(), env=SLOT_POLL)
     except BaseException:
         postgres.stop()
+        shutil.rmtree(pg_base, ignore_errors=True)
         raise
     running = Fleet(postgres=postgres, server=server, pool=POOL, base=base)
     try:
@@ -79,11 +98,14 @@ def fleet(tmp_path_factory):
         running.shared = shared  # type: ignore[attr-defined]
         for name in ("host-a", "host-b"):
             running.workers.append(start_worker(server, POOL, name, base / "hosts", shared,
-                                                postgres.url("mendflow", "psycopg")))
+                                                postgres.url("mendflow", "psycopg"),
+                                                limit=WORKER_LIMIT))
         wait_workers(server, POOL, 2)
+        _wait_polling(running.workers)
         yield running
     finally:
         running.close()
+        shutil.rmtree(pg_base, ignore_errors=True)
 
 
 def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:
@@ -118,72 +140,6 @@ def _slot_intervals(fleet, run_ids: list[str]) -> list[tuple[datetime, datetime,
         intervals.append((datetime.fromisoformat(labels["mendflow.slot_acquired_at"]),
                           datetime.fromisoformat(labels["mendflow.slot_released_at"]), run_id))
     return sorted(intervals)
-
-
-def test_fleet_of_three_completes_like_one_by_one_and_never_overlaps(fleet, tmp_path):
-    urls = [repo.as_uri() for repo in fleet.repos]
-    # two slots for three repositories: the fleet's own limit holds one mission back
-    main = write_fleet(tmp_path / "nightly.yaml", urls, concurrent=2)
-    # a second fleet naming two of the same repositories, and a URL no worker can clone
-    other = write_fleet(tmp_path / "other.yaml", [urls[0], urls[1], "file:///nonexistent/x.git"])
-    first = subprocess.Popen(
-        [sys.executable, "-m", "mendflow.cli", "fleet", "run", str(main), "--pool", POOL, "--wait",
-         "--json"], env=fleet.server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    second = fleet.mendflow("fleet", "run", str(other), "--pool", POOL, "--wait", "--json",
-                            check=False, timeout=900)
-    out, errors = first.communicate(timeout=900)
-    assert first.returncode == 0, errors[-3000:]
-    runs = json.loads(out)["runs"]
-    assert [run["repository"] for run in runs] == urls
-    assert {tuple(run) for run in runs} == {("repository", "flow_run_id", "state", "mission_id",
-                                             "quality_score", "patches_accepted")}
-    assert all(run["state"] == "COMPLETED" for run in runs), runs
-
-    reference = _reference(fleet)
-    for run, repo in zip(runs, fleet.repos, strict=True):
-        expected = reference[repo.as_uri()]
-        assert (run["quality_score"], run["patches_accepted"]) == (expected["score"],
-                                                                   expected["accepted"])
-        pushed = git(repo, "rev-parse", f"mendflow/{run['mission_id']}^{{tree}}")
-        assert pushed == expected["tree"]  # the mission branch, pushed back, has the same tree
-        assert git(repo, "rev-parse", "main") == git(repo, "rev-parse",
-                                                     f"mendflow/{run['mission_id']}~2")
-
-    assert second.returncode == 1  # one run failed: the unclonable URL
-    others = json.loads(second.stdout)["runs"]
-    assert [run["state"] for run in others] == ["COMPLETED", "COMPLETED", "FAILED"]
-    failed = fleet.server.api("GET", f"/flow_runs/{others[2]['flow_run_id']}")
-    assert "git" in failed["state"]["message"] and "nonexistent" in failed["state"]["message"]
-
-    # never two missions on one repository at once (the server's run history)
-    for index in (0, 1):
-        ids = [runs[index]["flow_run_id"], others[index]["flow_run_id"]]
-        held = _slot_intervals(fleet, ids)
-        assert held[0][1] <= held[1][0], held
-    # both hosts worked
-    hosts = {path.parent.parent.parent.name
-             for path in (fleet.base / "hosts").glob("*/mendflow/clones/*")}
-    assert hosts == {"host-a", "host-b"}
-
-    status = json.loads(fleet.mendflow("fleet", "status", str(main), "--json").stdout)["runs"]
-    assert [(row["repository"], row["state"]) for row in status][2:] == [
-        (url, "COMPLETED") for url in urls[2:]]
-    # the registry is the server: the CLI's host (its own, empty MENDFLOW_HOME) lists every mission
-    listed = json.loads(fleet.mendflow("mission", "list", "--json").stdout)
-    assert {run["mission_id"] for run in runs} <= {row["mission_id"] for row in listed}
-    # the learned durations of both hosts went to the one shared database
-    assert set(_history_rows(fleet)) == {repository_key(url) for url in urls}
-
-
-def _history_rows(fleet) -> dict[str, int]:
-    """Rows per repository key of the shared duration history (PostgreSQL, psql)."""
-    done = subprocess.run(
-        ["/usr/lib/postgresql/15/bin/psql", "-h", "127.0.0.1", "-p", str(fleet.postgres.port),
-         "-U", "postgres", "-d", "mendflow", "-At", "-c",
-         "select repo_key, count(*) from mendflow_step_durations where step = 'pytest' "
-         "group by repo_key"], capture_output=True, text=True, check=True)
-    return {key: int(count) for key, count in
-            (line.split("|") for line in done.stdout.splitlines() if line)}
 
 
 def _state(fleet, run_id: str) -> str | None:
@@ -230,9 +186,11 @@ def test_worker_killed_mid_mission_is_finished_by_the_other(fleet, tmp_path):
                                           "--json").stdout)["runs"]
     run_id = submitted[0]["flow_run_id"]
     deadline = time.monotonic() + 300
+    mission_id = None
     while True:  # mid-mission: its sandbox exists on the host that runs it, and its baseline
-        labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]  # lint has run
-        mission_id = labels.get("mendflow.mission_id")
+        if not mission_id:  # lint has run (the label read from the server until it is there)
+            labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
+            mission_id = labels.get("mendflow.mission_id")
         hosts = [worker for worker in fleet.workers if mission_id and
                  (worker.home / "mendflow" / "worktrees" / mission_id).is_dir()
                  and _linted(worker, mission_id)]
@@ -288,20 +246,113 @@ def _replay_counts(fleet, run_id: str) -> dict[str, Counter]:
                              and r["state_name"] != "Cached")}
 
 
+def test_fleet_of_three_completes_like_one_by_one_and_never_overlaps(fleet, tmp_path):
+    _revive_workers(fleet)  # the host the crash test killed: two hosts again
+    urls = [repo.as_uri() for repo in fleet.repos]
+    learned = _history_rows(fleet)  # the crash test's mission already taught repository 2's
+    # two slots for three repositories: the fleet's own limit holds one mission back
+    main = write_fleet(tmp_path / "nightly.yaml", urls, concurrent=2)
+    # a second fleet naming two of the same repositories, and a URL no worker can clone
+    other = write_fleet(tmp_path / "other.yaml", [urls[0], urls[1], "file:///nonexistent/x.git"])
+    first = subprocess.Popen(
+        [sys.executable, "-m", "mendflow.cli", "fleet", "run", str(main), "--pool", POOL, "--wait",
+         "--json"], env=fleet.server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = fleet.mendflow("fleet", "run", str(other), "--pool", POOL, "--wait", "--json",
+                            check=False, timeout=900)
+    out, errors = first.communicate(timeout=900)
+    assert first.returncode == 0, errors[-3000:]
+    runs = json.loads(out)["runs"]
+    assert [run["repository"] for run in runs] == urls
+    assert {tuple(run) for run in runs} == {("repository", "flow_run_id", "state", "mission_id",
+                                             "quality_score", "patches_accepted")}
+    assert all(run["state"] == "COMPLETED" for run in runs), runs
+
+    reference = _reference(fleet)
+    for run, repo in zip(runs, fleet.repos, strict=True):
+        expected = reference[repo.as_uri()]
+        assert (run["quality_score"], run["patches_accepted"]) == (expected["score"],
+                                                                   expected["accepted"])
+        pushed = git(repo, "rev-parse", f"mendflow/{run['mission_id']}^{{tree}}")
+        assert pushed == expected["tree"]  # the mission branch, pushed back, has the same tree
+        assert git(repo, "rev-parse", "main") == git(repo, "rev-parse",
+                                                     f"mendflow/{run['mission_id']}~2")
+
+    assert second.returncode == 1  # one run failed: the unclonable URL
+    others = json.loads(second.stdout)["runs"]
+    assert [run["state"] for run in others] == ["COMPLETED", "COMPLETED", "FAILED"]
+    failed = fleet.server.api("GET", f"/flow_runs/{others[2]['flow_run_id']}")
+    assert "git" in failed["state"]["message"] and "nonexistent" in failed["state"]["message"]
+
+    # never two missions on one repository at once (the server's run history)
+    for index in (0, 1):
+        ids = [runs[index]["flow_run_id"], others[index]["flow_run_id"]]
+        held = _slot_intervals(fleet, ids)
+        assert held[0][1] <= held[1][0], held
+    # both hosts worked: each started flow runs of these fleets (its log since it started),
+    # and has clones of their repositories
+    ids = [run["flow_run_id"] for run in runs + others]
+    hosts = {worker.name for worker in fleet.workers
+             if any(_submissions(fleet, run_id, [worker]) for run_id in ids)}
+    assert hosts == {"host-a", "host-b"}
+    assert {path.parent.parent.parent.name for path in
+            (fleet.base / "hosts").glob("*/mendflow/clones/*")} == {"host-a", "host-b"}
+
+    status = json.loads(fleet.mendflow("fleet", "status", str(main), "--json").stdout)["runs"]
+    assert [(row["repository"], row["state"]) for row in status][2:] == [
+        (url, "COMPLETED") for url in urls[2:]]
+    # the registry is the server: the CLI's host (its own, empty MENDFLOW_HOME) lists every mission
+    listed = json.loads(fleet.mendflow("mission", "list", "--json").stdout)
+    assert {run["mission_id"] for run in runs} <= {row["mission_id"] for row in listed}
+    # the learned durations of both hosts went to the one shared database, for every repository
+    rows = _history_rows(fleet)
+    assert set(rows) == {repository_key(url) for url in urls}
+    assert all(count > learned.get(key, 0) for key, count in rows.items()), (learned, rows)
+
+
+def _history_rows(fleet) -> dict[str, int]:
+    """Rows per repository key of the shared duration history (PostgreSQL, psql)."""
+    done = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/psql", "-h", "127.0.0.1", "-p", str(fleet.postgres.port),
+         "-U", "postgres", "-d", "mendflow", "-At", "-c",
+         "select repo_key, count(*) from mendflow_step_durations where step = 'pytest' "
+         "group by repo_key"], capture_output=True, text=True)
+    if done.returncode and "does not exist" in done.stderr:
+        return {}  # no mission has recorded a duration yet (the table comes with the first)
+    assert done.returncode == 0, done.stderr
+    return {key: int(count) for key, count in
+            (line.split("|") for line in done.stdout.splitlines() if line)}
+
+
 def _revive_workers(fleet) -> None:
     """Start again (same name and homes) any worker an earlier test killed: two hosts again."""
     for index, worker in enumerate(fleet.workers):
         if worker.process.poll() is not None:
             fleet.workers[index] = start_worker(fleet.server, POOL, worker.name,
                                                 worker.home.parent, fleet.shared,
-                                                fleet.postgres.url("mendflow", "psycopg"))
+                                                fleet.postgres.url("mendflow", "psycopg"),
+                                                limit=WORKER_LIMIT)
     wait_workers(fleet.server, POOL, 2)
+    _wait_polling(fleet.workers)
 
 
-def _submissions(fleet, run_id: str) -> int:
-    """How many times a worker started a process for the run (both workers' logs; a worker
-    that lost the race to the other is told by the server to abort, and starts nothing)."""
-    logs = [w.log.read_text(errors="replace") for w in fleet.workers]
+def _wait_polling(workers: list, timeout_s: float = 180) -> None:
+    """Until each worker's process has started its polling loop (``Worker 'NAME' started!``
+    in its own log, printed once the loop is scheduled). The server's ONLINE status is not
+    enough: a worker revived under the name of a killed one is ONLINE at once (the old
+    heartbeat), before the new process polls, and one host would take the next runs alone."""
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        while f"Worker '{worker.name}' started!" not in worker.log.read_text(errors="replace"):
+            assert worker.process.poll() is None, worker.log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"{worker.name} is not polling"
+            time.sleep(0.2)
+
+
+def _submissions(fleet, run_id: str, workers: list | None = None) -> int:
+    """How many times a worker (of ``workers``, default both) started a process for the run
+    (their logs; a worker that lost the race to the other is told by the server to abort, and
+    starts nothing)."""
+    logs = [w.log.read_text(errors="replace") for w in workers or fleet.workers]
     return sum(log.count(f"submitting flow run '{run_id}'")
                - log.count(f"Aborted submission of flow run '{run_id}'") for log in logs)
 

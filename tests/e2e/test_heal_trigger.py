@@ -50,7 +50,7 @@ def test_events_reach_the_server_and_the_trigger_heals_each_error_into_a_commit(
     config = tmp_path / "mendflow.yaml"
     config.write_text(yaml.safe_dump({
         "environment": {"type": "interpreter", "python": sys.executable},
-        "tools": {"mypy": {"enabled": False}},
+        "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},  # as the other e2e
         "fixer": {"type": "anthropic", "base_url": fake.root_url, "model": "claude-test"}}))
     name = f"heal-{uuid.uuid4().hex[:6]}"
     serving = start([sys.executable, "-m", "mendflow.cli", "heal", "serve", "--config",

@@ -101,10 +101,11 @@ def server_env(home: Path, port: int, database_url: str) -> dict[str, str]:
     return env
 
 
-def start_server(home: Path, database_url: str) -> Server:
-    """``prefect server start`` on PostgreSQL; waits until /health answers."""
+def start_server(home: Path, database_url: str, env: dict[str, str] | None = None) -> Server:
+    """``prefect server start`` on PostgreSQL; waits until /health answers. ``env``: more
+    settings (of the server, its CLI and its workers)."""
     port = free_port()
-    env = server_env(home, port, database_url)
+    env = {**server_env(home, port, database_url), **(env or {})}
     server = Server(url=f"http://127.0.0.1:{port}/api", env=env, home=home)
     home.mkdir(parents=True, exist_ok=True)
     return _launch_server(server, home / "server.log")
@@ -185,9 +186,10 @@ class Worker:
 
 
 def start_worker(server: Server, pool: str, name: str, base: Path, shared_results: Path,
-                 history_url: str | None = None) -> Worker:
+                 history_url: str | None = None, limit: int | None = None) -> Worker:
     """A worker standing in for a host: its own homes; result storage shared (as S3 would be),
-    and the duration history in ``history_url`` (a database every worker shares) if given."""
+    the duration history in ``history_url`` (a database every worker shares) if given, and
+    at most ``limit`` flow runs at a time (``prefect worker start --limit``) if given."""
     home = base / name
     home.mkdir(parents=True, exist_ok=True)
     env = {**server.env, "MENDFLOW_HOME": str(home / "mendflow"),
@@ -198,7 +200,8 @@ def start_worker(server: Server, pool: str, name: str, base: Path, shared_result
         env["MENDFLOW_HISTORY_URL"] = history_url
     log = home / "worker.log"
     process = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                     "--name", name, "--type", "process"], env, log, cwd=home)
+                     "--name", name, "--type", "process",
+                     *(["--limit", str(limit)] if limit else [])], env, log, cwd=home)
     worker = Worker(name=name, home=home, process=process, log=log)
     server.processes.append(process)
     return worker
@@ -261,6 +264,5 @@ class Fleet:
                                timeout=timeout)
 
     def close(self) -> None:
-        for process in reversed(self.server.processes):
-            stop(process)
+        self.server.close()
         self.postgres.stop()

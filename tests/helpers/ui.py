@@ -2,8 +2,8 @@
 
 The UI served by ``prefect server start`` renders the mission's
 :class:`~mendflow.tasks.approve.request.ApprovalInput` as the form of its "Resume" dialog;
-this test fills it in like a person would and checks what reached ``main``.
-A screenshot of the filled-in form goes to ``/tmp/mendflow-ui-approval.png``.
+:func:`approve_in_ui` fills it in like a person would. A screenshot of the filled-in form
+goes to :data:`SCREENSHOT`. Used by tests/e2e/test_deployment_approval.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from tests.helpers.e2e import Served, approved_log, make_target_repo, session_of
-from tests.helpers.git import git
-
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/mendflow-ui-approval.png")
@@ -92,23 +87,3 @@ def submit_resume(dialog, ui_root: str, run_id: str, attempts: int = 3) -> None:
             if state["type"] != "PAUSED":
                 return  # resumed: the dialog was only slow to close
             assert attempt < attempts, f"still {state['name']} after {attempts} Submits"
-
-
-def test_resume_dialog_approves_the_suspended_mission(served: Served, tmp_path):
-    require_browser()
-    server = served.server
-    repo = make_target_repo(tmp_path / "repo")
-    base = git(repo, "rev-parse", "HEAD")
-    run = served.run(repo, autonomy="interactive")
-    assert server.wait_state(run, "PAUSED") == "Suspended"
-
-    approve_in_ui(server.ui, run, approver="Grace", comment="approved in the UI")
-
-    server.wait_state(run, "COMPLETED")
-    session = session_of(server, run)
-    accepted = [p for p in session["patches"] if p["status"] == "accepted"]
-    assert len(accepted) == 2
-    assert approved_log(repo, base) == [(p["title"], "Grace") for p in reversed(accepted)]
-    assert "Approval-comment: approved in the UI" in git(repo, "log", "-1", "--format=%B", "main")
-    assert session["approval"]["approver"] == "Grace"
-    assert SCREENSHOT.stat().st_size > 10_000
