@@ -4,9 +4,10 @@ Each test runs the real CLI as a subprocess leading its own session, with no
 ``PREFECT_API_URL`` (the temporary API server of a user's first run), and
 signals it as a terminal does: ``os.killpg(pgid, SIGINT)`` reaches the CLI
 and everything left in its process group. The target's test blocks while a
-gate file exists (``CTRL_C_TEST_GATE``), so that the signal lands inside the
-baseline's or the candidate's test run; the resumed mission runs with the
-gate removed.
+gate file exists (``CTRL_C_TEST_GATE``: every run; ``CTRL_C_PATCHED_GATE``: only a
+run of the patched tree, so that a fast baseline cannot slip past it), so that the
+signal lands inside the baseline's or the candidate's test run; the resumed mission
+runs with the gate removed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
 from tests.helpers.prefect_env import client_env
+from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.slow
 
@@ -39,11 +41,16 @@ FILES = {
     "pkg/__init__.py": "",
     "pkg/a.py": "import os\n\n\ndef one():\n    return 1\n",
     "tests/test_a.py": (
-        "import os\nimport time\n\nfrom pkg.a import one\n\n\n"
-        "def test_one():\n"
+        "import os\nimport pathlib\nimport time\n\nimport pkg.a\nfrom pkg.a import one\n\n\n"
+        "def blocked():\n"
         "    gate = os.environ.get('CTRL_C_TEST_GATE')\n"
+        "    patched = 'import os' not in pathlib.Path(pkg.a.__file__).read_text()\n"
+        "    on_patch = os.environ.get('CTRL_C_PATCHED_GATE')\n"
+        "    return bool(gate and os.path.exists(gate)) or bool(\n"
+        "        patched and on_patch and os.path.exists(on_patch))\n\n\n"
+        "def test_one():\n"
         "    deadline = time.monotonic() + 120\n"
-        "    while gate and os.path.exists(gate) and time.monotonic() < deadline:\n"
+        "    while blocked() and time.monotonic() < deadline:\n"
         "        time.sleep(0.1)\n"
         "    assert one() == 1\n"),
 }
@@ -63,12 +70,13 @@ def cli_env(prefect_home, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env.update(client_env())  # the suite's CA file: no API URL
     env.update(PREFECT_HOME=str(prefect_home), MENDFLOW_HOME=str(tmp_path / "home"),
-               CTRL_C_TEST_GATE=str(tmp_path / "gate"))
+               CTRL_C_TEST_GATE=str(tmp_path / "gate"),
+               CTRL_C_PATCHED_GATE=str(tmp_path / "gate-on-patch"))
     return env
 
 
 def write_config(tmp_path: Path, **approval) -> Path:
-    data = {"environment": {"type": "interpreter", "python": sys.executable},
+    data = {"environment": {"type": "interpreter", "python": target_python()},
             "tools": {"mypy": {"enabled": False}, "bandit": {"enabled": False}},
             "mission": {"max_iterations": 1, "target_score": 100}}
     if approval:
@@ -216,11 +224,10 @@ def test_ctrl_c_during_detection_then_the_api_servers_death_and_resume_finishes(
 
 def test_ctrl_c_during_validation_rolls_back_and_resume_finishes(make_repo, tmp_path, cli_env):
     repo = make_repo(FILES)
-    gate = Path(cli_env["CTRL_C_TEST_GATE"])
+    gate = Path(cli_env["CTRL_C_PATCHED_GATE"])
+    gate.touch()  # the candidate's test run blocks (the patched pkg/a.py), not the baseline's
     cli = Cli(["mission", "run", str(repo), "--config", str(write_config(tmp_path)),
                "--mission-id", "ctrl-c-validate"], cli_env)
-    cli.wait_for("baseline: ")
-    gate.touch()  # the candidate's test run blocks
     cli.wait_for("measuring candidate")
     time.sleep(1.0)
     before = len(cli.lines)
