@@ -38,6 +38,8 @@ from tests.helpers.fleet import (
     start_postgres,
     start_server,
     start_worker,
+    submissions,
+    wait_polling,
     wait_workers,
     write_fleet,
 )
@@ -101,7 +103,7 @@ def fleet(tmp_path_factory):
                                                 postgres.url("mendflow", "psycopg"),
                                                 limit=WORKER_LIMIT))
         wait_workers(server, POOL, 2)
-        _wait_polling(running.workers)
+        wait_polling(running.workers)
         yield running
     finally:
         running.close()
@@ -292,7 +294,7 @@ def test_fleet_of_three_completes_like_one_by_one_and_never_overlaps(fleet, tmp_
     # and has clones of their repositories
     ids = [run["flow_run_id"] for run in runs + others]
     hosts = {worker.name for worker in fleet.workers
-             if any(_submissions(fleet, run_id, [worker]) for run_id in ids)}
+             if any(submissions(fleet, run_id, [worker]) for run_id in ids)}
     assert hosts == {"host-a", "host-b"}
     assert {path.parent.parent.parent.name for path in
             (fleet.base / "hosts").glob("*/mendflow/clones/*")} == {"host-a", "host-b"}
@@ -332,29 +334,7 @@ def _revive_workers(fleet) -> None:
                                                 fleet.postgres.url("mendflow", "psycopg"),
                                                 limit=WORKER_LIMIT)
     wait_workers(fleet.server, POOL, 2)
-    _wait_polling(fleet.workers)
-
-
-def _wait_polling(workers: list, timeout_s: float = 180) -> None:
-    """Until each worker's process has started its polling loop (``Worker 'NAME' started!``
-    in its own log, printed once the loop is scheduled). The server's ONLINE status is not
-    enough: a worker revived under the name of a killed one is ONLINE at once (the old
-    heartbeat), before the new process polls, and one host would take the next runs alone."""
-    deadline = time.monotonic() + timeout_s
-    for worker in workers:
-        while f"Worker '{worker.name}' started!" not in worker.log.read_text(errors="replace"):
-            assert worker.process.poll() is None, worker.log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, f"{worker.name} is not polling"
-            time.sleep(0.2)
-
-
-def _submissions(fleet, run_id: str, workers: list | None = None) -> int:
-    """How many times a worker (of ``workers``, default both) started a process for the run
-    (their logs; a worker that lost the race to the other is told by the server to abort, and
-    starts nothing)."""
-    logs = [w.log.read_text(errors="replace") for w in workers or fleet.workers]
-    return sum(log.count(f"submitting flow run '{run_id}'")
-               - log.count(f"Aborted submission of flow run '{run_id}'") for log in logs)
+    wait_polling(fleet.workers)
 
 
 def test_server_restarted_during_a_fleet(fleet, tmp_path):
@@ -383,7 +363,7 @@ def test_server_restarted_during_a_fleet(fleet, tmp_path):
         states = [s["type"] for s in
                   fleet.server.api("GET", f"/flow_run_states/?flow_run_id={run_id}")]
         assert states.count("COMPLETED") == 1, states
-        assert _submissions(fleet, run_id) == 1, (run_id, states)
+        assert submissions(fleet, run_id) == 1, (run_id, states)
         labels = fleet.server.api("GET", f"/flow_runs/{run_id}")["labels"]
         assert labels["mendflow.slot_acquired_at"] <= labels["mendflow.slot_released_at"]
         assert int(labels["mendflow.patches_accepted"]) == 2

@@ -266,3 +266,25 @@ class Fleet:
     def close(self) -> None:
         self.server.close()
         self.postgres.stop()
+
+
+def wait_polling(workers: list, timeout_s: float = 180) -> None:
+    """Until each worker's process has started its polling loop (``Worker 'NAME' started!``
+    in its own log, printed once the loop is scheduled). The server's ONLINE status is not
+    enough: a worker revived under the name of a killed one is ONLINE at once (the old
+    heartbeat), before the new process polls, and one host would take the next runs alone."""
+    deadline = time.monotonic() + timeout_s
+    for worker in workers:
+        while f"Worker '{worker.name}' started!" not in worker.log.read_text(errors="replace"):
+            assert worker.process.poll() is None, worker.log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"{worker.name} is not polling"
+            time.sleep(0.2)
+
+
+def submissions(fleet, run_id: str, workers: list | None = None) -> int:
+    """How many times a worker (of ``workers``, default both) started a process for the run
+    (their logs; a worker that lost the race to the other is told by the server to abort, and
+    starts nothing)."""
+    logs = [w.log.read_text(errors="replace") for w in workers or fleet.workers]
+    return sum(log.count(f"submitting flow run '{run_id}'")
+               - log.count(f"Aborted submission of flow run '{run_id}'") for log in logs)
