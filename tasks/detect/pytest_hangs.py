@@ -51,26 +51,81 @@ PLUGIN_SOURCE = '''"""mendflow's per-test timeouts (written by mendflow; loaded 
 import json
 import os
 import re
+import signal
+import sys
+import threading
 
 import pytest
 
 _TIMEOUT = re.compile(TIMEOUT_PATTERN)
+_SECONDS = {}  # node id -> its timeout
+_STOPPED = set()  # node ids whose timeout stopped them
+_EXIT = [0]
 
 
 def pytest_collection_modifyitems(items):
     with open(os.environ["PLAN_ENV"], encoding="utf-8") as handle:
         plan = json.load(handle)
     for item in items:
-        seconds = plan["timeouts"].get(item.nodeid, plan["default_s"])
+        seconds = _SECONDS[item.nodeid] = plan["timeouts"].get(item.nodeid, plan["default_s"])
         item.add_marker(pytest.mark.timeout(seconds), append=True)
 
 
 def pytest_runtest_logreport(report):
+    if not (report.failed and _TIMEOUT.search(str(report.longrepr)[-2000:])):
+        return
+    _STOPPED.add(report.nodeid)
     # name each test stopped by its timeout at once: its second chance starts meanwhile
     path = os.environ.get("TIMED_OUT_ENV")
-    if path and report.failed and _TIMEOUT.search(str(report.longrepr)[-2000:]):
+    if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(report.nodeid + "\\n")
+
+
+def _stuck(signum, frame):
+    pytest.fail("teardown stopped: still running after the test was stopped by its timeout")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item):
+    # a test stopped by its timeout can leave a thread blocked for good, and a fixture's
+    # teardown waiting on it (an event loop closing its executor): pytest-timeout no longer
+    # watches the teardown, so it gets the test's own timeout here
+    armed = (item.nodeid in _STOPPED and hasattr(signal, "setitimer")
+             and threading.current_thread() is threading.main_thread())
+    if armed:
+        previous = signal.signal(signal.SIGALRM, _stuck)
+        signal.setitimer(signal.ITIMER_REAL, max(_SECONDS.get(item.nodeid, 2.0), 1.0))
+    try:
+        yield
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT[0] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    # the interpreter's exit joins every non-daemon thread: one that a stopped test left
+    # blocked would hold it forever, after the reports are written. Save coverage, leave.
+    if not _STOPPED or not [t for t in threading.enumerate() if t.is_alive() and not t.daemon
+                            and t is not threading.main_thread()]:
+        return
+    try:
+        import coverage
+        current = coverage.Coverage.current()
+        if current is not None:
+            current.stop()
+            current.save()
+    except Exception:  # no coverage, or an old one: the reports are written already
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT[0])
 '''.replace("PLAN_ENV", PLAN_ENV).replace("TIMED_OUT_ENV", TIMED_OUT_ENV).replace(
     "TIMEOUT_PATTERN", repr(TIMEOUT_PATTERN))
 TIMEOUT_MESSAGE = re.compile(TIMEOUT_PATTERN)

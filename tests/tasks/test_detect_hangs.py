@@ -134,3 +134,52 @@ def test_a_later_baseline_learns_the_slow_tests_timeout_from_the_earlier_runs(
     assert plan is not None and 7.5 <= plan.timeouts[SLOW] <= 8.0
     assert SPIN not in plan.timeouts and plan.hung == () and plan.default_s == 1.0
     assert "tests/test_fast.py::test_one" not in plan.timeouts
+
+
+STUCK = {
+    "pkg/__init__.py": "",
+    "tests/test_stuck.py": """
+        import threading
+        import time
+
+        import pytest
+
+        RELEASE = threading.Event()
+
+
+        @pytest.fixture
+        def worker():
+            thread = threading.Thread(target=RELEASE.wait)  # not a daemon
+            thread.start()
+            yield
+            thread.join()
+
+
+        def test_releases_its_worker_late(worker):
+            time.sleep(1.5)
+            RELEASE.set()
+
+
+        def test_after():
+            assert True
+    """,
+}
+
+
+def test_a_thread_a_stopped_test_leaves_blocked_holds_neither_its_teardown_nor_the_exit(
+        tmp_path):
+    """asgiref 3.13.0: a test stopped by the 2 s first timeout left a worker thread blocked on
+    an event the test would have set; its event loop's teardown waited on that thread, and
+    the main run hung until ``run_timeout_s`` (1800 s) though the suite passes by hand."""
+    import textwrap
+
+    repo = new_repo(tmp_path / "stuck", {p: textwrap.dedent(t) for p, t in STUCK.items()})
+    tools = tools_config(pytest={**TIMEOUTS, "run_timeout_s": 60})
+
+    result = measure_tests(sandbox_for(repo), TARGET_ENV, tools)
+
+    assert result.ok, result.error
+    assert {c.nodeid: c.outcome for c in result.test_run.cases} == {
+        "tests/test_stuck.py::test_releases_its_worker_late": "passed",  # its second chance
+        "tests/test_stuck.py::test_after": "passed"}
+    assert result.test_run.duration_s < 30
