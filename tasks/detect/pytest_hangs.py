@@ -60,7 +60,10 @@ import pytest
 _TIMEOUT = re.compile(TIMEOUT_PATTERN)
 _SECONDS = {}  # node id -> its timeout
 _STOPPED = set()  # node ids whose timeout stopped them
+_FIRED = set()  # node ids whose pytest-timeout alarm went off, whatever their exception says
 _EXIT = [0]
+_NOTE_CHARS = 4000
+_REPORT_CHARS = 200000
 
 
 def pytest_collection_modifyitems(items):
@@ -71,8 +74,53 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.timeout(seconds), append=True)
 
 
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_protocol(item):
+    # inside pytest-timeout's wrapper: its alarm handler is set; note when it fires, since
+    # a library can wrap its exception (hypothesis: FlakyFailure) so that no text says so
+    handler = signal.getsignal(signal.SIGALRM) if hasattr(signal, "SIGALRM") else None
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        def fired(signum, frame):
+            _FIRED.add(item.nodeid)
+            handler(signum, frame)
+        signal.signal(signal.SIGALRM, fired)
+    yield
+
+
+def _trim_notes(error):
+    # hypothesis notes "while drawing from <strategy>" on an interrupted draw: the repr of a
+    # recursive strategy reached 557 MB (cattrs), and pytest's JUnit XML ran out of memory
+    stack, seen = [error], set()
+    while stack:
+        exc = stack.pop()
+        if not isinstance(exc, BaseException) or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [note[:_NOTE_CHARS] + f" [... {len(note) - _NOTE_CHARS} characters cut]"
+                        if isinstance(note, str) and len(note) > _NOTE_CHARS else note
+                        for note in notes]
+        stack.extend([exc.__cause__, exc.__context__, *(getattr(exc, "exceptions", None) or ())])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    if call.excinfo is not None:
+        _trim_notes(call.excinfo.value)
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.longrepr is not None:
+        text = str(report.longrepr)
+        if len(text) > _REPORT_CHARS:
+            half = _REPORT_CHARS // 2
+            report.longrepr = (text[:half] + f"\\n[... {len(text) - 2 * half} characters cut "
+                               "by mendflow ...]\\n" + text[-half:])
+
+
 def pytest_runtest_logreport(report):
-    if not (report.failed and _TIMEOUT.search(str(report.longrepr)[-2000:])):
+    if not report.failed or not (report.nodeid in _FIRED
+                                 or _TIMEOUT.search(str(report.longrepr)[-2000:])):
         return
     _STOPPED.add(report.nodeid)
     # name each test stopped by its timeout at once: its second chance starts meanwhile
@@ -276,6 +324,12 @@ class EarlyChances:
             self.poll()
             wait([main], timeout=interval_s)
         self.poll()
+
+    def named(self, case: TestCase) -> bool:
+        """Did the main run's plugin name this failed test as stopped by its timeout? (It
+        knows when the alarm fires, even when the test's exception wraps pytest-timeout's
+        and no text of the report says so.)"""
+        return case.outcome in ("failed", "error") and case.nodeid in self._started
 
     def results(self, stopped: Sequence[TestCase]) -> dict[str, TestCase]:
         """Node id -> the case of each stopped test after its second chance alone with

@@ -379,7 +379,7 @@ def _main_and_known_hangs(suite: _Suite, command: list[str], main_env: dict[str,
 
 def _with_second_chances(cases: list[TestCase], early: EarlyChances) -> list[TestCase]:
     """The main run's cases, each one that hit its timeout replaced by its second chance."""
-    stopped = [case for case in cases if hit_timeout(case)]
+    stopped = [case for case in cases if hit_timeout(case) or early.named(case)]
     if not stopped:
         return cases
     again = early.results(stopped)
