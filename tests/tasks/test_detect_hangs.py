@@ -202,5 +202,6 @@ def test_a_stopped_test_gets_its_second_chance_whatever_it_leaves_behind(tmp_pat
         "tests/test_stuck.py::test_wraps_its_timeout": "passed",  # its second chance too
         "tests/test_stuck.py::test_fails_with_a_huge_note": "failed"}
     assert result.test_run.duration_s < 30
+    assert result.test_run.collected == 4  # not 5: the teardown's error is no test of its own
     huge = next(c for c in result.test_run.cases if c.outcome == "failed")
     assert "AssertionError: wrong" in (huge.detail or "") and len(huge.detail or "") < 20_000
