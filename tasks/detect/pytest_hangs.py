@@ -292,6 +292,8 @@ class EarlyChances:
                  environ: dict[str, str], runner: Runner) -> None:
         self._rerun = partial(_rerun, sandbox, build, tools=tools, out_dir=out_dir,
                               environ=environ, runner=runner)
+        self._together = partial(_rerun_together, sandbox, build, tools=tools, out_dir=out_dir,
+                                 environ=environ, runner=runner)
         self._longest = tools.pytest.per_test_timeout_s
         self._file = out_dir / TIMED_OUT_FILE
         self._pool = ThreadPoolExecutor(max_workers=tools.pytest.second_chance_workers,
@@ -339,6 +341,34 @@ class EarlyChances:
             self._start(case.nodeid)
         return {case.nodeid: _judged(case, self._started[case.nodeid].result(), self._longest)
                 for case in stopped}
+
+
+    def confirm(self, suspects: Sequence[TestCase]) -> dict[str, TestCase]:
+        """Node id -> the case of each test that failed after a test was stopped by its
+        timeout, run again together in a clean process with ``per_test_timeout_s``.
+
+        A stopped test can leave a thread or a state behind that fails the tests after it
+        in the same process (asgiref 3.13.0: 11 tests timed out waiting on the executor
+        thread a stopped test left blocked; all pass by hand). A test missing from the
+        clean run's report keeps its first case.
+        """
+        if not suspects:
+            return {}
+        found = self._together([case.nodeid for case in suspects])
+        return {case.nodeid: _judged(case, found[case.nodeid], self._longest)
+                for case in suspects if case.nodeid in found}
+
+
+def _rerun_together(sandbox: Sandbox, build, nodeids: list[str], tools: ToolsConfig,
+                    out_dir: Path, environ: dict[str, str], runner: Runner) -> dict[str, TestCase]:
+    """Some tests in one more process, each with ``per_test_timeout_s``: their cases by id."""
+    longest, name = tools.pytest.per_test_timeout_s, "after-timeouts"
+    junit = out_dir / f"{name}.xml"
+    side = run_side(sandbox, build(junit), nodeids, junit,
+                    install_plugin(out_dir, name, TestPlan(default_s=longest), environ),
+                    min(longest * len(nodeids), tools.pytest.run_timeout_s) + STARTUP_SLACK_S,
+                    runner)
+    return {c.nodeid: c for c in (side.junit.cases if side.junit else ())}
 
 
 def known_hangs(side: SideRun | None, plan: TestPlan) -> list[TestCase]:

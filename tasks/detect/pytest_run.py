@@ -383,4 +383,9 @@ def _with_second_chances(cases: list[TestCase], early: EarlyChances) -> list[Tes
     if not stopped:
         return cases
     again = early.results(stopped)
+    # what failed after the first stop may be the stopped test's doing: run it again apart
+    names = {case.nodeid for case in stopped}
+    first = next(i for i, case in enumerate(cases) if case.nodeid in names)
+    again.update(early.confirm([case for case in cases[first + 1:] if case.nodeid not in names
+                                and case.outcome in ("failed", "error")]))
     return [again.get(case.nodeid, case) for case in cases]
