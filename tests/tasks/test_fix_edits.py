@@ -77,6 +77,9 @@ def test_the_title_names_the_changed_file_not_the_failing_tests_file(sandbox):
     assert patch.title == "Fix test-failure (2 findings) in calc.py: add subtracts"
     one = edits_to_patch(sandbox, reply(GOOD_EDIT), failing[:1], "anthropic", POLICY)
     assert one.title == "Fix test-failure in calc.py: add subtracts"
+    test_first = {"path": "tests/test_new.py", "search": "", "replace": "def test_x():\n    pass\n"}
+    healed = edits_to_patch(sandbox, reply(test_first, GOOD_EDIT), failing[:1], "anthropic", POLICY)
+    assert healed.title == "Fix test-failure in calc.py and 1 more: add subtracts"
 
 
 def test_several_edits_of_one_file_apply_in_sequence_and_two_files_in_one_patch(sandbox, tmp_path):
