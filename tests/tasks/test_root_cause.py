@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mendflow.core.config import LLMBudget, LLMPolicy
+from mendflow.core.models import Finding
 from mendflow.tasks.detect import measure_tests
 from mendflow.tasks.fix.llm import LLMFixer, group_by_root_cause
 from tests.helpers.detect import TARGET_ENV, new_repo, only, sandbox_for
@@ -201,3 +202,16 @@ def test_the_baseline_coverage_names_each_defect_behind_one_api_function(tmp_pat
         "test_right": "fmt/table.py::_pad", "test_right_one_column": "fmt/table.py::_pad",
         "test_double_rule": "fmt/table.py::_rule",
         "test_double_rule_narrow": "fmt/table.py::_rule"}
+
+
+def test_a_model_gets_one_ruff_or_bandit_rule_of_one_file_per_call_and_mypy_errors_alone():
+    def finding(i: int, rule: str, source: str = "ruff", path: str = "pkg/a.py") -> Finding:
+        return Finding(id=f"f{i}", source=source, rule=rule, severity="medium", category="lint",
+                       path=path, line=i, message="m")
+
+    queue = [finding(1, "UP031"), finding(2, "arg-type", "mypy"), finding(3, "UP031"),
+             finding(4, "UP031", path="pkg/b.py"), finding(5, "B101", "bandit"),
+             finding(6, "arg-type", "mypy"), finding(7, "B101", "bandit"), finding(8, "UP031")]
+    groups = LLMFixer(LLMPolicy(), LLMBudget()).plan(queue)
+    assert [[f.id for f in g] for g in groups] == [
+        ["f1", "f3", "f8"], ["f2"], ["f4"], ["f5", "f7"], ["f6"]]
