@@ -77,7 +77,7 @@ class Spectrum:
         self._best: dict[int, Suspect] = {}
         self._index = index
         total, total_passed = len(failed), len(passed)
-        if not total:
+        if not total or not total_passed:  # no passing test: every line scores the same
             return
         for path, data in impact.files.items():
             if not include(path):
@@ -102,7 +102,8 @@ class Spectrum:
 
         Returns:
             The :class:`Suspect`, or None when the test is not in the map (it ran in
-            no measured context) or executed no line of the code under test.
+            no measured context), executed no line of the code under test, or no test
+            passed (the spectrum then tells no line from another).
         """
         position = self._index.get(nodeid)
         return self._best.get(position) if position is not None else None
@@ -110,5 +111,5 @@ class Spectrum:
 
 def _tarantula(failed: int, passed: int, total_failed: int, total_passed: int) -> float:
     fail_rate = failed / total_failed
-    pass_rate = passed / total_passed if total_passed else 0.0
+    pass_rate = passed / total_passed
     return fail_rate / (fail_rate + pass_rate)

@@ -61,3 +61,9 @@ def test_ties_go_to_the_same_line_for_every_test_of_a_defect():
     found = spectrum(data, (BAD, WORSE))
     assert found.suspect(TESTS[BAD]) == found.suspect(TESTS[WORSE])
     assert (found.suspect(TESTS[BAD]).path, found.suspect(TESTS[BAD]).line) == ("pkg/a.py", 4)
+
+
+def test_without_a_passing_test_there_is_no_suspect():
+    data = impact({"pkg/core.py": {1: (BAD, WORSE), 2: (BAD,)}})
+    found = Spectrum(data, [TESTS[BAD], TESTS[WORSE]], [], include=is_library_path)
+    assert found.suspect(TESTS[BAD]) is None and found.suspect(TESTS[WORSE]) is None
