@@ -103,10 +103,44 @@ def prefect_harness():
     (``PREFECT_LOGGING_TO_API_ENABLED``): no test here reads logs back from the API (the
     e2e tests, which do, run their own servers and processes), and each record was a
     batched POST and a row inserted by the server (~10 % of a mission's CPU here).
+
+    Its server runs without the event persister and the triggers (and so the actions) of
+    :func:`quiet_services`: the flow runs' events still reach it and the task-run recorder
+    still records every task run, but no event is written to the events table and none is
+    matched against automations. No test on it reads events back or waits for an automation
+    to fire (the one that reads events runs on a server of its own: :func:`events_api`;
+    the automations' e2e tests run on ``prefect server start``). Each flow run's events cost
+    that server ~15 % less CPU (~1 CPU-second of a CLI mission's ~6, measured).
     """
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120), \
+    # the harness's server gets this process's settings (SubprocessASGIServer's environment)
+    with temporary_settings(quiet_services()), \
+            prefect_test_harness(server_startup_timeout=120), \
             temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}):
+        yield
+
+
+def quiet_services() -> dict:
+    """The server services the session's harness runs without (settings -> False)."""
+    from prefect.settings import (
+        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
+        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED,
+    )
+
+    return {PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
+            PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: False}
+
+
+@pytest.fixture
+def events_api(prefect_harness):
+    """A temporary Prefect API of its own, with every service of a default server (the event
+    persister above all), for the test that reads events back (``POST /events/filter``);
+    the session's harness is the API again after the test."""
+    from prefect.settings import temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({setting: True for setting in quiet_services()}), \
+            prefect_test_harness(server_startup_timeout=120):
         yield
