@@ -13,6 +13,20 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mendflow-tests-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+QUIET_SERVICES = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                  "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
+"""The Prefect API servers of the suite that inherit this environment (the session's
+harness, the temporary server of each CLI run) run without the event persister and the
+triggers (and so the actions): the flow runs' events still reach them and the task-run
+recorder still records every task run, but no event is written to the events table and
+none is matched against automations. No test on such a server reads events back or waits
+for an automation to fire: the one that reads events runs on an API of its own
+(:func:`events_api`); the e2e servers (``prefect server start``) are started without the
+suite's ``PREFECT_*`` environment and run every service. Per flow run, a server's CPU
+falls ~15 % (~1 CPU-second of a CLI mission's ~6 on its server, measured)."""
+for _name, _value in QUIET_SERVICES.items():
+    os.environ.setdefault(_name, _value)
+
 # Child processes (a target's own pytest run, servers, the CLI) get a temp dir of their
 # own. A pytest run keeps only the 3 newest ``<tmp>/pytest-of-<user>/pytest-N`` folders,
 # so a target's pytest run in a test, sharing this session's temp dir, would delete the
@@ -104,43 +118,30 @@ def prefect_harness():
     e2e tests, which do, run their own servers and processes), and each record was a
     batched POST and a row inserted by the server (~10 % of a mission's CPU here).
 
-    Its server runs without the event persister and the triggers (and so the actions) of
-    :func:`quiet_services`: the flow runs' events still reach it and the task-run recorder
-    still records every task run, but no event is written to the events table and none is
-    matched against automations. No test on it reads events back or waits for an automation
-    to fire (the one that reads events runs on a server of its own: :func:`events_api`;
-    the automations' e2e tests run on ``prefect server start``). Each flow run's events cost
-    that server ~15 % less CPU (~1 CPU-second of a CLI mission's ~6, measured).
+    Its server runs without the services of :data:`QUIET_SERVICES` (the environment).
     """
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    # the harness's server gets this process's settings (SubprocessASGIServer's environment)
-    with temporary_settings(quiet_services()), \
-            prefect_test_harness(server_startup_timeout=120), \
+    with prefect_test_harness(server_startup_timeout=120), \
             temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}):
         yield
 
 
-def quiet_services() -> dict:
-    """The server services the session's harness runs without (settings -> False)."""
+@pytest.fixture
+def events_api(prefect_harness):
+    """A temporary Prefect API of its own, with the services of :data:`QUIET_SERVICES` on
+    (the event persister above all), for a test that reads events back (``POST
+    /events/filter``); the session's harness is the API again after the test."""
     from prefect.settings import (
         PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
         PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED,
+        temporary_settings,
     )
-
-    return {PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
-            PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: False}
-
-
-@pytest.fixture
-def events_api(prefect_harness):
-    """A temporary Prefect API of its own, with every service of a default server (the event
-    persister above all), for the test that reads events back (``POST /events/filter``);
-    the session's harness is the API again after the test."""
-    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with temporary_settings({setting: True for setting in quiet_services()}), \
+    # SubprocessASGIServer gives its server this process's settings, over the environment
+    with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: True,
+                             PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: True}), \
             prefect_test_harness(server_startup_timeout=120):
         yield
