@@ -13,17 +13,10 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mendflow-tests-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-QUIET_SERVICES = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-                  "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
-"""The Prefect API servers of the suite that inherit this environment (the session's
-harness, the temporary server of each CLI run) run without the event persister and the
-triggers (and so the actions): the flow runs' events still reach them and the task-run
-recorder still records every task run, but no event is written to the events table and
-none is matched against automations. No test on such a server reads events back or waits
-for an automation to fire: the one that reads events runs on an API of its own
-(:func:`events_api`); the e2e servers (``prefect server start``) are started without the
-suite's ``PREFECT_*`` environment and run every service. Per flow run, a server's CPU
-falls ~15 % (~1 CPU-second of a CLI mission's ~6 on its server, measured)."""
+# The API servers that inherit this environment run without the services no test on them
+# needs (tests/helpers/prefect_env.py).
+from tests.helpers.prefect_env import QUIET_SERVICES  # noqa: E402
+
 for _name, _value in QUIET_SERVICES.items():
     os.environ.setdefault(_name, _value)
 
@@ -118,7 +111,8 @@ def prefect_harness():
     e2e tests, which do, run their own servers and processes), and each record was a
     batched POST and a row inserted by the server (~10 % of a mission's CPU here).
 
-    Its server runs without the services of :data:`QUIET_SERVICES` (the environment).
+    Its server runs without the services of :data:`tests.helpers.prefect_env.QUIET_SERVICES`
+    (the environment).
     """
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
@@ -130,9 +124,15 @@ def prefect_harness():
 
 @pytest.fixture
 def events_api(prefect_harness):
-    """A temporary Prefect API of its own, with the services of :data:`QUIET_SERVICES` on
+    """A temporary Prefect API of its own, with the services of ``QUIET_SERVICES`` on
     (the event persister above all), for a test that reads events back (``POST
-    /events/filter``); the session's harness is the API again after the test."""
+    /events/filter``); the session's harness is the API again after the test.
+
+    This process's events worker (one for the process, bound to the API it first sent to)
+    is drained first, so the test's events go to this API; prefect_test_harness drains it
+    again at its end, so the session's harness gets the events after the test.
+    """
+    from prefect.events.worker import EventsWorker
     from prefect.settings import (
         PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
         PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED,
@@ -140,6 +140,7 @@ def events_api(prefect_harness):
     )
     from prefect.testing.utilities import prefect_test_harness
 
+    EventsWorker.drain_all(timeout=60)
     # SubprocessASGIServer gives its server this process's settings, over the environment
     with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: True,
                              PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: True}), \

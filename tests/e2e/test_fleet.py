@@ -45,7 +45,7 @@ from tests.helpers.fleet import (
 )
 from tests.helpers.git import git
 from tests.helpers.prefect_db import seed_prefect_home
-from tests.helpers.prefect_env import client_env
+from tests.helpers.prefect_env import QUIET_SERVICES, client_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
@@ -122,7 +122,8 @@ def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:
                 "MENDFLOW_HOME": str(base / "ref-home"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", **client_env()})
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", **client_env(),
+                **QUIET_SERVICES})  # its temporary server: nothing reads its events
     jobs = [(repo.as_uri(), str(base / "ref" / repo.stem), mission_overrides()) for repo in repos]
     return subprocess.Popen([sys.executable, "-c", REFERENCE, json.dumps(jobs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
