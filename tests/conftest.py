@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 # Every Prefect state of the test session (database, persisted results and cache
@@ -122,19 +123,20 @@ def prefect_harness():
         yield
 
 
-@pytest.fixture
-def events_api(prefect_harness):
-    """A temporary Prefect API of its own, with the services of ``QUIET_SERVICES`` on
-    (the event persister above all), for a test that reads events back (``POST
-    /events/filter``); the session's harness is the API again after the test.
+@contextmanager
+def _full_services_api():
+    """A temporary Prefect API of its own (prefect_test_harness) with the services of
+    ``QUIET_SERVICES`` on (tests/helpers/prefect_env.py): the task-run recorder, the event
+    persister, the triggers; the session's harness is the API again after it.
 
     This process's events worker (one for the process, bound to the API it first sent to)
-    is drained first, so the test's events go to this API; prefect_test_harness drains it
-    again at its end, so the session's harness gets the events after the test.
+    is drained first, so the events of the flow runs here go to this API; prefect_test_harness
+    drains it again at its end, so the session's harness gets the events after it.
     """
     from prefect.events.worker import EventsWorker
     from prefect.settings import (
         PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED,
         PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED,
         temporary_settings,
     )
@@ -142,7 +144,23 @@ def events_api(prefect_harness):
 
     EventsWorker.drain_all(timeout=60)
     # SubprocessASGIServer gives its server this process's settings, over the environment
-    with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: True,
+    with temporary_settings({PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED: True,
+                             PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: True,
                              PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: True}), \
             prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def events_api(prefect_harness):
+    """For a test that reads events back (``POST /events/filter``): :func:`_full_services_api`."""
+    with _full_services_api():
+        yield
+
+
+@pytest.fixture(scope="module")
+def recording_api(prefect_harness):
+    """For a module whose tests read task runs back: :func:`_full_services_api`, one for the
+    module (a module-scoped fixture of the module that uses the API must depend on it)."""
+    with _full_services_api():
         yield
