@@ -150,19 +150,23 @@ def impact_map_from_coverage_json(report: Path, root: Path, whole_tree: bool = F
 
 
 def save_impact_map(report: Path, root: Path, target: Path, whole_tree: bool = False,
-                    imported: tuple[str, ...] | None = None) -> None:
+                    imported: tuple[str, ...] | None = None) -> ImpactMap | None:
     """Write the impact map of a ``--show-contexts`` report to ``target`` (atomically).
 
     A report that cannot be read leaves no map (selection then runs the whole suite).
     ``whole_tree``, ``imported``: see :func:`impact_map_from_coverage_json`.
+
+    Returns:
+        The map written, or None when the report could not be read.
     """
     try:
         data = impact_map_from_coverage_json(report, root, whole_tree, imported)
     except (OSError, ValueError, AttributeError, TypeError):
-        return
+        return None
     partial = target.with_suffix(".part")
     partial.write_text(data.model_dump_json(), encoding="utf-8")
     partial.replace(target)
+    return data
 
 
 def load_impact_map(path: Path) -> ImpactMap | None:

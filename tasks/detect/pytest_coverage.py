@@ -76,7 +76,8 @@ def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: di
     With ``impact_file``, the report shows contexts and the impact map is saved there.
 
     Returns:
-        ``(report, None)``, or ``(None, error text)`` when coverage failed.
+        ``(report, None, impact map or None)``, or ``(None, error text, None)`` when
+        coverage failed; the map is the one saved to ``impact_file`` by this call.
     """
     python = str(env.python)
     if any(out_dir.glob(".coverage.*")):  # side processes, or the repo's config sets parallel
@@ -91,20 +92,20 @@ def coverage_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: di
         except ToolError:
             parsed = None
         if parsed is not None:
-            save_impact_map(report, sandbox.path, impact_file,
-                            whole_tree=not coverage_config_sets_source(sandbox.path),
-                            imported=read_imported(out_dir, sandbox.path))
-            return parsed, None
+            impact = save_impact_map(report, sandbox.path, impact_file,
+                                     whole_tree=not coverage_config_sets_source(sandbox.path),
+                                     imported=read_imported(out_dir, sandbox.path))
+            return parsed, None, impact
         # the contexts' report grows with tests x lines: packaging 26.4 (64,207 tests) wrote
         # more than the sandbox's file size limit (1 GiB), truncated, and the whole baseline
         # failed; without contexts there is no impact map (validation runs whole suites)
     proc = _json_report(sandbox, env, out_dir, environ, contexts=False)
     if not report.is_file():  # exit 2 only means fail_under was not met
-        return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}"
+        return None, f"coverage json failed (exit {proc.returncode}):\n{proc.tail(20)}", None
     try:
-        return parse_coverage_json(report, sandbox.path), None
+        return parse_coverage_json(report, sandbox.path), None, None
     except ToolError as err:
-        return None, err.message
+        return None, err.message, None
 
 
 def _json_report(sandbox: Sandbox, env: TargetEnv, out_dir: Path, environ: dict[str, str], *,

@@ -225,8 +225,8 @@ def _run_suite(sandbox: Sandbox, env: TargetEnv, tools: ToolsConfig, available: 
             junit = parse_junit(out_dir / "junit.xml", sandbox.path)
         except ToolError as err:
             return failed_result("pytest", proc, err.message), False
-        cases, coverage, coverage_error = _collect(suite, junit, side, plan, impact_file)
-    return _tool_result(sandbox, tools, proc, junit, cases, coverage, coverage_error,
+        cases, coverage, coverage_error, impact = _collect(suite, junit, side, plan, impact_file)
+    return _tool_result(sandbox, tools, proc, junit, cases, (coverage, coverage_error, impact),
                         round(time.monotonic() - start, 3), workers), False
 
 
@@ -317,32 +317,37 @@ def _collect(suite: _Suite, junit, side, plan: TestPlan, impact_file: Path | Non
     """Every test case (second chances and known hangs included) and the coverage report.
 
     Returns:
-        ``(cases, coverage report or None, coverage error or None)``.
+        ``(cases, coverage report or None, coverage error or None, impact map or None)``;
+        the map is the one this run recorded (coverage.py contexts).
     """
     cases = list(junit.cases)
     if suite.early is not None:  # with timeouts
         cases = _with_second_chances(cases, suite.early)
         cases += known_hangs(side, plan)
-    coverage, coverage_error = None, None
+    coverage, coverage_error, impact = None, None, None
     if suite.tools.coverage.enabled:
-        coverage, coverage_error = coverage_report(suite.sandbox, suite.env, suite.out_dir,
-                                                   suite.environ, impact_file)
+        coverage, coverage_error, impact = coverage_report(
+            suite.sandbox, suite.env, suite.out_dir, suite.environ, impact_file)
         if not cases and coverage is None:
             coverage_error = None  # no test ran, so there is no coverage data to report
-    return cases, coverage, coverage_error
+    return cases, coverage, coverage_error, impact
 
 
 def _tool_result(sandbox: Sandbox, tools: ToolsConfig, proc, junit, cases: list[TestCase],
-                 coverage, coverage_error: str | None, duration: float,
-                 workers: int) -> ToolResult:
-    """The ``pytest`` ToolResult: the test run, its findings, and a coverage error if any."""
+                 measured, duration: float, workers: int) -> ToolResult:
+    """The ``pytest`` ToolResult: the test run, its findings, and a coverage error if any.
+
+    ``measured``: ``(coverage report or None, coverage error or None, impact map or None)``.
+    """
+    coverage, coverage_error, impact = measured
     run = TestRun(
         collected=len(cases), cases=tuple(cases), duration_s=duration, workers=workers,
         coverage_percent=coverage.percent if coverage else None,
         files=coverage.files if coverage else (),
         collection_errors=tuple(e.path for e in junit.collection_errors),
     )
-    findings = tuple(findings_from_test_run(sandbox.path, run, junit.collection_errors, tools))
+    findings = tuple(findings_from_test_run(sandbox.path, run, junit.collection_errors, tools,
+                                            impact))
     if coverage_error is not None:
         return ToolResult(tool="pytest", findings=findings, test_run=run, ok=False,
                           error=coverage_error, command=proc.args, exit_code=proc.returncode,

@@ -7,10 +7,13 @@ in this order:
 
 1. the innermost traceback frame in the repository's code under test (a
    library file, not a test, conftest or vendored file): ``path::function``;
-2. else (the failure is an assertion in the test itself) the function the
-   failing statement calls, resolved through the test module's imports to its
-   definition in the repository: ``path::function``;
-3. else what the whole test calls: the one definition it calls in the
+2. else (the failure is an assertion in the test itself), when the run recorded
+   per-test coverage, the definition holding the test's most suspicious line
+   (spectrum-based fault localization, :mod:`mendflow.tasks.detect.fault_localization`):
+   ``path::function``;
+3. else the function the failing statement calls, resolved through the test
+   module's imports to its definition in the repository: ``path::function``;
+4. else what the whole test calls: the one definition it calls in the
    repository (``path::function``), or the module of the first of several
    (``path``): the module the test exercises.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from mendflow.core.models import TestCase
 from mendflow.tasks.detect.common import is_library_path
+from mendflow.tasks.detect.fault_localization import Spectrum
 from mendflow.tasks.fix import source_nav as nav
 
 
@@ -32,10 +36,12 @@ class RootCauses:
 
     Args:
         root: the worktree root (pytest's rootdir).
+        spectrum: the run's per-test coverage spectrum, when it recorded one.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, spectrum: Spectrum | None = None) -> None:
         self.root = root.resolve()
+        self.spectrum = spectrum
         self._trees: dict[str, ast.Module | None] = {}
 
     def key(self, case: TestCase) -> str | None:
@@ -52,6 +58,9 @@ class RootCauses:
         library = [loc for loc in frames if is_library_path(loc.path)]
         if library:
             return self._symbol_key(library[-1])
+        suspect = self.spectrum.suspect(case.nodeid) if self.spectrum is not None else None
+        if suspect is not None:
+            return self._symbol_key(nav.Location(suspect.path, suspect.line))
         test_file, names = nav.split_nodeid(case.nodeid)
         tree = self._tree(test_file)
         func = nav.find_definition(tree, names) if tree is not None and names else None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from mendflow.core.config import ToolsConfig
 from mendflow.core.findings import SourceIndex, disambiguate, make_finding
-from mendflow.core.models import Finding, TestCase, TestRun
+from mendflow.core.models import Finding, ImpactMap, TestCase, TestRun
 from mendflow.tasks.detect.common import is_library_path
+from mendflow.tasks.detect.fault_localization import Spectrum
 from mendflow.tasks.detect.pytest_reports import CollectionError, line_ranges
 from mendflow.tasks.detect.root_cause import RootCauses
 
@@ -18,7 +19,7 @@ MESSAGE_CHARS = 300
 
 def findings_from_test_run(root: Path, run: TestRun,
                            collection_errors: Sequence[CollectionError],
-                           tools: ToolsConfig) -> list[Finding]:
+                           tools: ToolsConfig, impact: ImpactMap | None = None) -> list[Finding]:
     """Turn a :class:`TestRun` into findings.
 
     Args:
@@ -27,12 +28,15 @@ def findings_from_test_run(root: Path, run: TestRun,
         collection_errors: modules pytest could not collect.
         tools: the ``tools`` config (``pytest.slow_test_s`` seconds,
             ``coverage.min_file_percent`` percent).
+        impact: the run's own per-test coverage (recorded by a full run under
+            coverage.py contexts), which locates the defect of a failing test whose
+            traceback does not (:mod:`mendflow.tasks.detect.fault_localization`).
 
     Returns:
         The findings, ids made unique with :func:`mendflow.core.findings.disambiguate`.
     """
     index = SourceIndex(root)
-    causes = RootCauses(root)
+    causes = RootCauses(root, _spectrum(run, impact))
     found: list[Finding] = []
     for error in collection_errors:
         found.append(make_finding(
@@ -81,6 +85,16 @@ def _case_finding(index: SourceIndex, causes: RootCauses, case: TestCase,
             key=case.nodeid, test_id=case.nodeid, severity="info", category="performance",
             message=f"{case.nodeid} took {case.duration_s:.1f} s (limit {slow_s:g} s)")
     return None
+
+
+def _spectrum(run: TestRun, impact: ImpactMap | None) -> Spectrum | None:
+    if impact is None:
+        return None
+    failing = [c.nodeid for c in run.cases if c.outcome in ("failed", "error")]
+    if not failing:
+        return None
+    passing = [c.nodeid for c in run.cases if c.outcome == "passed"]
+    return Spectrum(impact, failing, passing, include=is_library_path)
 
 
 def _short(text: str) -> str:

@@ -7,7 +7,8 @@ Only what a good engineer would open, never the whole repository:
 - for a failing pytest test: its failure text (assertion message and
   traceback, from ``Finding.detail``), the test function's source (found
   with ``ast`` from the node id) and the definitions the test calls,
-  resolved through its imports;
+  resolved through its imports, and the definition its root cause names
+  (``Finding.root_cause``: found from the traceback or the per-test coverage);
 - for every implicated location (the finding's line, the traceback frames
   inside the repository): the enclosing function or class with line
   numbers, or the whole file when it is short (< 80 lines);
@@ -21,6 +22,7 @@ secret-looking environment variable that appears in the text is redacted.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
@@ -180,6 +182,7 @@ def _snippets_for(root: Path, finding: Finding) -> list[_Snippet]:
     out: list[_Snippet] = []
     if finding.source == "pytest" and finding.test_id:
         out.extend(_test_snippets(root, finding))
+        out.extend(_suspect_snippets(root, finding))
     frames = nav.traceback_frames(root, finding.detail) if finding.detail else []
     locations = frames[-6:]
     if finding.line and nav.repo_relative(root, finding.path) == finding.path:
@@ -189,6 +192,22 @@ def _snippets_for(root: Path, finding: Finding) -> list[_Snippet]:
     if not finding.line and nav.repo_relative(root, finding.path) == finding.path:
         out.extend(_around(root, nav.Location(finding.path, 0), "finding"))
     return out
+
+
+def _suspect_snippets(root: Path, finding: Finding) -> list[_Snippet]:
+    """The definition a failing test's root cause names (``path::function``: its innermost
+    traceback frame, or the line the per-test coverage suspects most)."""
+    path, _, name = (finding.root_cause or "").partition("::")
+    if not name or nav.repo_relative(root, path) != path:
+        return []
+    text = nav.read_text(root / path)
+    tree = nav.parse_module(text) if text is not None else None
+    node = next((n for n in ast.walk(tree) if isinstance(
+        n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name),
+        None) if tree is not None else None
+    if node is None:
+        return []
+    return _around(root, nav.Location(path, node.lineno), "the suspected root cause")
 
 
 def _test_snippets(root: Path, finding: Finding) -> list[_Snippet]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -58,13 +58,32 @@ MAX_GROUP = 8
 """Failing tests of one defect shown to the model in one call (the prompt stays small)."""
 
 
-def group_by_root_cause(findings: Sequence[Finding],
-                        max_group: int = MAX_GROUP) -> list[tuple[Finding, ...]]:
-    """Group findings by ``root_cause``, keeping the order of each group's first finding.
+BATCHED_SOURCES = ("ruff", "bandit")
+"""Linters whose findings of one rule in one file a model fixes in one call: the same
+mechanical change in several places (``UP031`` format strings, ``B101`` asserts).
+mypy's are left single: one error code covers unrelated defects."""
+
+
+def defect_key(finding: Finding) -> str | None:
+    """What one model call covers: the failing test's ``root_cause``, else, for a
+    finding of :data:`BATCHED_SOURCES`, its tool, rule and file; None: the finding alone."""
+    if finding.root_cause:
+        return finding.root_cause
+    if finding.source in BATCHED_SOURCES:
+        return f"{finding.source}:{finding.rule}:{finding.path}"
+    return None
+
+
+def group_by_root_cause(findings: Sequence[Finding], max_group: int = MAX_GROUP,
+                        key: Callable[[Finding], str | None] = lambda f: f.root_cause
+                        ) -> list[tuple[Finding, ...]]:
+    """Group findings by ``key`` (by default ``root_cause``), keeping the order of each
+    group's first finding.
 
     Args:
-        findings: ranked findings; those without a root cause stay single.
+        findings: ranked findings; those whose key is None stay single.
         max_group: the most findings in one group; a larger defect is split in order.
+        key: the grouping key of a finding (e.g. :func:`defect_key`).
 
     Returns:
         The groups (tuples of findings), in order.
@@ -72,13 +91,13 @@ def group_by_root_cause(findings: Sequence[Finding],
     groups: list[list[Finding]] = []
     open_group: dict[str, list[Finding]] = {}
     for finding in findings:
-        key = finding.root_cause
-        current = open_group.get(key) if key else None
+        key_of = key(finding)
+        current = open_group.get(key_of) if key_of else None
         if current is None or len(current) >= max_group:
             current = [finding]
             groups.append(current)
-            if key:
-                open_group[key] = current
+            if key_of:
+                open_group[key_of] = current
         else:
             current.append(finding)
     return [tuple(group) for group in groups]
@@ -144,7 +163,8 @@ class LLMFixer(Fixer):
         definition in the code under test their tracebacks or calls lead to) are
         one defect and so one group, of at most ``MAX_GROUP`` tests (the rest of
         a larger one form further groups, which the mission skips once an earlier
-        patch fixed them). Every other finding is its own group.
+        patch fixed them). Findings of one ruff or bandit rule in one file are
+        one group too (:func:`defect_key`). Every other finding is its own group.
         Left out: ruff findings ruff can fix itself (the offline fixer's),
         info-level findings (TODOs, slow tests), coverage gaps and notebooks.
 
@@ -159,7 +179,7 @@ class LLMFixer(Fixer):
                   if f.severity != "info" and f.source not in self.skip_sources
                   and not (f.source == "ruff" and f.fixable) and not f.path.endswith(".ipynb")]
         chosen.sort(key=lambda f: 0 if f.source in ("pytest", "runtime") else 1)
-        return group_by_root_cause(chosen)
+        return group_by_root_cause(chosen, key=defect_key)
 
     def propose(self, sandbox: Sandbox, group: Sequence[Finding], *, feedback: str | None = None,
                 attempt: int = 1) -> Proposal:

@@ -92,6 +92,20 @@ def test_a_long_module_is_cut_to_the_enclosing_function_and_its_imports(make_rep
     assert len(shown) == len(set(shown))  # frame and callee snippets are merged
 
 
+def test_the_definition_the_root_cause_names_is_shown(make_repo, tmp_path):
+    repo = make_repo(BIG_PKG)
+    failures = failing_tests(repo, tmp_path / "junit")
+    nodeid = "tests/test_div.py::TestDivide::test_by_zero_is_none[0]"
+    sandbox = git_worktree_sandbox(repo)
+    finding = pytest_finding(sandbox.path, nodeid, failures[nodeid], line=8).model_copy(
+        update={"root_cause": "pkg/impl.py::tail_7"})  # as the per-test coverage suspects
+    text = build_context(sandbox, [finding], None)
+    tail = BIG_PKG["pkg/impl.py"].splitlines().index("def tail_7():") + 1
+    assert {tail, tail + 1} <= set(only_numbered(text, "pkg/impl.py"))
+    assert "the suspected root cause, in tail_7" in text
+    assert "helper_0" not in text  # still not the whole module
+
+
 def test_traceback_frames_outside_the_repository_or_in_a_venv_are_ignored(make_repo):
     repo = make_repo({**CALC_FILES, ".venv/lib/site.py": "def vendored():\n    pass\n"})
     sandbox = git_worktree_sandbox(repo)

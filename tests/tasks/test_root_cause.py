@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mendflow.core.config import LLMBudget, LLMPolicy
+from mendflow.core.models import Finding
 from mendflow.tasks.detect import measure_tests
 from mendflow.tasks.fix.llm import LLMFixer, group_by_root_cause
 from tests.helpers.detect import TARGET_ENV, new_repo, only, sandbox_for
@@ -122,3 +123,95 @@ def test_a_large_defect_is_split_in_order_and_unknown_causes_stay_single(finding
     groups = group_by_root_cause([*same, unknown, unknown.model_copy(update={"id": "x2"})],
                                  max_group=1)
     assert [[f.id for f in g] for g in groups] == [[same[0].id], [same[1].id], ["x1"], ["x2"]]
+
+
+# Two defects behind one API function the tests call and assert on (no traceback frame
+# in the library): right alignment pads one too many, the "=" rule joins with "=".
+# The tests' calls all lead to render(); the per-test coverage tells them apart.
+TABLE_FILES = {
+    "fmt/__init__.py": "",
+    "fmt/table.py": """
+        def _pad(cell, width, align):
+            if align == "right":
+                return cell.rjust(width + 1)
+            return cell.ljust(width)
+
+
+        def _rule(widths, char):
+            if char == "=":
+                return "=".join(char * w for w in widths)
+            return "+".join(char * w for w in widths)
+
+
+        def render(rows, align="left", rule="-"):
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            lines = ["|".join(_pad(c, w, align) for c, w in zip(row, widths)) for row in rows]
+            return "\\n".join([lines[0], _rule(widths, rule), *lines[1:]])
+        """,
+    "tests/__init__.py": "",
+    "tests/test_table.py": """
+        from fmt.table import render
+
+        ROWS = [["a", "bb"], ["ccc", "d"]]
+
+
+        def test_left():
+            assert render(ROWS) == "a  |bb\\n---+--\\nccc|d "
+
+
+        def test_left_one_column():
+            assert render([["x"], ["yy"]]) == "x \\n--\\nyy"
+
+
+        def test_right():
+            assert render(ROWS, align="right") == "  a|bb\\n---+--\\nccc| d"
+
+
+        def test_right_one_column():
+            assert render([["x"], ["yy"]], align="right") == " x\\n--\\nyy"
+
+
+        def test_double_rule():
+            assert render(ROWS, rule="=") == "a  |bb\\n===+==\\nccc|d "
+
+
+        def test_double_rule_one_column():
+            assert render([["x"], ["yy"]], rule="=") == "x \\n==\\nyy"
+
+
+        def test_double_rule_narrow():
+            assert render([["x", "y"], ["zz", "w"]], rule="=") == "x |y\\n==+=\\nzz|w"
+        """,
+}
+
+
+def test_the_baseline_coverage_names_each_defect_behind_one_api_function(tmp_path):
+    repo = new_repo(tmp_path / "repo", TABLE_FILES)
+    sandbox = sandbox_for(repo)
+    tools = only(pytest={}, coverage={})
+    plain = measure_tests(sandbox, TARGET_ENV, tools)
+    mapped = measure_tests(sandbox, TARGET_ENV, tools, impact_file=tmp_path / "impact.json")
+
+    def causes(result):
+        return {f.test_id.split("::")[-1]: f.root_cause
+                for f in result.findings if f.rule == "test-failure"}
+
+    # without per-test coverage, both defects are the function the assertions call
+    assert set(causes(plain).values()) == {"fmt/table.py::render"}
+    assert causes(mapped) == {
+        "test_right": "fmt/table.py::_pad", "test_right_one_column": "fmt/table.py::_pad",
+        "test_double_rule": "fmt/table.py::_rule",
+        "test_double_rule_narrow": "fmt/table.py::_rule"}
+
+
+def test_a_model_gets_one_ruff_or_bandit_rule_of_one_file_per_call_and_mypy_errors_alone():
+    def finding(i: int, rule: str, source: str = "ruff", path: str = "pkg/a.py") -> Finding:
+        return Finding(id=f"f{i}", source=source, rule=rule, severity="medium", category="lint",
+                       path=path, line=i, message="m")
+
+    queue = [finding(1, "UP031"), finding(2, "arg-type", "mypy"), finding(3, "UP031"),
+             finding(4, "UP031", path="pkg/b.py"), finding(5, "B101", "bandit"),
+             finding(6, "arg-type", "mypy"), finding(7, "B101", "bandit"), finding(8, "UP031")]
+    groups = LLMFixer(LLMPolicy(), LLMBudget()).plan(queue)
+    assert [[f.id for f in g] for g in groups] == [
+        ["f1", "f3", "f8"], ["f2"], ["f4"], ["f5", "f7"], ["f6"]]
