@@ -104,6 +104,9 @@ def _plan(ledger: MissionLedger, iteration: int) -> tuple[tuple[Finding, ...], .
               if frozenset(f.id for f in g) not in ledger.tried] if queue else []
     if reached and not groups:
         ledger.stop_reason = f"target score {mission.target_score} reached"
+        left = len(queue)  # failing tests, every group of them already attempted
+        if left:
+            ledger.stop_reason += f"; {left} failing test(s) left, attempted and not fixed"
         return None
     ledger.iterations = iteration
     if not groups:

@@ -309,6 +309,8 @@ class SuiteSummary(Contract):
     passed: int = 0
     total: int = Field(0, description="test cases that ran (passed, failed or errored)")
     coverage_percent: float | None = None
+    uncollected: int = Field(0, description="test modules pytest could not collect (their tests "
+                                            "never ran, so they are not in total)")
 
 
 class BaselineTests(Contract):

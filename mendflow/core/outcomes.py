@@ -55,13 +55,18 @@ def validation_timing(patch_id: str, duration_s: float, run: TestRun | None,
 
 
 def suite_summary(measurement: Measurement) -> SuiteSummary | None:
-    """Tests passed of those run, and coverage, of one measurement (None: no test run)."""
+    """Tests passed of those run, coverage, and the test modules that could not be collected.
+
+    Returns:
+        None without a test run.
+    """
     run = measurement.test_run
     if run is None:
         return None
     ran = [c for c in run.cases if c.outcome in ("passed", "failed", "error")]
     return SuiteSummary(passed=sum(c.outcome == "passed" for c in ran), total=len(ran),
-                      coverage_percent=run.coverage_percent)
+                        coverage_percent=run.coverage_percent,
+                        uncollected=len(run.collection_errors))
 
 
 def joint_gate(gates: list[GateResult], name: str) -> GateResult:

@@ -6,12 +6,21 @@ from mendflow.core.models import MissionResult, SuiteSummary
 
 
 def suite_text(suite: SuiteSummary | None) -> str:
-    """``"41/45 passed, coverage 87.5%"`` (``"not measured"`` without a test run)."""
+    """``"41/45 passed, coverage 87.5%"`` (``"not measured"`` without a test run).
+
+    Test modules that pytest could not collect are named as such
+    (``"1/1 passed, 5 test modules not collected, coverage 31.3%"``): their tests
+    never ran, so "1/1 passed" alone would read as a healthy suite.
+    """
     if suite is None:
         return "not measured"
     coverage = (f"coverage {suite.coverage_percent:.1f}%" if suite.coverage_percent is not None
                 else "coverage not measured")
-    return f"{suite.passed}/{suite.total} passed, {coverage}"
+    uncollected = ""
+    if suite.uncollected:
+        plural = "s" if suite.uncollected > 1 else ""
+        uncollected = f", {suite.uncollected} test module{plural} not collected"
+    return f"{suite.passed}/{suite.total} passed{uncollected}, {coverage}"
 
 
 def delivered_text(result: MissionResult) -> str:

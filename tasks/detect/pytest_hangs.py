@@ -51,26 +51,129 @@ PLUGIN_SOURCE = '''"""mendflow's per-test timeouts (written by mendflow; loaded 
 import json
 import os
 import re
+import signal
+import sys
+import threading
 
 import pytest
 
 _TIMEOUT = re.compile(TIMEOUT_PATTERN)
+_SECONDS = {}  # node id -> its timeout
+_STOPPED = set()  # node ids whose timeout stopped them
+_FIRED = set()  # node ids whose pytest-timeout alarm went off, whatever their exception says
+_EXIT = [0]
+_NOTE_CHARS = 4000
+_REPORT_CHARS = 200000
 
 
 def pytest_collection_modifyitems(items):
     with open(os.environ["PLAN_ENV"], encoding="utf-8") as handle:
         plan = json.load(handle)
     for item in items:
-        seconds = plan["timeouts"].get(item.nodeid, plan["default_s"])
+        seconds = _SECONDS[item.nodeid] = plan["timeouts"].get(item.nodeid, plan["default_s"])
         item.add_marker(pytest.mark.timeout(seconds), append=True)
 
 
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_protocol(item):
+    # inside pytest-timeout's wrapper: its alarm handler is set; note when it fires, since
+    # a library can wrap its exception (hypothesis: FlakyFailure) so that no text says so
+    handler = signal.getsignal(signal.SIGALRM) if hasattr(signal, "SIGALRM") else None
+    if callable(handler) and threading.current_thread() is threading.main_thread():
+        def fired(signum, frame):
+            _FIRED.add(item.nodeid)
+            handler(signum, frame)
+        signal.signal(signal.SIGALRM, fired)
+    yield
+
+
+def _trim_notes(error):
+    # hypothesis notes "while drawing from <strategy>" on an interrupted draw: the repr of a
+    # recursive strategy reached 557 MB (cattrs), and pytest's JUnit XML ran out of memory
+    stack, seen = [error], set()
+    while stack:
+        exc = stack.pop()
+        if not isinstance(exc, BaseException) or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [note[:_NOTE_CHARS] + f" [... {len(note) - _NOTE_CHARS} characters cut]"
+                        if isinstance(note, str) and len(note) > _NOTE_CHARS else note
+                        for note in notes]
+        stack.extend([exc.__cause__, exc.__context__, *(getattr(exc, "exceptions", None) or ())])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    if call.excinfo is not None:
+        _trim_notes(call.excinfo.value)
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.longrepr is not None:
+        text = str(report.longrepr)
+        if len(text) > _REPORT_CHARS:
+            half = _REPORT_CHARS // 2
+            report.longrepr = (text[:half] + f"\\n[... {len(text) - 2 * half} characters cut "
+                               "by mendflow ...]\\n" + text[-half:])
+
+
 def pytest_runtest_logreport(report):
+    if not report.failed or not (report.nodeid in _FIRED
+                                 or _TIMEOUT.search(str(report.longrepr)[-2000:])):
+        return
+    _STOPPED.add(report.nodeid)
     # name each test stopped by its timeout at once: its second chance starts meanwhile
     path = os.environ.get("TIMED_OUT_ENV")
-    if path and report.failed and _TIMEOUT.search(str(report.longrepr)[-2000:]):
+    if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(report.nodeid + "\\n")
+
+
+def _stuck(signum, frame):
+    pytest.fail("teardown stopped: still running after the test was stopped by its timeout")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item):
+    # a test stopped by its timeout can leave a thread blocked for good, and a fixture's
+    # teardown waiting on it (an event loop closing its executor): pytest-timeout no longer
+    # watches the teardown, so it gets the test's own timeout here
+    armed = (item.nodeid in _STOPPED and hasattr(signal, "setitimer")
+             and threading.current_thread() is threading.main_thread())
+    if armed:
+        previous = signal.signal(signal.SIGALRM, _stuck)
+        signal.setitimer(signal.ITIMER_REAL, max(_SECONDS.get(item.nodeid, 2.0), 1.0))
+    try:
+        yield
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT[0] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    # the interpreter's exit joins every non-daemon thread: one that a stopped test left
+    # blocked would hold it forever, after the reports are written. Save coverage, leave.
+    if not _STOPPED or not [t for t in threading.enumerate() if t.is_alive() and not t.daemon
+                            and t is not threading.main_thread()]:
+        return
+    try:
+        import coverage
+        current = coverage.Coverage.current()
+        if current is not None:
+            current.stop()
+            current.save()
+    except Exception:  # no coverage, or an old one: the reports are written already
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT[0])
 '''.replace("PLAN_ENV", PLAN_ENV).replace("TIMED_OUT_ENV", TIMED_OUT_ENV).replace(
     "TIMEOUT_PATTERN", repr(TIMEOUT_PATTERN))
 TIMEOUT_MESSAGE = re.compile(TIMEOUT_PATTERN)
@@ -189,6 +292,8 @@ class EarlyChances:
                  environ: dict[str, str], runner: Runner) -> None:
         self._rerun = partial(_rerun, sandbox, build, tools=tools, out_dir=out_dir,
                               environ=environ, runner=runner)
+        self._together = partial(_rerun_together, sandbox, build, tools=tools, out_dir=out_dir,
+                                 environ=environ, runner=runner)
         self._longest = tools.pytest.per_test_timeout_s
         self._file = out_dir / TIMED_OUT_FILE
         self._pool = ThreadPoolExecutor(max_workers=tools.pytest.second_chance_workers,
@@ -222,6 +327,12 @@ class EarlyChances:
             wait([main], timeout=interval_s)
         self.poll()
 
+    def named(self, case: TestCase) -> bool:
+        """Did the main run's plugin name this failed test as stopped by its timeout? (It
+        knows when the alarm fires, even when the test's exception wraps pytest-timeout's
+        and no text of the report says so.)"""
+        return case.outcome in ("failed", "error") and case.nodeid in self._started
+
     def results(self, stopped: Sequence[TestCase]) -> dict[str, TestCase]:
         """Node id -> the case of each stopped test after its second chance alone with
         ``per_test_timeout_s``: passed, failed ... or, with no result again, a hang
@@ -230,6 +341,34 @@ class EarlyChances:
             self._start(case.nodeid)
         return {case.nodeid: _judged(case, self._started[case.nodeid].result(), self._longest)
                 for case in stopped}
+
+
+    def confirm(self, suspects: Sequence[TestCase]) -> dict[str, TestCase]:
+        """Node id -> the case of each test that failed after a test was stopped by its
+        timeout, run again together in a clean process with ``per_test_timeout_s``.
+
+        A stopped test can leave a thread or a state behind that fails the tests after it
+        in the same process (asgiref 3.13.0: 11 tests timed out waiting on the executor
+        thread a stopped test left blocked; all pass by hand). A test missing from the
+        clean run's report keeps its first case.
+        """
+        if not suspects:
+            return {}
+        found = self._together([case.nodeid for case in suspects])
+        return {case.nodeid: _judged(case, found[case.nodeid], self._longest)
+                for case in suspects if case.nodeid in found}
+
+
+def _rerun_together(sandbox: Sandbox, build, nodeids: list[str], tools: ToolsConfig,
+                    out_dir: Path, environ: dict[str, str], runner: Runner) -> dict[str, TestCase]:
+    """Some tests in one more process, each with ``per_test_timeout_s``: their cases by id."""
+    longest, name = tools.pytest.per_test_timeout_s, "after-timeouts"
+    junit = out_dir / f"{name}.xml"
+    side = run_side(sandbox, build(junit), nodeids, junit,
+                    install_plugin(out_dir, name, TestPlan(default_s=longest), environ),
+                    min(longest * len(nodeids), tools.pytest.run_timeout_s) + STARTUP_SLACK_S,
+                    runner)
+    return {c.nodeid: c for c in (side.junit.cases if side.junit else ())}
 
 
 def known_hangs(side: SideRun | None, plan: TestPlan) -> list[TestCase]:

@@ -70,7 +70,26 @@ def parse_junit(path: Path, root: Path) -> JUnitReport:
             errors.append(collection)
         else:
             cases.append(_test_case(element, root))
-    return JUnitReport(tuple(cases), tuple(errors))
+    return JUnitReport(_one_per_node(cases), tuple(errors))
+
+
+def _one_per_node(cases: list[TestCase]) -> tuple[TestCase, ...]:
+    """One case per node id: pytest writes a second ``<testcase>`` for a test whose call
+    failed and whose teardown then errored (asgiref: a teardown stopped after the test's
+    timeout), which counted one test twice (125 collected where pytest collects 124)."""
+    merged: dict[str, TestCase] = {}
+    for case in cases:
+        first = merged.get(case.nodeid)
+        if first is None:
+            merged[case.nodeid] = case
+        elif first.outcome != "failed" and case.outcome in ("failed", "error"):
+            merged[case.nodeid] = case.model_copy(update={
+                "duration_s": first.duration_s + case.duration_s})
+        else:  # the first failure stays the test's outcome; the teardown's text is added
+            detail = "\n\n".join(d for d in (first.detail, case.detail) if d) or None
+            merged[case.nodeid] = first.model_copy(update={
+                "duration_s": first.duration_s + case.duration_s, "detail": detail})
+    return tuple(merged.values())
 
 
 def _collection_error(element: ET.Element, root: Path) -> CollectionError | None:

@@ -384,8 +384,13 @@ def _main_and_known_hangs(suite: _Suite, command: list[str], main_env: dict[str,
 
 def _with_second_chances(cases: list[TestCase], early: EarlyChances) -> list[TestCase]:
     """The main run's cases, each one that hit its timeout replaced by its second chance."""
-    stopped = [case for case in cases if hit_timeout(case)]
+    stopped = [case for case in cases if hit_timeout(case) or early.named(case)]
     if not stopped:
         return cases
     again = early.results(stopped)
+    # what failed after the first stop may be the stopped test's doing: run it again apart
+    names = {case.nodeid for case in stopped}
+    first = next(i for i, case in enumerate(cases) if case.nodeid in names)
+    again.update(early.confirm([case for case in cases[first + 1:] if case.nodeid not in names
+                                and case.outcome in ("failed", "error")]))
     return [again.get(case.nodeid, case) for case in cases]

@@ -41,6 +41,7 @@ MAX_SNIPPET_LINES = 120
 WINDOW = 25
 MAX_FAILURE_CHARS = 3000
 MAX_FEEDBACK_CHARS = 6000
+MAX_CALLEES = 6
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b")
 
 
@@ -217,12 +218,18 @@ def _test_snippets(root: Path, finding: Finding) -> list[_Snippet]:
             continue
         text = nav.read_text(root / rel)
         tree = nav.parse_module(text) if text is not None else None
-        node = nav.find_definition(tree, names) if tree is not None and names else None
-        if tree is None or node is None:
+        found = nav.find_test(root, rel, tree, names) if tree is not None and names else None
+        if found is None:
             continue
-        start, end = nav.span(node)
-        out = [_Snippet(rel, start, end, f"failing test {finding.test_id}")]
-        for loc in nav.callees(root, rel, tree, node):
+        start, end = nav.span(found.node)
+        out = [_Snippet(found.path, start, end, f"failing test {finding.test_id}")]
+        called = nav.references(root, found.path, found.tree, [found.node])
+        if found.owner is not None:  # class attributes that configure the test
+            attributes: list[ast.AST] = [n for n in found.owner.body if not isinstance(
+                n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            called += [loc for loc in nav.references(root, rel, tree, attributes)
+                       if loc not in called]
+        for loc in called[:MAX_CALLEES]:
             out.extend(_around(root, loc, "called by the test"))
         return out
     return []

@@ -226,7 +226,7 @@ def edits_to_patch(sandbox: Sandbox, reply: FixReply, group: Sequence[Finding],
     return Patch(
         id=fingerprint(fixer_name, *finding_ids, diff),
         fixer=fixer_name, finding_ids=finding_ids, diff=diff, files=files,
-        title=_title(analysis.root_cause, group),
+        title=_title(analysis.root_cause, group, files),
         description=f"Root cause ({analysis.category}): {analysis.root_cause.strip()}\n\n"
                     f"{reply.explanation.strip()}",
         confidence=analysis.confidence,
@@ -273,10 +273,22 @@ def _check_parses(diff: str, files: tuple[str, ...]) -> None:
                       hint="this is a mendflow bug; please report it")
 
 
-def _title(root_cause: str, group: Sequence[Finding]) -> str:
+def _looks_like_test(path: str) -> bool:
+    parts = path.split("/")
+    name = parts[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py" \
+        or bool({"tests", "test", "testing"} & set(parts[:-1]))
+
+
+def _title(root_cause: str, group: Sequence[Finding], files: tuple[str, ...]) -> str:
+    """``Fix test-failure (6 findings) in pkg/core.py: <root cause>``: the file the patch
+    changes, not the finding's (a failing test's finding lies in the test file)."""
     first = group[0] if group else None
-    where = f" in {first.path}" if first else ""
+    count = f" ({len(group)} findings)" if len(group) > 1 else ""
+    files = tuple(sorted(files, key=_looks_like_test))  # the code first: heal adds a test
+    where = f" in {files[0]}" + (f" and {len(files) - 1} more" if len(files) > 1 else "") \
+        if files else (f" in {first.path}" if first else "")
     summary = " ".join(root_cause.split())
     if len(summary) > 72:
         summary = summary[:69].rstrip() + "..."
-    return f"Fix {first.rule if first else 'finding'}{where}: {summary}"
+    return f"Fix {first.rule if first else 'finding'}{count}{where}: {summary}"

@@ -236,3 +236,129 @@ def callees(root: Path, test_file: str, tree: ast.Module, func: ast.AST,
             if len(found) >= limit:
                 break
     return found
+
+
+def _dotted(node: ast.expr) -> list[str] | None:
+    """``a.b.c`` -> ``["a", "b", "c"]``; None unless the chain starts at a plain name."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return [node.id, *reversed(parts)]
+
+
+def _chains(nodes: list[ast.AST]) -> list[list[str]]:
+    """The longest dotted names read in ``nodes``, in source order (calls and references)."""
+    found: list[tuple[int, int, list[str]]] = []
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Attribute, ast.Name)) and isinstance(node.ctx, ast.Load):
+            chain = _dotted(node)
+            if chain is not None:
+                found.append((node.lineno, node.col_offset, chain))
+                continue
+        stack.extend(ast.iter_child_nodes(node))
+    return [chain for _, _, chain in sorted(found, key=lambda item: item[:2])]
+
+
+def _resolve_chain(root: Path, from_file: str, imports: dict[str, tuple[str, str | None, int]],
+                   chain: list[str]) -> Location | None:
+    """The definition a dotted name designates: ``f``, ``mod.f``, ``pkg.mod.f`` or
+    ``pkg.mod.Class``, its first name bound by an import of ``from_file``."""
+    if chain[0] not in imports:
+        return None
+    module, attr, level = imports[chain[0]]
+    if attr is not None:  # `from module import attr`: attr is a symbol or a submodule
+        if len(chain) == 1:
+            return resolve_symbol(root, from_file, module, attr, level)
+        module = f"{module}.{attr}" if module else attr
+    rest = chain[1:]
+    for cut in range(len(rest), 0, -1):  # the longest module path first: pkg.mod.f
+        path = ".".join([module, *rest[:cut - 1]]) if rest[:cut - 1] else module
+        loc = resolve_symbol(root, from_file, path, rest[cut - 1], level)
+        if loc is not None:
+            return loc
+    return None
+
+
+def references(root: Path, rel: str, tree: ast.Module, nodes: list[ast.AST],
+               limit: int = 5) -> list[Location]:
+    """Definitions in the repository that ``nodes`` (of the module ``rel``) call or name.
+
+    Beyond :func:`callees`: dotted names of any depth (``cachetools.keys.typedkey(...)``
+    after ``import cachetools.keys``) and names that are not called where they
+    appear (a default argument ``key=keys.typedkey``, a test class's
+    ``DECORATOR = staticmethod(pkg.func.lru_cache)``), resolved through the
+    module's imports.
+
+    Returns:
+        At most ``limit`` locations, in source order.
+    """
+    imports = _imported(tree)
+    found: list[Location] = []
+    for chain in _chains(nodes):
+        loc = _resolve_chain(root, rel, imports, chain)
+        if loc is not None and loc not in found:
+            found.append(loc)
+            if len(found) >= limit:
+                break
+    return found
+
+
+@dataclass(frozen=True)
+class TestDefinition:
+    """A test function found from its node id, possibly inherited from a base class."""
+
+    __test__ = False
+
+    path: str
+    tree: ast.Module
+    node: ast.AST
+    owner: ast.ClassDef | None = None
+    """The class the node id names (its class attributes configure inherited tests)."""
+
+
+def find_test(root: Path, rel: str, tree: ast.Module, names: list[str],
+              depth: int = 0) -> TestDefinition | None:
+    """The test a node id's names designate in the module ``rel``.
+
+    A unittest method that the named class inherits from a mixin (``class
+    LRUTest(TestCase, DecoratorTestMixin)``), in the same module or imported
+    from another module of the repository, is found in that base class.
+
+    Returns:
+        The definition (with the file it is in), or None.
+    """
+    node = find_definition(tree, names)
+    owner = find_definition(tree, names[:-1]) if len(names) > 1 else None
+    owner = owner if isinstance(owner, ast.ClassDef) else None
+    if node is not None:
+        return TestDefinition(rel, tree, node, owner)
+    if owner is None or depth > 3:
+        return None
+    imports = _imported(tree)
+    for base in owner.bases:
+        chain = _dotted(base)
+        if chain is None:
+            continue
+        local = find_definition(tree, chain) if len(chain) == 1 else None
+        where = (Location(rel, local.lineno) if isinstance(local, ast.ClassDef)
+                 else _resolve_chain(root, rel, imports, chain))
+        found = _in_class(root, where, names[-1], depth) if where is not None else None
+        if found is not None:
+            return TestDefinition(found.path, found.tree, found.node, owner)
+    return None
+
+
+def _in_class(root: Path, where: Location, name: str, depth: int) -> TestDefinition | None:
+    """Method ``name`` of the class defined at ``where`` (or of one of its bases)."""
+    text = read_text(root / where.path)
+    tree = parse_module(text) if text is not None else None
+    cls = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+                and n.lineno == where.line), None) if tree is not None else None
+    if tree is None or cls is None:
+        return None
+    return find_test(root, where.path, tree, [cls.name, name], depth + 1)

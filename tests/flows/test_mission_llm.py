@@ -215,6 +215,25 @@ def test_model_that_declines_leaves_no_patch(make_repo, tmp_path, fake_anthropic
     assert why in session
 
 
+def test_failing_tests_left_above_the_target_score_are_named_in_the_stop_reason(
+        make_repo, tmp_path, fake_anthropic, api_key):
+    """cachetools 8.0.2 with 4 injected bugs: 12 failing tests were left (the model declined
+    them) and the mission said only "target score 95.0 reached" (the baseline scored 95.4)."""
+    repo = make_repo(project_files("wrong_operator", "off_by_one"))
+    fix_one = route_by_test({"wrong_operator": load_bug("wrong_operator").fix})
+    fake_anthropic.respond_with(lambda request: fix_one(request) or api.tool_reply(
+        api.analysis(fixable=False, confidence="low"), [], "not sure"))
+    config = write_config(tmp_path, claude_section(fake_anthropic),
+                          mission={"target_score": 10, "max_iterations": 3})
+
+    result = run_mission(repo, config, "llm-declined-above-target")
+
+    left = len([f for f in result.final_findings if f.category == "test-failure"])
+    assert left >= 1 and [p.status for p in result.patches].count("accepted") == 1
+    assert result.stop_reason == (f"target score 10.0 reached; {left} failing test(s) left, "
+                                  "attempted and not fixed")
+
+
 # --- budget ------------------------------------------------------------------------------
 
 

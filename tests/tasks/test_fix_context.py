@@ -206,3 +206,59 @@ def test_secrets_kept_in_the_repository_never_reach_a_prompt(make_repo, tmp_path
         assert secret not in text
     for path in (".env", "certs/server.pem", "deploy/id_ed25519"):
         assert matches_denylist(path, DEFAULT_LLM_DENYLIST), path
+
+
+MIXIN_PKG = {
+    "pkg/__init__.py": "",
+    "pkg/keys.py": filler(30) + "def typedkey(*args):\n    return args + tuple(map(type, ()))\n\n\n"
+                   + filler(30, "tail"),
+    "pkg/func.py": filler(30) + "def lru(maxsize):\n    return maxsize - 1\n\n\n" + filler(30, "tail"),
+    "tests/__init__.py": "",
+    "tests/mixins.py": """
+        class DecoratorMixin:
+            def test_decorator(self):
+                self.assertEqual(self.DECORATOR(2), 2)
+    """,
+    "tests/test_func.py": """
+        import unittest
+
+        import pkg.func
+
+        from .mixins import DecoratorMixin
+
+
+        class LRUTest(unittest.TestCase, DecoratorMixin):
+            DECORATOR = staticmethod(pkg.func.lru)
+    """,
+    "tests/test_keys.py": """
+        import unittest
+
+        import pkg.keys
+
+
+        class KeysTest(unittest.TestCase):
+            def test_typedkey(self, key=pkg.keys.typedkey):
+                self.assertEqual(key(1), (1, int))
+    """,
+}
+
+
+def test_unittest_mixins_dotted_names_and_referenced_functions_are_followed(make_repo):
+    """cachetools 8.0.2: a test inherited from a mixin module and configured by its class
+    (``DECORATOR = staticmethod(cachetools.func.lru_cache)``), and one that takes
+    ``key=cachetools.keys.typedkey`` as a default: the model saw neither function."""
+    repo = make_repo(MIXIN_PKG)
+    sandbox = git_worktree_sandbox(repo)
+    detail = "tests/mixins.py:3: in test_decorator\nE   AssertionError: 1 != 2\n"
+    finding = pytest_finding(sandbox.path, "tests/test_func.py::LRUTest::test_decorator",
+                             detail, line=3).model_copy(update={"path": "tests/mixins.py"})
+    text = build_context(sandbox, [finding], None)
+    assert "### tests/mixins.py (whole file;" in text
+    assert "def lru(maxsize):" in text and "return maxsize - 1" in text
+    assert "def typedkey" not in text and "helper_0" not in text
+
+    detail = "tests/test_keys.py:8: in test_typedkey\nE   AssertionError: (1,) != (1, int)\n"
+    finding = pytest_finding(sandbox.path, "tests/test_keys.py::KeysTest::test_typedkey", detail,
+                             line=8)
+    text = build_context(sandbox, [finding], None)
+    assert "def typedkey(*args):" in text and "def lru" not in text

@@ -68,6 +68,20 @@ def test_a_good_edit_becomes_a_git_patch_that_applies(sandbox, tmp_path):
     assert porcelain(sandbox.path) == ""
 
 
+def test_the_title_names_the_changed_file_not_the_failing_tests_file(sandbox):
+    """cachetools 8.0.2: a fix of src/cachetools/__init__.py for 6 failing tests was committed
+    as "Fix test-failure in tests/__init__.py: ..." (the file of the first failing assertion)."""
+    failing = [lint_finding(sandbox.path, "tests/test_calc.py", line, source="pytest",
+                            rule="test-failure") for line in (4, 5)]
+    patch = edits_to_patch(sandbox, reply(GOOD_EDIT), failing, "anthropic", POLICY)
+    assert patch.title == "Fix test-failure (2 findings) in calc.py: add subtracts"
+    one = edits_to_patch(sandbox, reply(GOOD_EDIT), failing[:1], "anthropic", POLICY)
+    assert one.title == "Fix test-failure in calc.py: add subtracts"
+    test_first = {"path": "tests/test_new.py", "search": "", "replace": "def test_x():\n    pass\n"}
+    healed = edits_to_patch(sandbox, reply(test_first, GOOD_EDIT), failing[:1], "anthropic", POLICY)
+    assert healed.title == "Fix test-failure in calc.py and 1 more: add subtracts"
+
+
 def test_several_edits_of_one_file_apply_in_sequence_and_two_files_in_one_patch(sandbox, tmp_path):
     edits = [GOOD_EDIT,
              {"path": "calc.py", "search": "    return a + b\n", "replace": "    return b + a\n"},

@@ -264,3 +264,27 @@ def test_a_tool_that_crashed_at_baseline_is_named_in_the_result_and_the_report()
     assert "**Did not complete at baseline** (their findings are missing):\n\n" \
            "- mypy: mypy crashed or failed (exit 2)" in text
     assert "Did not complete" not in render_markdown(mission(), [])
+
+
+def test_test_modules_that_could_not_be_collected_are_named_beside_the_passed_count():
+    """jmespath 1.1.0's sdist lacks tests/__init__.py: 5 of its 6 test modules cannot be
+    collected, and the report's summary said "1/1 passed" as if the suite were healthy."""
+    from mendflow.core.outcomes import suite_summary
+
+    run = TestRun(collected=1, cases=(TestCase(nodeid="tests/test_c.py::test_a",
+                                               outcome="passed"),),
+                  coverage_percent=31.34, collection_errors=("tests/test_lexer.py",
+                                                             "tests/test_parser.py"))
+    from mendflow.core.models import ToolResult
+
+    before = suite_summary(Measurement(tree="t1", results=(ToolResult(tool="pytest", test_run=run),),
+                                       findings=(), score=50.0, loc=10))
+    assert before is not None and (before.passed, before.total, before.uncollected) == (1, 1, 2)
+    one = before.model_copy(update={"uncollected": 1})
+
+    text = render_markdown(mission(tests_before=before, tests_after=one), [])
+    assert "| Tests | 1/1 passed, 2 test modules not collected, coverage 31.3% → " \
+           "1/1 passed, 1 test module not collected, coverage 31.3% |" in text
+    healthy = before.model_copy(update={"uncollected": 0})
+    assert "| Tests | 1/1 passed, coverage 31.3% → " in render_markdown(
+        mission(tests_before=healthy, tests_after=healthy), [])
