@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 # Every Prefect state of the test session (database, persisted results and cache
@@ -12,6 +13,13 @@ from pathlib import Path
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="mendflow-tests-prefect-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# The API servers that inherit this environment run without the services no test on them
+# needs (tests/helpers/prefect_env.py).
+from tests.helpers.prefect_env import QUIET_SERVICES  # noqa: E402
+
+for _name, _value in QUIET_SERVICES.items():
+    os.environ.setdefault(_name, _value)
 
 # Child processes (a target's own pytest run, servers, the CLI) get a temp dir of their
 # own. A pytest run keeps only the 3 newest ``<tmp>/pytest-of-<user>/pytest-N`` folders,
@@ -103,10 +111,56 @@ def prefect_harness():
     (``PREFECT_LOGGING_TO_API_ENABLED``): no test here reads logs back from the API (the
     e2e tests, which do, run their own servers and processes), and each record was a
     batched POST and a row inserted by the server (~10 % of a mission's CPU here).
+
+    Its server runs without the services of :data:`tests.helpers.prefect_env.QUIET_SERVICES`
+    (the environment).
     """
     from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120), \
             temporary_settings({PREFECT_LOGGING_TO_API_ENABLED: False}):
+        yield
+
+
+@contextmanager
+def _full_services_api():
+    """A temporary Prefect API of its own (prefect_test_harness) with the services of
+    ``QUIET_SERVICES`` on (tests/helpers/prefect_env.py): the task-run recorder, the event
+    persister, the triggers; the session's harness is the API again after it.
+
+    This process's events worker (one for the process, bound to the API it first sent to)
+    is drained first, so the events of the flow runs here go to this API; prefect_test_harness
+    drains it again at its end, so the session's harness gets the events after it.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import (
+        PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
+        PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED,
+        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    EventsWorker.drain_all(timeout=60)
+    # SubprocessASGIServer gives its server this process's settings, over the environment
+    with temporary_settings({PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED: True,
+                             PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: True,
+                             PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED: True}), \
+            prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def events_api(prefect_harness):
+    """For a test that reads events back (``POST /events/filter``): :func:`_full_services_api`."""
+    with _full_services_api():
+        yield
+
+
+@pytest.fixture(scope="module")
+def recording_api(prefect_harness):
+    """For a module whose tests read task runs back: :func:`_full_services_api`, one for the
+    module (a module-scoped fixture of the module that uses the API must depend on it)."""
+    with _full_services_api():
         yield

@@ -69,6 +69,8 @@ def prefect_home(tmp_path_factory) -> Path:
 def cli_env(prefect_home, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env.update(client_env())  # the suite's CA file: no API URL
+    # the CLI's temporary server records task runs: resume() checks that none was lost
+    env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "true"
     env.update(PREFECT_HOME=str(prefect_home), MENDFLOW_HOME=str(tmp_path / "home"),
                CTRL_C_TEST_GATE=str(tmp_path / "gate"),
                CTRL_C_PATCHED_GATE=str(tmp_path / "gate-on-patch"))

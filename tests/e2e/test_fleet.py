@@ -45,7 +45,7 @@ from tests.helpers.fleet import (
 )
 from tests.helpers.git import git
 from tests.helpers.prefect_db import seed_prefect_home
-from tests.helpers.prefect_env import client_env
+from tests.helpers.prefect_env import QUIET_SERVICES, client_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 POOL = "e2e-fleet"
@@ -54,6 +54,11 @@ SLOT_POLL = {"PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS":
 server's Retry-After: the limit's mean occupancy (a mission's ~30 s here) capped by this
 setting (30 s by default), so every wait for a slot ended up to ~40 s after the slot was
 free. 2 s here, as the server's other loops of the suite are shortened."""
+NO_EVENT_STORE = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false"}
+"""The server does not write the events it receives to its events table (PostgreSQL): no
+test here reads events back, and the automations (the crash automation of a killed worker's
+run) are evaluated by the triggers service from the event stream, not from that table.
+Storing every task run's events was the biggest part of this server's CPU."""
 WORKER_LIMIT = 3
 """Flow runs a worker takes at a time: with the six runs of the fleet-of-three test, one host
 cannot take them all when the other's poll comes a moment later (both hosts work)."""
@@ -83,7 +88,7 @@ def fleet(tmp_path_factory):
     pg_base = Path(tempfile.mkdtemp(prefix="fleet-pg-", dir=os.environ.get("MENDFLOW_TESTS_TMPDIR")))
     postgres = start_postgres(pg_base / "pg")
     try:
-        server = start_server(base / "server", postgres.url(), env=SLOT_POLL)
+        server = start_server(base / "server", postgres.url(), env={**SLOT_POLL, **NO_EVENT_STORE})
     except BaseException:
         postgres.stop()
         shutil.rmtree(pg_base, ignore_errors=True)
@@ -117,7 +122,8 @@ def _start_reference(base: Path, repos: list[Path]) -> subprocess.Popen:
                 "MENDFLOW_HOME": str(base / "ref-home"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", **client_env()})
+                "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL", **client_env(),
+                **QUIET_SERVICES})  # its temporary server: nothing reads its events
     jobs = [(repo.as_uri(), str(base / "ref" / repo.stem), mission_overrides()) for repo in repos]
     return subprocess.Popen([sys.executable, "-c", REFERENCE, json.dumps(jobs)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -190,7 +190,8 @@ def _paused_cycle(repository: Path, thread: threading.Thread, timeout_s: float =
     raise AssertionError("the semi-autonomous cycle never paused (it ended, or hangs)")
 
 
-def test_evolution_autonomy_levels_events_and_generate_switches(tmp_path, monkeypatch):
+def test_evolution_autonomy_levels_events_and_generate_switches(events_api, tmp_path,
+                                                              monkeypatch):
     """Full autonomy merges its PR and reverts its own regression directly (a revert commit
     pushed to main, no PR); the events carry the repository; a semi-autonomous cycle pauses
     before anything is pushed or opened, shows the wait on the dashboard, and opens its PR

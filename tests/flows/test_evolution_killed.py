@@ -21,7 +21,8 @@ from tests.helpers.evolution import setup_loop
 from tests.helpers.git import git
 from tests.helpers.processes import kill_when
 
-pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
+# an API whose server records task runs (the test reads them back): tests/conftest.py
+pytestmark = [pytest.mark.usefixtures("recording_api"), pytest.mark.slow]
 
 CLI = [sys.executable, "-m", "mendflow.cli"]
 

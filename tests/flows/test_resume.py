@@ -45,7 +45,9 @@ def _env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def env(prefect_harness, tmp_path):
+def env(recording_api, tmp_path):
+    """The CLI's environment: the module's API (its server records task runs: the tests
+    read them back), a MENDFLOW_HOME of the test's own."""
     return _env(tmp_path / "home")
 
 
@@ -111,7 +113,7 @@ def mission_runs(env, mission_id: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference(prefect_harness, config, tmp_path_factory):
+def reference(recording_api, config, tmp_path_factory):
     """An uninterrupted mission on an identical repository (one for the module), and the
     environment it ran in (its own MENDFLOW_HOME)."""
     root = tmp_path_factory.mktemp("resume-reference")

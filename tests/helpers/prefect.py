@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def read_artifact(key: str, wait_s: float = 30.0):
-    """Read an artifact back through the Prefect client, waiting up to ``wait_s`` seconds
+    """Read an artifact back from the Prefect API, waiting up to ``wait_s`` seconds
     for it to appear (on a loaded machine the API may record it a moment after the flow
     run's state changed); None if it never does.
 
@@ -20,21 +20,21 @@ def read_artifact(key: str, wait_s: float = 30.0):
 
 
 def _read_artifact(key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterKey,
-        FlowRunFilter,
-        TaskRunFilter,
-    )
-    from prefect.client.schemas.sorting import ArtifactSort
+    """The newest artifact of that key (``POST /artifacts/filter`` of the current API).
 
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(), offset=0, limit=1,
-            sort=ArtifactSort.UPDATED_DESC)
-    return found[0] if found else None
+    No task-run filter: the server applies one as "the artifact's task run exists", and
+    the suite's harness does not record task runs (tests/helpers/prefect_env.py).
+    """
+    import httpx
+    from prefect.client.schemas.objects import Artifact
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json={
+        "artifacts": {"key": {"any_": [key]}}, "flow_runs": {}, "offset": 0, "limit": 1,
+        "sort": "UPDATED_DESC"}, timeout=30)
+    response.raise_for_status()
+    found = response.json()
+    return Artifact.model_validate(found[0]) if found else None
 
 
 def unrecorded_task_runs(prefect_home, flow_run_id: str) -> tuple[int, int]:
