@@ -31,7 +31,7 @@ from mendflow.infra.missions import read_mission
 from tests.helpers.git import git
 from tests.helpers.prefect import unrecorded_task_runs
 from tests.helpers.prefect_db import seed_prefect_home
-from tests.helpers.prefect_env import QUIET_SERVICES, client_env
+from tests.helpers.prefect_env import client_env
 from tests.helpers.target import target_python
 
 pytestmark = pytest.mark.slow
@@ -54,10 +54,6 @@ FILES = {
         "        time.sleep(0.1)\n"
         "    assert one() == 1\n"),
 }
-# Every process of this module runs its Prefect servers with every service: with the quiet
-# services (tests/helpers/prefect_env.py) the validation case's candidate was committed
-# before its test run could block on the gate (CI, 2026-12-02; the cause is not found yet).
-os.environ.update({name: "true" for name in QUIET_SERVICES})
 NOISE = ("Traceback", "EventsWorker", "ConnectError", "failed to process item")
 
 
@@ -73,10 +69,8 @@ def prefect_home(tmp_path_factory) -> Path:
 def cli_env(prefect_home, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env.update(client_env())  # the suite's CA file: no API URL
-    # the CLI's temporary server runs every service: resume() checks that no task run was
-    # lost, and with the quiet services the validation case's candidate was committed
-    # before its test run could block (seen in CI; cause not yet found)
-    env.update({name: "true" for name in QUIET_SERVICES})
+    # the CLI's temporary server records task runs: resume() checks that none was lost
+    env["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "true"
     env.update(PREFECT_HOME=str(prefect_home), MENDFLOW_HOME=str(tmp_path / "home"),
                CTRL_C_TEST_GATE=str(tmp_path / "gate"),
                CTRL_C_PATCHED_GATE=str(tmp_path / "gate-on-patch"))
@@ -237,13 +231,6 @@ def test_ctrl_c_during_validation_rolls_back_and_resume_finishes(make_repo, tmp_
     cli = Cli(["mission", "run", str(repo), "--config", str(write_config(tmp_path)),
                "--mission-id", "ctrl-c-validate"], cli_env)
     cli.wait_for("measuring candidate")
-    worktree = Path(cli_env["MENDFLOW_HOME"]) / "worktrees" / "ctrl-c-validate"
-    # another candidate (one no test reaches) may be measured and committed first: wait
-    # until the pkg/a.py candidate's test run is the one blocked on the gate
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (
-            "import os" not in (worktree / "pkg" / "a.py").read_text() and tools_of(cli_env)):
-        time.sleep(0.2)
     time.sleep(1.0)
     before = len(cli.lines)
 
@@ -253,6 +240,7 @@ def test_ctrl_c_during_validation_rolls_back_and_resume_finishes(make_repo, tmp_
     assert_one_line_stop(cli, before, r"mission ctrl-c-validate stopped during detect "
                                       r"\(measuring candidate .*mendflow mission resume "
                                       r"ctrl-c-validate$")
+    worktree = Path(cli_env["MENDFLOW_HOME"]) / "worktrees" / "ctrl-c-validate"
     assert git(worktree, "status", "--porcelain", "--untracked-files=no") == ""  # rolled back
     gate.unlink()
     data = resume("ctrl-c-validate", cli_env)
