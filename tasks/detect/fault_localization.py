@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from mendflow.core.models import ImpactMap
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Suspect:
     """One line of the code under test and how suspicious it is.
 
